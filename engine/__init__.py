@@ -1,0 +1,122 @@
+"""crossgrad's engine: a reverse-mode autograd on NumPy with PyTorch's semantics.
+
+The names mirror ``torch``, so one program runs on PyTorch, on this engine in-process, and on the
+service through the SDK::
+
+    import crossgrad.engine as torch
+    x = torch.tensor(5.0, requires_grad=True)
+    y = x ** 2
+    y.backward()
+    x.grad            # tensor(10.)
+
+Pure computation: NumPy and SymPy only; no I/O, no threads, no mutable globals but the
+read-only op table.
+"""
+
+from . import autograd, ops
+from .dtypes import DType, Size, float32, float64, int64
+from .dtypes import DType as dtype
+from .dtypes import bool_ as bool
+from .errors import (
+    CrossgradError,
+    DimensionError,
+    DTypeError,
+    InvalidArgument,
+    ShapeError,
+    UsageError,
+)
+from .functional import (
+    abs,
+    add,
+    clamp,
+    cos,
+    detach,
+    div,
+    exp,
+    from_numpy,
+    is_tensor,
+    log,
+    matmul,
+    mean,
+    mul,
+    neg,
+    ones,
+    ones_like,
+    permute,
+    pow,
+    relu,
+    reshape,
+    sigmoid,
+    sin,
+    sqrt,
+    sub,
+    sum,
+    tan,
+    tanh,
+    transpose,
+    zeros,
+    zeros_like,
+)
+from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .tensor import Tensor, tensor
+
+double = float64
+float = float32
+long = int64
+
+__all__ = [
+    "CrossgradError",
+    "DType",
+    "DTypeError",
+    "DimensionError",
+    "InvalidArgument",
+    "ShapeError",
+    "Size",
+    "Tensor",
+    "UsageError",
+    "abs",
+    "add",
+    "autograd",
+    "bool",
+    "clamp",
+    "cos",
+    "detach",
+    "div",
+    "double",
+    "dtype",
+    "enable_grad",
+    "exp",
+    "float",
+    "float32",
+    "float64",
+    "from_numpy",
+    "int64",
+    "is_grad_enabled",
+    "is_tensor",
+    "log",
+    "long",
+    "matmul",
+    "mean",
+    "mul",
+    "neg",
+    "no_grad",
+    "ones",
+    "ones_like",
+    "ops",
+    "permute",
+    "pow",
+    "relu",
+    "reshape",
+    "set_grad_enabled",
+    "sigmoid",
+    "sin",
+    "sqrt",
+    "sub",
+    "sum",
+    "tan",
+    "tanh",
+    "tensor",
+    "transpose",
+    "zeros",
+    "zeros_like",
+]

@@ -1,0 +1,132 @@
+"""Shape rules: the result shape of each kind of op, or PyTorch's error for operands that do not fit.
+
+The op table names one of these per op. The numeric engine calls them only when NumPy has refused
+an operation (so the happy path pays nothing) to raise PyTorch's message; graph validation calls
+them up front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from math import prod
+
+from .errors import DimensionError, ShapeError
+
+Shape = tuple[int, ...]
+
+
+def broadcast(*shapes: Shape) -> Shape:
+    """NumPy/PyTorch broadcasting: align from the right; sizes must match or be 1."""
+    ndim = max((len(s) for s in shapes), default=0)
+    result = []
+    for axis in range(ndim):
+        size = 1
+        for position, shape in enumerate(shapes):
+            offset = axis - (ndim - len(shape))
+            if offset < 0 or shape[offset] == 1:
+                continue
+            if size not in (1, shape[offset]):
+                # PyTorch names the first operand "a" and the second "b".
+                other = "a" if position else "b"
+                raise ShapeError(
+                    f"The size of tensor {other} ({size}) must match the size of tensor "
+                    f"{'ab'[position]} ({shape[offset]}) at non-singleton dimension {axis}")
+            size = shape[offset]
+        result.append(size)
+    return tuple(result)
+
+
+def normalize_dim(dim: int, ndim: int) -> int:
+    """A dimension index counted from 0; 0-d tensors accept -1 and 0 as PyTorch does."""
+    rank = max(ndim, 1)
+    if not -rank <= dim < rank:
+        raise DimensionError("Dimension out of range (expected to be in range of "
+                             f"[{-rank}, {rank - 1}], but got {dim})")
+    return dim % rank
+
+
+def normalize_dims(dims: Sequence[int] | None, ndim: int) -> tuple[int, ...]:
+    """The reduced dimensions, sorted; ``None`` means all of them."""
+    if dims is None:
+        return tuple(range(ndim))
+    normalized = [normalize_dim(d, ndim) for d in dims]
+    for d in normalized:
+        if normalized.count(d) > 1:
+            raise ShapeError(f"dim {d} appears multiple times in the list of dims")
+    # A 0-d tensor reduced over dim 0 or -1 stays 0-d.
+    return tuple(sorted(d for d in normalized if d < ndim))
+
+
+def reduce(shape: Shape, dim: Sequence[int] | None, keepdim: bool) -> Shape:
+    """Shape after summing or averaging over ``dim``."""
+    dims = normalize_dims(dim, len(shape))
+    if keepdim:
+        return tuple(1 if i in dims else s for i, s in enumerate(shape))
+    return tuple(s for i, s in enumerate(shape) if i not in dims)
+
+
+def matmul(a: Shape, b: Shape) -> Shape:
+    """``a @ b`` with 1-D operands promoted and batch dimensions broadcast."""
+    if not a or not b:
+        raise ShapeError("both arguments to matmul need to be at least 1D, but they are "
+                         f"{len(a)}D and {len(b)}D")
+    dims = "x".join
+    if len(a) == 1 and len(b) == 1:
+        if a != b:
+            raise ShapeError(f"inconsistent tensor size, expected tensor [{a[0]}] and src [{b[0]}] "
+                             "to have the same number of elements, but got "
+                             f"{a[0]} and {b[0]} elements respectively")
+        return ()
+    if len(a) == 2 and len(b) == 1:
+        if a[1] != b[0]:
+            raise ShapeError(f"size mismatch, got input ({a[0]}), mat ({dims(map(str, a))}), "
+                             f"vec ({b[0]})")
+        return (a[0],)
+    a2 = (1, *a) if len(a) == 1 else a
+    b2 = (*b, 1) if len(b) == 1 else b
+    if a2[-1] != b2[-2]:
+        raise ShapeError(f"mat1 and mat2 shapes cannot be multiplied "
+                         f"({prod(a2[:-1])}x{a2[-1]} and {dims(map(str, b2[-2:]))})")
+    batch = broadcast(a2[:-2], b2[:-2])
+    rows = () if len(a) == 1 else (a2[-2],)
+    cols = () if len(b) == 1 else (b2[-1],)
+    return (*batch, *rows, *cols)
+
+
+def reshape(input_shape: Shape, shape: Sequence[int]) -> Shape:
+    """Target ``shape`` with at most one -1 inferred from the element count."""
+    size, target = prod(input_shape), shape
+    for index, d in enumerate(target):
+        if d < -1:
+            raise ShapeError(f"invalid shape dimension {d} at index {index} of shape {list(target)}")
+    if list(target).count(-1) > 1:
+        raise ShapeError("only one dimension can be inferred")
+    known = prod(d for d in target if d != -1)
+    if -1 in target:
+        if known == 0 or size % known:
+            raise ShapeError(f"shape '{list(target)}' is invalid for input of size {size}")
+        return tuple(size // known if d == -1 else d for d in target)
+    if known != size:
+        raise ShapeError(f"shape '{list(target)}' is invalid for input of size {size}")
+    return tuple(target)
+
+
+def transpose(shape: Shape, dim0: int, dim1: int) -> Shape:
+    """Shape with two dimensions swapped."""
+    d0, d1 = normalize_dim(dim0, len(shape)), normalize_dim(dim1, len(shape))
+    swapped = list(shape)
+    if shape:
+        swapped[d0], swapped[d1] = shape[d1], shape[d0]
+    return tuple(swapped)
+
+
+def permute(shape: Shape, dims: Sequence[int]) -> Shape:
+    """Shape with its dimensions reordered."""
+    if len(dims) != len(shape):
+        raise ShapeError("permute(sparse_coo): number of dimensions in the tensor input does not "
+                         "match the length of the desired ordering of dimensions i.e. input.dim() = "
+                         f"{len(shape)} is not equal to len(dims) = {len(dims)}")
+    normalized = normalize_dims(dims, len(shape))
+    if len(normalized) != len(shape):
+        raise ShapeError("permute(): duplicate dims are not allowed.")
+    return tuple(shape[normalize_dim(d, len(shape))] for d in dims)

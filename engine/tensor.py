@@ -1,0 +1,616 @@
+"""``Tensor``: a NumPy value with PyTorch's autograd semantics.
+
+A tensor is a leaf (made by the user) or the result of an op. Ops run through ``apply``, which
+computes the forward with the op table's NumPy function and, in grad mode when an operand requires
+grad, records a ``Node`` for backward. ``backward()`` accumulates into the leaves' ``.grad``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import dtypes, shapes
+from .autograd import Node, backpropagate
+from .dtypes import DType, Size
+from .errors import DTypeError, ShapeError, UsageError
+from .grad_mode import _enabled
+from .ops import TABLE, Op
+from .printing import format_tensor
+
+Array = Any
+Operand = Any  # a Tensor or a Python number
+
+_NON_LEAF_GRAD = (
+    "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "
+    "attribute won't be populated during autograd.backward(). If you indeed want the .grad field "
+    "to be populated for a non-leaf Tensor, use .retain_grad() on the non-leaf Tensor. If you "
+    "access the non-leaf Tensor by mistake, make sure you access the leaf Tensor instead. See "
+    "github.com/pytorch/pytorch/pull/30531 for more information.")
+_LEAF_IN_PLACE = "a leaf Variable that requires grad is being used in an in-place operation."
+_FLOAT_ONLY = "Only Tensors of floating point and complex dtype can require gradients"
+_TYPE_NAMES = {"float32": "Float", "float64": "Double", "int64": "Long", "bool": "Bool"}
+
+
+class Tensor:
+    """A tensor with PyTorch's autograd semantics.
+
+    >>> x = tensor(5.0, requires_grad=True)
+    >>> y = x ** 2
+    >>> y.backward()
+    >>> x.grad
+    tensor(10.)
+    """
+
+    __slots__ = ("__weakref__", "_data", "_grad", "_node", "_version", "requires_grad")
+    __array_priority__ = 1000  # NumPy defers to Tensor's reflected operators
+
+    def __init__(self, data: Array, node: Node | None = None, requires_grad: bool = False) -> None:
+        # Wraps ``data`` as it is: the ops' fast path. Users build tensors with ``tensor()``.
+        self._data = data
+        self._grad: Tensor | None = None
+        self._node = node
+        self._version: list[int] | None = None  # created by the first in-place update or detach
+        self.requires_grad = requires_grad or node is not None
+
+    # --- what it is ------------------------------------------------------------------------
+
+    @property
+    def shape(self) -> Size:
+        return Size(self._data.shape)
+
+    def size(self, dim: int | None = None) -> Any:
+        """The shape, or the length of dimension ``dim``."""
+        shape = self.shape
+        return shape if dim is None else shape[shapes.normalize_dim(dim, len(shape))]
+
+    def dim(self) -> int:
+        return int(self._data.ndim)
+
+    @property
+    def ndim(self) -> int:
+        return int(self._data.ndim)
+
+    def numel(self) -> int:
+        return int(self._data.size)
+
+    def __len__(self) -> int:
+        if not self._data.ndim:
+            raise TypeError("len() of a 0-d tensor")
+        return int(self._data.shape[0])
+
+    @property
+    def dtype(self) -> DType:
+        return dtypes.from_numpy(self._data.dtype)
+
+    def type(self) -> str:
+        """PyTorch's legacy type name, e.g. ``"torch.FloatTensor"``."""
+        return f"torch.{_TYPE_NAMES[self.dtype.name]}Tensor"
+
+    def is_floating_point(self) -> bool:
+        return self.dtype.is_floating_point
+
+    @property
+    def is_leaf(self) -> bool:
+        """Made by the user (or not requiring grad) rather than by an op that records a graph."""
+        return self._node is None
+
+    @property
+    def grad_fn(self) -> Node | None:
+        """The node that made this tensor, or None for a leaf."""
+        return self._node
+
+    @property
+    def retains_grad(self) -> bool:
+        return self._node is not None and self._node.retained is self
+
+    @property
+    def grad(self) -> Tensor | None:
+        """The accumulated gradient; None for a non-leaf (with PyTorch's warning) unless retained."""
+        if self._node is not None and self._node.retained is not self:
+            warnings.warn(_NON_LEAF_GRAD, UserWarning, stacklevel=2)
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Tensor | None) -> None:
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of "
+                                f"type {type(value).__name__}")
+            if value.shape != self.shape:
+                raise ShapeError(f"assigned grad has data of a different size: {value.shape} "
+                                 f"vs. {self.shape}")
+        self._grad = value
+
+    @property
+    def T(self) -> Tensor:
+        """All dimensions reversed (the transpose of a matrix)."""
+        return apply(TABLE["permute"], (self,), {"dims": tuple(range(self.ndim))[::-1]})
+
+    # --- values ----------------------------------------------------------------------------
+
+    def item(self) -> Any:
+        """The single value as a Python number."""
+        if self._data.size != 1:
+            raise UsageError(f"a Tensor with {self._data.size} elements cannot be converted "
+                             "to Scalar")
+        return self._data.item() if self._data.ndim else self._data.reshape(()).item()
+
+    def tolist(self) -> Any:
+        return self._data.tolist()
+
+    def numpy(self) -> np.ndarray:
+        """The value as a NumPy array sharing memory (refused while it requires grad)."""
+        if self.requires_grad:
+            raise UsageError("Can't call numpy() on Tensor that requires grad. "
+                             "Use tensor.detach().numpy() instead.")
+        self._data = np.asarray(self._data)
+        return self._data
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        array = self.numpy()
+        return array if dtype is None else array.astype(dtype)
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        if self._data.size != 1:
+            raise UsageError("Boolean value of Tensor with more than one value is ambiguous")
+        return bool(self.item())
+
+    def __iter__(self) -> Iterator[Tensor]:
+        if not self._data.ndim:
+            raise TypeError("iteration over a 0-d tensor")
+        return (Tensor(row) for row in np.asarray(self._data))
+
+    def __repr__(self) -> str:
+        node = self._node
+        return format_tensor(np.asarray(self._data), self.dtype,
+                             requires_grad=self.requires_grad and node is None,
+                             grad_fn=node.name() if node is not None else None)
+
+    __hash__ = object.__hash__  # tensors hash by identity, as in PyTorch
+
+    # --- autograd --------------------------------------------------------------------------
+
+    def backward(self, gradient: Operand | None = None, retain_graph: bool | None = None,
+                 create_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into each leaf's ``.grad``.
+
+        ``gradient`` is the vector of the vector-Jacobian product, required unless ``self``
+        holds one element.
+        """
+        if create_graph:
+            raise NotImplementedError("create_graph=True (higher-order gradients) is not "
+                                      "supported; use differentiate(..., hessian=True)")
+        seed = self._seed(gradient)
+        if self._node is None:
+            _accumulate(self, seed)
+            return
+        leaf_grads, retained = backpropagate(self._node, seed, bool(retain_graph))
+        for leaf, grad in leaf_grads:
+            _accumulate(leaf, grad)
+        for tensor, grad in retained:
+            _accumulate(tensor, grad)
+
+    def _seed(self, gradient: Operand | None) -> Array:
+        """The gradient backward starts from, checked as PyTorch checks it."""
+        if not self.requires_grad:
+            raise UsageError("element 0 of tensors does not require grad and does not have a "
+                             "grad_fn")
+        if gradient is None:
+            if self._data.size != 1:
+                raise UsageError("grad can be implicitly created only for scalar outputs")
+            return np.ones_like(self._data)
+        seed = gradient._data if isinstance(gradient, Tensor) else np.asarray(gradient)
+        if seed.shape != self._data.shape:
+            raise ShapeError(f"Mismatch in shape: grad_output[0] has a shape of "
+                             f"{Size(seed.shape)} and output[0] has a shape of {self.shape}.")
+        return np.asarray(seed, dtype=self._data.dtype)
+
+    def retain_grad(self) -> None:
+        """Keep this non-leaf's gradient in ``.grad`` on backward."""
+        if not self.requires_grad:
+            raise UsageError("can't retain_grad on Tensor that has requires_grad=False")
+        if self._node is not None:
+            self._node.retained = self
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Start or stop recording operations on this leaf."""
+        if self._node is not None:
+            if not requires_grad:
+                raise UsageError(
+                    "you can only change requires_grad flags of leaf variables. If you want to "
+                    "use a computed variable in a subgraph that doesn't require differentiation "
+                    "use var_no_grad = var.detach().")
+            return self
+        if requires_grad and not self.dtype.is_floating_point:
+            raise UsageError(_FLOAT_ONLY)
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def detach(self) -> Tensor:
+        """A new leaf sharing this tensor's values (and its version counter), out of the graph."""
+        if not isinstance(self._data, np.ndarray):
+            self._data = np.asarray(self._data)  # shared storage needs an array to share
+        if self._version is None:
+            self._version = [0]
+        result = Tensor(self._data)
+        result._version = self._version
+        return result
+
+    # --- in-place updates ------------------------------------------------------------------
+
+    def _in_place(self, op: Op, operand: Operand) -> Tensor:
+        """``self = op(self, operand)`` keeping this object, as PyTorch's ``add_`` and friends.
+
+        Outside grad mode (the optimizer step ``w -= lr * w.grad``) the values are overwritten
+        where they are; in grad mode on a non-leaf the op is recorded and this tensor takes its
+        result. Either way the version counter moves, so a graph that saved the old values refuses
+        to backpropagate through them, as in PyTorch.
+        """
+        recording = _enabled.get() and (self.requires_grad or _requires_grad(operand))
+        if recording and self._node is None and self.requires_grad:
+            raise UsageError(_LEAF_IN_PLACE)
+        if recording:
+            # The old value as a tensor of its own: the new node's operand, unaffected by the
+            # version bump below (graphs that saved ``self`` itself do see it).
+            before = Tensor(self._data, self._node, self.requires_grad)
+            result = apply(op, (before, operand))
+            if result.shape != self.shape:
+                raise ShapeError(f"output with shape {list(self.shape)} doesn't match the "
+                                 f"broadcast shape {list(result.shape)}")
+            self._data, self._node, self.requires_grad = result._data, result._node, True
+            _bump_version(self)
+            return self
+        return self._overwrite(op.forward(self._data, _value(operand)))
+
+    def _overwrite(self, value: Array) -> Tensor:
+        """Write ``value`` over this tensor's values where they are stored (shared by detach)."""
+        if np.shape(value) != self._data.shape:
+            raise ShapeError(f"output with shape {list(self.shape)} doesn't match the "
+                             f"broadcast shape {list(np.shape(value))}")
+        if not np.can_cast(np.result_type(value), self._data.dtype, "same_kind"):
+            raise DTypeError(f"result type {dtypes.from_numpy(np.result_type(value))} can't "
+                             f"be cast to the desired output type {self.dtype}")
+        if isinstance(self._data, np.ndarray) and self._data.flags.writeable:
+            np.copyto(self._data, value, casting="unsafe")
+        else:
+            self._data = np.array(value, dtype=self._data.dtype)
+        _bump_version(self)
+        return self
+
+    def add_(self, other: Operand) -> Tensor:
+        return self._in_place(TABLE["add"], other)
+
+    def sub_(self, other: Operand) -> Tensor:
+        return self._in_place(TABLE["sub"], other)
+
+    def mul_(self, other: Operand) -> Tensor:
+        return self._in_place(TABLE["mul"], other)
+
+    def div_(self, other: Operand) -> Tensor:
+        return self._in_place(TABLE["div"], other)
+
+    def zero_(self) -> Tensor:
+        """Set every value to 0 in place; returns this tensor (``x.grad.zero_()``)."""
+        if _enabled.get() and self.requires_grad:
+            if self._node is None:
+                raise UsageError(_LEAF_IN_PLACE)
+            return self._in_place(TABLE["mul"], 0)
+        return self._overwrite(np.zeros_like(self._data))
+
+    __iadd__ = add_
+    __isub__ = sub_
+    __imul__ = mul_
+    __itruediv__ = div_
+
+    # --- operators -------------------------------------------------------------------------
+
+    def __add__(self, other: Operand) -> Tensor:
+        return _binary("add", self, other)
+
+    def __radd__(self, other: Operand) -> Tensor:
+        return _binary("add", other, self)
+
+    def __sub__(self, other: Operand) -> Tensor:
+        return _binary("sub", self, other)
+
+    def __rsub__(self, other: Operand) -> Tensor:
+        return _binary("sub", other, self)
+
+    def __mul__(self, other: Operand) -> Tensor:
+        return _binary("mul", self, other)
+
+    def __rmul__(self, other: Operand) -> Tensor:
+        return _binary("mul", other, self)
+
+    def __truediv__(self, other: Operand) -> Tensor:
+        return _binary("div", self, other)
+
+    def __rtruediv__(self, other: Operand) -> Tensor:
+        return _binary("div", other, self)
+
+    def __pow__(self, other: Operand) -> Tensor:
+        return _binary("pow", self, other)
+
+    def __rpow__(self, other: Operand) -> Tensor:
+        return _binary("pow", other, self)
+
+    def __matmul__(self, other: Operand) -> Tensor:
+        return _binary("matmul", self, other)
+
+    def __rmatmul__(self, other: Operand) -> Tensor:
+        return _binary("matmul", other, self)
+
+    def __neg__(self) -> Tensor:
+        return apply(_NEG, (self,))
+
+    def __pos__(self) -> Tensor:
+        return self
+
+    # --- methods named after ops -----------------------------------------------------------
+
+    def add(self, other: Operand) -> Tensor:
+        return _binary("add", self, other)
+
+    def sub(self, other: Operand) -> Tensor:
+        return _binary("sub", self, other)
+
+    def mul(self, other: Operand) -> Tensor:
+        return _binary("mul", self, other)
+
+    def div(self, other: Operand) -> Tensor:
+        return _binary("div", self, other)
+
+    def pow(self, exponent: Operand) -> Tensor:
+        return _binary("pow", self, exponent)
+
+    def matmul(self, other: Operand) -> Tensor:
+        return _binary("matmul", self, other)
+
+    def neg(self) -> Tensor:
+        return apply(_NEG, (self,))
+
+    def exp(self) -> Tensor:
+        return apply(TABLE["exp"], (self,))
+
+    def log(self) -> Tensor:
+        return apply(TABLE["log"], (self,))
+
+    def sin(self) -> Tensor:
+        return apply(TABLE["sin"], (self,))
+
+    def cos(self) -> Tensor:
+        return apply(TABLE["cos"], (self,))
+
+    def tan(self) -> Tensor:
+        return apply(TABLE["tan"], (self,))
+
+    def tanh(self) -> Tensor:
+        return apply(TABLE["tanh"], (self,))
+
+    def sigmoid(self) -> Tensor:
+        return apply(TABLE["sigmoid"], (self,))
+
+    def relu(self) -> Tensor:
+        return apply(TABLE["relu"], (self,))
+
+    def abs(self) -> Tensor:
+        return apply(TABLE["abs"], (self,))
+
+    def sqrt(self) -> Tensor:
+        return apply(TABLE["sqrt"], (self,))
+
+    def clamp(self, min: float | None = None, max: float | None = None) -> Tensor:
+        """Limit values to ``[min, max]``; the gradient passes where ``min <= x <= max``."""
+        if min is None and max is None:
+            raise UsageError("torch.clamp: At least one of 'min' or 'max' must not be None")
+        bounds = {"min": None if min is None else float(min),
+                  "max": None if max is None else float(max)}
+        return apply(TABLE["clamp"], (self,), bounds)
+
+    def sum(self, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Tensor:
+        return _reduce("sum", self, dim, keepdim)
+
+    def mean(self, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Tensor:
+        return _reduce("mean", self, dim, keepdim)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        target = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape
+        return apply(TABLE["reshape"], (self,), {"shape": tuple(int(d) for d in target)})
+
+    view = reshape
+
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
+        return apply(TABLE["transpose"], (self,), {"dim0": dim0, "dim1": dim1})
+
+    def permute(self, *dims: Any) -> Tensor:
+        order = tuple(dims[0]) if len(dims) == 1 and not isinstance(dims[0], int) else dims
+        return apply(TABLE["permute"], (self,), {"dims": tuple(int(d) for d in order)})
+
+
+_NEG = TABLE["neg"]
+
+
+def _bump_version(tensor: Tensor) -> None:
+    if tensor._version is None:
+        tensor._version = [1]
+    else:
+        tensor._version[0] += 1
+
+
+def _requires_grad(operand: Operand) -> bool:
+    return isinstance(operand, Tensor) and operand.requires_grad
+
+
+def _value(operand: Operand) -> Array:
+    return operand._data if isinstance(operand, Tensor) else operand
+
+
+def _accumulate(tensor: Tensor, grad: Array) -> None:
+    """Add ``grad`` into ``tensor.grad``, in place when there is one (PyTorch's AccumulateGrad)."""
+    if tensor._grad is None:
+        tensor._grad = Tensor(np.array(grad, dtype=tensor._data.dtype))
+        return
+    target = tensor._grad
+    if isinstance(target._data, np.ndarray) and target._data.flags.writeable:
+        np.add(target._data, grad, out=target._data, casting="unsafe")
+    else:
+        target._data = np.array(target._data + grad, dtype=target._data.dtype)
+    _bump_version(target)
+
+
+# --- applying ops ------------------------------------------------------------------------------
+
+def _as_operand(value: Any) -> Operand:
+    """A Tensor stays; Python and NumPy numbers become Python numbers; arrays become Tensors."""
+    if type(value) in (float, int, bool) or isinstance(value, Tensor):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.ndarray, list, tuple)):
+        return tensor(value)
+    raise TypeError(f"unsupported operand type: {type(value).__name__}")
+
+
+def _binary(name: str, a: Operand, b: Operand) -> Tensor:
+    if type(a) is not Tensor:
+        a = _as_operand(a)
+    if type(b) is not Tensor:
+        b = _as_operand(b)
+    return apply(TABLE[name], (a, b))
+
+
+def _reduce(name: str, x: Tensor, dim: int | Sequence[int] | None, keepdim: bool) -> Tensor:
+    dims = None if dim is None else (dim,) if isinstance(dim, int) else tuple(dim)
+    if dims is not None:
+        shapes.normalize_dims(dims, x.ndim)  # PyTorch's IndexError for a dim out of range
+    return apply(TABLE[name], (x,), {"dim": dims, "keepdim": bool(keepdim)})
+
+
+def _promoted(op: Op, args: tuple[Operand, ...]) -> tuple[Operand, ...]:
+    """Operands converted to the dtype PyTorch would compute in, when NumPy's choice differs.
+
+    NumPy 2 (NEP 50) already agrees when every tensor operand has the same floating dtype:
+    Python numbers are weak there as in PyTorch. Otherwise PyTorch's rules pick the type.
+    """
+    tensors = [a for a in args if type(a) is Tensor]
+    first = tensors[0]._data.dtype
+    if first.kind == "f" and all(t._data.dtype == first for t in tensors):
+        return args
+    target = dtypes.promote(
+        ([t.dtype for t in tensors if t.ndim], [t.dtype for t in tensors if not t.ndim]),
+        [type(a) for a in args if type(a) is not Tensor])
+    if op.floating and not target.is_floating_point:
+        target = dtypes.DEFAULT_FLOAT
+    # Converted operands are new leaves in the node's eyes but keep their place in the graph.
+    return tuple(_converted(a, target.numpy) if type(a) is Tensor else a for a in args)
+
+
+def _converted(t: Tensor, numpy_dtype: np.dtype[Any]) -> Tensor:
+    if t._data.dtype == numpy_dtype:
+        return t
+    result = Tensor(np.asarray(t._data, dtype=numpy_dtype), t._node, t.requires_grad)
+    result._version = t._version
+    return result
+
+
+_NO_ATTRS: dict[str, Any] = {}  # shared by every call without attributes; never written
+
+
+def apply(op: Op, args: tuple[Operand, ...], attrs: dict[str, Any] = _NO_ATTRS) -> Tensor:
+    """Run ``op`` forward and, in grad mode, record it for backward.
+
+    This is the hot path of every op, so it avoids generators and builds few objects: the node
+    keeps the operands themselves and reads their values back at backward time (the version
+    counters say if they changed since).
+    """
+    if len(args) == 1:
+        (a,) = args
+        x = a._data
+        if x.dtype.kind != "f":
+            (a,) = args = _promoted(op, args)
+            x = a._data
+        out = op.forward(x, **attrs)
+        if not a.requires_grad or op.vjps[0] is None or not _enabled.get():
+            return Tensor(out)
+        targets: tuple[Any, ...] = (a._node or a,)
+        modified = a._version
+    elif len(args) == 2:
+        a, b = args
+        if (type(a) is Tensor and type(b) is Tensor and a._data.dtype != b._data.dtype) or (
+                a._data if type(a) is Tensor else b._data).dtype.kind != "f":
+            a, b = args = _promoted(op, args)
+        x = a._data if type(a) is Tensor else a
+        y = b._data if type(b) is Tensor else b
+        try:
+            out = op.forward(x, y, **attrs)
+        except ValueError:
+            op.shape(np.shape(x), np.shape(y), **attrs)  # PyTorch's error for NumPy's refusal
+            raise
+        if not _enabled.get():
+            return Tensor(out)
+        ta = (a._node or a) if type(a) is Tensor and a.requires_grad else None
+        tb = (b._node or b) if type(b) is Tensor and b.requires_grad else None
+        if ta is None and tb is None:
+            return Tensor(out)
+        targets = (ta, tb)
+        modified = (type(a) is Tensor and a._version) or (type(b) is Tensor and b._version)
+    else:
+        if any(type(a) is Tensor and a._data.dtype.kind != "f" for a in args):
+            args = _promoted(op, args)
+        inputs = [a._data if type(a) is Tensor else a for a in args]
+        try:
+            out = op.forward(*inputs, **attrs)
+        except ValueError:
+            op.shape(*[np.shape(x) for x in inputs], **attrs)
+            raise
+        if not _enabled.get():
+            return Tensor(out)
+        targets = tuple((a._node or a) if type(a) is Tensor and a.requires_grad and vjp else None
+                        for a, vjp in zip(args, op.vjps))
+        if not any(t is not None for t in targets):
+            return Tensor(out)
+        modified = any(type(a) is Tensor and a._version for a in args)
+    versions = _versions(args) if modified else None
+    return Tensor(out, Node(op, args, attrs, out, targets, versions))
+
+
+def _versions(args: tuple[Operand, ...]) -> tuple[int, ...]:
+    """The operands' version counters now, for the check at backward time."""
+    return tuple(a._version[0] if type(a) is Tensor and a._version else 0 for a in args)
+
+
+# --- construction ------------------------------------------------------------------------------
+
+def tensor(data: Any, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
+    """A new leaf tensor holding a copy of ``data`` (a number, nested lists, an array, a tensor).
+
+    Python floats become float32 (PyTorch's default), Python ints int64; an array keeps its type.
+    """
+    if isinstance(data, Tensor):
+        data = data._data
+    if isinstance(data, (np.ndarray, np.generic)):
+        inferred = dtypes.from_numpy(data.dtype)
+    else:
+        try:
+            probe = np.asarray(data)
+        except ValueError as error:
+            raise DTypeError(f"could not build a tensor from the given data: {error}") from None
+        if probe.dtype.kind not in "fiub":
+            raise DTypeError(f"Could not infer dtype of {type(data).__name__}")
+        inferred = dtypes.DEFAULT_FLOAT if probe.dtype.kind == "f" else dtypes.from_numpy(
+            probe.dtype)
+    target = dtype or inferred
+    result = Tensor(np.array(data, dtype=target.numpy))
+    if requires_grad:
+        result.requires_grad_(True)
+    return result
