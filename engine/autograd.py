@@ -29,25 +29,29 @@ SECOND_BACKWARD = (
     "Trying to backward through the graph a second time (or directly access saved tensors after "
     "they have already been freed). Saved intermediate values of the graph are freed when you "
     "call .backward() or autograd.grad(). Specify retain_graph=True if you need to backward "
-    "through the graph a second time or if you need to access saved tensors after calling backward.")
+    "through the graph a second time or if you need to access saved tensors after calling "
+    "backward.")
 
 
 class Node:
     """A backward node: PyTorch's ``grad_fn``.
 
-    ``args`` are the operands as given (Tensors, or Python numbers for constants); their values
-    are read back at backward time, and their version counters tell whether an in-place update
-    changed them since. ``targets[i]`` is where the gradient of operand ``i`` goes: a ``Node``, a
+    ``args`` are the operands as given (Tensors, or Python numbers for constants) and ``values``
+    their values; the operands' version counters tell whether an in-place update changed those
+    values since. ``targets[i]`` is where the gradient of operand ``i`` goes: a ``Node``, a
     leaf ``Tensor``, or ``None`` when operand ``i`` needs no gradient. ``args`` becomes ``None``
     when a backward frees the node's saved values.
     """
 
-    __slots__ = ("_name", "args", "attrs", "op", "out", "retained", "targets", "versions")
+    __slots__ = ("_name", "args", "attrs", "op", "out", "retained", "targets", "values",
+                 "versions")
 
-    def __init__(self, op: Op, args: tuple[Any, ...], attrs: dict[str, Any], out: Array,
-                 targets: tuple[Any, ...], versions: tuple[int, ...] | None) -> None:
+    def __init__(self, op: Op, args: tuple[Any, ...], values: tuple[Array, ...],
+                 attrs: dict[str, Any], out: Array, targets: tuple[Any, ...],
+                 versions: tuple[int, ...] | None) -> None:
         self.op = op
         self.args: tuple[Any, ...] | None = args
+        self.values = values  # the operands' values at the call (what backward reads)
         self.attrs = attrs
         self.out = out
         self.targets = targets
@@ -69,7 +73,7 @@ class Node:
     def __repr__(self) -> str:
         return f"<{self.name()} object at {id(self):#x}>"
 
-    def inputs(self) -> list[Array]:
+    def inputs(self) -> tuple[Array, ...]:
         """The operands' values, checked as PyTorch checks saved tensors."""
         args = self.args
         if args is None:
@@ -81,7 +85,7 @@ class Node:
                     expected = self.versions[i] if self.versions else 0
                     if version[0] != expected:
                         raise UsageError(_modified_message(arg, version[0], expected))
-        return [getattr(arg, "_data", arg) for arg in args]
+        return self.values
 
     def free(self) -> None:
         """Drop the saved values after a backward without ``retain_graph``, as PyTorch does.
@@ -92,6 +96,7 @@ class Node:
         if callable(self.op.grad_fn) and self._name is None:
             self.name()  # some names depend on the operands
         self.args = None
+        self.values = ()
         self.out = None
 
 
@@ -170,12 +175,10 @@ def backpropagate(root: Node, grad: Array, retain_graph: bool,
             if node.retained is not None:
                 retained.append((node.retained, g))
             inputs, out, attrs = node.inputs(), node.out, node.attrs
-            vjps = node.op.vjps
-            for i, target in enumerate(node.targets):
+            for vjp, target, x in zip(node.op.vjps, node.targets, inputs):  # noqa: B905
                 if target is None:
                     continue
-                x = inputs[i]
-                gi = vjps[i](g, out, *inputs, **attrs)  # type: ignore[misc]
+                gi = vjp(g, out, *inputs, **attrs)  # type: ignore[misc]
                 if gi.shape != x.shape:
                     gi = _unbroadcast(gi, x.shape)
                 if gi.dtype != x.dtype:

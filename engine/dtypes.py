@@ -1,7 +1,7 @@
 """Data types, shapes and PyTorch's type-promotion rules.
 
-Names and reprs follow PyTorch (``torch.float32``, ``torch.Size([3])``) so that a program written for
-PyTorch prints the same lines on crossgrad.
+Names and reprs follow PyTorch (``torch.float32``, ``torch.Size([3])``) so that a program written
+for PyTorch prints the same lines on crossgrad.
 """
 
 from __future__ import annotations

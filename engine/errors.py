@@ -1,8 +1,9 @@
 """The engine's typed errors.
 
-Each carries the name of the gRPC status it maps to as a plain string (the engine never imports grpc;
-the server maps these names to codes in one place). Each also derives from the built-in exception
-type PyTorch raises in the same situation, so ``except RuntimeError`` code written for PyTorch works.
+Each carries the name of the gRPC status it maps to as a plain string (the engine never imports
+grpc; the server maps these names to codes in one place). Each also derives from the built-in
+exception type PyTorch raises in the same situation, so ``except RuntimeError`` code written for
+PyTorch works.
 """
 
 from __future__ import annotations

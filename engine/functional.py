@@ -100,11 +100,13 @@ def is_tensor(obj: Any) -> bool:
 
 
 def zeros(*size: Any, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
-    return tensor(np.zeros(_size(size)), dtype=dtype or dtypes.DEFAULT_FLOAT, requires_grad=requires_grad)
+    return tensor(np.zeros(_size(size)), dtype=dtype or dtypes.DEFAULT_FLOAT,
+                  requires_grad=requires_grad)
 
 
 def ones(*size: Any, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
-    return tensor(np.ones(_size(size)), dtype=dtype or dtypes.DEFAULT_FLOAT, requires_grad=requires_grad)
+    return tensor(np.ones(_size(size)), dtype=dtype or dtypes.DEFAULT_FLOAT,
+                  requires_grad=requires_grad)
 
 
 def zeros_like(input: Tensor, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:

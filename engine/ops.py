@@ -82,7 +82,7 @@ def _is_number(value: Array) -> bool:
 
 def _elementwise(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Lift a scalar SymPy function to object arrays of expressions."""
-    return np.frompyfunc(fn, 1, 1)  # type: ignore[no-any-return]
+    return np.frompyfunc(fn, 1, 1)
 
 
 def _positive_part(x: Any) -> Any:

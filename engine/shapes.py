@@ -1,4 +1,4 @@
-"""Shape rules: the result shape of each kind of op, or PyTorch's error for operands that do not fit.
+"""Shape rules: the result shape of each kind of op, or PyTorch's error for operands that don't fit.
 
 The op table names one of these per op. The numeric engine calls them only when NumPy has refused
 an operation (so the happy path pays nothing) to raise PyTorch's message; graph validation calls
@@ -98,7 +98,8 @@ def reshape(input_shape: Shape, shape: Sequence[int]) -> Shape:
     size, target = prod(input_shape), shape
     for index, d in enumerate(target):
         if d < -1:
-            raise ShapeError(f"invalid shape dimension {d} at index {index} of shape {list(target)}")
+            raise ShapeError(
+                f"invalid shape dimension {d} at index {index} of shape {list(target)}")
     if list(target).count(-1) > 1:
         raise ShapeError("only one dimension can be inferred")
     known = prod(d for d in target if d != -1)
@@ -123,9 +124,9 @@ def transpose(shape: Shape, dim0: int, dim1: int) -> Shape:
 def permute(shape: Shape, dims: Sequence[int]) -> Shape:
     """Shape with its dimensions reordered."""
     if len(dims) != len(shape):
-        raise ShapeError("permute(sparse_coo): number of dimensions in the tensor input does not "
-                         "match the length of the desired ordering of dimensions i.e. input.dim() = "
-                         f"{len(shape)} is not equal to len(dims) = {len(dims)}")
+        raise ShapeError("permute(sparse_coo): number of dimensions in the tensor input does "
+                         "not match the length of the desired ordering of dimensions i.e. "
+                         f"input.dim() = {len(shape)} is not equal to len(dims) = {len(dims)}")
     normalized = normalize_dims(dims, len(shape))
     if len(normalized) != len(shape):
         raise ShapeError("permute(): duplicate dims are not allowed.")

@@ -109,7 +109,7 @@ class Tensor:
 
     @property
     def grad(self) -> Tensor | None:
-        """The accumulated gradient; None for a non-leaf (with PyTorch's warning) unless retained."""
+        """The accumulated gradient; None (and PyTorch's warning) for a non-leaf not retained."""
         if self._node is not None and self._node.retained is not self:
             warnings.warn(_NON_LEAF_GRAD, UserWarning, stacklevel=2)
         return self._grad
@@ -351,7 +351,7 @@ class Tensor:
         return _binary("matmul", other, self)
 
     def __neg__(self) -> Tensor:
-        return apply(_NEG, (self,))
+        return _apply_unary(_NEG, self, _NO_ATTRS)
 
     def __pos__(self) -> Tensor:
         return self
@@ -377,7 +377,7 @@ class Tensor:
         return _binary("matmul", self, other)
 
     def neg(self) -> Tensor:
-        return apply(_NEG, (self,))
+        return _apply_unary(_NEG, self, _NO_ATTRS)
 
     def exp(self) -> Tensor:
         return apply(TABLE["exp"], (self,))
@@ -486,7 +486,7 @@ def _binary(name: str, a: Operand, b: Operand) -> Tensor:
         a = _as_operand(a)
     if type(b) is not Tensor:
         b = _as_operand(b)
-    return apply(TABLE[name], (a, b))
+    return _apply_binary(TABLE[name], a, b)
 
 
 def _reduce(name: str, x: Tensor, dim: int | Sequence[int] | None, keepdim: bool) -> Tensor:
@@ -527,61 +527,79 @@ _NO_ATTRS: dict[str, Any] = {}  # shared by every call without attributes; never
 
 
 def apply(op: Op, args: tuple[Operand, ...], attrs: dict[str, Any] = _NO_ATTRS) -> Tensor:
-    """Run ``op`` forward and, in grad mode, record it for backward.
-
-    This is the hot path of every op, so it avoids generators and builds few objects: the node
-    keeps the operands themselves and reads their values back at backward time (the version
-    counters say if they changed since).
-    """
+    """Run ``op`` forward on tensors and Python numbers; in grad mode, record it for backward."""
     if len(args) == 1:
-        (a,) = args
+        return _apply_unary(op, args[0], attrs)
+    if len(args) == 2 and not attrs:
+        return _apply_binary(op, args[0], args[1])
+    if any(type(a) is Tensor and a._data.dtype.kind != "f" for a in args):
+        args = _promoted(op, args)
+    inputs = tuple(a._data if type(a) is Tensor else a for a in args)
+    out = _forward(op, inputs, attrs)
+    if not _enabled.get():
+        return Tensor(out)
+    targets = tuple((a._node or a) if type(a) is Tensor and a.requires_grad and vjp else None
+                    for a, vjp in zip(args, op.vjps, strict=True))
+    if all(t is None for t in targets):
+        return Tensor(out)
+    modified = any(type(a) is Tensor and a._version for a in args)
+    return Tensor(out, Node(op, args, inputs, attrs, out, targets,
+                            _versions(args) if modified else None))
+
+
+# The two functions below are ``apply`` for one and two operands, written out: every op of a
+# user's program passes here, so they avoid generators and build as few objects as they can.
+
+def _apply_unary(op: Op, a: Tensor, attrs: dict[str, Any]) -> Tensor:
+    x = a._data
+    if x.dtype.kind != "f":
+        (a,) = _promoted(op, (a,))
         x = a._data
-        if x.dtype.kind != "f":
-            (a,) = args = _promoted(op, args)
-            x = a._data
-        out = op.forward(x, **attrs)
-        if not a.requires_grad or op.vjps[0] is None or not _enabled.get():
-            return Tensor(out)
-        targets: tuple[Any, ...] = (a._node or a,)
-        modified = a._version
-    elif len(args) == 2:
-        a, b = args
-        if (type(a) is Tensor and type(b) is Tensor and a._data.dtype != b._data.dtype) or (
-                a._data if type(a) is Tensor else b._data).dtype.kind != "f":
-            a, b = args = _promoted(op, args)
+    out = op.forward(x, **attrs) if attrs else op.forward(x)
+    if not a.requires_grad or op.vjps[0] is None or not _enabled.get():
+        return Tensor(out)
+    return Tensor(out, Node(op, (a,), (x,), attrs, out, (a._node or a,),
+                            (a._version[0],) if a._version else None))
+
+
+def _apply_binary(op: Op, a: Operand, b: Operand) -> Tensor:
+    if type(a) is Tensor:
+        x = a._data
+        if type(b) is Tensor:
+            y = b._data
+            fast = x.dtype == y.dtype and x.dtype.kind == "f"
+        else:
+            y = b
+            fast = x.dtype.kind == "f"
+    else:
+        x, y = a, b._data
+        fast = y.dtype.kind == "f"
+    if not fast:
+        a, b = _promoted(op, (a, b))
         x = a._data if type(a) is Tensor else a
         y = b._data if type(b) is Tensor else b
-        try:
-            out = op.forward(x, y, **attrs)
-        except ValueError:
-            op.shape(np.shape(x), np.shape(y), **attrs)  # PyTorch's error for NumPy's refusal
-            raise
-        if not _enabled.get():
-            return Tensor(out)
-        ta = (a._node or a) if type(a) is Tensor and a.requires_grad else None
-        tb = (b._node or b) if type(b) is Tensor and b.requires_grad else None
-        if ta is None and tb is None:
-            return Tensor(out)
-        targets = (ta, tb)
-        modified = (type(a) is Tensor and a._version) or (type(b) is Tensor and b._version)
-    else:
-        if any(type(a) is Tensor and a._data.dtype.kind != "f" for a in args):
-            args = _promoted(op, args)
-        inputs = [a._data if type(a) is Tensor else a for a in args]
-        try:
-            out = op.forward(*inputs, **attrs)
-        except ValueError:
-            op.shape(*[np.shape(x) for x in inputs], **attrs)
-            raise
-        if not _enabled.get():
-            return Tensor(out)
-        targets = tuple((a._node or a) if type(a) is Tensor and a.requires_grad and vjp else None
-                        for a, vjp in zip(args, op.vjps))
-        if not any(t is not None for t in targets):
-            return Tensor(out)
-        modified = any(type(a) is Tensor and a._version for a in args)
-    versions = _versions(args) if modified else None
-    return Tensor(out, Node(op, args, attrs, out, targets, versions))
+    try:
+        out = op.forward(x, y)
+    except ValueError:
+        op.shape(np.shape(x), np.shape(y))  # raises PyTorch's error for what NumPy refused
+        raise
+    if not _enabled.get():
+        return Tensor(out)
+    ta = (a._node or a) if type(a) is Tensor and a.requires_grad else None
+    tb = (b._node or b) if type(b) is Tensor and b.requires_grad else None
+    if ta is None and tb is None:
+        return Tensor(out)
+    modified = (type(a) is Tensor and a._version) or (type(b) is Tensor and b._version)
+    return Tensor(out, Node(op, (a, b), (x, y), _NO_ATTRS, out, (ta, tb),
+                            _versions((a, b)) if modified else None))
+
+
+def _forward(op: Op, inputs: tuple[Array, ...], attrs: dict[str, Any]) -> Array:
+    try:
+        return op.forward(*inputs, **attrs)
+    except ValueError:
+        op.shape(*[np.shape(x) for x in inputs], **attrs)  # PyTorch's error for NumPy's refusal
+        raise
 
 
 def _versions(args: tuple[Operand, ...]) -> tuple[int, ...]:

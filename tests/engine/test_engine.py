@@ -7,10 +7,9 @@ import sys
 import threading
 import weakref
 
+import crossgrad.engine as cg
 import numpy as np
 import pytest
-
-import crossgrad.engine as cg
 
 
 def test_a_100k_op_chain_backpropagates_without_recursion() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
+import crossgrad.engine as cg
 import pytest
 
-import crossgrad.engine as cg
 from tests.notebook import CELLS, NON_LEAF_WARNING, run_notebook
 
 
