@@ -169,8 +169,9 @@ def _matmul_grad_fn(inputs: Sequence[Array], out: Array, attrs: Mapping[str, Any
                 (1, 2): "SqueezeBackward4", (2, 2): "MmBackward0"}[len(a), len(b)]
     if len(b) <= 2 or len(a) == 1:
         return "UnsafeViewBackward0"
-    if len(a) == 2 or (len(a) == len(b) == 3 and a[0] == 1 and b[0] > 1):
-        return "CloneBackward0"  # PyTorch computes (b^T @ a^T)^T and copies it
+    if len(a) == 2 or (len(a) == len(b) == 3 and a[0] == 1 and b[0] != 1):
+        # PyTorch computes (b^T @ a^T)^T, copied unless the transpose is contiguous already.
+        return "TransposeBackward0" if a[-2] == 1 or b[-1] == 1 else "CloneBackward0"
     return "UnsafeViewBackward0"
 
 

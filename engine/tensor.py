@@ -32,6 +32,7 @@ _NON_LEAF_GRAD = (
     "github.com/pytorch/pytorch/pull/30531 for more information.")
 _LEAF_IN_PLACE = "a leaf Variable that requires grad is being used in an in-place operation."
 _FLOAT_ONLY = "Only Tensors of floating point and complex dtype can require gradients"
+_PYTHON_DATA = (list, tuple, int, float, bool)
 _TYPE_NAMES = {"float32": "Float", "float64": "Double", "int64": "Long", "bool": "Bool"}
 
 
@@ -49,7 +50,9 @@ class Tensor:
     __array_priority__ = 1000  # NumPy defers to Tensor's reflected operators
 
     def __init__(self, data: Array, node: Node | None = None, requires_grad: bool = False) -> None:
-        # Wraps ``data`` as it is: the ops' fast path. Users build tensors with ``tensor()``.
+        # Wraps an array as it is (the ops' fast path); ``tensor()`` is the way to build one.
+        if type(data) in _PYTHON_DATA:
+            data = np.array(data, dtype=np.float32)  # ``Tensor([1, 2])`` is float32 in PyTorch
         self._data = data
         self._grad: Tensor | None = None
         self._node = node
