@@ -115,7 +115,7 @@ def _sigmoid(x: Array) -> Array:
 def _sum_back(g: Array, x: Array, dim: Sequence[int] | None, keepdim: bool) -> Array:
     """Spread a reduced gradient back over the input's shape."""
     shape = np.shape(x)
-    if not keepdim and dim is not None:
+    if not keepdim:
         g = np.expand_dims(g, shapes.normalize_dims(dim, len(shape)))
     return np.broadcast_to(g, shape)
 
@@ -125,16 +125,16 @@ def _reduced_count(x: Array, dim: Sequence[int] | None) -> int:
     return int(np.prod([shape[d] for d in shapes.normalize_dims(dim, len(shape))]))
 
 
-def _axis(dim: Sequence[int] | None) -> tuple[int, ...] | None:
-    return None if dim is None else tuple(dim)
+def _axis(x: Array, dim: Sequence[int] | None) -> tuple[int, ...]:
+    return shapes.normalize_dims(dim, np.ndim(x))
 
 
 def _sum(x: Array, dim: Sequence[int] | None = None, keepdim: bool = False) -> Array:
-    return np.sum(x, axis=_axis(dim), keepdims=keepdim)
+    return np.sum(x, axis=_axis(x, dim), keepdims=keepdim)
 
 
 def _mean(x: Array, dim: Sequence[int] | None = None, keepdim: bool = False) -> Array:
-    return np.mean(x, axis=_axis(dim), keepdims=keepdim)
+    return np.mean(x, axis=_axis(x, dim), keepdims=keepdim)
 
 
 def _mean_symbolic(x: Any, dim: Sequence[int] | None = None, keepdim: bool = False) -> Any:
@@ -187,6 +187,13 @@ def _by_dim(unreduced: str, reduced: str) -> Callable[..., str]:
     return lambda inputs, out, attrs: unreduced if attrs.get("dim") is None else reduced
 
 
+def _transpose(x: Array, dim0: int, dim1: int) -> Array:
+    if np.ndim(x):
+        return np.swapaxes(x, dim0, dim1)
+    shapes.transpose((), dim0, dim1)  # a 0-d tensor takes dims 0 and -1 only, as in PyTorch
+    return x
+
+
 def _inverse_permutation(dims: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argsort([d % len(dims) for d in dims]))
 
@@ -231,7 +238,8 @@ OPS: tuple[Op, ...] = (
        lambda inputs, out, attrs: ("PowBackward0" if _is_number(inputs[1]) else
                                    "PowBackward2" if _is_number(inputs[0]) else "PowBackward1"),
        shapes.broadcast, ((0.2, 3.0), (-2.0, 2.0)),
-       kink="d/dx is 0 where the exponent is 0; d/dy is 0 where x == 0 and y >= 0"),
+       kink="numeric: d/dx is 0 where y == 0, d/dy is 0 where x == 0 and y >= 0 (PyTorch's); "
+            "the closed form x**y leaves these undefined (nan) at x == 0"),
     Op("exp", np.exp, (lambda g, out, x: g * out,), _elementwise(sympy.exp), "ExpBackward0",
        shapes.broadcast, _REAL, floating=True),
     Op("log", np.log, (lambda g, out, x: g / x,), _elementwise(sympy.log), "LogBackward0",
@@ -276,13 +284,14 @@ OPS: tuple[Op, ...] = (
        attrs=_REDUCTION_ATTRS, saves=False, floating=True),
     Op("matmul", np.matmul, (_matmul_vjp_a, _matmul_vjp_b), np.matmul, _matmul_grad_fn,
        shapes.matmul, _REAL * 2),
-    Op("reshape", lambda x, shape: np.reshape(x, shape),
+    # The shape rule runs on every call: NumPy would read any negative size as "infer".
+    Op("reshape", lambda x, shape: np.reshape(x, shapes.reshape(np.shape(x), shape)),
        (lambda g, out, x, shape: np.reshape(g, np.shape(x)),),
-       lambda x, shape: np.reshape(x, shape), _reshape_grad_fn, shapes.reshape, _REAL,
+       lambda x, shape: np.reshape(x, shapes.reshape(np.shape(x), shape)), _reshape_grad_fn,
+       shapes.reshape, _REAL,
        attrs={"shape": Attr("dims", required=True)}, saves=False),
-    Op("transpose", lambda x, dim0, dim1: np.swapaxes(x, dim0, dim1),
-       (lambda g, out, x, dim0, dim1: np.swapaxes(g, dim0, dim1),),
-       lambda x, dim0, dim1: np.swapaxes(x, dim0, dim1), "TransposeBackward0",
+    Op("transpose", _transpose, (lambda g, out, x, dim0, dim1: _transpose(g, dim0, dim1),),
+       _transpose, "TransposeBackward0",
        shapes.transpose, _REAL, attrs={"dim0": Attr("int", required=True),
                                        "dim1": Attr("int", required=True)}, saves=False),
     Op("permute", lambda x, dims: np.transpose(x, dims),

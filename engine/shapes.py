@@ -46,8 +46,8 @@ def normalize_dim(dim: int, ndim: int) -> int:
 
 
 def normalize_dims(dims: Sequence[int] | None, ndim: int) -> tuple[int, ...]:
-    """The reduced dimensions, sorted; ``None`` means all of them."""
-    if dims is None:
+    """The reduced dimensions, sorted; ``None`` or no dims at all means every one of them."""
+    if dims is None or len(dims) == 0:
         return tuple(range(ndim))
     normalized = [normalize_dim(d, ndim) for d in dims]
     for d in normalized:
@@ -127,7 +127,7 @@ def permute(shape: Shape, dims: Sequence[int]) -> Shape:
         raise ShapeError("permute(sparse_coo): number of dimensions in the tensor input does "
                          "not match the length of the desired ordering of dimensions i.e. "
                          f"input.dim() = {len(shape)} is not equal to len(dims) = {len(dims)}")
-    normalized = normalize_dims(dims, len(shape))
-    if len(normalized) != len(shape):
+    normalized = [normalize_dim(d, len(shape)) for d in dims]
+    if len(set(normalized)) != len(normalized):
         raise ShapeError("permute(): duplicate dims are not allowed.")
-    return tuple(shape[normalize_dim(d, len(shape))] for d in dims)
+    return tuple(shape[d] for d in normalized)

@@ -558,7 +558,11 @@ def _apply_unary(op: Op, a: Tensor, attrs: dict[str, Any]) -> Tensor:
     if x.dtype.kind != "f":
         (a,) = _promoted(op, (a,))
         x = a._data
-    out = op.forward(x, **attrs) if attrs else op.forward(x)
+    try:
+        out = op.forward(x, **attrs) if attrs else op.forward(x)
+    except ValueError:
+        op.shape(np.shape(x), **attrs)  # raises PyTorch's error for what NumPy refused
+        raise
     if not a.requires_grad or op.vjps[0] is None or not _enabled.get():
         return Tensor(out)
     return Tensor(out, Node(op, (a,), (x,), attrs, out, (a._node or a,),

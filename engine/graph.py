@@ -1,0 +1,664 @@
+"""The graph IR: what a client sends, checked before anything runs, then evaluated.
+
+A graph is a list of nodes, each an id and one of: a ``Leaf`` (a name bound to a value at
+evaluation), a ``Constant`` (an inline array) or an ``Operation`` (a wire op name from the op
+table, input ids and attributes), plus the id of the output. ``validate`` checks it against the
+op table and the declared leaves without running anything and returns a ``ValidGraph`` (the
+topological order, each node's shape and dtype, a structural key); ``evaluate`` runs the numeric
+engine over a ``ValidGraph``.
+
+0-d constants are *weak* scalars, as Python numbers are in PyTorch: ``x ** 2`` keeps ``x``'s
+dtype. They are passed to the engine as Python numbers, and an op whose operands are all weak
+scalars is computed as Python would compute it (``x * (1 / 3)`` divides in double precision) and
+gives a weak scalar again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from . import dtypes
+from .dtypes import DType
+from .errors import CrossgradError, InvalidArgument
+from .grad_mode import set_grad_enabled
+from .ops import TABLE, Attr, Op
+from .tensor import Tensor, apply, tensor
+
+Shape = tuple[int, ...]
+Number = int | float | bool
+
+_MAX_NDIM = 64  # NumPy's own limit on dimensions
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class LimitExceeded(InvalidArgument):
+    """A request past a configured limit (nodes, elements, formula length or nesting)."""
+
+    status = "RESOURCE_EXHAUSTED"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size limits checked before anything runs; the server sets them from its configuration."""
+
+    max_nodes: int = 100_000
+    max_elements: int = 1_000_000  # per tensor
+    max_total_elements: int = 20_000_000  # summed over every node: bounds evaluation memory
+    max_formula_chars: int = 10_000
+    max_depth: int = 100  # nesting of a formula
+    max_int_literal: int = 10**15
+    max_exponent: float = 1000  # |n| of a literal exponent in a formula
+
+
+DEFAULT_LIMITS = Limits()
+
+
+# --- nodes ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Leaf:
+    """A node bound at evaluation to the value of the leaf called ``name``."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, eq=False)
+class Constant:
+    """A node holding an inline value (stored as a read-only copy)."""
+
+    id: str
+    value: np.ndarray
+
+    def __post_init__(self) -> None:
+        try:
+            value = np.array(self.value)
+        except (TypeError, ValueError) as error:
+            raise InvalidArgument(f"node {self.id!r}: constant is not an array: {error}",
+                                  node=self.id) from None
+        value.flags.writeable = False
+        object.__setattr__(self, "value", value)
+
+    def __eq__(self, other: object) -> bool:
+        # By value: NumPy's == is elementwise, so the generated __eq__ would not give a bool.
+        return (isinstance(other, Constant) and self.id == other.id
+                and self.value.dtype == other.value.dtype
+                and np.array_equal(self.value, other.value))
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.value.shape, self.value.dtype.str))
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A node applying the table's op ``op`` to the nodes ``inputs`` with attributes ``attrs``."""
+
+    id: str
+    op: str
+    inputs: tuple[str, ...]
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))
+
+
+Node = Leaf | Constant | Operation
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Nodes in any order (they must form a DAG) and the id of the output node."""
+
+    nodes: tuple[Node, ...]
+    output: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nodes", tuple(self.nodes))
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+class NodeType(NamedTuple):
+    """What validation knows of a node's value before it exists.
+
+    ``weak`` marks a weak scalar (a 0-d constant, or an op on weak scalars only): it takes part
+    in type promotion as a Python number, and ``dtype`` says which (float64: float, int64: int).
+    """
+
+    shape: Shape
+    dtype: DType
+    weak: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class ValidGraph:
+    """A graph that passed ``validate``.
+
+    ``order`` lists every node in a topological order, operations with their attributes
+    normalized (defaults filled in, dims as tuples, numbers as floats); ``types`` maps each node
+    id to its ``NodeType``; ``leaves`` maps each leaf name the graph uses to its (shape, dtype).
+    """
+
+    graph: Graph
+    order: tuple[Node, ...]
+    types: Mapping[str, NodeType]
+    leaves: Mapping[str, tuple[Shape, DType]]
+
+    @property
+    def output(self) -> str:
+        return self.graph.output
+
+    def structural_key(self) -> str:
+        """A stable hash of ops, attributes, edges, shapes and dtypes, and not of values.
+
+        Graphs differing only in constant or leaf values share it, and so do graphs whose node
+        ids differ (nodes are numbered by their place in ``order``); leaf names are part of it.
+        """
+        return self._key
+
+    @cached_property
+    def _key(self) -> str:
+        index = {node.id: i for i, node in enumerate(self.order)}
+        texts: dict[Any, str] = {}  # types and attributes recur: encode each once
+        lines = []
+        for node in self.order:
+            t = self.types[node.id]
+            described = texts.get(t)
+            if described is None:
+                described = texts[t] = json.dumps([list(t.shape), t.dtype.name, t.weak])
+            if type(node) is Operation:
+                attrs = tuple(node.attrs.items())
+                encoded = texts.get(attrs)
+                if encoded is None:
+                    encoded = texts[attrs] = json.dumps(sorted(attrs), allow_nan=False)
+                lines.append(f"op {node.op} {[index[i] for i in node.inputs]} {encoded} "
+                             f"{described}")
+            elif type(node) is Leaf:
+                lines.append(f"leaf {json.dumps(node.name)} {described}")
+            else:
+                lines.append(f"const {described}")
+        lines.append(f"output {index[self.graph.output]}")
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def normalize_attrs(op: Op, attrs: Mapping[str, Any], node: str | None = None) -> dict[str, Any]:
+    """``attrs`` checked against the op's attribute kinds, with defaults filled in.
+
+    Raises ``InvalidArgument`` for an unknown, missing or ill-typed attribute.
+    """
+    where = f"node {node!r}: " if node is not None else ""
+    for name in attrs:
+        if name not in op.attrs:
+            known = ", ".join(op.attrs) or "none"
+            raise InvalidArgument(f"{where}{op.name} has no attribute {name!r} "
+                                  f"(its attributes: {known})", node=node)
+    normalized: dict[str, Any] = {}
+    for name, spec in op.attrs.items():
+        if name not in attrs:
+            if spec.required:
+                raise InvalidArgument(f"{where}{op.name} needs the attribute {name!r}",
+                                      node=node)
+            normalized[name] = spec.default
+            continue
+        value = _attr_value(spec, attrs[name])
+        if value is _ILL_TYPED:
+            raise InvalidArgument(f"{where}attribute {name!r} of {op.name} must be "
+                                  f"{_KIND_TEXT[spec.kind]}; got {attrs[name]!r}", node=node)
+        normalized[name] = value
+    return normalized
+
+
+_ILL_TYPED = object()
+_KIND_TEXT = {
+    "number?": "a finite number or None",
+    "dims?": "an int, a sequence of ints or None",
+    "dims": "an int or a sequence of ints",
+    "int": "an int",
+    "bool": "a bool",
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _attr_value(spec: Attr, value: Any) -> Any:
+    """The canonical form of ``value`` for an attribute of this kind, or ``_ILL_TYPED``."""
+    kind = spec.kind
+    if value is None and kind.endswith("?"):
+        return None
+    if kind == "number?":
+        ok = (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value)
+        return float(value) if ok else _ILL_TYPED
+    if kind in ("dims?", "dims"):
+        if _is_int(value):
+            return (int(value),)
+        if (isinstance(value, (list, tuple)) and len(value) <= _MAX_NDIM
+                and all(_is_int(d) for d in value)):
+            return tuple(int(d) for d in value)
+        return _ILL_TYPED
+    if kind == "int":
+        return int(value) if _is_int(value) else _ILL_TYPED
+    if kind == "bool":
+        return bool(value) if isinstance(value, (bool, np.bool_)) else _ILL_TYPED
+    raise AssertionError(f"attribute kind {kind!r} is not known to the graph checker")
+
+
+def validate(graph: Graph, leaves: Mapping[str, tuple[Sequence[int], DType]],
+             limits: Limits = DEFAULT_LIMITS) -> ValidGraph:
+    """Check ``graph`` against the op table and the declared ``leaves`` (name: (shape, dtype)).
+
+    Nothing runs: each problem raises ``InvalidArgument`` (``LimitExceeded`` past a limit), or
+    the shape rule's ``ShapeError``/``DimensionError``, with ``node`` naming the node.
+    """
+    if not isinstance(graph, Graph):
+        raise InvalidArgument(f"expected a Graph, got {type(graph).__name__}")
+    nodes = graph.nodes
+    if len(nodes) > limits.max_nodes:
+        raise LimitExceeded(f"the graph has {len(nodes)} nodes; the limit is {limits.max_nodes}")
+    inputs = _edges(nodes)
+    if not any(node.id == graph.output for node in nodes):
+        raise InvalidArgument(f"the output node {graph.output!r} is not in the graph",
+                              node=graph.output)
+    checker = _Checker(leaves, limits)
+    types: list[NodeType] = [_UNKNOWN] * len(nodes)
+    order: list[Node] = []
+    for k in _topological_order(nodes, inputs):
+        node = nodes[k]
+        if type(node) is Operation:
+            node, types[k] = checker.operation(node, tuple([types[i] for i in inputs[k]]))
+        elif type(node) is Leaf:
+            types[k] = checker.leaf(node)
+        else:
+            assert isinstance(node, Constant)
+            types[k] = checker.constant(node)
+        order.append(node)
+    by_id = {node.id: types[k] for k, node in enumerate(nodes)}
+    return ValidGraph(graph, tuple(order), MappingProxyType(by_id),
+                      MappingProxyType(checker.leaves))
+
+
+_UNKNOWN = NodeType((), dtypes.float32)
+
+
+def _edges(nodes: Sequence[Node]) -> list[tuple[int, ...]]:
+    """Each node's inputs by position; refuses unknown node kinds, bad fields, duplicate ids and
+    inputs that are not in the graph."""
+    position: dict[str, int] = {}
+    for k, node in enumerate(nodes):
+        if type(node) not in _NODE_TYPES:
+            raise InvalidArgument(f"a graph node must be a Leaf, Constant or Operation, got "
+                                  f"{type(node).__name__}")
+        if type(node.id) is not str or not node.id:
+            raise InvalidArgument(f"a node id must be a non-empty string, got {node.id!r}")
+        if position.setdefault(node.id, k) != k:
+            raise InvalidArgument(f"node id {node.id!r} is used twice", node=node.id)
+    edges: list[tuple[int, ...]] = []
+    for node in nodes:
+        if type(node) is not Operation:
+            edges.append(())
+            continue
+        try:
+            edges.append(tuple([position[i] for i in node.inputs]))
+        except (KeyError, TypeError):
+            bad = next(i for i in node.inputs if type(i) is not str or i not in position)
+            why = "is not in the graph" if type(bad) is str else "is not a node id (a string)"
+            raise InvalidArgument(f"node {node.id!r}: input {bad!r} {why}",
+                                  node=node.id) from None
+    return edges
+
+
+_NODE_TYPES = frozenset({Leaf, Constant, Operation})
+
+
+def _topological_order(nodes: Sequence[Node], inputs: Sequence[tuple[int, ...]]) -> list[int]:
+    """Kahn's algorithm, taking the earliest declared ready node each time; refuses cycles.
+
+    Iterative, so a 100,000-node chain is fine. The order depends on the declaration order
+    alone, so renaming ids keeps it (and the structural key); a graph declared in a topological
+    order (as ``formula.parse`` writes them) keeps its order and skips the sort.
+    """
+    if all(i < k for k, ins in enumerate(inputs) for i in ins):
+        return list(range(len(nodes)))
+    waiting = [len(ins) for ins in inputs]
+    consumers: list[list[int]] = [[] for _ in nodes]
+    for k, ins in enumerate(inputs):
+        for i in ins:
+            consumers[i].append(k)
+    ready = [k for k, n in enumerate(waiting) if not n]  # sorted, so already a heap
+    order: list[int] = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(k)
+        for consumer in consumers[k]:
+            waiting[consumer] -= 1
+            if not waiting[consumer]:
+                heapq.heappush(ready, consumer)
+    if len(order) < len(nodes):
+        cycle = [nodes[k].id for k in _find_cycle(waiting, inputs)]
+        shown = " -> ".join(repr(i) for i in cycle[:10]) + (" -> ..." if len(cycle) > 10 else "")
+        raise InvalidArgument(f"node {cycle[0]!r} is on a cycle: {shown}", node=cycle[0])
+    return order
+
+
+def _find_cycle(waiting: Sequence[int], inputs: Sequence[tuple[int, ...]]) -> list[int]:
+    """A cycle among the nodes Kahn's algorithm could not order (those still waiting).
+
+    Each of them has an input among them, so walking inputs from any one must come back to a
+    node already walked: that node is on a cycle.
+    """
+    path: list[int] = []
+    seen: dict[int, int] = {}
+    current = next(k for k, n in enumerate(waiting) if n)
+    while current not in seen:
+        seen[current] = len(path)
+        path.append(current)
+        current = next(i for i in inputs[current] if waiting[i])
+    cycle = path[seen[current]:]
+    return [*cycle, cycle[0]]
+
+
+_PYTHON_TYPE = {"float64": float, "int64": int, "bool": bool}
+_WEAK_FLOAT = NodeType((), dtypes.float64, weak=True)
+_WEAK_INT = NodeType((), dtypes.int64, weak=True)
+_WEAK_BOOL = NodeType((), dtypes.bool_, weak=True)
+
+
+class _Checker:
+    """Shape and dtype of each node, in topological order, within the limits.
+
+    An op's result type depends only on the op, its attributes and its input types, which recur
+    (a chain repeats one signature), so results are remembered by signature.
+    """
+
+    def __init__(self, declared: Mapping[str, tuple[Sequence[int], DType]],
+                 limits: Limits) -> None:
+        self.declared = declared
+        self.limits = limits
+        self.leaves: dict[str, tuple[Shape, DType]] = {}  # the leaves used, checked
+        self.total = 0
+        self.known: dict[Any, tuple[dict[str, Any], NodeType, int]] = {}
+
+    def sized(self, t: NodeType, node: str) -> int:
+        """The element count of a node's value, counted against the limits."""
+        numel = math.prod(t.shape)
+        limit = self.limits.max_elements
+        if numel > limit or any(d > limit for d in t.shape):
+            raise LimitExceeded(f"node {node!r}: a tensor of shape {list(t.shape)} is over the "
+                                f"limit of {limit} elements", node=node)
+        return numel
+
+    def count(self, numel: int, node: str) -> None:
+        self.total += numel
+        if self.total > self.limits.max_total_elements:
+            raise LimitExceeded(f"node {node!r}: the graph's tensors hold more than "
+                                f"{self.limits.max_total_elements} elements together", node=node)
+
+    def leaf(self, node: Leaf) -> NodeType:
+        if type(node.name) is not str or not node.name:
+            raise InvalidArgument(f"node {node.id!r}: a leaf name must be a non-empty string",
+                                  node=node.id)
+        if node.name not in self.leaves:
+            self.leaves[node.name] = self._declared(node)
+        shape, dtype = self.leaves[node.name]
+        t = NodeType(shape, dtype)
+        self.count(self.sized(t, node.id), node.id)
+        return t
+
+    def _declared(self, node: Leaf) -> tuple[Shape, DType]:
+        if node.name not in self.declared:
+            known = ", ".join(sorted(self.declared)) or "none"
+            raise InvalidArgument(f"node {node.id!r}: unknown leaf {node.name!r} (declared "
+                                  f"leaves: {known})", node=node.id)
+        declared = self.declared[node.name]
+        if (not isinstance(declared, tuple) or len(declared) != 2
+                or not isinstance(declared[0], (tuple, list))
+                or not isinstance(declared[1], DType) or len(declared[0]) > _MAX_NDIM
+                or not all(_is_int(d) and d >= 0 for d in declared[0])):
+            raise InvalidArgument(f"node {node.id!r}: leaf {node.name!r} must be declared as "
+                                  f"(shape, dtype) with sizes >= 0; got {declared!r}",
+                                  node=node.id)
+        return tuple(int(d) for d in declared[0]), declared[1]
+
+    def constant(self, node: Constant) -> NodeType:
+        value = node.value
+        if value.dtype.kind not in "fiub":
+            raise InvalidArgument(f"node {node.id!r}: constants must be numbers or booleans, "
+                                  f"got dtype {value.dtype}", node=node.id)
+        if value.ndim > _MAX_NDIM:
+            raise InvalidArgument(f"node {node.id!r}: more than {_MAX_NDIM} dimensions",
+                                  node=node.id)
+        t = NodeType(value.shape, dtypes.from_numpy(value.dtype))
+        self.count(self.sized(t, node.id), node.id)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise InvalidArgument(f"node {node.id!r}: constant is not finite", node=node.id)
+        if value.ndim:
+            return t
+        if value.dtype.kind in "iu" and not _INT64[0] <= int(value) <= _INT64[1]:
+            raise InvalidArgument(f"node {node.id!r}: integer constant out of int64 range",
+                                  node=node.id)
+        return {"f": _WEAK_FLOAT, "b": _WEAK_BOOL}.get(value.dtype.kind, _WEAK_INT)
+
+    def operation(self, node: Operation, inputs: tuple[NodeType, ...],
+                  ) -> tuple[Operation, NodeType]:
+        """The node with its attributes normalized, and its type."""
+        try:
+            signature = (node.op, tuple(node.attrs.items()), inputs)
+            known = self.known.get(signature)
+        except TypeError:  # an unhashable attribute value: ill-typed, reported below
+            signature, known = None, None
+        if known is None:
+            known = self._operation(node, inputs)
+            if signature is not None:
+                self.known[signature] = known
+        attrs, t, numel = known
+        self.count(numel, node.id)
+        if attrs != node.attrs:
+            node = Operation(node.id, node.op, node.inputs, attrs)
+        return node, t
+
+    def _operation(self, node: Operation, inputs: tuple[NodeType, ...],
+                   ) -> tuple[dict[str, Any], NodeType, int]:
+        op = TABLE.get(node.op)
+        if op is None:
+            raise InvalidArgument(f"node {node.id!r}: unknown op {node.op!r}; known ops: "
+                                  f"{', '.join(sorted(TABLE))}", node=node.id)
+        if len(inputs) != op.arity:
+            raise InvalidArgument(f"node {node.id!r}: {op.name} takes {op.arity} input(s), "
+                                  f"got {len(inputs)}", node=node.id)
+        attrs = normalize_attrs(op, node.attrs, node.id)
+        try:
+            shape = op.shape(*(t.shape for t in inputs), **attrs)
+        except CrossgradError as error:
+            raise type(error)(f"node {node.id!r} ({op.name}): {error.message}",
+                              node=node.id) from None
+        if all(t.weak for t in inputs):
+            # Python numbers only: Python's arithmetic, and a Python number again.
+            if shape:
+                raise InvalidArgument(f"node {node.id!r}: {op.name} of scalar constants gives "
+                                      f"shape {list(shape)}; it needs a tensor operand",
+                                      node=node.id)
+            if op.name == "pow":
+                # 9**9**9: never compute a power of constants (Python would, exactly).
+                raise InvalidArgument(f"node {node.id!r}: a power of constants is not "
+                                      "computed; give its value", node=node.id)
+            floating = op.floating or any(t.dtype.is_floating_point for t in inputs)
+            result = _WEAK_FLOAT if floating else _WEAK_INT
+        else:
+            result = NodeType(shape, _promote(op, inputs))
+        return attrs, result, self.sized(result, node.id)
+
+
+def _promote(op: Op, inputs: Sequence[NodeType]) -> DType:
+    """PyTorch's result dtype: tensors with dimensions over 0-d tensors over Python numbers."""
+    dtype = dtypes.promote(
+        ([t.dtype for t in inputs if not t.weak and t.shape],
+         [t.dtype for t in inputs if not t.weak and not t.shape]),
+        [_PYTHON_TYPE[t.dtype.name] for t in inputs if t.weak])
+    if op.floating and not dtype.is_floating_point:
+        return dtypes.DEFAULT_FLOAT
+    return dtype
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+Operand = Tensor | int | float | bool
+
+
+def evaluate(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
+             wrt: Sequence[str] | None = None, seed: npt.ArrayLike | None = None,
+             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The output's value and the gradients of the output with respect to the leaves ``wrt``.
+
+    ``values`` binds each leaf name to its value (shape as declared, castable to its dtype,
+    finite). ``wrt`` defaults to every leaf of floating dtype. A non-scalar output needs ``seed``,
+    the vector of the vector-Jacobian product. As in PyTorch, a leaf the output does not depend on
+    (or only through ``detach``) gets no gradient: it is absent from the result.
+    """
+    wanted = _wrt(valid, wrt)
+    bound = {name: tensor(array, requires_grad=name in wanted)
+             for name, array in check_values(valid, values).items()}
+    output = valid.output
+    out_type = valid.types[output]
+    if seed is not None:
+        seed = _checked_array(seed, out_type.shape, f"the seed for output {output!r}", output)
+    elif math.prod(out_type.shape) != 1 and wanted:
+        raise InvalidArgument(f"the output {output!r} has shape {list(out_type.shape)}; a "
+                              "non-scalar output needs a seed to backpropagate", node=output)
+    with np.errstate(all="ignore"), set_grad_enabled(bool(wanted)):
+        result = _forward(valid, bound)
+        if not isinstance(result, Tensor):
+            return np.asarray(result, dtype=out_type.dtype.numpy), {}
+        if result.requires_grad:
+            result.backward(None if seed is None else np.asarray(seed))
+    grads = {}
+    for name, leaf in bound.items():
+        if name in wanted and leaf.grad is not None:
+            grads[name] = leaf.grad.numpy()
+    return result.detach().numpy(), grads
+
+
+def _wrt(valid: ValidGraph, wrt: Sequence[str] | None) -> frozenset[str]:
+    if wrt is None:
+        return frozenset(n for n, (_, d) in valid.leaves.items() if d.is_floating_point)
+    if isinstance(wrt, str):
+        raise InvalidArgument("wrt must be a sequence of leaf names, not a string")
+    for name in wrt:
+        if name not in valid.leaves:
+            raise InvalidArgument(f"cannot differentiate with respect to {name!r}: the graph "
+                                  f"has no such leaf (leaves: {', '.join(sorted(valid.leaves))})")
+        if not valid.leaves[name][1].is_floating_point:
+            raise InvalidArgument(f"cannot differentiate with respect to {name!r}: only leaves "
+                                  "of floating dtype can require gradients")
+    return frozenset(wrt)
+
+
+def check_values(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
+                 ) -> dict[str, np.ndarray]:
+    """The value of each leaf the graph uses, as an array of its declared dtype.
+
+    Each must be given, have the declared shape, convert to the declared dtype within its kind
+    (an int to a float, not a float to an int) and be finite; ``InvalidArgument`` names the leaf
+    node otherwise. Values for names the graph does not use are ignored.
+    """
+    node_of = {node.name: node.id for node in valid.order if isinstance(node, Leaf)}
+    arrays = {}
+    for name, (shape, dtype) in valid.leaves.items():
+        node = node_of[name]
+        if name not in values:
+            raise InvalidArgument(f"node {node!r}: no value for leaf {name!r}", node=node)
+        array = _checked_array(values[name], shape, f"the value of leaf {name!r}", node)
+        if not np.can_cast(array.dtype, dtype.numpy, "same_kind"):
+            raise InvalidArgument(f"node {node!r}: the value of leaf {name!r} has dtype "
+                                  f"{array.dtype}, which does not convert to {dtype}", node=node)
+        arrays[name] = array.astype(dtype.numpy, copy=False)
+    return arrays
+
+
+def _checked_array(value: npt.ArrayLike, shape: Shape, what: str, node: str) -> np.ndarray:
+    """``value`` as an array of numbers of the given shape with finite values."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise InvalidArgument(f"node {node!r}: {what} is not an array: {error}",
+                              node=node) from None
+    if array.dtype.kind not in "fiub":
+        raise InvalidArgument(f"node {node!r}: {what} must hold numbers, got dtype "
+                              f"{array.dtype}", node=node)
+    if array.shape != shape:
+        raise InvalidArgument(f"node {node!r}: {what} has shape {list(array.shape)}, expected "
+                              f"{list(shape)}", node=node)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidArgument(f"node {node!r}: {what} is not finite", node=node)
+    return array
+
+
+def _forward(valid: ValidGraph, bound: Mapping[str, Tensor]) -> Operand:
+    """Run the nodes the output depends on, in topological order; the output's value."""
+    needed = _ancestors(valid)
+    env: dict[str, Operand] = {}
+    for node in valid.order:
+        if node.id not in needed:
+            continue
+        if isinstance(node, Leaf):
+            env[node.id] = bound[node.name]
+        elif isinstance(node, Constant):
+            env[node.id] = node.value.item() if not node.value.ndim else tensor(node.value)
+        else:
+            env[node.id] = _run(node, [env[i] for i in node.inputs], valid.types[node.id])
+    return env[valid.output]
+
+
+def _ancestors(valid: ValidGraph) -> set[str]:
+    by_id = {node.id: node for node in valid.order}
+    needed = {valid.output}
+    stack = [valid.output]
+    while stack:
+        node = by_id[stack.pop()]
+        if isinstance(node, Operation):
+            for input_id in node.inputs:
+                if input_id not in needed:
+                    needed.add(input_id)
+                    stack.append(input_id)
+    return needed
+
+
+def _run(node: Operation, args: list[Operand], result: NodeType) -> Operand:
+    """One op through the engine, its errors naming the node."""
+    op = TABLE[node.op]
+    try:
+        if result.weak:
+            return _weak(op, args, node.attrs, result)
+        return apply(op, tuple(args), dict(node.attrs)) if node.attrs else apply(op, tuple(args))
+    except CrossgradError as error:
+        if error.node is None:
+            error.node = node.id
+        raise
+    except (ArithmeticError, ValueError, TypeError) as error:
+        # NumPy's and Python's own refusals of values (int ** negative int, 1 / 0, ...).
+        raise InvalidArgument(f"node {node.id!r} ({node.op}): {error}", node=node.id) from error
+
+
+def _weak(op: Op, args: list[Operand], attrs: Mapping[str, Any], result: NodeType) -> Number:
+    """An op on Python numbers, computed as Python computes it, giving a Python number."""
+    value = op.forward(*args, **attrs)
+    if result.dtype.is_floating_point:
+        return float(value)
+    number = int(value)
+    if not _INT64[0] <= number <= _INT64[1]:
+        # Where PyTorch raises "Overflow when unpacking long"; it also keeps Python's integers
+        # from growing without bound along a chain of products.
+        raise InvalidArgument(f"integer constant {number} is out of int64 range")
+    return number
