@@ -13,7 +13,7 @@ Pure computation: NumPy and SymPy only; no I/O, no threads, no mutable globals b
 read-only op table.
 """
 
-from . import autograd, ops
+from . import autograd, formula, graph, ops
 from .dtypes import DType, Size, float32, float64, int64
 from .dtypes import DType as dtype
 from .dtypes import bool_ as bool
@@ -89,7 +89,9 @@ __all__ = [
     "float",
     "float32",
     "float64",
+    "formula",
     "from_numpy",
+    "graph",
     "int64",
     "is_grad_enabled",
     "is_tensor",

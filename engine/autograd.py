@@ -12,13 +12,14 @@ their gradient.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import UsageError
-from .ops import Op
+from .ops import Call, Op
 
 if TYPE_CHECKING:
     from .tensor import Tensor
@@ -43,8 +44,8 @@ class Node:
     when a backward frees the node's saved values.
     """
 
-    __slots__ = ("_name", "args", "attrs", "op", "out", "retained", "targets", "values",
-                 "versions")
+    __slots__ = ("_name", "args", "attrs", "op", "out", "out_version", "retained", "targets",
+                 "values", "versions")
 
     def __init__(self, op: Op, args: tuple[Any, ...], values: tuple[Array, ...],
                  attrs: dict[str, Any], out: Array, targets: tuple[Any, ...],
@@ -57,12 +58,16 @@ class Node:
         self.targets = targets
         self.versions = versions  # operand versions at the call, when any had been modified
         self.retained: Tensor | None = None  # the output tensor, after its retain_grad()
+        # The output's version counter, for ops whose backward reads the output.
+        self.out_version: list[int] | None = None
         self._name: str | None = None
 
     def name(self) -> str:
         """PyTorch's name for this node, e.g. ``"PowBackward0"``."""
         if self._name is None:
-            self._name = self.op.grad_fn_name(self.inputs(), self.out, self.attrs)
+            requires_grad = tuple(t is not None for t in self.targets)
+            self._name = self.op.grad_fn_name(Call(self.values, self.out, self.attrs,
+                                                   requires_grad))
         return self._name
 
     @property
@@ -84,7 +89,11 @@ class Node:
                 if version is not None:
                     expected = self.versions[i] if self.versions else 0
                     if version[0] != expected:
-                        raise UsageError(_modified_message(arg, version[0], expected))
+                        node = arg.grad_fn
+                        raise UsageError(_modified_message(
+                            arg._data, node.name() if node else None, version[0], expected))
+        if self.out_version is not None and self.out_version[0]:
+            raise UsageError(_modified_message(self.out, self.name(), self.out_version[0], 0))
         return self.values
 
     def free(self) -> None:
@@ -121,13 +130,22 @@ def _next_function(target: Any) -> Any:
     return AccumulateGrad(target)
 
 
-def _modified_message(tensor: Tensor, version: int, expected: int) -> str:
-    node = tensor.grad_fn
-    produced_by = f", which is output 0 of {node.name()}," if node is not None else ""
+_TYPE_NAMES = {"float32": "Float", "float64": "Double", "int64": "Long", "bool": "Bool"}
+
+
+def legacy_type_name(value: Array) -> str:
+    """PyTorch's legacy name for a tensor type, e.g. ``"torch.FloatTensor"``."""
+    return f"torch.{_TYPE_NAMES[np.dtype(value.dtype).name]}Tensor"
+
+
+def _modified_message(value: Array, producer: str | None, version: int, expected: int) -> str:
+    # PyTorch names the producing node without its "Backward<n>" suffix here.
+    produced_by = "" if producer is None else (
+        f", which is output 0 of {re.sub(r'Backward[0-9]*$', '', producer)},")
     return ("one of the variables needed for gradient computation has been modified by an inplace "
-            f"operation: [{tensor.type()} {list(tensor.shape)}]{produced_by} is at version "
-            f"{version}; expected version {expected} instead. Hint: enable anomaly detection to "
-            "find the operation that failed to compute its gradient, with "
+            f"operation: [{legacy_type_name(value)} {list(np.shape(value))}]{produced_by} is at "
+            f"version {version}; expected version {expected} instead. Hint: enable anomaly "
+            "detection to find the operation that failed to compute its gradient, with "
             "torch.autograd.set_detect_anomaly(True, check_nan=False).")
 
 
@@ -239,8 +257,9 @@ def grad(outputs: Tensor, inputs: Tensor | Sequence[Tensor], grad_outputs: Any =
     result: list[Tensor | None] = []
     for t in wanted:
         if id(t) not in found and not allow_unused:
-            raise UsageError("One of the differentiated Tensors appears to not have been used in "
-                             "the graph. Set allow_unused=True if this is the desired behavior.")
+            raise UsageError(f"The differentiated Tensor at index {len(result)} appears to not "
+                             "have been used in the graph. Set allow_unused=True if this is the "
+                             "desired behavior.")
         value = found.get(id(t))
         result.append(None if value is None else Tensor(
             np.array(value, dtype=t._data.dtype)))

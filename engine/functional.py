@@ -15,7 +15,17 @@ import numpy as np
 from . import dtypes
 from .dtypes import DType
 from .ops import TABLE
-from .tensor import Operand, Tensor, _as_operand, _binary, _reduce, apply, tensor
+from .tensor import (
+    ALL_DIMS,
+    Dims,
+    Operand,
+    Tensor,
+    _as_operand,
+    _binary,
+    _reduce,
+    apply,
+    tensor,
+)
 
 
 def _unary(name: str) -> Callable[[Tensor], Tensor]:
@@ -71,11 +81,11 @@ def clamp(input: Tensor, min: float | None = None, max: float | None = None) -> 
     return input.clamp(min, max)
 
 
-def sum(input: Tensor, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Tensor:
+def sum(input: Tensor, dim: Dims = ALL_DIMS, keepdim: bool = False) -> Tensor:
     return _reduce("sum", input, dim, keepdim)
 
 
-def mean(input: Tensor, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Tensor:
+def mean(input: Tensor, dim: Dims = ALL_DIMS, keepdim: bool = False) -> Tensor:
     return _reduce("mean", input, dim, keepdim)
 
 

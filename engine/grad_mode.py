@@ -48,8 +48,14 @@ class _GradModeBlock:
 
     mode = True
 
-    def __init__(self) -> None:
-        self._tokens: list[Token[bool]] = []
+    def __new__(cls, func: F | None = None) -> Any:
+        # ``@no_grad`` without parentheses decorates ``func`` directly, as PyTorch allows.
+        block = super().__new__(cls)
+        block._tokens = []
+        return block if func is None else block(func)
+
+    def __init__(self, func: F | None = None) -> None:
+        self._tokens: list[Token[bool]]
 
     def __enter__(self) -> None:
         self._tokens.append(_enabled.set(self.mode))

@@ -158,6 +158,7 @@ class ValidGraph:
 
     @property
     def output(self) -> str:
+        """The id of the output node."""
         return self.graph.output
 
     def structural_key(self) -> str:

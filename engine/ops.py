@@ -27,7 +27,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import sympy
@@ -36,6 +36,15 @@ from . import shapes
 
 Array = Any  # np.ndarray, a NumPy scalar, or a Python number for a constant operand
 Vjp = Callable[..., Array]
+
+
+class Call(NamedTuple):
+    """What PyTorch's name for a backward node can depend on."""
+
+    inputs: Sequence[Array]
+    out: Array
+    attrs: Mapping[str, Any]
+    requires_grad: Sequence[bool]  # per operand
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,7 @@ class Op:
     forward: Callable[..., Array]
     vjps: tuple[Vjp | None, ...]
     sympy: Callable[..., Any]
-    grad_fn: str | Callable[[Sequence[Array], Array, Mapping[str, Any]], str] | None
+    grad_fn: str | Callable[[Call], str] | None
     shape: Callable[..., shapes.Shape]
     domain: tuple[tuple[float, float], ...]
     attrs: Mapping[str, Attr] = field(default_factory=dict)
@@ -63,15 +72,17 @@ class Op:
     saves: bool = True
     # Integer inputs give a floating result (sin of an int64 tensor is float32, as in PyTorch).
     floating: bool = False
+    # Backward reads the forward's result, so an in-place change of the result is refused.
+    saves_output: bool = False
 
     @property
     def arity(self) -> int:
         return len(self.vjps)
 
-    def grad_fn_name(self, inputs: Sequence[Array], out: Array, attrs: Mapping[str, Any]) -> str:
+    def grad_fn_name(self, call: Call) -> str:
         """PyTorch's name for the backward node of this call."""
         if callable(self.grad_fn):
-            return self.grad_fn(inputs, out, attrs)
+            return self.grad_fn(call)
         return self.grad_fn or ""
 
 
@@ -160,31 +171,34 @@ def _matmul_vjp_b(g: Array, out: Array, a: Array, b: Array) -> Array:
     return np.matmul(np.swapaxes(a, -1, -2), g)
 
 
-def _matmul_grad_fn(inputs: Sequence[Array], out: Array, attrs: Mapping[str, Any]) -> str:
+def _matmul_grad_fn(call: Call) -> str:
     # PyTorch dispatches matmul by the operands' ranks to different kernels, each with its own
     # backward node; batched products end in a view or a copy of the folded result.
-    a, b = (np.shape(x) for x in inputs)
+    a, b = (np.shape(x) for x in call.inputs)
     if len(a) <= 2 and len(b) <= 2:
         return {(1, 1): "DotBackward0", (2, 1): "MvBackward0",
                 (1, 2): "SqueezeBackward4", (2, 2): "MmBackward0"}[len(a), len(b)]
     if len(b) <= 2 or len(a) == 1:
         return "UnsafeViewBackward0"
-    if len(a) == 2 or (len(a) == len(b) == 3 and a[0] == 1 and b[0] != 1):
+    folds_transposed = len(a) == 2 or (len(a) == len(b) == 3 and a[0] == 1 and b[0] != 1)
+    if folds_transposed and call.requires_grad[0]:
         # PyTorch computes (b^T @ a^T)^T, copied unless the transpose is contiguous already.
         return "TransposeBackward0" if a[-2] == 1 or b[-1] == 1 else "CloneBackward0"
     return "UnsafeViewBackward0"
 
 
-def _reshape_grad_fn(inputs: Sequence[Array], out: Array, attrs: Mapping[str, Any]) -> str:
+def _reshape_grad_fn(call: Call) -> str:
     # A view when the input is contiguous, an aliasing view when NumPy could still avoid a copy.
-    x = inputs[0]
+    x = call.inputs[0]
     if not isinstance(x, np.ndarray) or x.flags.c_contiguous:
         return "ViewBackward0"
-    return "ReshapeAliasBackward0" if np.shares_memory(x, out) else "UnsafeViewBackward0"
+    return "ReshapeAliasBackward0" if np.shares_memory(x, call.out) else "UnsafeViewBackward0"
 
 
 def _by_dim(unreduced: str, reduced: str) -> Callable[..., str]:
-    return lambda inputs, out, attrs: unreduced if attrs.get("dim") is None else reduced
+    # ``x.sum()`` and ``x.sum(dim=None)`` are different overloads in PyTorch; the latter
+    # arrives here as ``dim=()``.
+    return lambda call: unreduced if call.attrs.get("dim") is None else reduced
 
 
 def _transpose(x: Array, dim0: int, dim1: int) -> Array:
@@ -221,7 +235,7 @@ OPS: tuple[Op, ...] = (
        lambda a, b: a + b, "AddBackward0", shapes.broadcast, _REAL * 2, saves=False),
     Op("sub", operator.sub, (lambda g, out, a, b: g, lambda g, out, a, b: -g),
        lambda a, b: a - b,
-       lambda inputs, out, attrs: "RsubBackward1" if _is_number(inputs[0]) else "SubBackward0",
+       lambda call: "RsubBackward1" if _is_number(call.inputs[0]) else "SubBackward0",
        shapes.broadcast, _REAL * 2, saves=False),
     # d(ab) = b da + a db
     Op("mul", operator.mul, (lambda g, out, a, b: g * b, lambda g, out, a, b: g * a),
@@ -230,18 +244,18 @@ OPS: tuple[Op, ...] = (
     Op("div", operator.truediv,
        (lambda g, out, a, b: g / b, lambda g, out, a, b: -g * a / (b * b)),
        lambda a, b: a / b,
-       lambda inputs, out, attrs: "MulBackward0" if _is_number(inputs[0]) else "DivBackward0",
+       lambda call: "MulBackward0" if _is_number(call.inputs[0]) else "DivBackward0",
        shapes.broadcast, ((-3.0, 3.0), (0.5, 3.0)), floating=True),
     Op("neg", operator.neg, (lambda g, out, x: -g,), lambda x: -x, "NegBackward0",
        shapes.broadcast, _REAL, saves=False),
     Op("pow", operator.pow, (_pow_base_vjp, _pow_exponent_vjp), lambda a, b: a ** b,
-       lambda inputs, out, attrs: ("PowBackward0" if _is_number(inputs[1]) else
-                                   "PowBackward2" if _is_number(inputs[0]) else "PowBackward1"),
+       lambda call: ("PowBackward0" if _is_number(call.inputs[1]) else
+                     "PowBackward2" if _is_number(call.inputs[0]) else "PowBackward1"),
        shapes.broadcast, ((0.2, 3.0), (-2.0, 2.0)),
        kink="numeric: d/dx is 0 where y == 0, d/dy is 0 where x == 0 and y >= 0 (PyTorch's); "
-            "the closed form x**y leaves these undefined (nan) at x == 0"),
+            "the closed form x**y leaves these undefined (nan) at x == 0", saves_output=True),
     Op("exp", np.exp, (lambda g, out, x: g * out,), _elementwise(sympy.exp), "ExpBackward0",
-       shapes.broadcast, _REAL, floating=True),
+       shapes.broadcast, _REAL, floating=True, saves_output=True),
     Op("log", np.log, (lambda g, out, x: g / x,), _elementwise(sympy.log), "LogBackward0",
        shapes.broadcast, _POSITIVE, floating=True),
     Op("sin", np.sin, (lambda g, out, x: g * np.cos(x),), _elementwise(sympy.sin),
@@ -250,14 +264,14 @@ OPS: tuple[Op, ...] = (
        "CosBackward0", shapes.broadcast, _REAL, floating=True),
     # tan' = 1 + tan^2
     Op("tan", np.tan, (lambda g, out, x: g * (1 + out * out),), _elementwise(sympy.tan),
-       "TanBackward0", shapes.broadcast, ((-1.2, 1.2),), floating=True),
+       "TanBackward0", shapes.broadcast, ((-1.2, 1.2),), floating=True, saves_output=True),
     # tanh' = 1 - tanh^2
     Op("tanh", np.tanh, (lambda g, out, x: g * (1 - out * out),), _elementwise(sympy.tanh),
-       "TanhBackward0", shapes.broadcast, _REAL, floating=True),
+       "TanhBackward0", shapes.broadcast, _REAL, floating=True, saves_output=True),
     # sigmoid' = sigmoid (1 - sigmoid)
     Op("sigmoid", _sigmoid, (lambda g, out, x: g * out * (1 - out),),
        _elementwise(lambda x: 1 / (1 + sympy.exp(-x))), "SigmoidBackward0",
-       shapes.broadcast, _REAL, floating=True),
+       shapes.broadcast, _REAL, floating=True, saves_output=True),
     Op("relu", lambda x: np.maximum(x, 0), (lambda g, out, x: g * (x > 0),),
        _elementwise(_positive_part), "ReluBackward0", shapes.broadcast, _REAL,
        kink="relu'(0) = 0"),
@@ -265,7 +279,8 @@ OPS: tuple[Op, ...] = (
        shapes.broadcast, _REAL, kink="abs'(0) = 0"),
     # sqrt' = 1 / (2 sqrt)
     Op("sqrt", np.sqrt, (lambda g, out, x: g / (2 * out),), _elementwise(sympy.sqrt),
-       "SqrtBackward0", shapes.broadcast, _POSITIVE, floating=True, kink="sqrt'(0) = inf"),
+       "SqrtBackward0", shapes.broadcast, _POSITIVE, floating=True, saves_output=True,
+       kink="sqrt'(0) = inf"),
     Op("clamp", lambda x, min=None, max=None: np.clip(x, min, max),
        (lambda g, out, x, min=None, max=None: g * (
            (True if min is None else x >= min) & (True if max is None else x <= max)),),

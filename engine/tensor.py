@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import dtypes, shapes
-from .autograd import Node, backpropagate
+from .autograd import Node, backpropagate, legacy_type_name
 from .dtypes import DType, Size
 from .errors import DTypeError, ShapeError, UsageError
 from .grad_mode import _enabled
@@ -32,8 +32,24 @@ _NON_LEAF_GRAD = (
     "github.com/pytorch/pytorch/pull/30531 for more information.")
 _LEAF_IN_PLACE = "a leaf Variable that requires grad is being used in an in-place operation."
 _FLOAT_ONLY = "Only Tensors of floating point and complex dtype can require gradients"
+_T_ON_0D = "Tensor.T is deprecated on 0-D tensors. This function is the identity in these cases."
+_T_NOT_2D = (
+    "The use of `x.T` on tensors of dimension other than 2 to reverse their shape is deprecated "
+    "and it will throw an error in a future release. Consider `x.mT` to transpose batches of "
+    "matrices or `x.permute(*torch.arange(x.ndim - 1, -1, -1))` to reverse the dimensions of a "
+    "tensor.")
 _PYTHON_DATA = (list, tuple, int, float, bool)
-_TYPE_NAMES = {"float32": "Float", "float64": "Double", "int64": "Long", "bool": "Bool"}
+
+
+class _AllDims:
+    """The default of ``sum``/``mean``'s ``dim``: no dim given (not even ``None``)."""
+
+    def __repr__(self) -> str:
+        return "all dims"
+
+
+ALL_DIMS: Any = _AllDims()
+Dims = int | Sequence[int] | None
 
 
 class Tensor:
@@ -91,7 +107,7 @@ class Tensor:
 
     def type(self) -> str:
         """PyTorch's legacy type name, e.g. ``"torch.FloatTensor"``."""
-        return f"torch.{_TYPE_NAMES[self.dtype.name]}Tensor"
+        return legacy_type_name(self._data)
 
     def is_floating_point(self) -> bool:
         return self.dtype.is_floating_point
@@ -131,6 +147,8 @@ class Tensor:
     @property
     def T(self) -> Tensor:
         """All dimensions reversed (the transpose of a matrix)."""
+        if self.ndim != 2:
+            warnings.warn(_T_ON_0D if self.ndim == 0 else _T_NOT_2D, UserWarning, stacklevel=2)
         return apply(TABLE["permute"], (self,), {"dims": tuple(range(self.ndim))[::-1]})
 
     # --- values ----------------------------------------------------------------------------
@@ -158,6 +176,10 @@ class Tensor:
         return array if dtype is None else array.astype(dtype)
 
     def __float__(self) -> float:
+        if self.requires_grad:
+            warnings.warn("Converting a tensor with requires_grad=True to a scalar may lead to "
+                          "unexpected behavior.\nConsider using tensor.detach() first.",
+                          UserWarning, stacklevel=2)
         return float(self.item())
 
     def __int__(self) -> int:
@@ -235,7 +257,7 @@ class Tensor:
                     "use var_no_grad = var.detach().")
             return self
         if requires_grad and not self.dtype.is_floating_point:
-            raise UsageError(_FLOAT_ONLY)
+            raise UsageError("only Tensors of floating point dtype can require gradients")
         self.requires_grad = bool(requires_grad)
         return self
 
@@ -273,7 +295,7 @@ class Tensor:
             self._data, self._node, self.requires_grad = result._data, result._node, True
             _bump_version(self)
             return self
-        return self._overwrite(op.forward(self._data, _value(operand)))
+        return self._overwrite(_forward(op, (self._data, _value(operand)), _NO_ATTRS))
 
     def _overwrite(self, value: Array) -> Tensor:
         """Write ``value`` over this tensor's values where they are stored (shared by detach)."""
@@ -416,21 +438,38 @@ class Tensor:
         """Limit values to ``[min, max]``; the gradient passes where ``min <= x <= max``."""
         if min is None and max is None:
             raise UsageError("torch.clamp: At least one of 'min' or 'max' must not be None")
-        bounds = {"min": None if min is None else float(min),
-                  "max": None if max is None else float(max)}
-        return apply(TABLE["clamp"], (self,), bounds)
+        bounds = {"min": min, "max": max}
+        if self.dtype.is_floating_point:
+            return apply(TABLE["clamp"], (self,), bounds)
+        # Integer tensors stay integer with integer bounds and become float32 with float ones,
+        # as the bounds take part in PyTorch's type promotion.
+        source = self
+        if any(isinstance(bound, float) for bound in bounds.values()):
+            source = Tensor(np.asarray(self._data, dtype=dtypes.DEFAULT_FLOAT.numpy))
+        return apply(TABLE["clamp"], (source,), bounds)
 
-    def sum(self, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Tensor:
+    def sum(self, dim: Dims = ALL_DIMS, keepdim: bool = False) -> Tensor:
         return _reduce("sum", self, dim, keepdim)
 
-    def mean(self, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Tensor:
+    def mean(self, dim: Dims = ALL_DIMS, keepdim: bool = False) -> Tensor:
         return _reduce("mean", self, dim, keepdim)
 
     def reshape(self, *shape: Any) -> Tensor:
+        """The same values in a new shape (one size may be -1: inferred)."""
+        if not shape:
+            raise TypeError('reshape() missing 1 required positional arguments: "shape"')
         target = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape
         return apply(TABLE["reshape"], (self,), {"shape": tuple(int(d) for d in target)})
 
-    view = reshape
+    def view(self, *shape: Any) -> Tensor:
+        """``reshape`` that refuses, as PyTorch's does, where it would have to copy."""
+        result = self.reshape(*shape)
+        if isinstance(self._data, np.ndarray) and result._data.size > 1 and not (
+                np.shares_memory(result._data, self._data)):
+            raise ShapeError("view size is not compatible with input tensor's size and stride (at "
+                             "least one dimension spans across two contiguous subspaces). Use "
+                             ".reshape(...) instead.")
+        return result
 
     def transpose(self, dim0: int, dim1: int) -> Tensor:
         return apply(TABLE["transpose"], (self,), {"dim0": dim0, "dim1": dim1})
@@ -492,15 +531,22 @@ def _binary(name: str, a: Operand, b: Operand) -> Tensor:
     return _apply_binary(TABLE[name], a, b)
 
 
-def _reduce(name: str, x: Tensor, dim: int | Sequence[int] | None, keepdim: bool) -> Tensor:
-    dims = None if dim is None else (dim,) if isinstance(dim, int) else tuple(dim)
-    if dims is not None:
+def _reduce(name: str, x: Tensor, dim: Dims, keepdim: bool) -> Tensor:
+    if name == "mean" and not x.dtype.is_floating_point:
+        raise UsageError("mean(): could not infer output dtype. Input dtype must be either a "
+                         "floating point or complex dtype. Got: "
+                         f"{legacy_type_name(x._data)[6:-6]}")
+    # No dim at all is PyTorch's reduce-everything overload; an explicit ``dim=None`` is the
+    # other overload (its own grad_fn name), passed on as ``dim=()``, which also reduces all.
+    dims = (None if dim is ALL_DIMS else () if dim is None else
+            (dim,) if isinstance(dim, int) else tuple(dim))
+    if dims:
         shapes.normalize_dims(dims, x.ndim)  # PyTorch's IndexError for a dim out of range
     return apply(TABLE[name], (x,), {"dim": dims, "keepdim": bool(keepdim)})
 
 
-def _promoted(op: Op, args: tuple[Operand, ...]) -> tuple[Operand, ...]:
-    """Operands converted to the dtype PyTorch would compute in, when NumPy's choice differs.
+def _promoted(op: Op, args: tuple[Operand, ...]) -> tuple[Array, ...]:
+    """The operands' values in the dtype PyTorch would compute in, when NumPy's choice differs.
 
     NumPy 2 (NEP 50) already agrees when every tensor operand has the same floating dtype:
     Python numbers are weak there as in PyTorch. Otherwise PyTorch's rules pick the type.
@@ -508,22 +554,15 @@ def _promoted(op: Op, args: tuple[Operand, ...]) -> tuple[Operand, ...]:
     tensors = [a for a in args if type(a) is Tensor]
     first = tensors[0]._data.dtype
     if first.kind == "f" and all(t._data.dtype == first for t in tensors):
-        return args
+        return tuple(_value(a) for a in args)
     target = dtypes.promote(
         ([t.dtype for t in tensors if t.ndim], [t.dtype for t in tensors if not t.ndim]),
         [type(a) for a in args if type(a) is not Tensor])
     if op.floating and not target.is_floating_point:
         target = dtypes.DEFAULT_FLOAT
-    # Converted operands are new leaves in the node's eyes but keep their place in the graph.
-    return tuple(_converted(a, target.numpy) if type(a) is Tensor else a for a in args)
-
-
-def _converted(t: Tensor, numpy_dtype: np.dtype[Any]) -> Tensor:
-    if t._data.dtype == numpy_dtype:
-        return t
-    result = Tensor(np.asarray(t._data, dtype=numpy_dtype), t._node, t.requires_grad)
-    result._version = t._version
-    return result
+    # Python numbers stay Python numbers: NumPy treats them as weak, as PyTorch does.
+    return tuple(np.asarray(a._data, dtype=target.numpy) if type(a) is Tensor else a
+                 for a in args)
 
 
 _NO_ATTRS: dict[str, Any] = {}  # shared by every call without attributes; never written
@@ -535,9 +574,7 @@ def apply(op: Op, args: tuple[Operand, ...], attrs: dict[str, Any] = _NO_ATTRS) 
         return _apply_unary(op, args[0], attrs)
     if len(args) == 2 and not attrs:
         return _apply_binary(op, args[0], args[1])
-    if any(type(a) is Tensor and a._data.dtype.kind != "f" for a in args):
-        args = _promoted(op, args)
-    inputs = tuple(a._data if type(a) is Tensor else a for a in args)
+    inputs = _promoted(op, args)
     out = _forward(op, inputs, attrs)
     if not _enabled.get():
         return Tensor(out)
@@ -546,8 +583,8 @@ def apply(op: Op, args: tuple[Operand, ...], attrs: dict[str, Any] = _NO_ATTRS) 
     if all(t is None for t in targets):
         return Tensor(out)
     modified = any(type(a) is Tensor and a._version for a in args)
-    return Tensor(out, Node(op, args, inputs, attrs, out, targets,
-                            _versions(args) if modified else None))
+    return _result(out, Node(op, args, inputs, attrs, out, targets,
+                             _versions(args) if modified else None))
 
 
 # The two functions below are ``apply`` for one and two operands, written out: every op of a
@@ -556,8 +593,7 @@ def apply(op: Op, args: tuple[Operand, ...], attrs: dict[str, Any] = _NO_ATTRS) 
 def _apply_unary(op: Op, a: Tensor, attrs: dict[str, Any]) -> Tensor:
     x = a._data
     if x.dtype.kind != "f":
-        (a,) = _promoted(op, (a,))
-        x = a._data
+        (x,) = _promoted(op, (a,))
     try:
         out = op.forward(x, **attrs) if attrs else op.forward(x)
     except ValueError:
@@ -565,8 +601,8 @@ def _apply_unary(op: Op, a: Tensor, attrs: dict[str, Any]) -> Tensor:
         raise
     if not a.requires_grad or op.vjps[0] is None or not _enabled.get():
         return Tensor(out)
-    return Tensor(out, Node(op, (a,), (x,), attrs, out, (a._node or a,),
-                            (a._version[0],) if a._version else None))
+    return _result(out, Node(op, (a,), (x,), attrs, out, (a._node or a,),
+                             (a._version[0],) if a._version else None))
 
 
 def _apply_binary(op: Op, a: Operand, b: Operand) -> Tensor:
@@ -582,14 +618,8 @@ def _apply_binary(op: Op, a: Operand, b: Operand) -> Tensor:
         x, y = a, b._data
         fast = y.dtype.kind == "f"
     if not fast:
-        a, b = _promoted(op, (a, b))
-        x = a._data if type(a) is Tensor else a
-        y = b._data if type(b) is Tensor else b
-    try:
-        out = op.forward(x, y)
-    except ValueError:
-        op.shape(np.shape(x), np.shape(y))  # raises PyTorch's error for what NumPy refused
-        raise
+        x, y = _promoted(op, (a, b))
+    out = _forward(op, (x, y), _NO_ATTRS)
     if not _enabled.get():
         return Tensor(out)
     ta = (a._node or a) if type(a) is Tensor and a.requires_grad else None
@@ -597,8 +627,16 @@ def _apply_binary(op: Op, a: Operand, b: Operand) -> Tensor:
     if ta is None and tb is None:
         return Tensor(out)
     modified = (type(a) is Tensor and a._version) or (type(b) is Tensor and b._version)
-    return Tensor(out, Node(op, (a, b), (x, y), _NO_ATTRS, out, (ta, tb),
-                            _versions((a, b)) if modified else None))
+    return _result(out, Node(op, (a, b), (x, y), _NO_ATTRS, out, (ta, tb),
+                             _versions((a, b)) if modified else None))
+
+
+def _result(out: Array, node: Node) -> Tensor:
+    result = Tensor(out, node)
+    if node.op.saves_output:
+        # Shared with the node: an in-place change of the result makes backward refuse it.
+        result._version = node.out_version = [0]
+    return result
 
 
 def _forward(op: Op, inputs: tuple[Array, ...], attrs: dict[str, Any]) -> Array:
@@ -631,11 +669,13 @@ def tensor(data: Any, dtype: DType | None = None, requires_grad: bool = False) -
         except ValueError as error:
             raise DTypeError(f"could not build a tensor from the given data: {error}") from None
         if probe.dtype.kind not in "fiub":
-            raise DTypeError(f"Could not infer dtype of {type(data).__name__}")
+            raise DTypeError(f"new(): invalid data type '{type(data).__name__}'")
         inferred = dtypes.DEFAULT_FLOAT if probe.dtype.kind == "f" else dtypes.from_numpy(
             probe.dtype)
     target = dtype or inferred
     result = Tensor(np.array(data, dtype=target.numpy))
     if requires_grad:
-        result.requires_grad_(True)
+        if not target.is_floating_point:
+            raise UsageError(_FLOAT_ONLY)
+        result.requires_grad = True
     return result
