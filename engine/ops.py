@@ -126,12 +126,14 @@ def _sigmoid(x: Array) -> Array:
 def _sum_back(g: Array, x: Array, dim: Sequence[int] | None, keepdim: bool) -> Array:
     """Spread a reduced gradient back over the input's shape."""
     shape = np.shape(x)
-    if not keepdim:
+    if not keepdim and dim is not None:  # (a total's 0-d gradient broadcasts as it is)
         g = np.expand_dims(g, shapes.normalize_dims(dim, len(shape)))
     return np.broadcast_to(g, shape)
 
 
 def _reduced_count(x: Array, dim: Sequence[int] | None) -> int:
+    if dim is None:
+        return int(np.size(x))
     shape = np.shape(x)
     return int(np.prod([shape[d] for d in shapes.normalize_dims(dim, len(shape))]))
 
@@ -140,12 +142,15 @@ def _axis(x: Array, dim: Sequence[int] | None) -> tuple[int, ...]:
     return shapes.normalize_dims(dim, np.ndim(x))
 
 
+# np.add.reduce rather than np.sum/np.mean: the same pairwise summation without their Python-level
+# argument handling, which dominates on small tensors.
 def _sum(x: Array, dim: Sequence[int] | None = None, keepdim: bool = False) -> Array:
-    return np.sum(x, axis=_axis(x, dim), keepdims=keepdim)
+    axis = None if dim is None else _axis(x, dim)
+    return np.add.reduce(x, axis=axis, keepdims=keepdim)
 
 
 def _mean(x: Array, dim: Sequence[int] | None = None, keepdim: bool = False) -> Array:
-    return np.mean(x, axis=_axis(x, dim), keepdims=keepdim)
+    return _sum(x, dim, keepdim) / _reduced_count(x, dim)
 
 
 def _mean_symbolic(x: Any, dim: Sequence[int] | None = None, keepdim: bool = False) -> Any:
