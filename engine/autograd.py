@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import UsageError
-from .ops import Call, Op
+from .ops import Op
 
 if TYPE_CHECKING:
     from .tensor import Tensor
@@ -65,9 +65,7 @@ class Node:
     def name(self) -> str:
         """PyTorch's name for this node, e.g. ``"PowBackward0"``."""
         if self._name is None:
-            requires_grad = tuple(t is not None for t in self.targets)
-            self._name = self.op.grad_fn_name(Call(self.values, self.out, self.attrs,
-                                                   requires_grad))
+            self._name = self.op.grad_fn_name(self)
         return self._name
 
     @property
@@ -186,42 +184,40 @@ def backpropagate(root: Node, grad: Array, retain_graph: bool,
     leaves: dict[int, tuple[Tensor, Array]] = {}
     retained: list[tuple[Tensor, Array]] = []
     ready = [root]
-    with np.errstate(all="ignore"):  # inf and nan propagate silently, as in PyTorch
-        while ready:
-            node = ready.pop()
-            g = pending.pop(node)
-            if node.retained is not None:
-                retained.append((node.retained, g))
-            inputs, out, attrs = node.inputs(), node.out, node.attrs
-            for vjp, target, x in zip(node.op.vjps, node.targets, inputs):  # noqa: B905
-                if target is None:
-                    continue
-                gi = vjp(g, out, *inputs, **attrs)  # type: ignore[misc]
-                if gi.shape != x.shape:
-                    gi = _unbroadcast(gi, x.shape)
-                if gi.dtype != x.dtype:
-                    gi = gi.astype(x.dtype)
-                if type(target) is Node:
-                    if target in pending:
-                        pending[target] = pending[target] + gi
-                    else:
-                        pending[target] = gi
-                    remaining = counts[target] - 1
-                    counts[target] = remaining
-                    if not remaining:
-                        ready.append(target)
+    while ready:
+        node = ready.pop()
+        g = pending.pop(node)
+        if node.retained is not None:
+            retained.append((node.retained, g))
+        inputs, out, attrs = node.inputs(), node.out, node.attrs
+        for vjp, target, x in zip(node.op.vjps, node.targets, inputs):  # noqa: B905
+            if target is None:
+                continue
+            gi = vjp(g, out, *inputs, **attrs)  # type: ignore[misc]
+            if gi.shape != x.shape:
+                gi = _unbroadcast(gi, x.shape)
+            if gi.dtype != x.dtype:
+                gi = gi.astype(x.dtype)
+            if type(target) is Node:
+                if target in pending:
+                    pending[target] = pending[target] + gi
                 else:
-                    key = id(target)
-                    if key in leaves:
-                        leaves[key] = (target, leaves[key][1] + gi)
-                    else:
-                        leaves[key] = (target, gi)
+                    pending[target] = gi
+                remaining = counts[target] - 1
+                counts[target] = remaining
+                if not remaining:
+                    ready.append(target)
+            else:
+                key = id(target)
+                if key in leaves:
+                    leaves[key] = (target, leaves[key][1] + gi)
+                else:
+                    leaves[key] = (target, gi)
     if not retain_graph:
         for node in counts:
             if node.op.saves:
                 node.free()
     return list(leaves.values()), retained
-
 
 
 def grad(outputs: Tensor, inputs: Tensor | Sequence[Tensor], grad_outputs: Any = None,

@@ -27,7 +27,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Protocol
 
 import numpy as np
 import sympy
@@ -38,13 +38,20 @@ Array = Any  # np.ndarray, a NumPy scalar, or a Python number for a constant ope
 Vjp = Callable[..., Array]
 
 
-class Call(NamedTuple):
-    """What PyTorch's name for a backward node can depend on."""
+class Call(Protocol):
+    """What PyTorch's name for a backward node can depend on (a backward node provides it)."""
 
-    inputs: Sequence[Array]
-    out: Array
-    attrs: Mapping[str, Any]
-    requires_grad: Sequence[bool]  # per operand
+    @property
+    def values(self) -> Sequence[Array]: ...  # the operands' values; numbers stay numbers
+
+    @property
+    def out(self) -> Array: ...
+
+    @property
+    def attrs(self) -> Mapping[str, Any]: ...
+
+    @property
+    def targets(self) -> Sequence[Any]: ...  # per operand, None where it needs no gradient
 
 
 @dataclass(frozen=True)
@@ -126,7 +133,9 @@ def _sigmoid(x: Array) -> Array:
 def _sum_back(g: Array, x: Array, dim: Sequence[int] | None, keepdim: bool) -> Array:
     """Spread a reduced gradient back over the input's shape."""
     shape = np.shape(x)
-    if not keepdim and dim is not None:  # (a total's 0-d gradient broadcasts as it is)
+    if dim is None:
+        return np.full(shape, g)  # a total: cheaper than broadcast_to on small tensors
+    if not keepdim:
         g = np.expand_dims(g, shapes.normalize_dims(dim, len(shape)))
     return np.broadcast_to(g, shape)
 
@@ -146,7 +155,7 @@ def _axis(x: Array, dim: Sequence[int] | None) -> tuple[int, ...]:
 # argument handling, which dominates on small tensors.
 def _sum(x: Array, dim: Sequence[int] | None = None, keepdim: bool = False) -> Array:
     axis = None if dim is None else _axis(x, dim)
-    return np.add.reduce(x, axis=axis, keepdims=keepdim)
+    return np.add.reduce(x, axis=axis, keepdims=keepdim)  # type: ignore[call-overload]
 
 
 def _mean(x: Array, dim: Sequence[int] | None = None, keepdim: bool = False) -> Array:
@@ -179,14 +188,14 @@ def _matmul_vjp_b(g: Array, out: Array, a: Array, b: Array) -> Array:
 def _matmul_grad_fn(call: Call) -> str:
     # PyTorch dispatches matmul by the operands' ranks to different kernels, each with its own
     # backward node; batched products end in a view or a copy of the folded result.
-    a, b = (np.shape(x) for x in call.inputs)
+    a, b = (np.shape(x) for x in call.values)
     if len(a) <= 2 and len(b) <= 2:
         return {(1, 1): "DotBackward0", (2, 1): "MvBackward0",
                 (1, 2): "SqueezeBackward4", (2, 2): "MmBackward0"}[len(a), len(b)]
     if len(b) <= 2 or len(a) == 1:
         return "UnsafeViewBackward0"
     folds_transposed = len(a) == 2 or (len(a) == len(b) == 3 and a[0] == 1 and b[0] != 1)
-    if folds_transposed and call.requires_grad[0]:
+    if folds_transposed and call.targets[0] is not None:
         # PyTorch computes (b^T @ a^T)^T, copied unless the transpose is contiguous already.
         return "TransposeBackward0" if a[-2] == 1 or b[-1] == 1 else "CloneBackward0"
     return "UnsafeViewBackward0"
@@ -194,7 +203,7 @@ def _matmul_grad_fn(call: Call) -> str:
 
 def _reshape_grad_fn(call: Call) -> str:
     # A view when the input is contiguous, an aliasing view when NumPy could still avoid a copy.
-    x = call.inputs[0]
+    x = call.values[0]
     if not isinstance(x, np.ndarray) or x.flags.c_contiguous:
         return "ViewBackward0"
     return "ReshapeAliasBackward0" if np.shares_memory(x, call.out) else "UnsafeViewBackward0"
@@ -221,7 +230,8 @@ def _pow_base_vjp(g: Array, out: Array, x: Array, y: Array) -> Array:
     # d/dx x**y = y * x**(y-1); PyTorch gives 0 where y == 0 (even at x == 0).
     if _is_number(y):
         return g * 0 if y == 0 else g * (y * np.power(x, y - 1))
-    return np.where(y == 0, 0.0, g * y * np.power(x, y - 1))
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 ** negative where y == 0 is masked
+        return np.where(y == 0, 0.0, g * y * np.power(x, y - 1))
 
 
 def _pow_exponent_vjp(g: Array, out: Array, x: Array, y: Array) -> Array:
@@ -240,7 +250,7 @@ OPS: tuple[Op, ...] = (
        lambda a, b: a + b, "AddBackward0", shapes.broadcast, _REAL * 2, saves=False),
     Op("sub", operator.sub, (lambda g, out, a, b: g, lambda g, out, a, b: -g),
        lambda a, b: a - b,
-       lambda call: "RsubBackward1" if _is_number(call.inputs[0]) else "SubBackward0",
+       lambda call: "RsubBackward1" if _is_number(call.values[0]) else "SubBackward0",
        shapes.broadcast, _REAL * 2, saves=False),
     # d(ab) = b da + a db
     Op("mul", operator.mul, (lambda g, out, a, b: g * b, lambda g, out, a, b: g * a),
@@ -249,13 +259,13 @@ OPS: tuple[Op, ...] = (
     Op("div", operator.truediv,
        (lambda g, out, a, b: g / b, lambda g, out, a, b: -g * a / (b * b)),
        lambda a, b: a / b,
-       lambda call: "MulBackward0" if _is_number(call.inputs[0]) else "DivBackward0",
+       lambda call: "MulBackward0" if _is_number(call.values[0]) else "DivBackward0",
        shapes.broadcast, ((-3.0, 3.0), (0.5, 3.0)), floating=True),
     Op("neg", operator.neg, (lambda g, out, x: -g,), lambda x: -x, "NegBackward0",
        shapes.broadcast, _REAL, saves=False),
     Op("pow", operator.pow, (_pow_base_vjp, _pow_exponent_vjp), lambda a, b: a ** b,
-       lambda call: ("PowBackward0" if _is_number(call.inputs[1]) else
-                     "PowBackward2" if _is_number(call.inputs[0]) else "PowBackward1"),
+       lambda call: ("PowBackward0" if _is_number(call.values[1]) else
+                     "PowBackward2" if _is_number(call.values[0]) else "PowBackward1"),
        shapes.broadcast, ((0.2, 3.0), (-2.0, 2.0)),
        kink="numeric: d/dx is 0 where y == 0, d/dy is 0 where x == 0 and y >= 0 (PyTorch's); "
             "the closed form x**y leaves these undefined (nan) at x == 0", saves_output=True),

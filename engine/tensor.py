@@ -233,7 +233,8 @@ class Tensor:
         if gradient is None:
             if self._data.size != 1:
                 raise UsageError("grad can be implicitly created only for scalar outputs")
-            return np.ones_like(self._data)
+            data = self._data
+            return data.dtype.type(1) if not data.ndim else np.ones(data.shape, data.dtype)
         seed = gradient._data if isinstance(gradient, Tensor) else np.asarray(gradient)
         if seed.shape != self._data.shape:
             raise ShapeError(f"Mismatch in shape: grad_output[0] has a shape of "
