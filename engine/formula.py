@@ -81,7 +81,8 @@ def parse(text: str, limits: Limits = DEFAULT_LIMITS) -> Graph:
         raise LimitExceeded(f"the formula has {len(text)} characters; the limit is "
                             f"{limits.max_formula_chars}")
     _check_nesting(text, limits.max_depth)
-    # Leading blanks would be an "unexpected indent"; eval() strips them too.
+    # Leading blanks would be an "unexpected indent" to ast.parse in "eval" mode; the column
+    # numbers in error messages still count them.
     body = text.lstrip(" \t")
     position = _Position(text, indent=len(text) - len(body))
     try:
