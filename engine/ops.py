@@ -163,7 +163,9 @@ def _mean(x: Array, dim: Sequence[int] | None = None, keepdim: bool = False) -> 
 
 
 def _mean_symbolic(x: Any, dim: Sequence[int] | None = None, keepdim: bool = False) -> Any:
-    return _sum(x, dim, keepdim) / sympy.Integer(_reduced_count(x, dim))
+    # An exact count: SymPy and SymEngine divide by it as a rational, NumPy (evaluating the form
+    # on numbers) as a float.
+    return _sum(x, dim, keepdim) / _reduced_count(x, dim)
 
 
 # matmul: 1-D operands are promoted to matrices (a row on the left, a column on the right), so
@@ -301,7 +303,7 @@ OPS: tuple[Op, ...] = (
            (True if min is None else x >= min) & (True if max is None else x <= max)),),
        lambda x, min=None, max=None: _elementwise(
            lambda e: _clamp_symbolic(e, min, max))(x),
-       "ClampBackward1", lambda shape, min=None, max=None: shape, _REAL,
+       "ClampBackward1", shapes.same, _REAL,
        attrs={"min": Attr("number?"), "max": Attr("number?")},
        kink="the gradient passes where min <= x <= max, bounds included"),
     Op("sum", _sum, (lambda g, out, x, dim=None, keepdim=False: _sum_back(g, x, dim, keepdim),),

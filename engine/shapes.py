@@ -36,6 +36,11 @@ def broadcast(*shapes: Shape) -> Shape:
     return tuple(result)
 
 
+def same(shape: Shape, **attrs: object) -> Shape:
+    """An elementwise op of one operand whose attributes do not change its shape (clamp)."""
+    return shape
+
+
 def normalize_dim(dim: int, ndim: int) -> int:
     """A dimension index counted from 0; 0-d tensors accept -1 and 0 as PyTorch does."""
     rank = max(ndim, 1)

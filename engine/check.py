@@ -1,0 +1,205 @@
+"""The check: does the numeric engine's gradient agree with an independent derivation?
+
+Every gradient crossgrad returns carries a ``CheckReport``: which check ran (``method``), what it
+found (``status``), the largest absolute and relative errors, the tolerances used and a reason a
+person can act on. Two checks exist:
+
+- ``compare``: against the closed form (``SYMBOLIC``), element by element;
+- ``finite_difference``: when the closed form is past a budget, the directional derivative along
+  a random direction against central differences of the engine's own forward
+  (``FINITE_DIFFERENCE``): an independent check of the backward pass that costs two forwards.
+
+Non-finite values agree only when both sides give the same one (nan and nan, inf and inf). Where
+one side is finite and the other is not, the status is ``SINGULAR``, not ``DISAGREE``: the usual
+cause is a removable singularity of one derivation (the numeric chain rule multiplies
+``sqrt'(0) = inf`` by 0 in ``sqrt(x**2 + y**2)**2`` at 0, as PyTorch's does, while the closed form
+simplifies to ``2*x``), or a point where the closed form is undefined and the numeric engine
+applies PyTorch's convention (``x**y`` at ``x == 0``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .dtypes import DType, float32
+from .errors import CrossgradError, InvalidArgument
+
+
+class CheckMode(str, enum.Enum):
+    """What a disagreement does: fail the request (STRICT), only be reported (REPORT), or no
+    check runs (OFF)."""
+
+    STRICT = "STRICT"
+    REPORT = "REPORT"
+    OFF = "OFF"
+
+    @staticmethod
+    def of(value: str | CheckMode) -> CheckMode:
+        try:
+            return CheckMode(value.upper() if isinstance(value, str) else value)
+        except ValueError:
+            raise InvalidArgument(f"unknown check mode {value!r}; use one of "
+                                  f"{', '.join(m.value.lower() for m in CheckMode)}") from None
+
+
+class Method(str, enum.Enum):
+    SYMBOLIC = "SYMBOLIC"
+    FINITE_DIFFERENCE = "FINITE_DIFFERENCE"
+    NONE = "NONE"
+
+
+class Status(str, enum.Enum):
+    AGREE = "AGREE"
+    DISAGREE = "DISAGREE"
+    SKIPPED = "SKIPPED"
+    SINGULAR = "SINGULAR"
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    method: Method
+    status: Status
+    max_abs_error: float = 0.0
+    max_rel_error: float = 0.0
+    atol: float = 0.0
+    rtol: float = 0.0
+    reason: str = ""
+
+
+class CheckFailed(CrossgradError):
+    """A STRICT check found the two derivations disagreeing: the gradient is not returned.
+
+    A disagreement means one derivation is wrong, a fault of crossgrad's and not of the request,
+    hence INTERNAL; the report says where.
+    """
+
+    status = "INTERNAL"
+
+    def __init__(self, report: CheckReport) -> None:
+        super().__init__(f"the numeric and closed-form gradients disagree, so none is returned "
+                         f"(check mode STRICT): {report.reason}")
+        self.report = report
+
+
+def tolerance(dtype: DType) -> tuple[float, float]:
+    """(atol, rtol) for gradients computed in ``dtype``; atol is scaled by the largest magnitude
+    of the reference gradient (at least 1), so errors are judged relative to the gradient's size.
+    """
+    return (1e-5, 1e-4) if dtype == float32 else (1e-10, 1e-7)
+
+
+def skipped(reason: str) -> CheckReport:
+    return CheckReport(Method.NONE, Status.SKIPPED, reason=reason)
+
+
+def compare(numeric: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
+            dtype: DType, *, method: Method = Method.SYMBOLIC,
+            numeric_label: str = "numeric") -> CheckReport:
+    """The numeric gradients against the closed form's, leaf by leaf, element by element."""
+    atol, rtol = tolerance(dtype)
+    worst_abs = worst_rel = 0.0
+    disagreement = singular = ""
+    for name in sorted(set(numeric) | set(reference)):
+        got = np.asarray(numeric.get(name, 0.0), dtype=np.float64)
+        want = np.broadcast_to(np.asarray(reference.get(name, 0.0), dtype=np.float64),
+                               got.shape)
+        both = np.isfinite(got) & np.isfinite(want)
+        same_nonfinite = ~both & ((np.isnan(got) & np.isnan(want)) | (got == want))
+        one_sided = ~both & ~same_nonfinite
+        if one_sided.any() and not singular:
+            at = _index(one_sided)
+            singular = (f"d/d{name}{at}: {numeric_label} gives {_at(got, one_sided)} where "
+                        f"the closed form gives {_at(want, one_sided)}")
+        if not both.any():
+            continue
+        g, w = got[both], want[both]
+        error = np.abs(g - w)
+        scale = max(1.0, float(np.max(np.abs(w))))
+        relative = error / np.maximum(np.abs(w), np.finfo(np.float64).tiny)
+        worst_abs = max(worst_abs, float(error.max()))
+        worst_rel = max(worst_rel, float(np.where(error > 0, relative, 0).max()))
+        bad = error > atol * scale + rtol * np.abs(w)
+        if bad.any() and not disagreement:
+            k = int(np.argmax(np.where(bad, error, -1)))
+            where = np.flatnonzero(both)[k]
+            at = _index_of(where, got.shape)
+            disagreement = (f"d/d{name}{at}: {numeric_label} {float(g[k])!r} vs closed form "
+                            f"{float(w[k])!r} (error {error[k]:.3g} > {atol:g}*{scale:.3g} + "
+                            f"{rtol:g}*|closed form|)")
+    if disagreement:
+        return CheckReport(method, Status.DISAGREE, worst_abs, worst_rel, atol, rtol,
+                           disagreement)
+    if singular:
+        return CheckReport(method, Status.SINGULAR, worst_abs, worst_rel, atol, rtol,
+                           f"{singular}: a singular point of one derivation (e.g. 0 * inf in "
+                           "the numeric chain rule, as in PyTorch, or a closed form undefined "
+                           "where PyTorch's convention gives a number); elsewhere they agree")
+    return CheckReport(method, Status.AGREE, worst_abs, worst_rel, atol, rtol,
+                       f"{numeric_label} matches the closed form within tolerance")
+
+
+def _index(mask: np.ndarray) -> str:
+    return _index_of(int(np.flatnonzero(mask)[0]), mask.shape)
+
+
+def _index_of(flat: int, shape: tuple[int, ...]) -> str:
+    if not shape:
+        return ""
+    return "[" + ",".join(str(int(i)) for i in np.unravel_index(flat, shape)) + "]"
+
+
+def _at(values: np.ndarray, mask: np.ndarray) -> str:
+    return repr(float(values[mask].ravel()[0]))
+
+
+def finite_difference(forward: Callable[[Mapping[str, np.ndarray]], float],
+                      values: Mapping[str, np.ndarray], gradients: Mapping[str, np.ndarray],
+                      dtype: DType, why: str, seed: int = 0) -> CheckReport:
+    """The directional derivative along a random unit direction ``v``: ``sum(grad * v)`` from the
+    numeric gradients against ``(f(x + h v) - f(x - h v)) / 2h``, with ``forward`` (a scalar
+    function of the leaf values, evaluated in float64). Two directions must both disagree for a
+    DISAGREE, so a kink that happens to lie within ``h`` of the point is not reported as one.
+    """
+    names = sorted(gradients)
+    if not names:
+        return skipped(f"{why}; and nothing to check: no leaf gets a gradient")
+    rng = np.random.default_rng(seed)
+    atol, rtol = (1e-4, 1e-3) if dtype == float32 else (1e-6, 1e-5)
+    worst_abs = worst_rel = 0.0
+    last = ""
+    for attempt in range(2):
+        direction = {n: rng.standard_normal(np.shape(values[n])) for n in names}
+        norm = np.sqrt(sum(float(np.sum(d * d)) for d in direction.values())) or 1.0
+        size = max(1.0, max(float(np.max(np.abs(values[n]), initial=0.0)) for n in names))
+        h = 1e-6 * size * (0.1 if attempt else 1.0)
+
+        step = {n: h * direction[n] / norm for n in names}
+        plus, minus = dict(values), dict(values)
+        for n in names:
+            plus[n] = np.asarray(values[n], np.float64) + step[n]
+            minus[n] = np.asarray(values[n], np.float64) - step[n]
+        with np.errstate(all="ignore"):
+            estimate = (forward(plus) - forward(minus)) / (2 * h)
+            claimed = sum(float(np.sum(np.asarray(gradients[n], np.float64) * direction[n]))
+                          for n in names) / norm
+        claimed, estimate = float(claimed), float(estimate)
+        error = abs(claimed - estimate)
+        worst_abs = max(worst_abs, error)
+        worst_rel = max(worst_rel, error / max(abs(estimate), np.finfo(np.float64).tiny))
+        if not (np.isfinite(claimed) and np.isfinite(estimate)):
+            return CheckReport(Method.FINITE_DIFFERENCE, Status.SINGULAR, worst_abs, worst_rel,
+                               atol, rtol, f"{why}; along a random direction the numeric "
+                               f"gradient gives {claimed!r} and central differences "
+                               f"{estimate!r}")
+        if error <= atol * max(1.0, abs(estimate)) + rtol * abs(estimate):
+            return CheckReport(Method.FINITE_DIFFERENCE, Status.AGREE, worst_abs, worst_rel,
+                               atol, rtol, f"{why}; the numeric gradient matches central "
+                               "differences along a random direction")
+        last = (f"along a random direction the numeric gradient gives {claimed!r}, central "
+                f"differences {estimate!r}")
+    return CheckReport(Method.FINITE_DIFFERENCE, Status.DISAGREE, worst_abs, worst_rel, atol,
+                       rtol, f"{why}; {last} (in two directions)")

@@ -1,0 +1,265 @@
+"""Compiled closed forms: evaluate a derived gradient at values, in float64.
+
+Two evaluators over the same symbolic derivation (``symbolic.py``), chosen by size:
+
+- ``Fused`` compiles the whole closed form (value, gradient, Hessian) into one SymEngine
+  ``Lambdify`` with common subexpressions shared: a call costs about a microsecond, but compiling
+  grows with outputs times inputs, so it serves small graphs (the seed notebook's examples);
+- ``Program`` keeps the derivation's structure: each op's local derivatives (``sympy.diff`` of
+  its forward) compiled once per op and attributes and applied to whole arrays, composed by the
+  chain rule node by node. Building it costs little more than the graph's size, so it serves long
+  chains and wide tensors.
+
+Both are picklable: they are built in a worker process and evaluated in the caller's.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import symengine as se
+
+from .ops import TABLE
+from .symbolic import (
+    Derivation,
+    Plan,
+    PlanNode,
+    elementwise_rule,
+    is_elementwise,
+    structural_rule,
+)
+
+Arrays = Sequence[np.ndarray]
+
+
+class Evaluation(NamedTuple):
+    """A closed form's values: the output, the gradient per leaf, Hessian blocks per leaf pair."""
+
+    value: np.ndarray
+    gradients: dict[str, np.ndarray]
+    hessian: dict[tuple[str, str], np.ndarray]
+
+
+class Fused:
+    """The whole closed form as one compiled function of every symbol's value."""
+
+    def __init__(self, plan: Plan, derivation: Derivation) -> None:
+        # Detached values were constants for differentiation; now they are just their values.
+        substitution: dict[Any, Any] = {}
+        for symbol, expression in derivation.detached:
+            substitution[symbol] = expression.subs(substitution) if substitution else expression
+        outputs = list(derivation.value)
+        shapes = dict(plan.leaves)
+        # Where each result sits in the flat output: (kind, key, start, stop, shape).
+        self._layout: list[tuple[str, Any, int, int, tuple[int, ...]]] = []
+        self._place("value", None, plan.nodes[plan.output].shape, len(outputs))
+        for name, gradient in derivation.gradients.items():
+            outputs += gradient
+            self._place("gradient", name, shapes[name], len(outputs))
+        for (row, column), block in derivation.hessian.items():
+            outputs += block
+            self._place("hessian", (row, column), shapes[row] + shapes[column], len(outputs))
+        if substitution:
+            outputs = [e.subs(substitution) for e in outputs]
+        self._function = se.Lambdify(derivation.inputs, outputs, real=True, cse=True)
+        self._inputs = len(derivation.inputs)
+        self._outputs = len(outputs)
+
+    def _place(self, kind: str, key: Any, shape: tuple[int, ...], stop: int) -> None:
+        start = self._layout[-1][3] if self._layout else 0
+        self._layout.append((kind, key, start, stop, shape))
+
+    def __call__(self, leaves: Arrays, constants: Arrays, seed: np.ndarray | None = None,
+                 ) -> Evaluation:
+        flat = np.empty(self._inputs)
+        at = 0
+        for part in (*leaves, *constants, *(() if seed is None else (seed,))):
+            size = part.size  # arrays, as differentiate passes them
+            flat[at:at + size] = part.reshape(-1)
+            at += size
+        out = np.empty(self._outputs)
+        self._function.unsafe_real(flat, out)
+        value = out[:0]
+        gradients: dict[str, np.ndarray] = {}
+        hessian: dict[tuple[str, str], np.ndarray] = {}
+        for kind, key, start, stop, shape in self._layout:
+            array = out[start:stop].reshape(shape)
+            if kind == "value":
+                value = array
+            elif kind == "gradient":
+                gradients[key] = array
+            else:
+                hessian[key] = array
+        return Evaluation(value, gradients, hessian)
+
+
+# --- Program: the derivation's structure, evaluated array by array -------------------------------
+
+@functools.lru_cache(maxsize=256)
+def _compiled_rule(op_name: str, attrs: tuple[tuple[str, Any], ...]) -> Any:
+    """An elementwise op's forward and partials, compiled once: (..., arity) -> (..., 1 + arity)."""
+    rule = elementwise_rule(op_name, attrs)
+    return se.Lambdify(list(rule.symbols), [rule.forward, *rule.partials], real=True, cse=True)
+
+
+@dataclass(frozen=True)
+class _Gathers:
+    """A structural op's sparse Jacobian as index arrays: entry n adds
+    ``adjoint[out[n]] * coefficient[n] * (operand[source[n]] or 1)`` to input ``position[n]``'s
+    adjoint at ``element[n]``."""
+
+    out: np.ndarray
+    position: np.ndarray
+    element: np.ndarray
+    coefficient: np.ndarray
+    source_operand: np.ndarray  # -1: the partial is a constant
+    source_element: np.ndarray
+
+
+@functools.lru_cache(maxsize=256)
+def _gathers(op_name: str, attrs: tuple[tuple[str, Any], ...],
+             shapes_in: tuple[tuple[int, ...], ...], shape_out: tuple[int, ...]) -> _Gathers:
+    rule = structural_rule(op_name, attrs, shapes_in, shape_out)
+    where = {p: loc for placeholders in rule.placeholders for p, loc in placeholders.items()}
+    rows: list[tuple[int, int, int, float, int, int]] = []
+    for k, entries in enumerate(rule.jacobian):
+        for position, element, partial in entries:
+            rows.append((k, position, element, *_linear_partial(op_name, partial, where)))
+    columns = list(zip(*rows, strict=True)) if rows else [()] * 6
+    return _Gathers(*(np.array(c, dtype=t) for c, t in zip(
+        columns, (np.intp, np.intp, np.intp, np.float64, np.intp, np.intp), strict=True)))
+
+
+def _linear_partial(op_name: str, partial: Any, where: dict[Any, tuple[int, int]],
+                    ) -> tuple[float, int, int]:
+    """A partial of a reduction, view or product: a number, or a number times one operand
+    element (coefficient, operand, element; operand -1 for a number)."""
+    if partial.is_Number:
+        return float(partial), -1, -1
+    if partial in where:
+        return 1.0, *where[partial]
+    coefficient, rest = partial.as_coeff_Mul()
+    if rest in where and coefficient.is_Number:
+        return float(coefficient), *where[rest]
+    raise NotImplementedError(f"{op_name}: a local derivative {partial} that is neither a "
+                              "number nor a multiple of an operand element")
+
+
+class Program:
+    """The chain rule over whole arrays, with each op's local derivatives compiled from CAS."""
+
+    def __init__(self, plan: Plan) -> None:
+        self._plan = plan
+        wrt = set(plan.wrt)
+        live = [False] * len(plan.nodes)
+        for k, node in enumerate(plan.nodes):
+            if node.kind == "leaf":
+                live[k] = node.name in wrt
+            elif node.kind == "op" and node.op != "detach":
+                live[k] = any(live[i] for i in node.inputs)
+        self._live = live
+        self._rules: list[Any] = []
+        for node in plan.nodes:
+            rule: Any = None
+            if node.kind == "op" and node.op != "detach":
+                op = TABLE[node.op]
+                if is_elementwise(op):
+                    rule = _compiled_rule(node.op, node.attrs)
+                else:
+                    rule = _gathers(node.op, node.attrs,
+                                    tuple(plan.nodes[i].shape for i in node.inputs), node.shape)
+            self._rules.append(rule)
+
+    def __call__(self, leaves: Arrays, constants: Arrays, seed: np.ndarray | None = None,
+                 ) -> Evaluation:
+        plan = self._plan
+        by_name = {name: np.asarray(v, dtype=np.float64)
+                   for (name, _), v in zip(plan.leaves, leaves, strict=True)}
+        next_constant = iter(constants)
+        values: list[np.ndarray] = []
+        partials: dict[int, np.ndarray] = {}
+        with np.errstate(all="ignore"):
+            for k, node in enumerate(plan.nodes):
+                if node.kind == "leaf":
+                    values.append(by_name[node.name])
+                elif node.kind == "const":
+                    values.append(np.asarray(next(next_constant), dtype=np.float64))
+                elif node.op == "detach":
+                    values.append(values[node.inputs[0]])
+                else:
+                    values.append(self._forward(k, node, values, partials))
+            gradients = self._backward(values, partials, seed)
+        return Evaluation(values[plan.output], gradients, {})
+
+    def _forward(self, k: int, node: PlanNode, values: list[np.ndarray],
+                 partials: dict[int, np.ndarray]) -> np.ndarray:
+        rule = self._rules[k]
+        inputs = [values[i] for i in node.inputs]
+        if isinstance(rule, _Gathers):
+            return np.asarray(TABLE[node.op].sympy(*inputs, **dict(node.attrs)),
+                              dtype=np.float64)
+        stacked = np.stack(np.broadcast_arrays(*inputs), axis=-1).reshape(-1, len(inputs))
+        # (elements, 1 + arity): the value, then each partial
+        out = rule(stacked).reshape(stacked.shape[0], -1)
+        if self._live[k]:
+            partials[k] = out[:, 1:]
+        return out[:, 0].reshape(node.shape)
+
+    def _backward(self, values: list[np.ndarray], partials: dict[int, np.ndarray],
+                  seed: np.ndarray | None) -> dict[str, np.ndarray]:
+        plan = self._plan
+        if not self._live[plan.output]:
+            return {}
+        adjoints: dict[int, np.ndarray] = {
+            plan.output: np.ones(1) if seed is None else np.asarray(seed, np.float64).ravel()}
+        gradients: dict[str, np.ndarray] = {}
+        for k in range(len(plan.nodes) - 1, -1, -1):
+            adjoint = adjoints.pop(k, None)
+            if adjoint is None:
+                continue
+            node = plan.nodes[k]
+            if node.kind == "leaf":
+                previous = gradients.get(node.name)
+                gradients[node.name] = adjoint if previous is None else previous + adjoint
+                continue
+            rule = self._rules[k]
+            for position, i in enumerate(node.inputs):
+                if not self._live[i]:
+                    continue
+                size = int(np.prod(plan.nodes[i].shape, dtype=np.int64))
+                if isinstance(rule, _Gathers):
+                    contribution = self._gathered(rule, position, adjoint, values, node, size)
+                else:
+                    local = adjoint * partials[k][:, position]
+                    contribution = _unbroadcast(local, plan.nodes[i].shape, node.shape, size)
+                previous = adjoints.get(i)
+                adjoints[i] = contribution if previous is None else previous + contribution
+        return {name: g.reshape(dict(plan.leaves)[name]) for name, g in gradients.items()}
+
+    @staticmethod
+    def _gathered(rule: _Gathers, position: int, adjoint: np.ndarray, values: list[np.ndarray],
+                  node: PlanNode, size: int) -> np.ndarray:
+        mine = rule.position == position
+        terms = adjoint[rule.out[mine]] * rule.coefficient[mine]
+        operand = rule.source_operand[mine]
+        if (operand >= 0).any():
+            flat = [values[i].ravel() for i in node.inputs]
+            factor = np.ones(terms.size)
+            for o, operand_values in enumerate(flat):
+                pick = operand == o
+                factor[pick] = operand_values[rule.source_element[mine][pick]]
+            terms = terms * factor
+        return np.bincount(rule.element[mine], weights=terms, minlength=size)
+
+
+def _unbroadcast(local: np.ndarray, shape: tuple[int, ...], result_shape: tuple[int, ...],
+                 size: int) -> np.ndarray:
+    """Sum a result-shaped contribution into the elements of an input it was broadcast from."""
+    if shape == result_shape:
+        return local
+    source = np.broadcast_to(np.arange(size).reshape(shape), result_shape).ravel()
+    return np.bincount(source, weights=local, minlength=size)

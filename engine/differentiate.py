@@ -1,0 +1,340 @@
+"""``differentiate``: a gradient derived twice and checked — the one entry point the server and
+the CLI call.
+
+1. The graph (or the formula, parsed by the safe parser) is validated against the values.
+2. The numeric engine computes the value and the gradient: that is what is returned, as PyTorch
+   would compute it.
+3. The closed form is derived in a worker under a deadline (or taken from the cache: derivations
+   are keyed by structure, never by values), compiled, and evaluated at the same values in
+   float64; past a cap or the deadline, central finite differences check instead.
+4. The check compares them (``check.py``); in STRICT mode a disagreement fails the call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from . import dtypes, formula
+from .budget import DEFAULT_CAPS, Budget, Caps, DeadlineExceeded
+from .check import (
+    CheckFailed,
+    CheckMode,
+    CheckReport,
+    Method,
+    Status,
+    compare,
+    finite_difference,
+    skipped,
+)
+from .closed_form import Evaluation, Fused, Program
+from .display import ClosedForms, render
+from .errors import CrossgradError, InvalidArgument
+from .graph import DEFAULT_LIMITS, Graph, LimitExceeded, Limits, ValidGraph, evaluate
+from .graph import validate as validate_graph
+from .symbolic import Derivation, Plan, constants_of, derive
+
+Evaluator = Fused | Program
+
+
+@dataclass(frozen=True)
+class Hessian:
+    """Second derivatives from the closed form: per (row leaf, column leaf) a block of shape
+    row.shape + column.shape, its closed form, and a check against finite differences of the
+    numeric gradient."""
+
+    values: dict[tuple[str, str], np.ndarray]
+    closed_forms: dict[tuple[str, str], str]
+    latex: dict[tuple[str, str], str]
+    check: CheckReport
+
+
+@dataclass(frozen=True)
+class Result:
+    value: np.ndarray
+    gradients: dict[str, np.ndarray]
+    closed_forms: dict[str, str]
+    latex: dict[str, str]
+    check: CheckReport
+    hessian: Hessian | None = None
+    notes: tuple[str, ...] = field(default=())  # why a closed form is not shown, ...
+
+
+# --- the worker's side ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Solved:
+    evaluator: Evaluator
+    forms: ClosedForms | None
+
+
+_derivations: OrderedDict[Plan, Derivation] = OrderedDict()  # per worker process
+
+
+def _solve(plan: Plan, constants: list[np.ndarray], fused: bool, show: bool) -> _Solved:
+    """Runs in a worker: derive, compile, and render the closed forms."""
+    if not fused:
+        return _Solved(Program(plan), None)
+    derivation = _derivations.get(plan)
+    if derivation is None:
+        derivation = _derivations[plan] = derive(plan)
+        while len(_derivations) > 32:
+            _derivations.popitem(last=False)
+    return _Solved(Fused(plan, derivation), render(plan, derivation, constants) if show else None)
+
+
+def _render_only(plan: Plan, constants: list[np.ndarray]) -> ClosedForms:
+    derivation = _derivations.get(plan) or derive(plan)
+    return render(plan, derivation, constants)
+
+
+# --- the caller's side ---------------------------------------------------------------------------
+
+class _Cache:
+    """A thread-safe LRU map."""
+
+    def __init__(self, size: int) -> None:
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+class Symbolic:
+    """The symbolic side: caps, the worker pool, and caches of compiled closed forms (by
+    structure) and rendered ones (by structure and constant values)."""
+
+    def __init__(self, caps: Caps = DEFAULT_CAPS, cache_size: int = 256) -> None:
+        self.caps = caps
+        self.budget = Budget(caps.workers)
+        self._evaluators = _Cache(cache_size)
+        self._forms = _Cache(cache_size)
+
+    def fused(self, plan: Plan) -> bool:
+        outputs = sum(int(np.prod(s)) for n, s in plan.leaves if n in plan.wrt)
+        outputs += int(np.prod(plan.nodes[plan.output].shape))
+        return outputs <= self.caps.fused_max_outputs and plan.depth <= self.caps.fused_max_depth
+
+    def over_cap(self, plan: Plan) -> str:
+        """Why the plan is past a cap, or ""."""
+        if plan.symbol_count > self.caps.max_symbols:
+            return (f"{plan.symbol_count} scalar symbols is over the symbolic cap of "
+                    f"{self.caps.max_symbols}")
+        if plan.element_count > self.caps.max_elements:
+            return (f"{plan.element_count} scalar expressions is over the symbolic cap of "
+                    f"{self.caps.max_elements}")
+        return ""
+
+    def solve(self, plan: Plan, constants: list[np.ndarray], deadline: float,
+              ) -> tuple[Evaluator, ClosedForms | None]:
+        fused = self.fused(plan)
+        forms_key = (plan, _fingerprint(constants))
+        evaluator = self._evaluators.get(plan)
+        forms = self._forms.get(forms_key) if fused else None
+        if evaluator is None:
+            solved = self.budget.run(_solve, plan, constants, fused, fused, deadline=deadline)
+            evaluator, forms = solved.evaluator, solved.forms
+            self._evaluators.put(plan, evaluator)
+        elif fused and forms is None:
+            forms = self.budget.run(_render_only, plan, constants, deadline=deadline)
+        if forms is not None:
+            self._forms.put(forms_key, forms)
+        return evaluator, forms
+
+    def close(self) -> None:
+        self.budget.close()
+
+
+def _fingerprint(constants: Sequence[np.ndarray]) -> tuple[Any, ...]:
+    return tuple((c.dtype.str, c.shape, c.tobytes()) for c in constants)
+
+
+_default: Symbolic | None = None
+_default_lock = threading.Lock()
+
+
+def default_symbolic() -> Symbolic:
+    """The process-wide symbolic side, created on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Symbolic()
+        return _default
+
+
+def differentiate(source: Graph | str, values: Mapping[str, npt.ArrayLike], *,
+                  wrt: Sequence[str] | None = None, check: str | CheckMode = "strict",
+                  hessian: bool = False, seed: npt.ArrayLike | None = None,
+                  limits: Limits = DEFAULT_LIMITS, symbolic: Symbolic | None = None,
+                  deadline: float | None = None) -> Result:
+    """The value of ``source`` at ``values``, its gradient, closed forms and the check report.
+
+    ``source``: a ``Graph`` or a formula (``"sin(x**2)"``). ``values``: per leaf, a number or
+    array; NumPy arrays keep their dtype (float32 as PyTorch's default), Python numbers and lists
+    are float64. ``wrt``: the leaves to differentiate (default: every floating leaf). ``check``:
+    "strict" (a disagreement raises ``CheckFailed``), "report" or "off" (no symbolic work).
+    ``hessian``: second derivatives from the closed form too. ``seed``: the vector of the
+    vector-Jacobian product when the output is not a scalar. ``deadline``: seconds for the
+    symbolic derivation (default: the caps').
+    """
+    mode = CheckMode.of(check)
+    graph = formula.parse(source, limits) if isinstance(source, str) else source
+    arrays = {name: _as_array(name, value) for name, value in values.items()}
+    valid = validate_graph(graph, {n: (a.shape, dtypes.from_numpy(a.dtype))
+                                   for n, a in arrays.items()}, limits)
+    value, gradients = evaluate(valid, arrays, wrt, seed)  # also checks wrt and the values
+    names = list(wrt) if wrt is not None else [
+        n for n, (_, d) in valid.leaves.items() if d.is_floating_point]
+    symbolic = symbolic or default_symbolic()
+    plan = Plan.of(valid, names, hessian)
+    if hessian:
+        _check_hessian_size(plan, symbolic.caps)
+    if mode is CheckMode.OFF:
+        report = skipped("check mode OFF: no closed form was derived")
+        return Result(value, gradients, {}, {}, report,
+                      _no_hessian(report) if hessian else None)
+    constants = constants_of(valid)
+    seed_array = None if seed is None else np.asarray(seed, dtype=np.float64)
+    dtype = _precision(valid, gradients)
+    why = symbolic.over_cap(plan)
+    evaluator = forms = None
+    if not why:
+        try:
+            evaluator, forms = symbolic.solve(plan, constants, deadline or symbolic.caps.deadline)
+        except DeadlineExceeded as error:
+            why = error.message
+        except (CrossgradError, ArithmeticError, RecursionError, MemoryError, ValueError,
+                NotImplementedError, TypeError, RuntimeError) as error:
+            why = f"the symbolic derivation failed ({type(error).__name__}: {error})"
+    notes: list[str] = []
+    hessian_result = None
+    if evaluator is None:
+        report = finite_difference(_scalar_forward(valid, arrays, seed_array), arrays,
+                                         gradients, dtype, f"no closed form: {why}")
+        if hessian:
+            hessian_result = _no_hessian(skipped(f"no closed form: {why}"))
+    else:
+        leaves = [arrays[name] for name, _ in plan.leaves]
+        evaluation = evaluator(leaves, constants, seed_array)
+        report = compare(gradients, evaluation.gradients, dtype)
+        if hessian:
+            hessian_result = _hessian(valid, arrays, names, evaluation, forms)
+        if forms is None:
+            notes.append("closed forms are shown for graphs of up to "
+                         f"{symbolic.caps.fused_max_outputs} gradient elements and depth "
+                         f"{symbolic.caps.fused_max_depth}; this one is evaluated op by op")
+    if mode is CheckMode.STRICT and report.status is Status.DISAGREE:
+        raise CheckFailed(report)
+    text = dict(forms.text) if forms else {}
+    latex = dict(forms.latex) if forms else {}
+    return Result(value, gradients, text, latex, report, hessian_result, tuple(notes))
+
+
+def _as_array(name: str, value: npt.ArrayLike) -> np.ndarray:
+    if isinstance(value, (np.ndarray, np.generic)):
+        array = np.asarray(value)
+    else:
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise InvalidArgument(f"the value of {name!r} is not an array of numbers: {error}",
+                                  node=name) from None
+    if array.dtype.kind not in "fiub" or array.dtype not in _DTYPES:
+        raise InvalidArgument(f"the value of {name!r} has dtype {array.dtype}; use float32, "
+                              "float64, int64 or bool", node=name)
+    return array
+
+
+_DTYPES = {np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_)}
+
+
+def _precision(valid: ValidGraph, gradients: Mapping[str, np.ndarray]) -> dtypes.DType:
+    if any(g.dtype == np.float32 for g in gradients.values()):
+        return dtypes.float32
+    return dtypes.float64
+
+
+def _scalar_forward(valid: ValidGraph, arrays: Mapping[str, np.ndarray],
+                    seed: np.ndarray | None) -> Callable[[Mapping[str, np.ndarray]], float]:
+    """The output (dotted with the seed) as a float64 function of the leaf values: the
+    finite-difference check's f."""
+    wide = validate_graph(valid.graph, {
+        n: (shape, dtypes.float64 if d.is_floating_point else d)
+        for n, (shape, d) in valid.leaves.items()})
+
+    def forward(values: Mapping[str, np.ndarray]) -> float:
+        out, _ = evaluate(wide, values, wrt=[])
+        out = np.asarray(out, dtype=np.float64)
+        return float(np.sum(out * seed) if seed is not None else out.sum())
+
+    return forward
+
+
+def _check_hessian_size(plan: Plan, caps: Caps) -> None:
+    if plan.seeded:
+        raise InvalidArgument("a Hessian needs a scalar output")
+    count = sum(int(np.prod(s)) for n, s in plan.leaves if n in plan.wrt)
+    if count > caps.max_hessian_variables:
+        raise LimitExceeded(f"a Hessian over {count} variables is over the limit of "
+                            f"{caps.max_hessian_variables}")
+
+
+def _no_hessian(report: CheckReport) -> Hessian:
+    return Hessian({}, {}, {}, report)
+
+
+def _hessian(valid: ValidGraph, arrays: Mapping[str, np.ndarray], names: Sequence[str],
+             evaluation: Evaluation, forms: ClosedForms | None) -> Hessian:
+    """The closed form's Hessian, checked column by column against central differences of the
+    numeric gradient in float64."""
+    wide = validate_graph(valid.graph, {
+        n: (shape, dtypes.float64 if d.is_floating_point else d)
+        for n, (shape, d) in valid.leaves.items()})
+    base = {n: np.asarray(a, dtype=np.float64) if a.dtype.kind == "f" else a
+            for n, a in arrays.items()}
+    estimate: dict[tuple[str, str], np.ndarray] = {}
+    for column in names:
+        shape = base[column].shape
+        h = 1e-5 * max(1.0, float(np.max(np.abs(base[column]), initial=0.0)))
+        blocks: dict[str, list[np.ndarray]] = {row: [] for row in names}
+        for k in range(int(np.prod(shape))):
+            step = np.zeros(int(np.prod(shape)))
+            step[k] = h
+            plus = dict(base, **{column: base[column] + step.reshape(shape)})
+            minus = dict(base, **{column: base[column] - step.reshape(shape)})
+            _, g_plus = evaluate(wide, plus, names)
+            _, g_minus = evaluate(wide, minus, names)
+            for row in names:
+                zero = np.zeros(base[row].shape)
+                blocks[row].append((g_plus.get(row, zero) - g_minus.get(row, zero)) / (2 * h))
+        for row in names:
+            estimate[row, column] = np.stack(blocks[row], axis=-1).reshape(
+                base[row].shape + shape)
+    values = {key: evaluation.hessian.get(key, np.zeros(estimate[key].shape))
+              for key in estimate}
+    # Labelled "x,y" for d/dx d/dy; differences of float64 gradients: float32's tolerance.
+    report = compare({f"{r},{c}": v for (r, c), v in estimate.items()},
+                           {f"{r},{c}": v for (r, c), v in values.items()}, dtypes.float32,
+                           method=Method.FINITE_DIFFERENCE,
+                           numeric_label="central differences of the numeric gradient")
+    return Hessian(values, dict(forms.hessian_text) if forms else {},
+                   dict(forms.hessian_latex) if forms else {}, report)

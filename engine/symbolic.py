@@ -1,0 +1,397 @@
+"""Symbolic derivation: the gradient of a graph in closed form, by computer algebra.
+
+Every leaf element, constant element and seed element becomes a symbol, so one derivation serves
+every call with the same structure (the values are bound at evaluation). The route is symbolic
+reverse mode, which keeps the cost linear in the graph where differentiating the whole expression
+repeats work per leaf element:
+
+- each op's *local* derivatives come from differentiating the table's SymPy forward, never from a
+  hand-written rule: elementwise ops once per op and attributes, with ``sympy.diff`` on scalar
+  symbols; reductions, matmul and views with SymEngine's ``diff`` of the forward applied to arrays
+  of placeholder symbols (SymEngine agrees with SymPy on the table's forms: see the tests);
+- the values are the table's forwards over NumPy object arrays of SymEngine expressions;
+- the chain rule composes them from the output back to the leaves.
+
+SymPy stays the reference (it derives the local forms, and ``display`` renders closed forms
+with it); SymEngine carries the composition and compilation, orders of magnitude faster. The walk
+is iterative; expression depth is bounded by the caller (``Caps``), as SymEngine's own visitors
+recurse.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import symengine as se
+import sympy
+from symengine.lib.symengine_wrapper import sympy2symengine
+
+from . import shapes
+from .graph import Constant, Leaf, Operation, ValidGraph
+from .ops import TABLE, Op
+
+Shape = tuple[int, ...]
+Expr = Any  # a SymEngine expression
+Objects = np.ndarray  # an object array of SymEngine expressions
+
+
+# --- the plan: what derivation needs of a graph, picklable for a worker process ----------------
+
+@dataclass(frozen=True)
+class PlanNode:
+    """One node the output depends on: ``kind`` is "leaf", "const" or "op"."""
+
+    kind: str
+    shape: Shape
+    name: str = ""  # the leaf's name
+    op: str = ""
+    inputs: tuple[int, ...] = ()  # positions in ``Plan.nodes``
+    attrs: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A graph's structure, without values: the nodes the output depends on, in a topological
+    order, every leaf the graph uses (name, shape), and what to differentiate.
+
+    Built from a ``ValidGraph`` with ``Plan.of``; equal plans share one derivation.
+    """
+
+    nodes: tuple[PlanNode, ...]
+    output: int
+    leaves: tuple[tuple[str, Shape], ...]
+    wrt: tuple[str, ...]
+    hessian: bool = False
+
+    @staticmethod
+    def of(valid: ValidGraph, wrt: Sequence[str], hessian: bool = False) -> Plan:
+        needed = _needed(valid)
+        position: dict[str, int] = {}
+        nodes: list[PlanNode] = []
+        for node in valid.order:
+            if node.id not in needed:
+                continue
+            position[node.id] = len(nodes)
+            shape = tuple(valid.types[node.id].shape)
+            if isinstance(node, Leaf):
+                nodes.append(PlanNode("leaf", shape, name=node.name))
+            elif isinstance(node, Constant):
+                nodes.append(PlanNode("const", shape))
+            else:
+                nodes.append(PlanNode("op", shape, op=node.op,
+                                      inputs=tuple(position[i] for i in node.inputs),
+                                      attrs=tuple(sorted(node.attrs.items()))))
+        leaves = tuple((name, tuple(shape)) for name, (shape, _) in valid.leaves.items())
+        return Plan(tuple(nodes), position[valid.output], leaves, tuple(wrt), hessian)
+
+    @property
+    def symbol_count(self) -> int:
+        """Scalar symbols: leaf, constant and seed elements."""
+        total = sum(_numel(shape) for _, shape in self.leaves)
+        total += sum(_numel(n.shape) for n in self.nodes if n.kind == "const")
+        return total + _numel(self.nodes[self.output].shape)
+
+    @property
+    def element_count(self) -> int:
+        """Scalar expressions the derivation builds: one per element of each op's result."""
+        return sum(_numel(n.shape) for n in self.nodes if n.kind == "op")
+
+    @property
+    def depth(self) -> int:
+        """The longest path from a leaf to the output: the nesting depth of the expressions."""
+        depth = [0] * len(self.nodes)
+        for k, node in enumerate(self.nodes):
+            if node.inputs:
+                depth[k] = 1 + max(depth[i] for i in node.inputs)
+        return depth[self.output]
+
+    @property
+    def seeded(self) -> bool:
+        """Whether the output is not a single element, so the gradient needs a seed."""
+        return _numel(self.nodes[self.output].shape) != 1
+
+
+def _needed(valid: ValidGraph) -> set[str]:
+    """The ids of the nodes the output depends on."""
+    needed = {valid.output}
+    for node in reversed(valid.order):  # reverse topological: consumers come first
+        if node.id in needed and isinstance(node, Operation):
+            needed.update(node.inputs)
+    return needed
+
+
+def constants_of(valid: ValidGraph) -> list[np.ndarray]:
+    """The values of the plan's constant nodes, in the plan's order: what its constant symbols
+    stand for in this graph."""
+    needed = _needed(valid)
+    return [node.value for node in valid.order if isinstance(node, Constant)
+            and node.id in needed]
+
+
+def _numel(shape: Shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+# --- symbols -------------------------------------------------------------------------------------
+# Internal names only ("L0_3": element 3 of the first leaf): client leaf names never become symbol
+# names, so no two distinct elements can share a symbol. ``display`` renders the real names.
+
+def leaf_symbols(index: int, shape: Shape) -> Objects:
+    return _symbols(f"L{index}_", shape)
+
+
+def constant_symbols(index: int, shape: Shape) -> Objects:
+    return _symbols(f"C{index}_", shape)
+
+
+def _symbols(prefix: str, shape: Shape) -> Objects:
+    flat = np.empty(_numel(shape), dtype=object)
+    for k in range(flat.size):
+        flat[k] = se.Symbol(f"{prefix}{k}")
+    return flat.reshape(shape)
+
+
+def _objects(value: Any, shape: Shape) -> Objects:
+    """``value`` (an expression or an object array) as an object array of ``shape``."""
+    if isinstance(value, np.ndarray):
+        return value.reshape(shape) if value.shape != shape else value
+    array = np.empty((), dtype=object)
+    array[()] = value
+    return array.reshape(shape)
+
+
+# --- local derivatives ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Elementwise:
+    """An elementwise op's forward and partial derivatives on scalar template symbols."""
+
+    symbols: tuple[Expr, ...]
+    forward: Expr
+    partials: tuple[Expr, ...]
+
+
+@functools.lru_cache(maxsize=256)
+def elementwise_rule(op_name: str, attrs: tuple[tuple[str, Any], ...]) -> _Elementwise:
+    """``sympy.diff`` of the op's SymPy forward, per input, once per op and attributes."""
+    op = TABLE[op_name]
+    symbols = sympy.symbols(f"t0:{op.arity}", real=True)
+    forward = op.sympy(*symbols, **dict(attrs))
+    partials = tuple(sympy.diff(forward, s) for s in symbols)
+    return _Elementwise(tuple(sympy2symengine(s) for s in symbols), sympy2symengine(forward),
+                        tuple(sympy2symengine(p) for p in partials))
+
+
+def is_elementwise(op: Op) -> bool:
+    """Each result element depends on the same-position elements of the (broadcast) operands."""
+    return op.shape is shapes.broadcast or op.shape is shapes.same
+
+
+@dataclass(frozen=True)
+class _Structural:
+    """A reduction's, matmul's or view's local Jacobian over placeholder symbols, sparse: per
+    result element, (input, flat input element, partial) for the elements it depends on."""
+
+    placeholders: tuple[dict[Expr, tuple[int, int]], ...]
+    jacobian: tuple[tuple[tuple[int, int, Expr], ...], ...]
+
+
+@functools.lru_cache(maxsize=256)
+def structural_rule(op_name: str, attrs: tuple[tuple[str, Any], ...],
+                    shapes_in: tuple[Shape, ...], shape_out: Shape) -> _Structural:
+    op = TABLE[op_name]
+    placeholders = [_symbols(f"P{i}_", shape) for i, shape in enumerate(shapes_in)]
+    where = {p: (i, k) for i, array in enumerate(placeholders) for k, p in
+             enumerate(array.reshape(-1))}
+    result = _objects(op.sympy(*placeholders, **dict(attrs)), shape_out).reshape(-1)
+    jacobian = []
+    for element in result:
+        entries = []
+        for symbol in _sorted_symbols(element, where):
+            i, k = where[symbol]
+            entries.append((i, k, element.diff(symbol)))
+        jacobian.append(tuple(entries))
+    per_input = tuple({p: where[p] for p in array.reshape(-1)} for array in placeholders)
+    return _Structural(per_input, tuple(jacobian))
+
+
+def _sorted_symbols(element: Expr, among: Mapping[Expr, tuple[int, int]]) -> list[Expr]:
+    return sorted((s for s in element.free_symbols if s in among), key=among.__getitem__)
+
+
+# --- derivation ----------------------------------------------------------------------------------
+
+@dataclass
+class Derivation:
+    """The closed forms of a plan, over its symbols.
+
+    ``inputs``: the symbols in the order an evaluator takes their values (leaf elements by leaf,
+    then constant elements by constant node, then seed elements when ``Plan.seeded``).
+    ``detached``: symbols standing for ``detach`` results, each with its value's expression
+    (over the inputs and earlier detached symbols), in order. ``value``: the output, flat.
+    ``gradients``: per leaf in ``wrt`` that the output depends on, the flat gradient.
+    ``hessian``: per pair of such leaves, the flat block (row leaf's shape + column leaf's).
+    """
+
+    inputs: list[Expr]
+    detached: list[tuple[Expr, Expr]]
+    value: list[Expr]
+    gradients: dict[str, list[Expr]]
+    hessian: dict[tuple[str, str], list[Expr]] = field(default_factory=dict)
+    leaf_symbols: dict[str, Objects] = field(default_factory=dict)
+    constant_symbols: list[Objects] = field(default_factory=list)
+
+
+def derive(plan: Plan) -> Derivation:
+    """The value, gradient (and Hessian if the plan asks) of the plan's output, in closed form."""
+    leaves = {name: leaf_symbols(k, shape) for k, (name, shape) in enumerate(plan.leaves)}
+    constants: list[Objects] = []
+    detached: list[tuple[Expr, Expr]] = []
+    values: list[Objects] = []
+    for k, node in enumerate(plan.nodes):
+        if node.kind == "leaf":
+            values.append(leaves[node.name])
+        elif node.kind == "const":
+            constants.append(constant_symbols(len(constants), node.shape))
+            values.append(constants[-1])
+        elif node.op == "detach":
+            # A constant for differentiation, equal in value to its input.
+            held = _symbols(f"D{k}_", node.shape)
+            detached.extend(zip(held.reshape(-1), values[node.inputs[0]].reshape(-1),
+                                strict=True))
+            values.append(held)
+        else:
+            values.append(_forward(node, [values[i] for i in node.inputs],
+                                   [plan.nodes[i].shape for i in node.inputs]))
+    seed = _symbols("S", plan.nodes[plan.output].shape) if plan.seeded else None
+    inputs = [s for name, _ in plan.leaves for s in leaves[name].reshape(-1)]
+    inputs += [s for array in constants for s in array.reshape(-1)]
+    if seed is not None:
+        inputs += list(seed.reshape(-1))
+    adjoints = _reverse(plan, values, seed, set(plan.wrt))
+    gradients: dict[str, list[Expr]] = {}
+    for name in plan.wrt:
+        if name in adjoints:
+            gradients[name] = list(adjoints[name].reshape(-1))
+    derivation = Derivation(inputs, detached, list(values[plan.output].reshape(-1)), gradients,
+                            leaf_symbols=leaves, constant_symbols=constants)
+    if plan.hessian:
+        derivation.hessian = _hessian(gradients, leaves)
+    return derivation
+
+
+def _forward(node: PlanNode, inputs: list[Objects], shapes_in: list[Shape]) -> Objects:
+    op = TABLE[node.op]
+    if is_elementwise(op):
+        rule = elementwise_rule(node.op, node.attrs)
+        operands = np.broadcast_arrays(*inputs) if len(inputs) > 1 else inputs
+        out = np.empty(node.shape, dtype=object)
+        flat = out.reshape(-1)
+        columns = [operand.reshape(-1) for operand in operands]
+        for k in range(flat.size):
+            flat[k] = rule.forward.subs(dict(zip(rule.symbols, (c[k] for c in columns),
+                                                 strict=True)))
+        return out
+    return _objects(op.sympy(*inputs, **dict(node.attrs)), node.shape)
+
+
+def _reverse(plan: Plan, values: list[Objects], seed: Objects | None,
+             wrt: set[str]) -> dict[str, Objects]:
+    """The chain rule, from the output back: per leaf name in ``wrt``, its adjoint array."""
+    # Which nodes depend on a leaf in wrt (a detach result depends on nothing).
+    live = [False] * len(plan.nodes)
+    for k, node in enumerate(plan.nodes):
+        if node.kind == "leaf":
+            live[k] = node.name in wrt
+        elif node.kind == "op" and node.op != "detach":
+            live[k] = any(live[i] for i in node.inputs)
+    if not live[plan.output]:
+        return {}
+    # Terms of each reached node's adjoint, per flat element; summed once its consumers are done.
+    terms: dict[int, list[list[Expr]]] = {}
+    start = seed.reshape(-1) if seed is not None else [se.Integer(1)]
+    terms[plan.output] = [[s] for s in start]
+    adjoints: dict[str, Objects] = {}
+    for k in range(len(plan.nodes) - 1, -1, -1):
+        if k not in terms:  # not reached: no path to the output, or only through detach
+            continue
+        node = plan.nodes[k]
+        reached = terms.pop(k)
+        adjoint = np.empty(len(reached), dtype=object)
+        for j, parts in enumerate(reached):
+            adjoint[j] = se.Add(*parts) if parts else se.Integer(0)
+        if node.kind == "leaf":
+            previous = adjoints.get(node.name)
+            shaped = adjoint.reshape(node.shape)
+            adjoints[node.name] = (shaped if previous is None
+                                   else _objects(previous + shaped, node.shape))
+            continue
+        wanted = [i for i in node.inputs if live[i]]
+        if not wanted:
+            continue
+        _propagate(plan, node, adjoint, values, terms, live)
+    return adjoints
+
+
+def _propagate(plan: Plan, node: PlanNode, adjoint: Objects, values: list[Objects],
+               terms: dict[int, list[list[Expr]]], live: list[bool]) -> None:
+    """Add this node's contribution to the adjoint terms of its live inputs."""
+    op = TABLE[node.op]
+    shapes_in = [plan.nodes[i].shape for i in node.inputs]
+    if is_elementwise(op):
+        rule_e = elementwise_rule(node.op, node.attrs)
+        inputs = [values[i] for i in node.inputs]
+        operands = np.broadcast_arrays(*inputs) if len(inputs) > 1 else inputs
+        columns = [operand.reshape(-1) for operand in operands]
+        # Where each result element reads each input from (broadcasting repeats elements).
+        sources = [np.broadcast_to(np.arange(_numel(s)).reshape(s), node.shape).reshape(-1)
+                   for s in shapes_in]
+        for position, input_node in enumerate(node.inputs):
+            if not live[input_node]:
+                continue
+            partial = rule_e.partials[position]
+            target = _slots(terms, input_node, plan)
+            source = sources[position]
+            for k in range(adjoint.size):
+                local = partial.subs(dict(zip(rule_e.symbols, (c[k] for c in columns),
+                                              strict=True)))
+                if local != 0:
+                    target[source[k]].append(adjoint[k] * local)
+        return
+    rule = structural_rule(node.op, node.attrs, tuple(shapes_in), node.shape)
+    flat_inputs = [values[i].reshape(-1) for i in node.inputs]
+    bound: dict[Expr, Expr] = {}  # placeholder -> input element, filled in when first needed
+    for k, entries in enumerate(rule.jacobian):
+        for position, element, partial in entries:
+            input_node = node.inputs[position]
+            if not live[input_node]:
+                continue
+            if not partial.is_Number:
+                if not bound:
+                    bound = {p: flat_inputs[i][j] for placeholders in rule.placeholders
+                             for p, (i, j) in placeholders.items()}
+                partial = partial.subs({p: bound[p] for p in partial.free_symbols})
+            _slots(terms, input_node, plan)[element].append(adjoint[k] * partial)
+
+
+def _slots(terms: dict[int, list[list[Expr]]], k: int, plan: Plan) -> list[list[Expr]]:
+    """The adjoint terms of node ``k``, created when first reached."""
+    slots = terms.get(k)
+    if slots is None:
+        slots = terms[k] = [[] for _ in range(_numel(plan.nodes[k].shape))]
+    return slots
+
+
+def _hessian(gradients: Mapping[str, list[Expr]], leaves: Mapping[str, Objects],
+             ) -> dict[tuple[str, str], list[Expr]]:
+    """Second derivatives: SymEngine's ``diff`` of each gradient element."""
+    blocks = {}
+    for row, gradient in gradients.items():
+        for column in gradients:
+            symbols = leaves[column].reshape(-1)
+            blocks[row, column] = [g.diff(s) for g in gradient for s in symbols]
+    return blocks

@@ -1,0 +1,81 @@
+"""The check's comparisons: each status reachable, and each able to fail."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+from crossgrad.engine import dtypes
+from crossgrad.engine.check import (
+    Method,
+    Status,
+    compare,
+    finite_difference,
+    tolerance,
+)
+
+F32, F64 = dtypes.float32, dtypes.float64
+
+
+def test_agree_within_tolerance_by_dtype() -> None:
+    exact = {"x": np.array([1.0, -2.0, 3.0])}
+    close32 = {"x": exact["x"] * (1 + 3e-5)}
+    assert compare(close32, exact, F32).status is Status.AGREE
+    assert compare(close32, exact, F64).status is Status.DISAGREE  # too far for float64
+    assert tolerance(F32) != tolerance(F64)
+
+
+def test_disagreement_names_the_leaf_and_element() -> None:
+    report = compare({"w": np.array([[1.0, 2.0], [3.0, 4.0]])},
+                     {"w": np.array([[1.0, 2.0], [3.0, 4.5]])}, F64)
+    assert report.status is Status.DISAGREE and report.method is Method.SYMBOLIC
+    assert report.reason.startswith("d/dw[1,1]: numeric 4.0 vs closed form 4.5")
+    assert report.max_abs_error == pytest.approx(0.5)
+    assert report.max_rel_error == pytest.approx(0.5 / 4.5)
+
+
+def test_a_gradient_missing_on_one_side_is_compared_with_zero() -> None:
+    assert compare({"x": np.array(0.0)}, {}, F64).status is Status.AGREE
+    assert compare({"x": np.array(1.0)}, {}, F64).status is Status.DISAGREE
+
+
+@pytest.mark.parametrize("numeric, closed, status", [
+    (np.nan, np.nan, Status.AGREE),
+    (np.inf, np.inf, Status.AGREE),
+    (np.inf, -np.inf, Status.SINGULAR),
+    (np.nan, 0.0, Status.SINGULAR),
+    (0.0, np.nan, Status.SINGULAR),
+])
+def test_non_finite_values(numeric: float, closed: float, status: Status) -> None:
+    report = compare({"x": np.array([1.0, numeric])}, {"x": np.array([1.0, closed])}, F64)
+    assert report.status is status
+
+
+def test_singular_points_do_not_hide_a_disagreement_elsewhere() -> None:
+    report = compare({"x": np.array([np.nan, 2.0])}, {"x": np.array([0.0, 3.0])}, F64)
+    assert report.status is Status.DISAGREE
+
+
+def _quadratic(values: Mapping[str, np.ndarray]) -> float:
+    return float(np.sum(values["x"] ** 2) + 3 * float(values["y"]))
+
+
+def test_finite_differences_agree_with_a_right_gradient() -> None:
+    values = {"x": np.array([1.0, -2.0]), "y": np.array(0.5)}
+    report = finite_difference(_quadratic, values, {"x": 2 * values["x"], "y": np.array(3.0)},
+                               F64, "over a cap")
+    assert report.method is Method.FINITE_DIFFERENCE and report.status is Status.AGREE
+    assert report.reason.startswith("over a cap; ")
+
+
+def test_finite_differences_catch_a_wrong_gradient() -> None:
+    values = {"x": np.array([1.0, -2.0]), "y": np.array(0.5)}
+    report = finite_difference(_quadratic, values, {"x": values["x"], "y": np.array(3.0)},
+                               F64, "over a cap")
+    assert report.status is Status.DISAGREE and "two directions" in report.reason
+
+
+def test_finite_differences_with_nothing_to_check() -> None:
+    report = finite_difference(_quadratic, {"x": np.ones(2)}, {}, F64, "over a cap")
+    assert report.status is Status.SKIPPED

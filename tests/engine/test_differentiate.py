@@ -1,0 +1,213 @@
+"""``differentiate``: the two derivations, the check, the budgets and the cache, end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from crossgrad.engine import ops
+from crossgrad.engine.budget import Caps
+from crossgrad.engine.check import CheckFailed, CheckMode, Method, Status
+from crossgrad.engine.differentiate import Symbolic, differentiate
+from crossgrad.engine.errors import InvalidArgument
+from crossgrad.engine.graph import Constant, Graph, Leaf, LimitExceeded, Operation
+
+BCE = ("-(y * log(clamp(sigmoid(w * x + b), 1e-8, 0.99999999))"
+       " + (1 - y) * log(1 - clamp(sigmoid(w * x + b), 1e-8, 0.99999999)))")
+
+
+@pytest.fixture(scope="module")
+def symbolic() -> Iterator[Symbolic]:
+    side = Symbolic(Caps(workers=1))
+    yield side
+    side.close()
+
+
+def test_the_seed_sin_of_a_square(symbolic: Symbolic) -> None:
+    result = differentiate("sin(x**2)", {"x": 4.0}, symbolic=symbolic)
+    assert float(result.value) == pytest.approx(np.sin(16.0))
+    assert float(result.gradients["x"]) == pytest.approx(8 * np.cos(16.0))
+    assert result.closed_forms == {"x": "2*x*cos(x**2)"}
+    assert result.latex == {"x": r"2 x \cos{\left(x^{2} \right)}"}
+    assert result.check.method is Method.SYMBOLIC and result.check.status is Status.AGREE
+    assert result.check.max_abs_error < 1e-12
+
+
+def test_the_seed_examples_in_float32(symbolic: Symbolic) -> None:
+    f32 = np.float32
+    square = differentiate("x**2", {"x": f32(5.0)}, symbolic=symbolic)
+    assert square.gradients["x"].dtype == np.float32 and square.gradients["x"] == 10.0
+    assert square.closed_forms == {"x": "2*x"}
+    mean = differentiate("mean(x**2)", {"x": np.array([1.0, 3.0, 4.0], f32)}, symbolic=symbolic)
+    np.testing.assert_allclose(mean.gradients["x"], [2 / 3, 2.0, 8 / 3], rtol=1e-6)
+    assert mean.closed_forms == {"x": "[2*x[0]/3, 2*x[1]/3, 2*x[2]/3]"}
+    assert mean.check.status is Status.AGREE and mean.check.rtol == 1e-4  # float32's tolerance
+    neuron = differentiate(BCE, {"x": f32(6.7), "y": f32(0.0), "w": f32(1.0), "b": f32(0.0)},
+                           wrt=["w", "b"], symbolic=symbolic)
+    # The notebook's printed values.
+    assert float(neuron.gradients["w"]) == pytest.approx(6.6918, abs=1e-4)
+    assert float(neuron.gradients["b"]) == pytest.approx(0.9988, abs=1e-4)
+    assert set(neuron.closed_forms) == {"w", "b"} and "exp(-b - w*x)" in neuron.closed_forms["w"]
+    assert neuron.check.status is Status.AGREE
+
+
+def test_a_wrong_vjp_is_caught(symbolic: Symbolic, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check can fail: sin's VJP swapped for a wrong one on the numeric side only."""
+    wrong = dataclasses.replace(ops.TABLE["sin"], vjps=(lambda g, out, x: g * np.sin(x),))
+    monkeypatch.setitem(ops.TABLE, "sin", wrong)
+    report = differentiate("sin(x**2)", {"x": 4.0}, check="report", symbolic=symbolic).check
+    assert report.status is Status.DISAGREE and report.method is Method.SYMBOLIC
+    assert "d/dx" in report.reason and report.max_abs_error > 1
+    with pytest.raises(CheckFailed) as failure:
+        differentiate("sin(x**2)", {"x": 4.0}, symbolic=symbolic)
+    assert failure.value.status == "INTERNAL" and failure.value.report.status is Status.DISAGREE
+
+
+def test_a_wrong_vjp_is_caught_by_finite_differences_past_a_cap(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    side = Symbolic(Caps(max_symbols=1, workers=1))
+    wrong = dataclasses.replace(ops.TABLE["tanh"], vjps=(lambda g, out, x: g * out,))
+    monkeypatch.setitem(ops.TABLE, "tanh", wrong)
+    report = differentiate("tanh(x * y)", {"x": 0.3, "y": 0.8}, check="report",
+                           symbolic=side).check
+    assert report.method is Method.FINITE_DIFFERENCE and report.status is Status.DISAGREE
+    assert "over the symbolic cap" in report.reason
+    assert side.budget.tasks == 0  # past a cap, no worker is asked
+
+
+def test_past_a_cap_finite_differences_check_and_say_why() -> None:
+    side = Symbolic(Caps(max_elements=10, workers=1))
+    result = differentiate("sum(sin(x) * x)", {"x": np.linspace(0, 1, 50)}, symbolic=side)
+    assert result.check.method is Method.FINITE_DIFFERENCE
+    assert result.check.status is Status.AGREE
+    assert "101 scalar expressions is over the symbolic cap of 10" in result.check.reason
+    assert result.closed_forms == {}
+    np.testing.assert_allclose(result.gradients["x"], np.cos(np.linspace(0, 1, 50))
+                               * np.linspace(0, 1, 50) + np.sin(np.linspace(0, 1, 50)))
+
+
+def test_a_derivation_past_its_deadline_is_stopped_and_the_pool_serves_on(
+        symbolic: Symbolic) -> None:
+    differentiate("x * 2", {"x": 1.0}, symbolic=symbolic)  # a worker is up
+    n = 3000
+    values = {"w": np.linspace(-1, 1, n), "x": np.linspace(0, 2, n), "b": 0.1}
+    started = time.monotonic()
+    result = differentiate("mean(sigmoid(w * x + b))", values, symbolic=symbolic,
+                           deadline=0.05)
+    assert time.monotonic() - started < 5
+    assert result.check.method is Method.FINITE_DIFFERENCE
+    assert "passed its deadline of 0.05 s" in result.check.reason
+    assert result.check.status is Status.AGREE
+    after = differentiate("sin(x**2)", {"x": 4.0}, symbolic=symbolic)
+    assert after.check.method is Method.SYMBOLIC and after.check.status is Status.AGREE
+
+
+def test_the_cache_derives_once_per_structure(symbolic: Symbolic) -> None:
+    differentiate("tanh(x) * x", {"x": 0.5}, symbolic=symbolic)
+    tasks = symbolic.budget.tasks
+    again = differentiate("tanh(x) * x", {"x": -1.5}, symbolic=symbolic)
+    assert symbolic.budget.tasks == tasks  # new values: nothing derived, nothing rendered
+    assert float(again.gradients["x"]) == pytest.approx(np.tanh(-1.5) - 1.5 * (
+        1 - np.tanh(-1.5) ** 2))
+    assert again.check.status is Status.AGREE
+    new_constant = differentiate("tanh(x) * 3", {"x": 0.5}, symbolic=symbolic)
+    # Same structure as "tanh(x) * x"? No: a leaf is not a constant. A new derivation.
+    assert symbolic.budget.tasks == tasks + 1
+    third = differentiate("tanh(x) * 4", {"x": 0.5}, symbolic=symbolic)
+    # Only the closed form's text changes with a constant: rendered, not derived again.
+    assert symbolic.budget.tasks == tasks + 2
+    assert new_constant.closed_forms["x"] != third.closed_forms["x"]
+    assert third.closed_forms["x"] == "4/cosh(x)**2" or "4" in third.closed_forms["x"]
+
+
+def test_numeric_nan_where_the_closed_form_is_finite_is_reported_as_such(
+        symbolic: Symbolic) -> None:
+    result = differentiate("sqrt(x**2 + y**2)**2", {"x": 0.0, "y": 0.0}, symbolic=symbolic)
+    assert np.isnan(result.gradients["x"])  # as PyTorch gives
+    assert result.check.status is Status.SINGULAR
+    assert "numeric gives nan where the closed form gives 0.0" in result.check.reason
+    assert result.closed_forms == {"x": "2*x", "y": "2*y"}
+
+
+def test_kinks_agree_with_pytorch_on_both_sides(symbolic: Symbolic) -> None:
+    at = {"x": np.array([0.0, -1.0, 0.5, 1.0, 2.0])}
+    for text in ("sum(relu(x))", "sum(abs(x))", "sum(clamp(x, -1, 0.5))"):
+        result = differentiate(text, at, symbolic=symbolic)
+        assert result.check.status is Status.AGREE, (text, result.check.reason)
+    clamp = differentiate("sum(clamp(x, -1, 0.5))", at, symbolic=symbolic)
+    np.testing.assert_array_equal(clamp.gradients["x"], [1, 1, 1, 0, 0])  # bounds included
+
+
+def test_pow_at_zero_is_reported_as_a_singular_point(symbolic: Symbolic) -> None:
+    result = differentiate("x ** y", {"x": 0.0, "y": 2.0}, symbolic=symbolic)
+    assert result.gradients["y"] == 0.0  # PyTorch's convention
+    assert result.check.status is Status.SINGULAR and "d/dy" in result.check.reason
+
+
+def test_modes(symbolic: Symbolic) -> None:
+    off = differentiate("sin(x)", {"x": 1.0}, check="off", symbolic=symbolic)
+    assert off.check.status is Status.SKIPPED and off.check.method is Method.NONE
+    assert off.closed_forms == {}
+    report = differentiate("sin(x)", {"x": 1.0}, check=CheckMode.REPORT, symbolic=symbolic)
+    assert report.check.status is Status.AGREE
+    with pytest.raises(InvalidArgument, match="unknown check mode 'loose'"):
+        differentiate("sin(x)", {"x": 1.0}, check="loose", symbolic=symbolic)
+
+
+def test_hessian(symbolic: Symbolic) -> None:
+    result = differentiate("sin(x**2) * y", {"x": 1.2, "y": 0.5}, hessian=True,
+                           symbolic=symbolic)
+    assert result.hessian is not None
+    assert float(result.hessian.values["x", "y"]) == pytest.approx(2 * 1.2 * np.cos(1.44))
+    assert result.hessian.closed_forms["x", "y"] == "2*x*cos(x**2)"
+    assert result.hessian.closed_forms["y", "y"] == "0"
+    assert result.hessian.check.method is Method.FINITE_DIFFERENCE
+    assert result.hessian.check.status is Status.AGREE
+    vector = differentiate("sum(x**3)", {"x": np.array([1.0, 2.0])}, hessian=True,
+                           symbolic=symbolic)
+    assert vector.hessian is not None
+    np.testing.assert_allclose(vector.hessian.values["x", "x"], [[6.0, 0.0], [0.0, 12.0]])
+    with pytest.raises(LimitExceeded, match="Hessian over 100 variables"):
+        differentiate("sum(x)", {"x": np.ones(100)}, hessian=True, symbolic=symbolic)
+
+
+def test_graphs_seeds_and_wrt(symbolic: Symbolic) -> None:
+    g = Graph([Leaf("a", "x"), Constant("c", np.array([1.0, 2.0])),
+               Operation("m", "mul", ("a", "c")), Operation("s", "sin", ("m",))], "s")
+    result = differentiate(g, {"x": np.array([0.3, 0.4])}, seed=[1.0, -1.0], symbolic=symbolic)
+    np.testing.assert_allclose(result.gradients["x"],
+                               [np.cos(0.3), -2 * np.cos(0.8)])
+    assert result.check.status is Status.AGREE
+    only_x = differentiate("x * y", {"x": 2.0, "y": 3.0}, wrt=["x"], symbolic=symbolic)
+    assert set(only_x.gradients) == {"x"} == set(only_x.closed_forms)
+    assert only_x.closed_forms["x"] == "y"
+
+
+def test_big_graphs_are_evaluated_op_by_op(symbolic: Symbolic) -> None:
+    n = 500
+    rng = np.random.default_rng(0)
+    values = {"w": rng.normal(size=n), "x": rng.normal(size=n), "b": 0.2}
+    result = differentiate("mean(sigmoid(w * x + b))", values, symbolic=symbolic)
+    assert result.check.method is Method.SYMBOLIC and result.check.status is Status.AGREE
+    assert result.closed_forms == {} and "evaluated op by op" in result.notes[0]
+
+
+@pytest.mark.parametrize("source, values, message", [
+    ("sin(x)", {"x": "text"}, "not an array of numbers"),
+    ("sin(x)", {"x": np.array([1, 2], np.int8)}, "dtype int8"),
+    ("sin(x)", {}, "unknown leaf 'x'"),
+    ("sin(x)", {"x": float("nan")}, "not finite"),
+    ("__import__(x)", {"x": 1.0}, "the name '__import__'"),
+    ("x.real", {"x": 1.0}, "attribute access"),
+    ("x ** (10 ** 10)", {"x": 1.0}, "a power of constants"),
+])
+def test_bad_input_is_refused_with_what_is_wrong(symbolic: Symbolic, source: str,
+                                                 values: dict[str, Any], message: str) -> None:
+    tasks = symbolic.budget.tasks
+    with pytest.raises(InvalidArgument, match=message.replace("(", r"\(").replace(")", r"\)")):
+        differentiate(source, values, symbolic=symbolic)
+    assert symbolic.budget.tasks == tasks
