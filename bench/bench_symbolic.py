@@ -30,7 +30,7 @@ import sympy
 from _timing import fmt_ratio, fmt_time, markdown_table, measure, verdict
 from crossgrad.engine import closed_form, dtypes, formula, graph, symbolic
 from crossgrad.engine.closed_form import Fused
-from crossgrad.engine.differentiate import Symbolic, _solve, differentiate
+from crossgrad.engine.differentiation import Symbolic, _solve, differentiate
 from crossgrad.engine.graph import Constant, Graph, Leaf, Operation
 from crossgrad.engine.symbolic import Plan, constants_of, derive
 

@@ -9,11 +9,17 @@ service through the SDK::
     y.backward()
     x.grad            # tensor(10.)
 
-Pure computation: NumPy and SymPy only; no I/O, no threads, no mutable globals but the
-read-only op table.
+``differentiate(formula_or_graph, values)`` derives a gradient twice — numerically and in closed
+form — and checks that the two agree.
+
+Pure computation: NumPy, SymPy and SymEngine; no I/O and no mutable globals but the read-only op
+table, and for the closed forms' derivation a pool of worker processes under a deadline
+(``budget.py``) with the caches of what they derived.
 """
 
 from . import autograd, formula, graph, ops
+from .check import CheckFailed, CheckMode, CheckReport
+from .differentiation import Result, differentiate
 from .dtypes import DType, Size, float32, float64, int64
 from .dtypes import DType as dtype
 from .dtypes import bool_ as bool
@@ -65,11 +71,15 @@ float = float32
 long = int64
 
 __all__ = [
+    "CheckFailed",
+    "CheckMode",
+    "CheckReport",
     "CrossgradError",
     "DType",
     "DTypeError",
     "DimensionError",
     "InvalidArgument",
+    "Result",
     "ShapeError",
     "Size",
     "Tensor",
@@ -81,6 +91,7 @@ __all__ = [
     "clamp",
     "cos",
     "detach",
+    "differentiate",
     "div",
     "double",
     "dtype",

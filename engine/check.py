@@ -98,7 +98,7 @@ def skipped(reason: str) -> CheckReport:
 
 def compare(numeric: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
             dtype: DType, *, method: Method = Method.SYMBOLIC,
-            numeric_label: str = "numeric") -> CheckReport:
+            numeric_label: str = "the numeric gradient") -> CheckReport:
     """The numeric gradients against the closed form's, leaf by leaf, element by element."""
     atol, rtol = tolerance(dtype)
     worst_abs = worst_rel = 0.0

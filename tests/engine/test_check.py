@@ -30,7 +30,7 @@ def test_disagreement_names_the_leaf_and_element() -> None:
     report = compare({"w": np.array([[1.0, 2.0], [3.0, 4.0]])},
                      {"w": np.array([[1.0, 2.0], [3.0, 4.5]])}, F64)
     assert report.status is Status.DISAGREE and report.method is Method.SYMBOLIC
-    assert report.reason.startswith("d/dw[1,1]: numeric 4.0 vs closed form 4.5")
+    assert report.reason.startswith("d/dw[1,1]: the numeric gradient 4.0 vs closed form 4.5")
     assert report.max_abs_error == pytest.approx(0.5)
     assert report.max_rel_error == pytest.approx(0.5 / 4.5)
 
