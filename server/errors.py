@@ -1,0 +1,46 @@
+"""The server's typed errors, beside the engine's (``crossgrad.engine.errors``).
+
+Like the engine's, each names its gRPC status as a plain string; the servicer maps ``.status`` to a
+code in one place. Messages are for clients: short, no stack traces, no full session tokens.
+"""
+
+from __future__ import annotations
+
+from crossgrad.engine.errors import CrossgradError
+
+_NAME_CHARS = 64  # leaf names are client-chosen: echo a bounded prefix, not a megabyte
+
+
+def short_id(session_id: str) -> str:
+    """A prefix of a session id for messages and logs.
+
+    The id is the handle to a session's data, so the whole of it is never written where logs and
+    error trackers keep it; a prefix still tells a user which of their sessions is meant.
+    """
+    return session_id if len(session_id) <= 8 else session_id[:8] + "…"
+
+
+def _short_name(name: str) -> str:
+    return repr(name) if len(name) <= _NAME_CHARS else repr(name[:_NAME_CHARS]) + "…"
+
+
+class SessionNotFound(CrossgradError):
+    """No live session has this id: never created, deleted, or expired after its idle TTL."""
+
+    status = "NOT_FOUND"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {short_id(session_id)} not found: it does not exist, was "
+                         "deleted, or expired after its idle TTL")
+        self.session_id = session_id
+
+
+class LeafNotFound(CrossgradError):
+    """The session has no leaf of this name (``node``: the graph node that named it, if any)."""
+
+    status = "NOT_FOUND"
+
+    def __init__(self, name: str, *, node: str | None = None) -> None:
+        where = f"node {_short_name(node)}: " if node is not None else ""
+        super().__init__(f"{where}no leaf named {_short_name(name)} in this session", node=node)
+        self.name = name

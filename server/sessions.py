@@ -1,0 +1,255 @@
+"""Sessions: the state a server keeps between calls, and the interface of the stores that keep it.
+
+Everything here is immutable. A ``Session`` snapshot can be handed to any number of threads without
+copying, and a change builds a new snapshot instead of editing the old one, so a request that fails
+half-way has touched nothing. Stores (``memory_store.MemoryStore``; a Redis store later) implement
+``SessionStore``.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Literal, Protocol, TypeVar, get_args
+
+import numpy as np
+import numpy.typing as npt
+from crossgrad.engine import dtypes
+from crossgrad.engine.dtypes import DType
+from crossgrad.engine.errors import InvalidArgument
+
+from .errors import LeafNotFound
+
+CheckMode = Literal["STRICT", "REPORT", "OFF"]
+CHECK_MODES: tuple[CheckMode, ...] = get_args(CheckMode)
+SESSION_DTYPES = (dtypes.float32, dtypes.float64)
+DEFAULT_IDLE_TTL = 1800.0  # seconds
+
+R = TypeVar("R")
+
+
+def new_session_id() -> str:
+    """An unguessable session id (192 random bits): knowing one session's id reveals no other."""
+    return secrets.token_urlsafe(24)
+
+
+def check_mode(name: str) -> CheckMode:
+    """``name`` as a check mode, or InvalidArgument (for values that come off the wire)."""
+    for mode in CHECK_MODES:
+        if name == mode:
+            return mode
+    raise InvalidArgument(f"unknown check mode {str(name)[:32]!r}; "
+                          f"expected one of {list(CHECK_MODES)}")
+
+
+def frozen_array(value: npt.ArrayLike) -> np.ndarray:
+    """``value`` as an array nobody can write through: itself if it already is one, else a copy."""
+    if isinstance(value, np.ndarray) and _read_only(value):
+        return value
+    array = np.array(value)
+    array.flags.writeable = False
+    return array
+
+
+def _read_only(array: np.ndarray) -> bool:
+    # A read-only view of a writable array still changes when its base does: follow the chain.
+    base: object = array
+    while isinstance(base, np.ndarray):
+        if base.flags.writeable:
+            return False
+        base = base.base
+    return base is None or isinstance(base, bytes)
+
+
+@dataclass(frozen=True, eq=False)
+class LeafState:
+    """A session's leaf tensor: value, ``requires_grad`` and accumulated ``grad``, all read-only.
+
+    ``version`` counts changes to ``value`` and ``requires_grad`` (not to ``grad``), so an
+    accumulation can check that its gradient was computed from the values still in place.
+    """
+
+    value: np.ndarray
+    requires_grad: bool = False
+    grad: np.ndarray | None = None
+    version: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "value", frozen_array(self.value))
+        if self.grad is not None:
+            grad = frozen_array(self.grad)
+            if grad.shape != self.value.shape:
+                raise InvalidArgument(f"grad of shape {list(grad.shape)} for a leaf of shape "
+                                      f"{list(self.value.shape)}")
+            object.__setattr__(self, "grad", grad)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Unpickled arrays are writable again (a Redis store pickles sessions): freeze them anew.
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        self.__post_init__()
+
+    def with_value(self, value: npt.ArrayLike) -> LeafState:
+        """The leaf with a new value (an optimizer step): a new version."""
+        return replace(self, value=frozen_array(value), version=self.version + 1)
+
+    def with_requires_grad(self, requires_grad: bool) -> LeafState:
+        """The leaf after ``requires_grad_(requires_grad)``: a new version if that changes it."""
+        if requires_grad == self.requires_grad:
+            return self
+        return replace(self, requires_grad=requires_grad, version=self.version + 1)
+
+    def with_grad(self, grad: npt.ArrayLike | None) -> LeafState:
+        """The leaf with ``grad`` replaced (zeroed, or set to None); the version stays."""
+        return replace(self, grad=None if grad is None else frozen_array(grad))
+
+    def accumulate(self, delta: npt.ArrayLike) -> LeafState:
+        """The leaf after a backward pass added ``delta`` to its grad (PyTorch's accumulation)."""
+        return self.with_grad(delta if self.grad is None else self.grad + delta)
+
+
+@dataclass(frozen=True, eq=False)
+class Session:
+    """One client's state: its leaves by name and the settings its requests default to.
+
+    ``owner`` is the API key (identity) that created it, or None with authentication off; stores
+    treat a session as not found for any other owner.
+    """
+
+    id: str
+    dtype: DType = dtypes.float32
+    check: CheckMode = "STRICT"
+    idle_ttl: float = DEFAULT_IDLE_TTL  # seconds without a call before the session expires
+    owner: str | None = None
+    leaves: Mapping[str, LeafState] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            raise InvalidArgument("a session id must not be empty")
+        if self.dtype not in SESSION_DTYPES:
+            raise InvalidArgument(f"a session's dtype must be float32 or float64, not {self.dtype}")
+        check_mode(self.check)
+        if not (math.isfinite(self.idle_ttl) and self.idle_ttl > 0):
+            raise InvalidArgument(f"idle_ttl must be a positive number of seconds, "
+                                  f"not {self.idle_ttl}")
+        object.__setattr__(self, "leaves", MappingProxyType(dict(self.leaves)))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A mappingproxy does not pickle; its dict does.
+        return {**self.__dict__, "leaves": dict(self.leaves)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        self.__post_init__()
+
+    def leaf(self, name: str) -> LeafState:
+        """The leaf called ``name``, or LeafNotFound."""
+        try:
+            return self.leaves[name]
+        except KeyError:
+            raise LeafNotFound(name) from None
+
+    def with_leaves(self, leaves: Mapping[str, LeafState]) -> Session:
+        """The session with these leaves added or replaced (the others kept)."""
+        return replace(self, leaves={**self.leaves, **leaves})
+
+    def put_leaf(self, name: str, value: npt.ArrayLike, requires_grad: bool = False) -> Session:
+        """The session with a fresh leaf ``name`` (no grad), replacing any leaf of that name.
+
+        A replacement continues the old leaf's version count: a gradient computed from the old
+        leaf must not pass a version check against the new one.
+        """
+        old = self.leaves.get(name)
+        version = 0 if old is None else old.version + 1
+        leaf = LeafState(frozen_array(value), requires_grad, None, version)
+        return self.with_leaves({name: leaf})
+
+
+Change = Callable[[Session], tuple[Session, R]]
+"""A pure function from a session snapshot to (the new snapshot, the call's result)."""
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Limits and defaults every store honours; the server fills them from its configuration."""
+
+    max_sessions: int = 10_000  # live sessions; create past it raises LimitExceeded
+    default_idle_ttl: float = DEFAULT_IDLE_TTL
+    max_idle_ttl: float = 86_400.0
+    # Per session: the results of its last N mutating calls with a request_id, kept verbatim, so
+    # N x (result size) is memory a session can hold; they live and die with the session.
+    max_request_ids: int = 1000
+    # Store-wide, for create and delete (whose session does not exist before / after the call):
+    # how long a request_id is remembered, and at most how many are.
+    request_id_ttl: float = 600.0
+    max_store_request_ids: int = 10_000
+
+    def __post_init__(self) -> None:
+        for name in ("max_sessions", "max_request_ids", "max_store_request_ids"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("default_idle_ttl", "max_idle_ttl", "request_id_ttl"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        if self.default_idle_ttl > self.max_idle_ttl:
+            raise ValueError("default_idle_ttl must not exceed max_idle_ttl")
+
+
+class SessionStore(Protocol):
+    """Where sessions live between calls: the servicer's only access to session state.
+
+    Unknown, deleted, expired and other owners' sessions all raise ``SessionNotFound`` (a caller
+    cannot tell whether someone else's session exists). Every call on a session refreshes its idle
+    timer. ``owner`` is the caller's identity (None with authentication off); ownership never
+    changes, so checking it in ``get`` and then acting is race-free.
+
+    Mutating calls take an optional ``request_id``: a retry with the same id returns the first
+    call's result and applies nothing twice, also when the two run concurrently. A call that raised
+    is not remembered, so its retry runs again. One id returns one result whatever the call, so a
+    servicer reusing ids across RPCs should prefix them with the RPC's name.
+    """
+
+    def create(self, dtype: DType = dtypes.float32, check: CheckMode = "STRICT",
+               idle_ttl: float | None = None, *, owner: str | None = None,
+               request_id: str | None = None) -> Session:
+        """A new, empty session (``idle_ttl`` None: the store's default).
+
+        Raises LimitExceeded at the live-session cap, InvalidArgument for bad settings. A retry
+        (same owner and request_id, within ``request_id_ttl``) returns the session the first call
+        created, as it is now, or SessionNotFound if it is gone; the retry's settings are ignored.
+        """
+        ...
+
+    def get(self, session_id: str, *, owner: str | None = None) -> Session:
+        """The session's current snapshot."""
+        ...
+
+    def update(self, session_id: str, change: Change[R], request_id: str | None = None, *,
+               owner: str | None = None) -> R:
+        """Run ``change`` on the current snapshot and store the snapshot it returns, atomically.
+
+        The one way to modify a session, and atomic per session: no other update of the same
+        session interleaves, so a read-modify-write (accumulating gradients) loses nothing. If
+        ``change`` raises, the exception propagates and nothing is stored. ``change`` must keep
+        the session's id and owner.
+
+        ``change`` must be pure (no effects but its return value): a store may run it more than
+        once. The memory store holds a per-session lock while it runs, so it runs once; the Redis
+        store will WATCH the session's key, read, run ``change``, write the new snapshot and the
+        request_id's result in MULTI/EXEC, and when EXEC fails because another replica wrote the
+        session in between, start over, running ``change`` again on the newer snapshot.
+        """
+        ...
+
+    def delete(self, session_id: str, request_id: str | None = None, *,
+               owner: str | None = None) -> None:
+        """Remove the session; a retry with the same request_id succeeds again."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's resources (connections); the server calls it on shutdown."""
+        ...
