@@ -17,6 +17,7 @@ in the same run and printed as ratios:
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import threading
 import time
@@ -164,7 +165,7 @@ def derivation_section(title: str, valid: Any, plan: Plan, target: float, sympy_
     return f"{title}: {fmt_time(ours)} (target {fmt_time(target)})", ok
 
 
-SEED = [
+SEED: list[tuple[str, str, dict[str, Any], list[str]]] = [
     ("x**2 at 5", "x**2", {"x": np.float32(5.0)}, ["x"]),
     ("sin(x**2) at 4", "sin(x**2)", {"x": np.float32(4.0)}, ["x"]),
     ("the neuron's BCE loss", "-(y * log(clamp(sigmoid(w * x + b), 1e-8, 0.99999999))"
@@ -207,7 +208,9 @@ def _engine_case(name: str) -> Callable[[], object]:
 
 def evaluation_section(budget: float) -> tuple[list[str], bool]:
     side = Symbolic()
-    rows, summary, ok = [], [], True
+    rows: list[list[str]] = []
+    summary: list[str] = []
+    ok = True
     for title, text, values, wrt in SEED:
         valid = graph.validate(formula.parse(text), {n: (np.shape(v), F32)
                                                      for n, v in values.items()})
@@ -216,10 +219,10 @@ def evaluation_section(budget: float) -> tuple[list[str], bool]:
         leaves = [np.asarray(values[n], dtype=np.float64) for n, _ in plan.leaves]
         constants = constants_of(valid)
         differentiate(text, values, wrt=wrt, symbolic=side)  # derived once, then cached
-        stats = measure({"closed": lambda e=evaluator, v=leaves, c=constants: e(v, c),
+        stats = measure({"closed": functools.partial(evaluator, leaves, constants),
                          "engine": _engine_case(title),
-                         "differentiate": lambda t=text, v=values, w=wrt: differentiate(
-                             t, v, wrt=w, symbolic=side)}, budget=budget)
+                         "differentiate": functools.partial(differentiate, text, values, wrt=wrt,
+                                                            symbolic=side)}, budget=budget)
         ratio = stats["closed"].median / stats["engine"].median
         ok &= ratio <= 0.5
         rows.append([title, f"{stats['closed'].median * 1e6:.2f}",

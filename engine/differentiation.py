@@ -64,6 +64,7 @@ class Result:
     check: CheckReport
     hessian: Hessian | None = None
     notes: tuple[str, ...] = field(default=())  # why a closed form is not shown, ...
+    wrt: tuple[str, ...] = ()  # the leaves differentiated, in order (some may get no gradient)
 
 
 # --- the worker's side ---------------------------------------------------------------------------
@@ -204,14 +205,29 @@ def differentiate(source: Graph | str, values: Mapping[str, npt.ArrayLike], *,
     value, gradients = evaluate(valid, arrays, wrt, seed)  # also checks wrt and the values
     names = list(wrt) if wrt is not None else [
         n for n, (_, d) in valid.leaves.items() if d.is_floating_point]
+    return check_gradients(valid, arrays, value, gradients, names, mode=mode, seed=seed,
+                           hessian=hessian, symbolic=symbolic, deadline=deadline)
+
+
+def check_gradients(valid: ValidGraph, arrays: Mapping[str, np.ndarray], value: np.ndarray,
+                    gradients: Mapping[str, np.ndarray], wrt: Sequence[str], *,
+                    mode: CheckMode = CheckMode.STRICT, seed: npt.ArrayLike | None = None,
+                    hessian: bool = False, symbolic: Symbolic | None = None,
+                    deadline: float | None = None) -> Result:
+    """The closed form and the check of ``gradients``, which the numeric engine computed for the
+    leaves ``wrt`` of ``valid`` at ``arrays`` (with ``seed`` for a non-scalar output).
+
+    Raises ``CheckFailed`` for a disagreement in STRICT mode; the server's Backward calls this too.
+    """
     symbolic = symbolic or default_symbolic()
-    plan = Plan.of(valid, names, hessian)
+    gradients = dict(gradients)
+    plan = Plan.of(valid, list(wrt), hessian)
     if hessian:
         _check_hessian_size(plan, symbolic.caps)
     if mode is CheckMode.OFF:
         report = skipped("check mode OFF: no closed form was derived")
         return Result(value, gradients, {}, {}, report,
-                      _no_hessian(report) if hessian else None)
+                      _no_hessian(report) if hessian else None, wrt=tuple(wrt))
     constants = constants_of(valid)
     seed_array = None if seed is None else np.asarray(seed, dtype=np.float64)
     dtype = _precision(valid, gradients)
@@ -229,7 +245,7 @@ def differentiate(source: Graph | str, values: Mapping[str, npt.ArrayLike], *,
     hessian_result = None
     if evaluator is None:
         report = finite_difference(_scalar_forward(valid, arrays, seed_array), arrays,
-                                         gradients, dtype, f"no closed form: {why}")
+                                   gradients, dtype, f"no closed form: {why}")
         if hessian:
             hessian_result = _no_hessian(skipped(f"no closed form: {why}"))
     else:
@@ -237,7 +253,7 @@ def differentiate(source: Graph | str, values: Mapping[str, npt.ArrayLike], *,
         evaluation = evaluator(leaves, constants, seed_array)
         report = compare(gradients, evaluation.gradients, dtype)
         if hessian:
-            hessian_result = _hessian(valid, arrays, names, evaluation, forms)
+            hessian_result = _hessian(valid, arrays, list(wrt), evaluation, forms)
         if forms is None:
             notes.append("closed forms are shown for graphs of up to "
                          f"{symbolic.caps.fused_max_outputs} gradient elements and depth "
@@ -246,7 +262,8 @@ def differentiate(source: Graph | str, values: Mapping[str, npt.ArrayLike], *,
         raise CheckFailed(report)
     text = dict(forms.text) if forms else {}
     latex = dict(forms.latex) if forms else {}
-    return Result(value, gradients, text, latex, report, hessian_result, tuple(notes))
+    return Result(value, gradients, text, latex, report, hessian_result, tuple(notes),
+                  tuple(wrt))
 
 
 def _as_array(name: str, value: npt.ArrayLike) -> np.ndarray:

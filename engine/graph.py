@@ -19,7 +19,7 @@ import hashlib
 import heapq
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
@@ -539,7 +539,7 @@ def evaluate(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
         raise InvalidArgument(f"the output {output!r} has shape {list(out_type.shape)}; a "
                               "non-scalar output needs a seed to backpropagate", node=output)
     with np.errstate(all="ignore"), set_grad_enabled(bool(wanted)):
-        result = _forward(valid, bound)
+        result = _forward(valid, bound)[output]
         if not isinstance(result, Tensor):
             return np.asarray(result, dtype=out_type.dtype.numpy), {}
         if result.requires_grad:
@@ -606,9 +606,25 @@ def _checked_array(value: npt.ArrayLike, shape: Shape, what: str, node: str) -> 
     return array
 
 
-def _forward(valid: ValidGraph, bound: Mapping[str, Tensor]) -> Operand:
-    """Run the nodes the output depends on, in topological order; the output's value."""
-    needed = _ancestors(valid)
+def run(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
+        requires_grad: Collection[str] = (), nodes: Sequence[str] | None = None,
+        ) -> tuple[dict[str, Tensor], dict[str, Operand]]:
+    """The forward pass as the engine's tensors: leaves (``requires_grad`` for those named) by
+    name, and every node the ``nodes`` (default: the output) depend on, by id — for a caller that
+    goes on with PyTorch's semantics itself (``backward``, ``retain_grad``, ``grad_fn``)."""
+    for node in nodes or ():
+        if node not in valid.types:
+            raise InvalidArgument(f"node {node!r} is not in the graph", node=node)
+    leaves = {name: tensor(array, requires_grad=name in requires_grad)
+              for name, array in check_values(valid, values).items()}
+    with np.errstate(all="ignore"):
+        return leaves, _forward(valid, leaves, nodes or (valid.output,))
+
+
+def _forward(valid: ValidGraph, bound: Mapping[str, Tensor], roots: Sequence[str] = (),
+             ) -> dict[str, Operand]:
+    """Run the nodes the ``roots`` (default: the output) depend on, in topological order."""
+    needed = _ancestors(valid, roots or (valid.output,))
     env: dict[str, Operand] = {}
     for node in valid.order:
         if node.id not in needed:
@@ -619,13 +635,13 @@ def _forward(valid: ValidGraph, bound: Mapping[str, Tensor]) -> Operand:
             env[node.id] = node.value.item() if not node.value.ndim else tensor(node.value)
         else:
             env[node.id] = _run(node, [env[i] for i in node.inputs], valid.types[node.id])
-    return env[valid.output]
+    return env
 
 
-def _ancestors(valid: ValidGraph) -> set[str]:
+def _ancestors(valid: ValidGraph, roots: Sequence[str]) -> set[str]:
     by_id = {node.id: node for node in valid.order}
-    needed = {valid.output}
-    stack = [valid.output]
+    needed = set(roots)
+    stack = list(roots)
     while stack:
         node = by_id[stack.pop()]
         if isinstance(node, Operation):

@@ -6,7 +6,7 @@ code in one place. Messages are for clients: short, no stack traces, no full ses
 
 from __future__ import annotations
 
-from crossgrad.engine.errors import CrossgradError
+from crossgrad.engine.errors import CrossgradError, InvalidArgument
 
 _NAME_CHARS = 64  # leaf names are client-chosen: echo a bounded prefix, not a megabyte
 
@@ -44,3 +44,23 @@ class LeafNotFound(CrossgradError):
         where = f"node {_short_name(node)}: " if node is not None else ""
         super().__init__(f"{where}no leaf named {_short_name(name)} in this session", node=node)
         self.name = name
+
+
+class VersionMismatch(CrossgradError):
+    """PutLeaf's ``expected_version`` is not the leaf's version (0: the leaf does not exist)."""
+
+    status = "ABORTED"
+
+    def __init__(self, name: str, expected: int, version: int) -> None:
+        super().__init__(f"leaf {_short_name(name)} is at version {version}, not the expected "
+                         f"{expected}: read it again, then retry")
+        self.name = name
+        self.version = version
+
+
+class RequestIdReused(InvalidArgument):
+    """A request_id sent again with a different request."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"request_id {request_id[:64]!r} was already used for a different "
+                         "request; use a new request_id for a new request")

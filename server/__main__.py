@@ -1,0 +1,5 @@
+"""``python -m crossgrad.server``: the same as ``crossgrad-server``."""
+
+from .main import main
+
+main()

@@ -1,0 +1,101 @@
+"""The server's configuration: flags, each with a ``CROSSGRAD_*`` environment variable.
+
+A flag given on the command line wins over its variable, which wins over the default; so a
+container sets variables and a developer types flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+
+from crossgrad.engine.budget import Caps
+from crossgrad.engine.graph import Limits
+
+
+@dataclass(frozen=True)
+class Config:
+    address: str = "127.0.0.1:50051"
+    store: str = "memory"
+    max_message_bytes: int = 64 * 1024 * 1024
+    max_nodes: int = 100_000
+    max_elements: int = 1_000_000  # per tensor
+    max_sessions: int = 10_000
+    session_ttl: float = 1800.0  # seconds of idleness before a session expires (default)
+    symbolic_deadline: float = 10.0  # seconds per closed-form derivation
+    symbolic_max_symbols: int = 50_000
+    symbolic_max_elements: int = 200_000
+    symbolic_workers: int = 2
+    threads: int = 16  # gRPC worker threads
+    grace: float = 10.0  # seconds in-flight calls get to finish after SIGTERM
+    reflection: bool = True
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_nodes=self.max_nodes, max_elements=self.max_elements)
+
+    @property
+    def caps(self) -> Caps:
+        return Caps(max_symbols=self.symbolic_max_symbols,
+                    max_elements=self.symbolic_max_elements,
+                    deadline=self.symbolic_deadline, workers=self.symbolic_workers)
+
+
+_HELP = {
+    "address": "host:port to listen on (port 0: a free one)",
+    "store": "where sessions live: memory",
+    "max_message_bytes": "largest request or response message",
+    "max_nodes": "most nodes in a graph",
+    "max_elements": "most elements in one tensor",
+    "max_sessions": "most live sessions",
+    "session_ttl": "default idle TTL of a session, seconds",
+    "symbolic_deadline": "seconds a closed-form derivation may take before it is stopped",
+    "symbolic_max_symbols": "scalar symbols past which no closed form is derived",
+    "symbolic_max_elements": "scalar expressions past which no closed form is derived",
+    "symbolic_workers": "worker processes for closed-form derivations",
+    "threads": "gRPC worker threads",
+    "grace": "seconds in-flight calls get to finish on SIGTERM",
+    "reflection": "serve gRPC server reflection",
+}
+
+
+def parse(argv: Sequence[str] | None = None,
+          environ: Mapping[str, str] | None = None) -> Config:
+    environ = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(
+        prog="crossgrad-server",
+        description="crossgrad's gRPC service: gradients derived twice and cross-checked. "
+                    "Each flag can also be set as CROSSGRAD_<FLAG> (e.g. CROSSGRAD_ADDRESS).")
+    defaults = Config()
+    for f in fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        variable = "CROSSGRAD_" + f.name.upper()
+        default = getattr(defaults, f.name)
+        if variable in environ:
+            default = _convert(type(default), environ[variable], variable)
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=f"{_HELP[f.name]} (${variable})")
+        else:
+            parser.add_argument(flag, type=type(default), default=default,
+                                help=f"{_HELP[f.name]} (${variable}; default {default})")
+    arguments = parser.parse_args(argv)
+    config = Config(**{f.name: getattr(arguments, f.name) for f in fields(Config)})
+    if config.store != "memory":
+        parser.error(f"--store {config.store!r}: only 'memory' is available")
+    return config
+
+
+def _convert(kind: type, text: str, variable: str) -> object:
+    if kind is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise SystemExit(f"{variable}={text!r}: expected true or false")
+    try:
+        return kind(text)
+    except ValueError:
+        raise SystemExit(f"{variable}={text!r}: expected {kind.__name__}") from None

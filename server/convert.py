@@ -1,0 +1,583 @@
+"""Protobuf messages <-> engine values: the one module that knows both.
+
+Pure functions. Every refusal of a request is an ``InvalidField`` (an ``InvalidArgument``) whose
+message starts with the path of the offending request field (``values['x'].data: ...``,
+``graph.nodes[3].op.attrs['dim'] (node 's'): ...``) and says what is wrong; its ``field``
+attribute holds that path for ``google.rpc.BadRequest``, and ``node`` the graph node when there is
+one. Past a size limit it is a ``FieldLimitExceeded`` (a ``LimitExceeded``, RESOURCE_EXHAUSTED)
+whose ``limit`` names the limit. Sizes are checked before anything is allocated, and nothing a
+client sends is ever evaluated.
+
+Tensors arrive as shape + dtype + raw little-endian bytes (``data``) or as numbers (``values``)
+and become native-endian, C-contiguous, read-only NumPy arrays; they always leave as ``data``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from crossgrad.engine import dtypes
+from crossgrad.engine.check import CheckMode, CheckReport, Method, Status
+from crossgrad.engine.differentiation import Result
+from crossgrad.engine.dtypes import DType
+from crossgrad.engine.errors import InvalidArgument
+from crossgrad.engine.graph import Constant, Graph, Leaf, LimitExceeded, Limits, Node, Operation
+from crossgrad.engine.ops import TABLE, Op
+from crossgrad.v1 import crossgrad_pb2 as pb
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from .sessions import LeafState, Session
+
+FLOAT32, FLOAT64, INT64, BOOL = dtypes.float32, dtypes.float64, dtypes.int64, dtypes.bool_
+
+_MAX_NDIM = 64  # NumPy's limit on dimensions
+_ECHO = 64  # characters of a client-chosen name echoed in a message or a field path
+_INT64_MIN, _INT64_END = -(2.0**63), 2.0**63  # the doubles that convert to int64
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+def _echo(name: str) -> str:
+    """A client-chosen name, quoted, at most ``_ECHO`` characters of it."""
+    return repr(name) if len(name) <= _ECHO else repr(name[:_ECHO]) + "…"
+
+
+class InvalidField(InvalidArgument):
+    """A malformed request field: ``field`` is its path, ``node`` the graph node, if any."""
+
+    def __init__(self, field: str, problem: str, *, node: str | None = None) -> None:
+        where = field if node is None else f"{field} (node {_echo(node)})"
+        super().__init__(f"{where}: {problem}", node=node)
+        self.field = field
+
+
+class FieldLimitExceeded(LimitExceeded, InvalidField):
+    """A request field past a size limit; ``limit`` names the limit (for ErrorInfo metadata)."""
+
+    def __init__(self, field: str, problem: str, *, limit: str,
+                 node: str | None = None) -> None:
+        super().__init__(field, problem, node=node)
+        self.limit = limit
+
+
+def map_field(field: str, key: str) -> str:
+    """The path of a map entry or a named item, e.g. ``values['x']``."""
+    return f"{field}[{_echo(key)}]"
+
+
+# --- dtypes --------------------------------------------------------------------------------------
+
+DTYPES: Mapping[int, DType] = {
+    pb.DTYPE_FLOAT32: FLOAT32,
+    pb.DTYPE_FLOAT64: FLOAT64,
+    pb.DTYPE_INT64: INT64,
+    pb.DTYPE_BOOL: BOOL,
+}
+_DTYPE_TO_PROTO: Mapping[DType, pb.Dtype] = {
+    FLOAT32: pb.DTYPE_FLOAT32,
+    FLOAT64: pb.DTYPE_FLOAT64,
+    INT64: pb.DTYPE_INT64,
+    BOOL: pb.DTYPE_BOOL,
+}
+# The wire's byte order for each dtype (bool is one byte: no order).
+_LITTLE_ENDIAN: Mapping[DType, np.dtype[Any]] = {
+    FLOAT32: np.dtype("<f4"), FLOAT64: np.dtype("<f8"), INT64: np.dtype("<i8"),
+    BOOL: np.dtype("|b1"),
+}
+
+
+def dtype_from_proto(value: int, *, default: DType | None, field: str,
+                     node: str | None = None) -> DType:
+    """The engine dtype for a wire ``Dtype``; DTYPE_UNSPECIFIED gives ``default``, or is refused
+    when there is none."""
+    if value == pb.DTYPE_UNSPECIFIED:
+        if default is None:
+            raise InvalidField(field, "a dtype is required here (DTYPE_UNSPECIFIED is allowed "
+                               "only in the values form)", node=node)
+        return default
+    try:
+        return DTYPES[value]
+    except KeyError:
+        raise InvalidField(field, f"unknown dtype {value}; expected one of "
+                           f"{', '.join(pb.Dtype.Name(k) for k in DTYPES)}",
+                           node=node) from None
+
+
+def dtype_to_proto(dtype: DType) -> pb.Dtype:
+    """The wire ``Dtype`` of an engine dtype."""
+    return _DTYPE_TO_PROTO[dtype]
+
+
+def dtype_of(array: np.ndarray) -> DType:
+    """The engine dtype of an array the server holds (float16 widens, other ints are int64)."""
+    return dtypes.from_numpy(array.dtype)
+
+
+# --- tensors -------------------------------------------------------------------------------------
+
+def tensor_to_array(tensor: pb.Tensor, *, field: str, default_dtype: DType | None = None,
+                    max_elements: int, finite: bool = True,
+                    node: str | None = None) -> np.ndarray:
+    """A wire tensor as a native-endian, C-contiguous, read-only array, checked as the proto says.
+
+    ``field``: the tensor's path in the request, for messages. ``default_dtype``: what
+    DTYPE_UNSPECIFIED means in the values form (None: it is refused). ``max_elements``: the most
+    elements a tensor may hold (``FieldLimitExceeded`` past it, before anything is allocated).
+    ``finite``: refuse NaN and ±inf (client values; server results may hold them).
+    """
+    shape = _shape(tensor.shape, field, max_elements, node)
+    numel = math.prod(shape)
+    data, values = tensor.data, tensor.values
+    if data and values:
+        raise InvalidField(field, f"both data ({len(data)} bytes) and values ({len(values)} "
+                           "numbers) are set; send the elements in one of them", node=node)
+    if data:
+        if tensor.dtype == pb.DTYPE_UNSPECIFIED:
+            raise InvalidField(f"{field}.dtype", "a dtype is required with data", node=node)
+        dtype = dtype_from_proto(tensor.dtype, default=None, field=f"{field}.dtype", node=node)
+        array = _from_data(data, shape, numel, dtype, f"{field}.data", node)
+    else:
+        if not values and numel:
+            raise InvalidField(field, f"shape {list(shape)} holds {numel} element"
+                               f"{'s' if numel > 1 else ''}, but neither data nor values is "
+                               "set", node=node)
+        dtype = dtype_from_proto(tensor.dtype, default=default_dtype, field=f"{field}.dtype",
+                                 node=node)
+        if values:
+            array = _from_values(values, shape, numel, dtype, f"{field}.values", node, finite)
+        else:  # no elements, none sent
+            array = np.zeros(shape, dtype.numpy)
+    if finite and dtype.is_floating_point and not np.isfinite(array).all():
+        at = int(np.flatnonzero(~np.isfinite(array))[0])
+        where = f"{field}.data" if data else f"{field}.values[{at}]"
+        raise InvalidField(where, f"element {_index(at, shape)} is {array.flat[at]}; values "
+                           "sent to the server must be finite", node=node)
+    array.flags.writeable = False
+    return array
+
+
+def _shape(dims: Sequence[int], field: str, max_elements: int,
+           node: str | None) -> tuple[int, ...]:
+    """The shape, every size >= 0, within the element limit; no product larger than the limit
+    is ever formed."""
+    if len(dims) > _MAX_NDIM:
+        raise InvalidField(f"{field}.shape", f"{len(dims)} dimensions; at most {_MAX_NDIM} are "
+                           "supported", node=node)
+    shape = tuple(int(d) for d in dims)
+    for i, size in enumerate(shape):
+        if size < 0:
+            raise InvalidField(f"{field}.shape[{i}]", f"size {size}; sizes must be >= 0",
+                               node=node)
+    # The non-zero sizes bound the tensor even when another size is 0 (NumPy refuses an empty
+    # array whose other sizes overflow, and every size must stay a sane allocation).
+    product = 1
+    for size in shape:
+        product *= size or 1
+        if product > max_elements:
+            raise FieldLimitExceeded(f"{field}.shape", f"shape {list(shape)} is past the limit "
+                                     f"of {max_elements} elements per tensor",
+                                     limit="max_elements", node=node)
+    return shape
+
+
+def _index(flat: int, shape: tuple[int, ...]) -> list[int]:
+    return [int(i) for i in np.unravel_index(flat, shape)] if shape else []
+
+
+def _from_data(data: bytes, shape: tuple[int, ...], numel: int, dtype: DType, field: str,
+               node: str | None) -> np.ndarray:
+    expected = numel * dtype.itemsize
+    if len(data) != expected:
+        raise InvalidField(field, f"data holds {len(data)} bytes; shape {list(shape)} of "
+                           f"{dtype.name} needs {expected}", node=node)
+    if dtype is BOOL:
+        raw = np.frombuffer(data, dtype=np.uint8)
+        bad = raw > 1
+        if bad.any():
+            at = int(np.argmax(bad))
+            raise InvalidField(field, f"byte {at} (element {_index(at, shape)}) is "
+                               f"0x{int(raw[at]):02x}; a bool is 0x00 or 0x01", node=node)
+        return raw.astype(np.bool_).reshape(shape)  # the one copy
+    wire = np.frombuffer(data, dtype=_LITTLE_ENDIAN[dtype])
+    return wire.astype(dtype.numpy).reshape(shape)  # the one copy, in native byte order
+
+
+def _from_values(values: Iterable[float], shape: tuple[int, ...], numel: int, dtype: DType,
+                 field: str, node: str | None, finite: bool) -> np.ndarray:
+    numbers = np.array(values, dtype=np.float64)
+    if numbers.size != numel:
+        raise InvalidField(field, f"{numbers.size} numbers; shape {list(shape)} needs {numel}",
+                           node=node)
+    if dtype is FLOAT64:
+        return numbers.reshape(shape)
+    if dtype is FLOAT32:
+        with np.errstate(over="ignore"):
+            array = numbers.astype(np.float32)
+        if finite:
+            overflow = np.isfinite(numbers) & ~np.isfinite(array)
+            if overflow.any():
+                at = int(np.argmax(overflow))
+                raise InvalidField(f"{field}[{at}]", f"{numbers[at]!r} is outside float32's "
+                                   "range", node=node)
+        return array.reshape(shape)
+    if dtype is INT64:
+        with np.errstate(invalid="ignore"):
+            ok = (numbers == np.trunc(numbers)) & (numbers >= _INT64_MIN) & (numbers < _INT64_END)
+        if not ok.all():
+            at = int(np.argmin(ok))
+            raise InvalidField(f"{field}[{at}]", f"{numbers[at]!r} is not an int64; an int64 "
+                               "tensor takes integral values only", node=node)
+        return numbers.astype(np.int64).reshape(shape)
+    ok = (numbers == 0) | (numbers == 1)
+    if not ok.all():
+        at = int(np.argmin(ok))
+        raise InvalidField(f"{field}[{at}]", f"{numbers[at]!r} is not a bool; a bool tensor "
+                           "takes 0 and 1 only", node=node)
+    return (numbers == 1).reshape(shape)
+
+
+def array_to_tensor(array: npt.ArrayLike) -> pb.Tensor:
+    """An array (any byte order or layout) as a wire tensor: shape, dtype, raw little-endian data.
+
+    Float16 widens to float32, other integer types become int64; other dtypes raise TypeError
+    (a server bug, never a client's).
+    """
+    array = np.asarray(array)
+    dtype = dtype_of(array)
+    data = array.astype(_LITTLE_ENDIAN[dtype], copy=False).tobytes()
+    return pb.Tensor(shape=array.shape, dtype=_DTYPE_TO_PROTO[dtype], data=data)
+
+
+# --- graphs --------------------------------------------------------------------------------------
+
+# Which AttrValue fields each attribute kind takes (see AttrValue in the proto).
+_ACCEPTS: Mapping[str, tuple[str, ...]] = {
+    "number?": ("number", "integer"),
+    "dims?": ("integers", "integer"),
+    "dims": ("integers", "integer"),
+    "int": ("integer",),
+    "bool": ("flag",),
+}
+
+
+def graph_from_proto(graph: pb.Graph, limits: Limits, *, default_dtype: DType = FLOAT32,
+                     field: str = "graph") -> Graph:
+    """A wire graph as the engine's ``Graph``, each node's fields checked and converted.
+
+    ``default_dtype``: the dtype of a constant sent in the values form without one (the
+    session's dtype; FLOAT32 in Differentiate). Structure (ids, inputs, cycles, ops, attribute
+    names, shapes) is left to ``crossgrad.engine.graph.validate``, which names the node.
+    """
+    count = len(graph.nodes)
+    if count > limits.max_nodes:
+        raise FieldLimitExceeded(f"{field}.nodes", f"{count} nodes; the limit is "
+                                 f"{limits.max_nodes}", limit="max_nodes")
+    if not graph.output:
+        raise InvalidField(f"{field}.output", "the id of the output node is required")
+    nodes: list[Node] = []
+    elements = 0
+    for k, message in enumerate(graph.nodes):
+        path = f"{field}.nodes[{k}]"
+        node_id = message.id
+        if not node_id:
+            raise InvalidField(f"{path}.id", "a node needs a non-empty id")
+        kind = message.WhichOneof("kind")
+        if kind == "leaf":
+            if not message.leaf:
+                raise InvalidField(f"{path}.leaf", "a leaf needs a non-empty name", node=node_id)
+            nodes.append(Leaf(node_id, message.leaf))
+        elif kind == "constant":
+            value = tensor_to_array(message.constant, field=f"{path}.constant",
+                                    default_dtype=default_dtype,
+                                    max_elements=limits.max_elements, node=node_id)
+            elements += value.size
+            if elements > limits.max_total_elements:
+                raise FieldLimitExceeded(f"{path}.constant", "the graph's constants hold more "
+                                         f"than {limits.max_total_elements} elements",
+                                         limit="max_total_elements", node=node_id)
+            nodes.append(Constant(node_id, value))
+        elif kind == "op":
+            nodes.append(_operation(message.op, node_id, f"{path}.op"))
+        else:
+            raise InvalidField(path, "no kind set: a node is a leaf, a constant or an op",
+                               node=node_id)
+    return Graph(tuple(nodes), graph.output)
+
+
+def _operation(message: pb.Operation, node_id: str, path: str) -> Operation:
+    op = TABLE.get(message.op)  # an unknown op is the engine's to refuse, naming the node
+    attrs: dict[str, Any] = {}
+    for name in sorted(message.attrs):
+        attr_path = f"{path}.attrs[{_echo(name)}]"
+        value = message.attrs[name]
+        which = value.WhichOneof("value")
+        if which is None:
+            raise InvalidField(attr_path, "no value set", node=node_id)
+        spec = op.attrs.get(name) if op is not None else None
+        accepted = _ACCEPTS.get(spec.kind) if spec is not None else None
+        if spec is not None and accepted is not None and which not in accepted:
+            raise InvalidField(attr_path, f"{message.op}'s attribute {name!r} is of kind "
+                               f"{spec.kind!r}, which takes {' or '.join(accepted)}; got "
+                               f"{which}", node=node_id)
+        if which == "number":
+            if not math.isfinite(value.number):
+                raise InvalidField(attr_path, f"{value.number} is not finite", node=node_id)
+            attrs[name] = float(value.number)
+        elif which == "integer":
+            attrs[name] = int(value.integer)
+        elif which == "integers":
+            attrs[name] = tuple(int(i) for i in value.integers.values)
+        else:
+            attrs[name] = bool(value.flag)
+    return Operation(node_id, message.op, tuple(message.inputs), attrs)
+
+
+def graph_to_proto(graph: Graph) -> pb.Graph:
+    """The engine's ``Graph`` as a wire graph (what a client, or a test, sends)."""
+    nodes = []
+    for node in graph.nodes:
+        if isinstance(node, Leaf):
+            nodes.append(pb.Node(id=node.id, leaf=node.name))
+        elif isinstance(node, Constant):
+            nodes.append(pb.Node(id=node.id, constant=array_to_tensor(node.value)))
+        else:
+            attrs = {}
+            for name, value in node.attrs.items():
+                encoded = attr_to_proto(value)
+                if encoded is None:
+                    continue  # None: absent
+                attrs[name] = encoded
+            nodes.append(pb.Node(id=node.id, op=pb.Operation(op=node.op, inputs=node.inputs,
+                                                             attrs=attrs)))
+    return pb.Graph(nodes=nodes, output=graph.output)
+
+
+def attr_to_proto(value: Any) -> pb.AttrValue | None:
+    """An attribute value as an ``AttrValue`` (None: absent): bool -> flag, int -> integer,
+    float -> number, a sequence of ints -> integers. Anything else raises InvalidArgument."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return pb.AttrValue(flag=bool(value))
+    if isinstance(value, (int, np.integer)):
+        if not _INT64_MIN <= value < _INT64_END:
+            raise InvalidArgument(f"attribute value {value} is out of int64 range")
+        return pb.AttrValue(integer=int(value))
+    if isinstance(value, (float, np.floating)):
+        return pb.AttrValue(number=float(value))
+    if isinstance(value, (list, tuple)) and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+            and _INT64_MIN <= v < _INT64_END for v in value):
+        return pb.AttrValue(integers=pb.IntList(values=[int(v) for v in value]))
+    raise InvalidArgument(f"attribute value {value!r} has no wire form (a number, an int, a "
+                          "list of ints or a bool)")
+
+
+# --- the check -----------------------------------------------------------------------------------
+
+_CHECK_MODES: Mapping[int, CheckMode] = {
+    pb.CHECK_MODE_STRICT: CheckMode.STRICT,
+    pb.CHECK_MODE_REPORT: CheckMode.REPORT,
+    pb.CHECK_MODE_OFF: CheckMode.OFF,
+}
+_CHECK_MODE_TO_PROTO: Mapping[CheckMode, pb.CheckMode] = {
+    CheckMode.STRICT: pb.CHECK_MODE_STRICT,
+    CheckMode.REPORT: pb.CHECK_MODE_REPORT,
+    CheckMode.OFF: pb.CHECK_MODE_OFF,
+}
+_METHODS: Mapping[Method, pb.CheckMethod] = {
+    Method.SYMBOLIC: pb.CHECK_METHOD_SYMBOLIC,
+    Method.FINITE_DIFFERENCE: pb.CHECK_METHOD_FINITE_DIFFERENCE,
+    Method.NONE: pb.CHECK_METHOD_NONE,
+}
+_STATUSES: Mapping[Status, pb.CheckStatus] = {
+    Status.AGREE: pb.CHECK_STATUS_AGREE,
+    Status.DISAGREE: pb.CHECK_STATUS_DISAGREE,
+    Status.SKIPPED: pb.CHECK_STATUS_SKIPPED,
+    Status.SINGULAR: pb.CHECK_STATUS_SINGULAR,
+}
+
+
+def check_mode_from_proto(value: int, *, field: str = "check_mode") -> CheckMode | None:
+    """The check mode asked for; None for CHECK_MODE_UNSPECIFIED (the session's, or STRICT)."""
+    if value == pb.CHECK_MODE_UNSPECIFIED:
+        return None
+    try:
+        return _CHECK_MODES[value]
+    except KeyError:
+        raise InvalidField(field, f"unknown check mode {value}; expected one of "
+                           f"{', '.join(pb.CheckMode.Name(k) for k in _CHECK_MODES)}") from None
+
+
+def check_mode_to_proto(mode: CheckMode | str) -> pb.CheckMode:
+    """The wire ``CheckMode`` of an engine mode or a session's "STRICT"/"REPORT"/"OFF"."""
+    return _CHECK_MODE_TO_PROTO[CheckMode.of(mode)]
+
+
+def report_to_proto(report: CheckReport) -> pb.CheckReport:
+    """A check report on the wire."""
+    return pb.CheckReport(method=_METHODS[report.method], status=_STATUSES[report.status],
+                          max_abs_error=report.max_abs_error,
+                          max_rel_error=report.max_rel_error, atol=report.atol,
+                          rtol=report.rtol, reason=report.reason)
+
+
+# --- Differentiate -------------------------------------------------------------------------------
+
+def differentiate_response(result: Result, order: Sequence[str], *,
+                           leaf_dtypes: Mapping[str, DType] | None = None,
+                           ) -> pb.DifferentiateResponse:
+    """``differentiate``'s result on the wire: one ``Gradient`` per leaf of ``order`` (without a
+    value for a leaf the output does not depend on), and the Hessian's blocks row-major over
+    ``order`` when there is a Hessian.
+
+    ``leaf_dtypes``: each leaf's dtype, so that a Hessian block comes in the wider of its two
+    leaves' dtypes as the proto says (by default a leaf's dtype is its gradient's).
+    The result's notes (why no closed form is shown) are added to the check's reason.
+    """
+    gradients = []
+    for name in order:
+        gradient = pb.Gradient(leaf=name, closed_form=result.closed_forms.get(name, ""),
+                               latex=result.latex.get(name, ""))
+        value = result.gradients.get(name)
+        if value is not None:
+            gradient.value.CopyFrom(array_to_tensor(value))
+        gradients.append(gradient)
+    check = report_to_proto(result.check)
+    if result.notes:
+        check.reason = " ".join(part for part in (check.reason, *result.notes) if part)
+    response = pb.DifferentiateResponse(output=array_to_tensor(result.value),
+                                        gradients=gradients, check=check)
+    hessian = result.hessian
+    if hessian is not None:
+        known = dict(leaf_dtypes or {})
+        for name, value in result.gradients.items():
+            known.setdefault(name, dtype_of(value))
+        blocks = []
+        for row in order:
+            for column in order:
+                block = hessian.values.get((row, column))
+                if block is None:
+                    continue  # no closed form (check OFF, or past a cap): the check says why
+                if row in known and column in known:
+                    wide = FLOAT64 if FLOAT64 in (known[row], known[column]) else FLOAT32
+                    block = np.asarray(block).astype(wide.numpy, copy=False)
+                blocks.append(pb.HessianBlock(
+                    row=row, column=column, value=array_to_tensor(block),
+                    closed_form=hessian.closed_forms.get((row, column), ""),
+                    latex=hessian.latex.get((row, column), "")))
+        response.hessian.CopyFrom(pb.Hessian(blocks=blocks,
+                                             check=report_to_proto(hessian.check)))
+    return response
+
+
+# --- ListOps -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _TensorCall:
+    """A call of an op on tensor operands (2-D, contiguous, all requiring grad), default
+    attributes: what OpInfo.grad_fn describes for ops whose grad_fn depends on the call."""
+
+    values: tuple[np.ndarray, ...]
+    out: np.ndarray
+    attrs: Mapping[str, Any]
+    targets: tuple[Any, ...]
+
+
+def _tensor_grad_fn(op: Op) -> str:
+    if not callable(op.grad_fn):
+        return op.grad_fn or ""
+    matrix = np.zeros((2, 2))
+    call = _TensorCall((matrix,) * op.arity, matrix,
+                       {name: attr.default for name, attr in op.attrs.items()},
+                       (True,) * op.arity)
+    return op.grad_fn(call)
+
+
+@functools.cache
+def _ops() -> pb.ListOpsResponse:
+    ops = []
+    for name in sorted(TABLE):
+        op = TABLE[name]
+        attrs = []
+        for attr_name, attr in op.attrs.items():
+            info = pb.AttrInfo(name=attr_name, kind=attr.kind, required=attr.required)
+            default = attr_to_proto(attr.default)
+            if default is not None:
+                info.default_value.CopyFrom(default)
+            attrs.append(info)
+        ops.append(pb.OpInfo(name=name, arity=op.arity, attrs=attrs,
+                             grad_fn=_tensor_grad_fn(op), kink=op.kink))
+    return pb.ListOpsResponse(ops=ops)
+
+
+def list_ops_response() -> pb.ListOpsResponse:
+    """The op table, sorted by name. ``grad_fn`` is PyTorch's name for the op on tensor operands
+    (matmul: on matrices); NodeValue.grad_fn gives the name a particular call gets."""
+    response = pb.ListOpsResponse()
+    response.CopyFrom(_ops())
+    return response
+
+
+# --- sessions ------------------------------------------------------------------------------------
+
+def leaf_to_proto(name: str, leaf: LeafState) -> pb.Leaf:
+    """A session leaf in full; ``grad`` absent when it is None."""
+    message = pb.Leaf(name=name, value=array_to_tensor(leaf.value),
+                      requires_grad=leaf.requires_grad, version=leaf.version)
+    if leaf.grad is not None:
+        message.grad.CopyFrom(array_to_tensor(leaf.grad))
+    return message
+
+
+def leaf_info(name: str, leaf: LeafState) -> pb.LeafInfo:
+    """A session leaf without its value and grad."""
+    return pb.LeafInfo(name=name, shape=leaf.value.shape,
+                       dtype=dtype_to_proto(dtype_of(leaf.value)),
+                       requires_grad=leaf.requires_grad, has_grad=leaf.grad is not None,
+                       version=leaf.version)
+
+
+def session_to_proto(session: Session, expire_time: float | None = None) -> pb.Session:
+    """A session's settings; ``expire_time`` in seconds since the epoch (None: not sent)."""
+    message = pb.Session(id=session.id, dtype=dtype_to_proto(session.dtype),
+                         check_mode=check_mode_to_proto(session.check),
+                         idle_ttl=duration_to_proto(session.idle_ttl))
+    if expire_time is not None:
+        message.expire_time.CopyFrom(timestamp_to_proto(expire_time))
+    return message
+
+
+def _split(seconds: float) -> tuple[int, int]:
+    whole = math.floor(seconds)
+    nanos = round((seconds - whole) * 1e9)
+    if nanos >= 1_000_000_000:
+        whole, nanos = whole + 1, nanos - 1_000_000_000
+    return whole, nanos
+
+
+def duration_to_proto(seconds: float) -> duration_pb2.Duration:
+    """Non-negative seconds as a ``Duration``."""
+    whole, nanos = _split(seconds)
+    return duration_pb2.Duration(seconds=whole, nanos=nanos)
+
+
+def timestamp_to_proto(seconds: float) -> timestamp_pb2.Timestamp:
+    """Seconds since the epoch as a ``Timestamp``."""
+    whole, nanos = _split(seconds)
+    return timestamp_pb2.Timestamp(seconds=whole, nanos=nanos)
+
+
+def duration_from_proto(duration: duration_pb2.Duration, *, field: str) -> float | None:
+    """A requested duration in seconds; None when absent or zero (the server's default).
+    Negative ones are refused."""
+    seconds = duration.seconds + duration.nanos / 1e9
+    if seconds < 0:
+        raise InvalidField(field, f"{seconds:g} seconds; a duration must not be negative")
+    return seconds or None

@@ -1,0 +1,340 @@
+"""The gRPC servicer: a thin translation between the wire API and the engine and sessions.
+
+Each method converts its request (``convert.py``), calls the engine or the store, and converts
+the answer back; every error becomes a status in ``status.py``. Mutating calls go through the
+store's ``update``, whose change is a pure function of the session snapshot: a call that fails
+changes nothing, and a retried ``request_id`` gets its first answer.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from crossgrad.engine import graph as graphs
+from crossgrad.engine.check import CheckMode
+from crossgrad.engine.differentiation import Symbolic, check_gradients, differentiate
+from crossgrad.engine.errors import InvalidArgument, UsageError
+from crossgrad.engine.graph import Graph, Leaf, ValidGraph
+from crossgrad.engine.tensor import Tensor
+from crossgrad.v1 import crossgrad_pb2 as pb
+from crossgrad.v1 import crossgrad_pb2_grpc as pb_grpc
+from google.protobuf import message
+
+from . import convert
+from .config import Config
+from .errors import LeafNotFound, RequestIdReused, VersionMismatch
+from .sessions import LeafState, Session, SessionStore
+from .status import to_status
+
+Request = TypeVar("Request", bound=message.Message)
+Response = TypeVar("Response", bound=message.Message)
+
+_DEADLINE_MARGIN = 0.05  # seconds kept back from a client's deadline to answer in time
+_RETRIES = 5  # recomputations of a Backward whose leaves changed under it
+
+
+class _Stale(Exception):
+    """A leaf changed between reading the session and committing to it."""
+
+
+def _rpc(method: Callable[[Any, Request, grpc.ServicerContext], Response],
+         ) -> Callable[[Any, Request, grpc.ServicerContext], Response]:
+    """Every error, expected or not, leaves as a status with details and no stack trace."""
+    @functools.wraps(method)
+    def handle(self: Any, request: Request, context: grpc.ServicerContext) -> Response:
+        try:
+            return method(self, request, context)
+        except Exception as error:
+            context.abort_with_status(to_status(error))
+            raise AssertionError("abort_with_status returned") from None
+    return handle
+
+
+def _fingerprint(request: message.Message) -> str:
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+
+
+class Servicer(pb_grpc.AutogradServiceServicer):
+    def __init__(self, config: Config, store: SessionStore, symbolic: Symbolic) -> None:
+        self.config = config
+        self.store = store
+        self.symbolic = symbolic
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _deadline(self, context: grpc.ServicerContext) -> float:
+        """Seconds the symbolic derivation may take: the configured deadline, or less when the
+        client's own deadline comes first (the worker is then stopped in time)."""
+        remaining = context.time_remaining()
+        configured = self.config.symbolic_deadline
+        if remaining is None:
+            return configured
+        return max(0.001, min(configured, remaining - _DEADLINE_MARGIN))
+
+    def _mutate(self, rpc: str, request: Any, change: Callable[[Session], tuple[Session, Any]],
+                response_type: type[Response]) -> Response:
+        """``change`` applied through the store; a retried request_id gets its first answer."""
+        fingerprint = _fingerprint(request)
+
+        def recorded(session: Session) -> tuple[Session, tuple[str, bytes]]:
+            new, response = change(session)
+            return new, (fingerprint, response.SerializeToString())
+
+        request_id = f"{rpc}:{request.request_id}" if request.request_id else None
+        first, payload = self.store.update(request.session_id, recorded, request_id)
+        if first != fingerprint:
+            raise RequestIdReused(request.request_id)
+        return response_type.FromString(payload)
+
+    def _tensor(self, tensor: pb.Tensor, field: str, session: Session | None = None,
+                ) -> np.ndarray:
+        return convert.tensor_to_array(tensor, field=field,
+                                       default_dtype=session.dtype if session else None,
+                                       max_elements=self.config.max_elements)
+
+    def _graph(self, request_graph: pb.Graph, session: Session) -> ValidGraph:
+        """The request's graph, validated over the session's leaves."""
+        graph: Graph = convert.graph_from_proto(request_graph, self.config.limits,
+                                                default_dtype=session.dtype)
+        for node in graph.nodes:
+            if isinstance(node, Leaf) and node.name not in session.leaves:
+                raise LeafNotFound(node.name, node=node.id)
+        declared = {name: (leaf.value.shape, convert.dtype_of(leaf.value))
+                    for name, leaf in session.leaves.items()}
+        return graphs.validate(graph, declared, self.config.limits)
+
+    # --- sessions ---------------------------------------------------------------------------------
+
+    @_rpc
+    def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.ServicerContext,
+                      ) -> pb.CreateSessionResponse:
+        dtype = convert.dtype_from_proto(request.dtype, default=convert.FLOAT32, field="dtype")
+        mode = convert.check_mode_from_proto(request.check_mode) or CheckMode.STRICT
+        ttl = (request.idle_ttl.ToTimedelta().total_seconds() if request.HasField("idle_ttl")
+               else None)
+        session = self.store.create(dtype, mode.value, ttl or None,
+                                    request_id=request.request_id or None)
+        return pb.CreateSessionResponse(session=convert.session_to_proto(session))
+
+    @_rpc
+    def GetSession(self, request: pb.GetSessionRequest, context: grpc.ServicerContext,
+                   ) -> pb.GetSessionResponse:
+        session = self.store.get(request.session_id)
+        return pb.GetSessionResponse(
+            session=convert.session_to_proto(session),
+            leaves=[convert.leaf_info(n, leaf) for n, leaf in sorted(session.leaves.items())])
+
+    @_rpc
+    def DeleteSession(self, request: pb.DeleteSessionRequest, context: grpc.ServicerContext,
+                      ) -> pb.DeleteSessionResponse:
+        self.store.delete(request.session_id, request.request_id or None)
+        return pb.DeleteSessionResponse()
+
+    # --- leaves -----------------------------------------------------------------------------------
+
+    @_rpc
+    def PutLeaf(self, request: pb.PutLeafRequest, context: grpc.ServicerContext,
+                ) -> pb.PutLeafResponse:
+        if not request.name:
+            raise InvalidArgument("a leaf needs a name")
+        snapshot = self.store.get(request.session_id)
+        value = (self._tensor(request.value, "value", snapshot) if request.HasField("value")
+                 else None)
+        wants_grad = request.requires_grad if request.HasField("requires_grad") else None
+        expected = (request.expected_version if request.HasField("expected_version")
+                    else None)
+
+        def change(session: Session) -> tuple[Session, pb.PutLeafResponse]:
+            old = session.leaves.get(request.name)
+            if expected is not None and expected != (0 if old is None else old.version):
+                raise VersionMismatch(request.name, expected, 0 if old is None else old.version)
+            if old is None:
+                if value is None:
+                    raise InvalidArgument(f"leaf {request.name!r} does not exist: creating it "
+                                          "needs a value")
+                if wants_grad and value.dtype.kind != "f":
+                    raise UsageError("only Tensors of floating point dtype can require gradients")
+                leaf = LeafState(value, bool(wants_grad), None, 1)
+            else:
+                if value is None and wants_grad is None:
+                    raise InvalidArgument("PutLeaf changes nothing: give a value, "
+                                          "requires_grad or both")
+                leaf = old
+                if value is not None:
+                    if value.shape != old.value.shape:
+                        raise InvalidArgument(
+                            f"value: leaf {request.name!r} has shape {list(old.value.shape)}; "
+                            f"the new value has shape {list(value.shape)}")
+                    leaf = leaf.with_value(_cast(value, old.value.dtype, request.name))
+                if wants_grad is not None:
+                    if wants_grad and leaf.value.dtype.kind != "f":
+                        raise UsageError("only Tensors of floating point dtype can require "
+                                         "gradients")
+                    leaf = leaf.with_requires_grad(wants_grad)
+            return (session.with_leaves({request.name: leaf}),
+                    pb.PutLeafResponse(leaf=convert.leaf_info(request.name, leaf),
+                                       created=old is None))
+
+        return self._mutate("PutLeaf", request, change, pb.PutLeafResponse)
+
+    @_rpc
+    def GetLeaf(self, request: pb.GetLeafRequest, context: grpc.ServicerContext,
+                ) -> pb.GetLeafResponse:
+        session = self.store.get(request.session_id)
+        return pb.GetLeafResponse(leaf=convert.leaf_to_proto(request.name,
+                                                             session.leaf(request.name)))
+
+    @_rpc
+    def ZeroGrad(self, request: pb.ZeroGradRequest, context: grpc.ServicerContext,
+                 ) -> pb.ZeroGradResponse:
+        def change(session: Session) -> tuple[Session, pb.ZeroGradResponse]:
+            names = list(request.names) or sorted(session.leaves)
+            changed = {}
+            for name in names:
+                leaf = session.leaf(name)
+                if leaf.grad is not None:
+                    changed[name] = leaf.with_grad(
+                        None if request.set_to_none else np.zeros_like(leaf.grad))
+            new = session.with_leaves(changed)
+            return new, pb.ZeroGradResponse(
+                leaves=[convert.leaf_info(n, new.leaves[n]) for n in names])
+
+        return self._mutate("ZeroGrad", request, change, pb.ZeroGradResponse)
+
+    # --- graphs -----------------------------------------------------------------------------------
+
+    @_rpc
+    def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext,
+                 ) -> pb.EvaluateResponse:
+        session = self.store.get(request.session_id)
+        valid = self._graph(request.graph, session)
+        ids = list(request.nodes) or [valid.output]
+        values = {name: session.leaves[name].value for name in valid.leaves}
+        tracking = {n for n in valid.leaves if session.leaves[n].requires_grad}
+        _, env = graphs.run(valid, values, tracking, ids)
+        out = []
+        for node_id in ids:
+            result = env[node_id]
+            if isinstance(result, Tensor):
+                array = result.detach().numpy()
+                grad_fn = result.grad_fn.name() if result.grad_fn is not None else ""
+                out.append(pb.NodeValue(id=node_id, value=convert.array_to_tensor(array),
+                                        requires_grad=result.requires_grad, grad_fn=grad_fn))
+            else:
+                array = np.asarray(result, dtype=valid.types[node_id].dtype.numpy)
+                out.append(pb.NodeValue(id=node_id, value=convert.array_to_tensor(array)))
+        return pb.EvaluateResponse(values=out)
+
+    @_rpc
+    def Backward(self, request: pb.BackwardRequest, context: grpc.ServicerContext,
+                 ) -> pb.BackwardResponse:
+        for _ in range(_RETRIES):
+            try:
+                return self._backward(request, context)
+            except _Stale:
+                continue  # a PutLeaf changed a leaf under us: compute again from the new values
+        raise UsageError("the session's leaves kept changing during backward; try again")
+
+    def _backward(self, request: pb.BackwardRequest, context: grpc.ServicerContext,
+                  ) -> pb.BackwardResponse:
+        session = self.store.get(request.session_id)
+        valid = self._graph(request.graph, session)
+        values = {name: session.leaves[name].value for name in valid.leaves}
+        tracking = sorted(n for n in valid.leaves if session.leaves[n].requires_grad)
+        retain = [i for i in request.retain if i != valid.output] + [valid.output]
+        leaves, env = graphs.run(valid, values, tracking, retain)
+        out = env[valid.output]
+        if not isinstance(out, Tensor) or not out.requires_grad:
+            raise UsageError("element 0 of tensors does not require grad and does not have a "
+                             "grad_fn")
+        retained = [i for i in request.retain if not isinstance(_node(valid, i), Leaf)]
+        for node_id in retained:
+            tensor = env[node_id]
+            if not isinstance(tensor, Tensor) or not tensor.requires_grad:
+                raise UsageError(f"node {node_id!r}: can't retain_grad on Tensor that has "
+                                 "requires_grad=False")
+            tensor.retain_grad()
+        seed = (self._tensor(request.gradient, "gradient", session)
+                if request.HasField("gradient") else None)
+        with np.errstate(all="ignore"):
+            out.backward(seed)
+        grads = {name: t.grad.numpy() for name, t in leaves.items() if t.grad is not None}
+        mode = convert.check_mode_from_proto(request.check_mode) or CheckMode(session.check)
+        checked = check_gradients(valid, values, out.detach().numpy(), grads, tracking,
+                                  mode=mode, seed=seed, symbolic=self.symbolic,
+                                  deadline=self._deadline(context))
+        versions = {name: session.leaves[name].version for name in grads}
+        retained_grads = {}
+        for node_id in retained:
+            grad = env[node_id].grad
+            if grad is not None:
+                retained_grads[node_id] = convert.array_to_tensor(grad.numpy())
+
+        def change(current: Session) -> tuple[Session, pb.BackwardResponse]:
+            updated = {}
+            for name, grad in grads.items():
+                leaf = current.leaves.get(name)
+                if leaf is None or leaf.version != versions[name]:
+                    raise _Stale
+                updated[name] = leaf.accumulate(grad)
+            response = pb.BackwardResponse(
+                output=convert.array_to_tensor(checked.value),
+                leaves=[pb.LeafGradient(name=name, grad=convert.array_to_tensor(leaf.grad),
+                                        version=leaf.version,
+                                        closed_form=checked.closed_forms.get(name, ""),
+                                        latex=checked.latex.get(name, ""))
+                        for name, leaf in updated.items() if leaf.grad is not None],
+                retained=retained_grads, check=convert.report_to_proto(checked.check))
+            return current.with_leaves(updated), response
+
+        return self._mutate("Backward", request, change, pb.BackwardResponse)
+
+    # --- stateless --------------------------------------------------------------------------------
+
+    @_rpc
+    def Differentiate(self, request: pb.DifferentiateRequest, context: grpc.ServicerContext,
+                      ) -> pb.DifferentiateResponse:
+        source: Graph | str
+        if request.WhichOneof("source") == "formula":
+            source = request.formula
+        elif request.WhichOneof("source") == "graph":
+            source = convert.graph_from_proto(request.graph, self.config.limits)
+        else:
+            raise InvalidArgument("give a graph or a formula")
+        values = {name: convert.tensor_to_array(t, field=f"values[{name}]",
+                                                default_dtype=convert.FLOAT32,
+                                                max_elements=self.config.max_elements)
+                  for name, t in request.values.items()}
+        seed = (self._tensor(request.seed, "seed", None) if request.HasField("seed") else None)
+        mode = convert.check_mode_from_proto(request.check_mode) or CheckMode.STRICT
+        wrt = list(request.wrt) or None
+        result = differentiate(source, values, wrt=wrt, check=mode, hessian=request.hessian,
+                               seed=seed, limits=self.config.limits, symbolic=self.symbolic,
+                               deadline=self._deadline(context))
+        return convert.differentiate_response(
+            result, sorted(result.wrt) if wrt is None else wrt,
+            leaf_dtypes={n: convert.dtype_of(v) for n, v in values.items()})
+
+    @_rpc
+    def ListOps(self, request: pb.ListOpsRequest, context: grpc.ServicerContext,
+                ) -> pb.ListOpsResponse:
+        return convert.list_ops_response()
+
+
+def _node(valid: ValidGraph, node_id: str) -> Any:
+    for node in valid.order:
+        if node.id == node_id:
+            return node
+    raise InvalidArgument(f"retain: node {node_id!r} is not in the graph", node=node_id)
+
+
+def _cast(value: np.ndarray, dtype: np.dtype[Any], name: str) -> np.ndarray:
+    if not np.can_cast(value.dtype, dtype, "same_kind"):
+        raise InvalidArgument(f"value: leaf {name!r} is {dtype}; a {value.dtype} value does "
+                              "not convert to it")
+    return value.astype(dtype, copy=False)

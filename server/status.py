@@ -1,0 +1,103 @@
+"""Errors to gRPC statuses: the one place where an exception becomes a status code and details.
+
+Every error the engine and the server raise on purpose is a ``CrossgradError`` naming its status
+(``.status``); here it becomes the code, an ``ErrorInfo`` (domain "crossgrad", a reason, metadata:
+the node, the leaf, the Python exception type PyTorch raises), a ``BadRequest`` field violation for
+INVALID_ARGUMENT, and the check report for a STRICT disagreement. Anything else is a bug: it is
+logged here with its stack trace and answered INTERNAL with a message that carries none, so no
+call ever ends in UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from crossgrad.engine.budget import DeadlineExceeded
+from crossgrad.engine.check import CheckFailed
+from crossgrad.engine.errors import (
+    CrossgradError,
+    DimensionError,
+    DTypeError,
+    ShapeError,
+    UsageError,
+)
+from crossgrad.engine.graph import LimitExceeded
+from crossgrad.v1 import crossgrad_pb2 as pb
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from .errors import LeafNotFound, RequestIdReused, SessionNotFound, VersionMismatch
+
+log = logging.getLogger("crossgrad.server")
+
+DOMAIN = "crossgrad"
+
+# Most specific first: the first class an error is an instance of gives its reason.
+_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (CheckFailed, "CHECK_DISAGREEMENT"),
+    (LimitExceeded, "LIMIT_EXCEEDED"),
+    (ShapeError, "SHAPE_MISMATCH"),
+    (DimensionError, "DIMENSION_OUT_OF_RANGE"),
+    (DTypeError, "DTYPE_MISMATCH"),
+    (UsageError, "USAGE_ERROR"),
+    (SessionNotFound, "SESSION_NOT_FOUND"),
+    (LeafNotFound, "LEAF_NOT_FOUND"),
+    (VersionMismatch, "VERSION_MISMATCH"),
+    (DeadlineExceeded, "DEADLINE_EXCEEDED"),
+    (RequestIdReused, "REQUEST_ID_REUSED"),
+    (CrossgradError, "INVALID_REQUEST"),
+)
+_PYTHON_EXCEPTIONS = (IndexError, TypeError, ValueError, RuntimeError)
+
+
+def to_status(error: BaseException, *, field: str | None = None) -> grpc.Status:
+    """The gRPC status for ``error``; ``field``: the request field it is about, when known."""
+    if not isinstance(error, CrossgradError):
+        log.exception("internal error", exc_info=error)
+        return _status(grpc.StatusCode.INTERNAL, "internal error: the server could not complete "
+                       "the call; nothing was changed", "INTERNAL", {})
+    code = grpc.StatusCode[error.status]
+    reason = next(r for cls, r in _REASONS if isinstance(error, cls))
+    metadata = {}
+    if error.node is not None:
+        metadata["node"] = str(error.node)
+    name = getattr(error, "name", None)
+    if isinstance(name, str):
+        metadata["leaf"] = name
+    python = next((cls.__name__ for cls in _PYTHON_EXCEPTIONS if isinstance(error, cls)), None)
+    if python is not None:
+        metadata["python_exception"] = python
+    if isinstance(error, VersionMismatch):
+        metadata["version"] = str(error.version)
+    limit = getattr(error, "limit", None)
+    if isinstance(limit, str):
+        metadata["limit"] = limit
+    extra = []
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        where = (field or getattr(error, "field", None)
+                 or (f"graph.nodes[{error.node}]" if error.node is not None else ""))
+        extra.append(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=where,
+                                                        description=error.message)]))
+    if isinstance(error, CheckFailed):
+        report = error.report
+        extra.append(pb.CheckReport(
+            method=pb.CheckMethod.Value(f"CHECK_METHOD_{report.method.value}"),
+            status=pb.CheckStatus.Value(f"CHECK_STATUS_{report.status.value}"),
+            max_abs_error=report.max_abs_error, max_rel_error=report.max_rel_error,
+            atol=report.atol, rtol=report.rtol, reason=report.reason))
+    return _status(code, error.message, reason, metadata, *extra)
+
+
+def _status(code: grpc.StatusCode, message: str, reason: str, metadata: dict[str, str],
+            *details: object) -> grpc.Status:
+    packed = []
+    for detail in (error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata),
+                   *details):
+        box = any_pb2.Any()
+        box.Pack(detail)
+        packed.append(box)
+    return rpc_status.to_status(status_pb2.Status(code=getattr(code_pb2, code.name),
+                                                  message=message, details=packed))

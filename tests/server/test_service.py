@@ -1,0 +1,428 @@
+"""End to end, through a real server on a loopback port with the generated stubs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from crossgrad.server.main import RunningServer
+from crossgrad.v1 import crossgrad_pb2 as pb
+from crossgrad.v1 import crossgrad_pb2_grpc as pb_grpc
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+
+Stub = pb_grpc.AutogradServiceStub
+F32 = np.float32
+
+# --- building requests -------------------------------------------------------------------------
+
+_DTYPES: dict[np.dtype[Any], pb.Dtype] = {np.dtype(np.float32): pb.DTYPE_FLOAT32, np.dtype(np.float64): pb.DTYPE_FLOAT64,
+           np.dtype(np.int64): pb.DTYPE_INT64, np.dtype(np.bool_): pb.DTYPE_BOOL}
+
+
+def tensor(value: Any, dtype: Any = F32) -> pb.Tensor:
+    array = np.asarray(value, dtype=dtype)
+    return pb.Tensor(shape=array.shape, dtype=_DTYPES[array.dtype],
+                     data=array.astype(array.dtype.newbyteorder("<")).tobytes())
+
+
+def array(t: pb.Tensor) -> np.ndarray:
+    dtype = {v: k for k, v in _DTYPES.items()}[t.dtype].newbyteorder("<")
+    return np.frombuffer(t.data, dtype=dtype).reshape(tuple(t.shape))
+
+
+def leaf(node_id: str, name: str | None = None) -> pb.Node:
+    return pb.Node(id=node_id, leaf=name or node_id)
+
+
+def const(node_id: str, value: Any) -> pb.Node:
+    return pb.Node(id=node_id, constant=tensor(value, np.float64 if np.ndim(value) == 0 else F32))
+
+
+def op(node_id: str, name: str, *inputs: str, **attrs: Any) -> pb.Node:
+    values = {}
+    for key, value in attrs.items():
+        if isinstance(value, bool):
+            values[key] = pb.AttrValue(flag=value)
+        elif isinstance(value, float):
+            values[key] = pb.AttrValue(number=value)
+        elif isinstance(value, int):
+            values[key] = pb.AttrValue(integer=value)
+        else:
+            values[key] = pb.AttrValue(integers=pb.IntList(values=list(value)))
+    return pb.Node(id=node_id, op=pb.Operation(op=name, inputs=list(inputs), attrs=values))
+
+
+def graph(*nodes: pb.Node, output: str | None = None) -> pb.Graph:
+    return pb.Graph(nodes=list(nodes), output=output or nodes[-1].id)
+
+
+def new_session(stub: Stub, **leaves: tuple[Any, bool]) -> str:
+    session = stub.CreateSession(pb.CreateSessionRequest()).session.id
+    for name, (value, requires_grad) in leaves.items():
+        stub.PutLeaf(pb.PutLeafRequest(session_id=session, name=name, value=tensor(value),
+                                       requires_grad=requires_grad))
+    return session
+
+
+def grad_of(stub: Stub, session: str, name: str) -> np.ndarray | None:
+    got = stub.GetLeaf(pb.GetLeafRequest(session_id=session, name=name)).leaf
+    return array(got.grad) if got.HasField("grad") else None
+
+
+SQUARE = graph(leaf("x"), const("two", 2.0), op("y", "pow", "x", "two"))
+SIN_SQUARE = graph(leaf("x"), const("two", 2.0), op("y", "pow", "x", "two"), op("z", "sin", "y"))
+
+
+def bce(w: str = "w", b: str = "b") -> pb.Graph:
+    # loss = -(y*log(p) + (1-y)*log(1-p)), p = clamp(sigmoid(w*x3 + b), 1e-8, 1-1e-8)
+    return graph(leaf(w), leaf(b), const("x3", F32(6.7)), const("y3", F32(0.0)),
+                 const("one", 1.0), op("wx", "mul", w, "x3"), op("z", "add", "wx", b),
+                 op("s", "sigmoid", "z"), op("p", "clamp", "s", min=1e-8, max=1 - 1e-8),
+                 op("lp", "log", "p"), op("t1", "mul", "y3", "lp"),
+                 op("q", "sub", "one", "p"), op("lq", "log", "q"), op("r", "sub", "one", "y3"),
+                 op("t2", "mul", "r", "lq"), op("sum", "add", "t1", "t2"),
+                 op("loss", "neg", "sum"))
+
+
+def const_tensor(node_id: str, value: Any) -> pb.Node:
+    return pb.Node(id=node_id, constant=tensor(value))
+
+
+# --- the seed notebook as RPCs -----------------------------------------------------------------
+
+def test_example_1_square(stub: Stub) -> None:
+    session = new_session(stub, x=(5.0, True))
+    evaluated = stub.Evaluate(pb.EvaluateRequest(session_id=session, graph=SQUARE))
+    assert array(evaluated.values[0].value) == 25.0
+    assert evaluated.values[0].grad_fn == "PowBackward0" and evaluated.values[0].requires_grad
+    response = stub.Backward(pb.BackwardRequest(session_id=session, graph=SQUARE))
+    assert array(response.output) == 25.0
+    assert response.leaves[0].name == "x" and array(response.leaves[0].grad) == 10.0
+    assert response.leaves[0].closed_form == "2*x"
+    assert response.check.status == pb.CHECK_STATUS_AGREE
+    assert grad_of(stub, session, "x") == 10.0
+
+
+def test_example_2_sin_of_square_with_a_retained_grad(stub: Stub) -> None:
+    session = new_session(stub, x=(4.0, True))
+    response = stub.Backward(pb.BackwardRequest(session_id=session, graph=SIN_SQUARE,
+                                                retain=["y"]))
+    assert array(response.leaves[0].grad) == pytest.approx(8 * np.cos(16), rel=1e-6)
+    assert array(response.leaves[0].grad).dtype == np.float32
+    assert response.leaves[0].closed_form == "2*x*cos(x**2)"
+    assert array(response.retained["y"]) == pytest.approx(np.cos(16), rel=1e-6)
+
+
+def test_example_3_neuron(stub: Stub) -> None:
+    session = new_session(stub, w=(1.0, True), b=(0.0, True))
+    response = stub.Backward(pb.BackwardRequest(session_id=session, graph=bce()))
+    assert array(response.output) == pytest.approx(6.7012, abs=1e-4)
+    assert grad_of(stub, session, "w") == pytest.approx(6.6918, abs=1e-4)
+    assert grad_of(stub, session, "b") == pytest.approx(0.9988, abs=1e-4)
+    assert response.check.status == pb.CHECK_STATUS_AGREE
+
+
+def test_example_4_vector_mean(stub: Stub) -> None:
+    session = new_session(stub, x=([1.0, 3.0, 4.0], True))
+    g = graph(leaf("x"), const("two", 2.0), op("sq", "pow", "x", "two"), op("m", "mean", "sq"))
+    response = stub.Backward(pb.BackwardRequest(session_id=session, graph=g))
+    np.testing.assert_allclose(np.asarray(grad_of(stub, session, "x")),
+                               np.array([2 / 3, 2.0, 8 / 3]), rtol=1e-6)
+    assert response.leaves[0].closed_form == "[2*x[0]/3, 2*x[1]/3, 2*x[2]/3]"
+
+
+def test_gradients_accumulate_until_zeroed(stub: Stub) -> None:
+    session = new_session(stub, x=(2.0, True))
+    for expected in (4.0, 8.0):
+        stub.Backward(pb.BackwardRequest(session_id=session, graph=SQUARE))
+        assert grad_of(stub, session, "x") == expected
+    zeroed = stub.ZeroGrad(pb.ZeroGradRequest(session_id=session))
+    assert zeroed.leaves[0].has_grad and grad_of(stub, session, "x") == 0.0
+    stub.Backward(pb.BackwardRequest(session_id=session, graph=SQUARE))
+    assert grad_of(stub, session, "x") == 4.0
+    stub.ZeroGrad(pb.ZeroGradRequest(session_id=session, set_to_none=True))
+    assert grad_of(stub, session, "x") is None
+
+
+def test_requires_grad_false_stops_tracking(stub: Stub) -> None:
+    session = new_session(stub, x=(2.0, True))
+    stub.PutLeaf(pb.PutLeafRequest(session_id=session, name="x", requires_grad=False))
+    evaluated = stub.Evaluate(pb.EvaluateRequest(session_id=session, graph=SQUARE))
+    assert not evaluated.values[0].requires_grad and evaluated.values[0].grad_fn == ""
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.Backward(pb.BackwardRequest(session_id=session, graph=SQUARE))
+    assert failure.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert failure.value.details() == ("element 0 of tensors does not require grad and does "
+                                       "not have a grad_fn")
+
+
+def test_an_optimizer_step_is_a_new_value(stub: Stub) -> None:
+    session = new_session(stub, w=(1.0, True), b=(0.0, True))
+    stub.Backward(pb.BackwardRequest(session_id=session, graph=bce()))
+    w = stub.GetLeaf(pb.GetLeafRequest(session_id=session, name="w")).leaf
+    step = array(w.value) - 0.1 * array(w.grad)
+    put = stub.PutLeaf(pb.PutLeafRequest(session_id=session, name="w", value=tensor(step),
+                                         expected_version=w.version))
+    assert put.leaf.version == w.version + 1
+    with pytest.raises(grpc.RpcError) as stale:
+        stub.PutLeaf(pb.PutLeafRequest(session_id=session, name="w", value=tensor(step),
+                                       expected_version=w.version))
+    assert stale.value.code() is grpc.StatusCode.ABORTED
+
+
+# --- stateless Differentiate -------------------------------------------------------------------
+
+def test_differentiate_a_formula_with_its_hessian(stub: Stub) -> None:
+    response = stub.Differentiate(pb.DifferentiateRequest(
+        formula="sin(x**2)", values={"x": pb.Tensor(values=[4.0], dtype=pb.DTYPE_FLOAT64)},
+        hessian=True))
+    (gradient,) = response.gradients
+    assert gradient.leaf == "x" and gradient.closed_form == "2*x*cos(x**2)"
+    assert array(gradient.value) == pytest.approx(8 * np.cos(16))
+    assert gradient.latex == r"2 x \cos{\left(x^{2} \right)}"
+    assert response.check.method == pb.CHECK_METHOD_SYMBOLIC
+    assert response.check.status == pb.CHECK_STATUS_AGREE
+    (block,) = response.hessian.blocks
+    assert block.closed_form == "-4*x**2*sin(x**2) + 2*cos(x**2)"
+    assert response.hessian.check.status == pb.CHECK_STATUS_AGREE
+
+
+def test_differentiate_a_graph(stub: Stub) -> None:
+    response = stub.Differentiate(pb.DifferentiateRequest(
+        graph=bce(), values={"w": tensor(1.0), "b": tensor(0.0)}))
+    got = {g.leaf: float(array(g.value)) for g in response.gradients}
+    assert got == pytest.approx({"w": 6.6918, "b": 0.9988}, abs=1e-4)
+
+
+def test_list_ops_reports_the_table(stub: Stub) -> None:
+    from crossgrad.engine.ops import TABLE
+
+    ops = stub.ListOps(pb.ListOpsRequest()).ops
+    assert {o.name for o in ops} == set(TABLE)
+
+
+def test_a_client_deadline_stops_the_derivation(stub: Stub) -> None:
+    n = 6000
+    values = {"w": tensor(np.linspace(-1, 1, n)), "x": tensor(np.linspace(0, 2, n)),
+              "b": tensor(0.1)}
+    started = time.monotonic()
+    response = stub.Differentiate(pb.DifferentiateRequest(
+        formula="mean(sigmoid(w * x + b))", values=values), timeout=2.0)
+    assert time.monotonic() - started < 2.0
+    assert response.check.method == pb.CHECK_METHOD_FINITE_DIFFERENCE
+    assert "deadline" in response.check.reason
+    after = stub.Differentiate(pb.DifferentiateRequest(
+        formula="x * y", values={"x": tensor(2.0), "y": tensor(3.0)}))
+    assert after.check.method == pb.CHECK_METHOD_SYMBOLIC
+
+
+# --- request ids, TTL, concurrency -------------------------------------------------------------
+
+def test_a_retried_request_id_applies_once(stub: Stub) -> None:
+    session = new_session(stub, x=(3.0, True))
+    request = pb.BackwardRequest(session_id=session, graph=SQUARE, request_id="step-1")
+    first = stub.Backward(request)
+    again = stub.Backward(request)
+    assert again == first
+    assert grad_of(stub, session, "x") == 6.0
+    with pytest.raises(grpc.RpcError) as reused:
+        stub.Backward(pb.BackwardRequest(session_id=session, graph=SIN_SQUARE,
+                                         request_id="step-1"))
+    assert reused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert _reason(reused.value) == "REQUEST_ID_REUSED"
+    created = stub.CreateSession(pb.CreateSessionRequest(request_id="make-1"))
+    assert stub.CreateSession(pb.CreateSessionRequest(request_id="make-1")) == created
+
+
+def test_sessions_expire_after_their_idle_ttl(stub: Stub) -> None:
+    session = stub.CreateSession(pb.CreateSessionRequest(
+        idle_ttl=duration_pb2.Duration(nanos=300_000_000))).session.id
+    stub.GetSession(pb.GetSessionRequest(session_id=session))
+    time.sleep(0.6)
+    with pytest.raises(grpc.RpcError) as gone:
+        stub.GetSession(pb.GetSessionRequest(session_id=session))
+    assert gone.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_concurrent_backwards_accumulate_exactly(stub: Stub) -> None:
+    session = new_session(stub, x=(1.5, True))
+    request = pb.BackwardRequest(session_id=session, graph=SIN_SQUARE)
+    single = float(array(stub.Backward(request).leaves[0].grad))
+    stub.ZeroGrad(pb.ZeroGradRequest(session_id=session))
+
+    def fifty() -> None:
+        for _ in range(50):
+            stub.Backward(request)
+
+    with futures.ThreadPoolExecutor(32) as pool:
+        for job in [pool.submit(fifty) for _ in range(32)]:
+            job.result()
+    total = grad_of(stub, session, "x")
+    expected = np.float32(0)
+    for _ in range(1600):  # the same float32 additions, in some order: equal up to rounding
+        expected += np.float32(single)
+    assert total == pytest.approx(1600 * single, rel=1e-5)
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+def _reason(error: grpc.RpcError) -> str:
+    status = rpc_status.from_call(error)
+    assert status is not None, "no rich details"
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info.reason
+    raise AssertionError("no ErrorInfo")
+
+
+def _bad_requests(session: str) -> list[tuple[str, Callable[[Stub], Any], grpc.StatusCode,
+                                               str]]:
+    def backward(g: pb.Graph, **extra: Any) -> Callable[[Stub], Any]:
+        return lambda stub: stub.Backward(pb.BackwardRequest(session_id=session, graph=g,
+                                                             **extra))
+    big = pb.Tensor(shape=[1000, 1000], dtype=pb.DTYPE_FLOAT32, data=b"\0" * 16)
+    return [
+        ("cycle", backward(graph(leaf("x"), op("a", "sin", "b"), op("b", "cos", "a"))),
+         grpc.StatusCode.INVALID_ARGUMENT, "cycle"),
+        ("unknown op", backward(graph(leaf("x"), op("y", "frobnicate", "x"))),
+         grpc.StatusCode.INVALID_ARGUMENT, "unknown op 'frobnicate'"),
+        ("wrong arity", backward(graph(leaf("x"), op("y", "sin", "x", "x"))),
+         grpc.StatusCode.INVALID_ARGUMENT, "takes 1 input"),
+        ("dangling input", backward(graph(leaf("x"), op("y", "sin", "nowhere"))),
+         grpc.StatusCode.INVALID_ARGUMENT, "'nowhere' is not in the graph"),
+        ("shape mismatch", backward(graph(leaf("x"), const_tensor("c", [1.0, 2.0, 3.0]),
+                                          op("y", "add", "v", "c"), leaf("v"), output="y")),
+         grpc.StatusCode.INVALID_ARGUMENT, "must match"),
+        ("NaN", backward(graph(leaf("x"), const("c", float("nan")), op("y", "mul", "x", "c"))),
+         grpc.StatusCode.INVALID_ARGUMENT, "must be finite"),
+        ("oversized tensor", backward(graph(leaf("x"), pb.Node(id="c", constant=big),
+                                            op("y", "mul", "x", "c"))),
+         grpc.StatusCode.RESOURCE_EXHAUSTED, "100000"),
+        ("too many nodes", backward(graph(leaf("x"), *[op(f"n{k}", "sin", f"n{k - 1}" if k
+                                                          else "x") for k in range(2500)])),
+         grpc.StatusCode.RESOURCE_EXHAUSTED, "nodes"),
+        ("bytes that do not match shape x dtype",
+         backward(graph(leaf("x"), pb.Node(id="c", constant=pb.Tensor(
+             shape=[2], dtype=pb.DTYPE_FLOAT32, data=b"\0" * 7)), op("y", "mul", "x", "c"))),
+         grpc.StatusCode.INVALID_ARGUMENT, "7 bytes"),
+        ("unknown session", lambda stub: stub.Backward(pb.BackwardRequest(
+            session_id="no-such-session", graph=SQUARE)), grpc.StatusCode.NOT_FOUND, "not found"),
+        ("unknown leaf", backward(graph(leaf("q"), op("y", "sin", "q"))),
+         grpc.StatusCode.NOT_FOUND, "no leaf named 'q'"),
+        ("backward of a non-scalar without a gradient",
+         backward(graph(leaf("v"), op("y", "sin", "v"))), grpc.StatusCode.FAILED_PRECONDITION,
+         "grad can be implicitly created only for scalar outputs"),
+        ("a formula with __import__", lambda stub: stub.Differentiate(pb.DifferentiateRequest(
+            formula="__import__('os').system('true')", values={})),
+         grpc.StatusCode.INVALID_ARGUMENT, "not allowed"),
+        ("a message over the size limit", lambda stub: stub.PutLeaf(pb.PutLeafRequest(
+            session_id=session, name="huge", value=pb.Tensor(
+                shape=[1_250_000], dtype=pb.DTYPE_FLOAT32, data=b"\0" * 5_000_000))),
+         grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+    ]
+
+
+def test_bad_input_gets_its_status_and_changes_nothing(running_server: RunningServer,
+                                                       channel: grpc.Channel, stub: Stub) -> None:
+    session = new_session(stub, x=(2.0, True), v=([1.0, 2.0], True))
+    stub.Backward(pb.BackwardRequest(session_id=session, graph=SQUARE))
+    before = stub.GetSession(pb.GetSessionRequest(session_id=session))
+    x_before = stub.GetLeaf(pb.GetLeafRequest(session_id=session, name="x"))
+    health = health_pb2_grpc.HealthStub(channel)
+    for name, call, code, message in _bad_requests(session):
+        with pytest.raises(grpc.RpcError) as failure:
+            call(stub)
+        assert failure.value.code() is code, (name, failure.value.details())
+        assert message in (failure.value.details() or ""), (name, failure.value.details())
+        assert "Traceback" not in (failure.value.details() or "")
+        if code is not grpc.StatusCode.RESOURCE_EXHAUSTED or name != \
+                "a message over the size limit":
+            assert _reason(failure.value), name
+        assert health.Check(health_pb2.HealthCheckRequest()).status == \
+            health_pb2.HealthCheckResponse.SERVING, name
+    assert stub.GetSession(pb.GetSessionRequest(session_id=session)) == before
+    assert stub.GetLeaf(pb.GetLeafRequest(session_id=session, name="x")) == x_before
+
+
+def test_garbage_bytes_are_an_invalid_argument(channel: grpc.Channel) -> None:
+    method = channel.unary_unary("/crossgrad.v1.AutogradService/Backward",
+                                 request_serializer=lambda b: b,
+                                 response_deserializer=lambda b: b)
+    with pytest.raises(grpc.RpcError) as failure:
+        method(b"\xff\xff\xff\xff not a protobuf message")
+    assert failure.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid BackwardRequest" in (failure.value.details() or "")
+
+
+def test_a_strict_disagreement_fails_and_changes_nothing(stub: Stub,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from crossgrad.engine import ops
+
+    session = new_session(stub, x=(4.0, True))
+    wrong = dataclasses.replace(ops.TABLE["sin"], vjps=(lambda g, out, x: g * np.sin(x),))
+    monkeypatch.setitem(ops.TABLE, "sin", wrong)
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.Backward(pb.BackwardRequest(session_id=session, graph=SIN_SQUARE))
+    assert failure.value.code() is grpc.StatusCode.INTERNAL
+    assert _reason(failure.value) == "CHECK_DISAGREEMENT"
+    assert grad_of(stub, session, "x") is None
+    reported = stub.Backward(pb.BackwardRequest(session_id=session, graph=SIN_SQUARE,
+                                                check_mode=pb.CHECK_MODE_REPORT))
+    assert reported.check.status == pb.CHECK_STATUS_DISAGREE
+
+
+# --- health, reflection, shutdown --------------------------------------------------------------
+
+def test_health_and_reflection(channel: grpc.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "crossgrad.v1.AutogradService"):
+        assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == \
+            health_pb2.HealthCheckResponse.SERVING
+    reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+    (answer,) = reflect.ServerReflectionInfo(iter([
+        reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = {s.name for s in answer.list_services_response.service}
+    assert "crossgrad.v1.AutogradService" in names and "grpc.health.v1.Health" in names
+
+
+def test_sigterm_drains_then_exits() -> None:
+    process = subprocess.Popen([sys.executable, "-m", "crossgrad.server", "--address",
+                                "127.0.0.1:0", "--grace", "20"],
+                               stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "CROSSGRAD_SYMBOLIC_WORKERS": "1"})
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("crossgrad-server listening on 127.0.0.1:"), line
+        address = line.rsplit(" ", 1)[1].strip()
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.AutogradServiceStub(channel)
+            # The first Differentiate starts a worker: a call in flight for about a second.
+            call = stub.Differentiate.future(pb.DifferentiateRequest(
+                formula="sin(x) * x", values={"x": tensor(0.5)}))
+            time.sleep(0.2)
+            process.send_signal(signal.SIGTERM)
+            response = call.result(timeout=60)
+            assert response.check.status == pb.CHECK_STATUS_AGREE
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        threading.Event().wait(0)
