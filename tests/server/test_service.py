@@ -29,8 +29,9 @@ F32 = np.float32
 
 # --- building requests -------------------------------------------------------------------------
 
-_DTYPES: dict[np.dtype[Any], pb.Dtype] = {np.dtype(np.float32): pb.DTYPE_FLOAT32, np.dtype(np.float64): pb.DTYPE_FLOAT64,
-           np.dtype(np.int64): pb.DTYPE_INT64, np.dtype(np.bool_): pb.DTYPE_BOOL}
+_DTYPES: dict[np.dtype[Any], pb.Dtype] = {
+    np.dtype(np.float32): pb.DTYPE_FLOAT32, np.dtype(np.float64): pb.DTYPE_FLOAT64,
+    np.dtype(np.int64): pb.DTYPE_INT64, np.dtype(np.bool_): pb.DTYPE_BOOL}
 
 
 def tensor(value: Any, dtype: Any = F32) -> pb.Tensor:
