@@ -154,14 +154,7 @@ class Program:
 
     def __init__(self, plan: Plan) -> None:
         self._plan = plan
-        wrt = set(plan.wrt)
-        live = [False] * len(plan.nodes)
-        for k, node in enumerate(plan.nodes):
-            if node.kind == "leaf":
-                live[k] = node.name in wrt
-            elif node.kind == "op" and node.op != "detach":
-                live[k] = any(live[i] for i in node.inputs)
-        self._live = live
+        self._live = plan.live()
         self._rules: list[Any] = []
         for node in plan.nodes:
             rule: Any = None

@@ -109,6 +109,18 @@ class Plan:
                 depth[k] = 1 + max(depth[i] for i in node.inputs)
         return depth[self.output]
 
+    def live(self) -> list[bool]:
+        """Per node, whether it depends on a leaf in ``wrt`` (through no ``detach``): the nodes
+        a gradient flows through."""
+        wrt = set(self.wrt)
+        live = [False] * len(self.nodes)
+        for k, node in enumerate(self.nodes):
+            if node.kind == "leaf":
+                live[k] = node.name in wrt
+            elif node.kind == "op" and node.op != "detach":
+                live[k] = any(live[i] for i in node.inputs)
+        return live
+
     @property
     def seeded(self) -> bool:
         """Whether the output is not a single element, so the gradient needs a seed."""
@@ -272,7 +284,7 @@ def derive(plan: Plan) -> Derivation:
     inputs += [s for array in constants for s in array.reshape(-1)]
     if seed is not None:
         inputs += list(seed.reshape(-1))
-    adjoints = _reverse(plan, values, seed, set(plan.wrt))
+    adjoints = _reverse(plan, values, seed)
     gradients: dict[str, list[Expr]] = {}
     for name in plan.wrt:
         if name in adjoints:
@@ -299,16 +311,9 @@ def _forward(node: PlanNode, inputs: list[Objects], shapes_in: list[Shape]) -> O
     return _objects(op.sympy(*inputs, **dict(node.attrs)), node.shape)
 
 
-def _reverse(plan: Plan, values: list[Objects], seed: Objects | None,
-             wrt: set[str]) -> dict[str, Objects]:
+def _reverse(plan: Plan, values: list[Objects], seed: Objects | None) -> dict[str, Objects]:
     """The chain rule, from the output back: per leaf name in ``wrt``, its adjoint array."""
-    # Which nodes depend on a leaf in wrt (a detach result depends on nothing).
-    live = [False] * len(plan.nodes)
-    for k, node in enumerate(plan.nodes):
-        if node.kind == "leaf":
-            live[k] = node.name in wrt
-        elif node.kind == "op" and node.op != "detach":
-            live[k] = any(live[i] for i in node.inputs)
+    live = plan.live()
     if not live[plan.output]:
         return {}
     # Terms of each reached node's adjoint, per flat element; summed once its consumers are done.
@@ -329,9 +334,6 @@ def _reverse(plan: Plan, values: list[Objects], seed: Objects | None,
             shaped = adjoint.reshape(node.shape)
             adjoints[node.name] = (shaped if previous is None
                                    else _objects(previous + shaped, node.shape))
-            continue
-        wanted = [i for i in node.inputs if live[i]]
-        if not wanted:
             continue
         _propagate(plan, node, adjoint, values, terms, live)
     return adjoints
