@@ -16,6 +16,7 @@ Both are picklable: they are built in a worker process and evaluated in the call
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -223,7 +224,7 @@ class Program:
             for position, i in enumerate(node.inputs):
                 if not self._live[i]:
                     continue
-                size = int(np.prod(plan.nodes[i].shape, dtype=np.int64))
+                size = math.prod(plan.nodes[i].shape)
                 if isinstance(rule, _Gathers):
                     contribution = self._gathered(rule, position, adjoint, values, node, size)
                 else:

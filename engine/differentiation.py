@@ -12,6 +12,7 @@ the CLI call.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -97,7 +98,7 @@ def _render_only(plan: Plan, constants: list[np.ndarray]) -> ClosedForms:
 
 # --- the caller's side ---------------------------------------------------------------------------
 
-class _Cache:
+class Cache:
     """A thread-safe LRU map."""
 
     def __init__(self, size: int) -> None:
@@ -127,12 +128,12 @@ class Symbolic:
     def __init__(self, caps: Caps = DEFAULT_CAPS, cache_size: int = 256) -> None:
         self.caps = caps
         self.budget = Budget(caps.workers)
-        self._evaluators = _Cache(cache_size)
-        self._forms = _Cache(cache_size)
+        self._evaluators = Cache(cache_size)
+        self._forms = Cache(cache_size)
 
     def fused(self, plan: Plan) -> bool:
-        outputs = sum(int(np.prod(s)) for n, s in plan.leaves if n in plan.wrt)
-        outputs += int(np.prod(plan.nodes[plan.output].shape))
+        outputs = sum(math.prod(s) for n, s in plan.leaves if n in plan.wrt)
+        outputs += math.prod(plan.nodes[plan.output].shape)
         return outputs <= self.caps.fused_max_outputs and plan.depth <= self.caps.fused_max_depth
 
     def over_cap(self, plan: Plan) -> str:
@@ -213,15 +214,16 @@ def check_gradients(valid: ValidGraph, arrays: Mapping[str, np.ndarray], value: 
                     gradients: Mapping[str, np.ndarray], wrt: Sequence[str], *,
                     mode: CheckMode = CheckMode.STRICT, seed: npt.ArrayLike | None = None,
                     hessian: bool = False, symbolic: Symbolic | None = None,
-                    deadline: float | None = None) -> Result:
+                    deadline: float | None = None, plan: Plan | None = None) -> Result:
     """The closed form and the check of ``gradients``, which the numeric engine computed for the
     leaves ``wrt`` of ``valid`` at ``arrays`` (with ``seed`` for a non-scalar output).
 
-    Raises ``CheckFailed`` for a disagreement in STRICT mode; the server's Backward calls this too.
+    Raises ``CheckFailed`` for a disagreement in STRICT mode; the server's Backward calls this too
+    (with the ``plan`` of ``valid`` and ``wrt`` it keeps for a graph it sees again).
     """
     symbolic = symbolic or default_symbolic()
     gradients = dict(gradients)
-    plan = Plan.of(valid, list(wrt), hessian)
+    plan = plan or Plan.of(valid, list(wrt), hessian)
     if hessian:
         _check_hessian_size(plan, symbolic.caps)
     if mode is CheckMode.OFF:
@@ -309,7 +311,7 @@ def _scalar_forward(valid: ValidGraph, arrays: Mapping[str, np.ndarray],
 def _check_hessian_size(plan: Plan, caps: Caps) -> None:
     if plan.seeded:
         raise InvalidArgument("a Hessian needs a scalar output")
-    count = sum(int(np.prod(s)) for n, s in plan.leaves if n in plan.wrt)
+    count = sum(math.prod(s) for n, s in plan.leaves if n in plan.wrt)
     if count > caps.max_hessian_variables:
         raise LimitExceeded(f"a Hessian over {count} variables is over the limit of "
                             f"{caps.max_hessian_variables}")

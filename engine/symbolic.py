@@ -21,8 +21,9 @@ recurse.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,21 @@ class Plan:
     wrt: tuple[str, ...]
     hessian: bool = False
 
+    def __hash__(self) -> int:
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self) -> int:  # plans key caches on every call: hash the nested tuples once
+        return hash((self.nodes, self.output, self.leaves, self.wrt, self.hessian))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Not the cached properties: string hashes differ from one process to the next.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
     @staticmethod
     def of(valid: ValidGraph, wrt: Sequence[str], hessian: bool = False) -> Plan:
         needed = _needed(valid)
@@ -88,19 +104,19 @@ class Plan:
         leaves = tuple((name, tuple(shape)) for name, (shape, _) in valid.leaves.items())
         return Plan(tuple(nodes), position[valid.output], leaves, tuple(wrt), hessian)
 
-    @property
+    @functools.cached_property
     def symbol_count(self) -> int:
         """Scalar symbols: leaf, constant and seed elements."""
         total = sum(_numel(shape) for _, shape in self.leaves)
         total += sum(_numel(n.shape) for n in self.nodes if n.kind == "const")
         return total + _numel(self.nodes[self.output].shape)
 
-    @property
+    @functools.cached_property
     def element_count(self) -> int:
         """Scalar expressions the derivation builds: one per element of each op's result."""
         return sum(_numel(n.shape) for n in self.nodes if n.kind == "op")
 
-    @property
+    @functools.cached_property
     def depth(self) -> int:
         """The longest path from a leaf to the output: the nesting depth of the expressions."""
         depth = [0] * len(self.nodes)
@@ -121,7 +137,7 @@ class Plan:
                 live[k] = any(live[i] for i in node.inputs)
         return live
 
-    @property
+    @functools.cached_property
     def seeded(self) -> bool:
         """Whether the output is not a single element, so the gradient needs a seed."""
         return _numel(self.nodes[self.output].shape) != 1
@@ -145,7 +161,7 @@ def constants_of(valid: ValidGraph) -> list[np.ndarray]:
 
 
 def _numel(shape: Shape) -> int:
-    return int(np.prod(shape, dtype=np.int64))
+    return math.prod(shape)
 
 
 # --- symbols -------------------------------------------------------------------------------------

@@ -17,9 +17,10 @@ import grpc
 import numpy as np
 from crossgrad.engine import graph as graphs
 from crossgrad.engine.check import CheckMode
-from crossgrad.engine.differentiation import Symbolic, check_gradients, differentiate
+from crossgrad.engine.differentiation import Cache, Symbolic, check_gradients, differentiate
 from crossgrad.engine.errors import InvalidArgument, UsageError
 from crossgrad.engine.graph import Graph, Leaf, ValidGraph
+from crossgrad.engine.symbolic import Plan
 from crossgrad.engine.tensor import Tensor
 from crossgrad.v1 import crossgrad_pb2 as pb
 from crossgrad.v1 import crossgrad_pb2_grpc as pb_grpc
@@ -40,6 +41,21 @@ _RETRIES = 5  # recomputations of a Backward whose leaves changed under it
 
 class _Stale(Exception):
     """A leaf changed between reading the session and committing to it."""
+
+
+class _Known:
+    """A validated graph and the plans of its closed forms, by the leaves differentiated."""
+
+    def __init__(self, valid: ValidGraph) -> None:
+        self.valid = valid
+        self.plans: dict[tuple[str, ...], Plan] = {}
+
+    def plan(self, wrt: list[str]) -> Plan:
+        key = tuple(wrt)
+        plan = self.plans.get(key)
+        if plan is None:
+            plan = self.plans[key] = Plan.of(self.valid, wrt)
+        return plan
 
 
 def _rpc(method: Callable[[Any, Request, grpc.ServicerContext], Response],
@@ -64,6 +80,7 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         self.config = config
         self.store = store
         self.symbolic = symbolic
+        self._graphs = Cache(256)
 
     # --- helpers ----------------------------------------------------------------------------------
 
@@ -97,8 +114,20 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                                        default_dtype=session.dtype if session else None,
                                        max_elements=self.config.max_elements)
 
-    def _graph(self, request_graph: pb.Graph, session: Session) -> ValidGraph:
-        """The request's graph, validated over the session's leaves."""
+    def _graph(self, request_graph: pb.Graph, session: Session) -> _Known:
+        """The request's graph, validated over the session's leaves.
+
+        A client sends the same graph call after call (a training loop), so validated graphs are
+        kept by their bytes and the session's dtype, and reused while the leaves they use still
+        have the shapes and dtypes they were validated with.
+        """
+        key = (request_graph.SerializeToString(deterministic=True), session.dtype)
+        known: _Known | None = self._graphs.get(key)
+        if known is not None and all(
+                name in session.leaves and session.leaves[name].value.shape == shape
+                and convert.dtype_of(session.leaves[name].value) == dtype
+                for name, (shape, dtype) in known.valid.leaves.items()):
+            return known
         graph: Graph = convert.graph_from_proto(request_graph, self.config.limits,
                                                 default_dtype=session.dtype)
         for node in graph.nodes:
@@ -106,7 +135,9 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                 raise LeafNotFound(node.name, node=node.id)
         declared = {name: (leaf.value.shape, convert.dtype_of(leaf.value))
                     for name, leaf in session.leaves.items()}
-        return graphs.validate(graph, declared, self.config.limits)
+        known = _Known(graphs.validate(graph, declared, self.config.limits))
+        self._graphs.put(key, known)
+        return known
 
     # --- sessions ---------------------------------------------------------------------------------
 
@@ -212,7 +243,7 @@ class Servicer(pb_grpc.AutogradServiceServicer):
     def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext,
                  ) -> pb.EvaluateResponse:
         session = self.store.get(request.session_id)
-        valid = self._graph(request.graph, session)
+        valid = self._graph(request.graph, session).valid
         ids = list(request.nodes) or [valid.output]
         values = {name: session.leaves[name].value for name in valid.leaves}
         tracking = {n for n in valid.leaves if session.leaves[n].requires_grad}
@@ -243,7 +274,8 @@ class Servicer(pb_grpc.AutogradServiceServicer):
     def _backward(self, request: pb.BackwardRequest, context: grpc.ServicerContext,
                   ) -> pb.BackwardResponse:
         session = self.store.get(request.session_id)
-        valid = self._graph(request.graph, session)
+        known = self._graph(request.graph, session)
+        valid = known.valid
         values = {name: session.leaves[name].value for name in valid.leaves}
         tracking = sorted(n for n in valid.leaves if session.leaves[n].requires_grad)
         retain = [i for i in request.retain if i != valid.output] + [valid.output]
@@ -267,7 +299,7 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         mode = convert.check_mode_from_proto(request.check_mode) or CheckMode(session.check)
         checked = check_gradients(valid, values, out.detach().numpy(), grads, tracking,
                                   mode=mode, seed=seed, symbolic=self.symbolic,
-                                  deadline=self._deadline(context))
+                                  deadline=self._deadline(context), plan=known.plan(tracking))
         versions = {name: session.leaves[name].version for name in grads}
         retained_grads = {}
         for node_id in retained:
