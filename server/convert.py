@@ -242,16 +242,20 @@ def _from_values(values: Iterable[float], shape: tuple[int, ...], numel: int, dt
     return (numbers == 1).reshape(shape)
 
 
-def array_to_tensor(array: npt.ArrayLike) -> pb.Tensor:
+def array_to_tensor(array: npt.ArrayLike, out: pb.Tensor | None = None) -> pb.Tensor:
     """An array (any byte order or layout) as a wire tensor: shape, dtype, raw little-endian data.
 
-    Float16 widens to float32, other integer types become int64; other dtypes raise TypeError
-    (a server bug, never a client's).
+    ``out``: a tensor field of a message to fill in place (protobuf copies a submessage given to
+    a constructor: a megabyte each time for a large tensor). Float16 widens to float32, other
+    integer types become int64; other dtypes raise TypeError (a server bug, never a client's).
     """
     array = np.asarray(array)
     dtype = dtype_of(array)
-    data = array.astype(_LITTLE_ENDIAN[dtype], copy=False).tobytes()
-    return pb.Tensor(shape=array.shape, dtype=_DTYPE_TO_PROTO[dtype], data=data)
+    tensor = pb.Tensor() if out is None else out
+    tensor.shape[:] = array.shape
+    tensor.dtype = _DTYPE_TO_PROTO[dtype]
+    tensor.data = array.astype(_LITTLE_ENDIAN[dtype], copy=False).tobytes()
+    return tensor
 
 
 # --- graphs --------------------------------------------------------------------------------------
@@ -527,12 +531,15 @@ def list_ops_response() -> pb.ListOpsResponse:
 
 # --- sessions ------------------------------------------------------------------------------------
 
-def leaf_to_proto(name: str, leaf: LeafState) -> pb.Leaf:
-    """A session leaf in full; ``grad`` absent when it is None."""
-    message = pb.Leaf(name=name, value=array_to_tensor(leaf.value),
-                      requires_grad=leaf.requires_grad, version=leaf.version)
+def leaf_to_proto(name: str, leaf: LeafState, out: pb.Leaf | None = None) -> pb.Leaf:
+    """A session leaf in full (into ``out`` when given); ``grad`` absent when it is None."""
+    message = pb.Leaf() if out is None else out
+    message.name = name
+    message.requires_grad = leaf.requires_grad
+    message.version = leaf.version
+    array_to_tensor(leaf.value, message.value)
     if leaf.grad is not None:
-        message.grad.CopyFrom(array_to_tensor(leaf.grad))
+        array_to_tensor(leaf.grad, message.grad)
     return message
 
 

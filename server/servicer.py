@@ -72,7 +72,7 @@ def _rpc(method: Callable[[Any, Request, grpc.ServicerContext], Response],
 
 
 def _fingerprint(request: message.Message) -> str:
-    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+    return hashlib.blake2b(request.SerializeToString(deterministic=True)).hexdigest()
 
 
 class Servicer(pb_grpc.AutogradServiceServicer):
@@ -96,14 +96,18 @@ class Servicer(pb_grpc.AutogradServiceServicer):
     def _mutate(self, rpc: str, request: Any, change: Callable[[Session], tuple[Session, Any]],
                 response_type: type[Response]) -> Response:
         """``change`` applied through the store; a retried request_id gets its first answer."""
+        if not request.request_id:
+            return self.store.update(request.session_id, change)
+        # Only calls that can be retried pay for remembering their answer (and for hashing the
+        # request, megabytes for a large tensor).
         fingerprint = _fingerprint(request)
 
         def recorded(session: Session) -> tuple[Session, tuple[str, bytes]]:
             new, response = change(session)
             return new, (fingerprint, response.SerializeToString())
 
-        request_id = f"{rpc}:{request.request_id}" if request.request_id else None
-        first, payload = self.store.update(request.session_id, recorded, request_id)
+        first, payload = self.store.update(request.session_id, recorded,
+                                           f"{rpc}:{request.request_id}")
         if first != fingerprint:
             raise RequestIdReused(request.request_id)
         return response_type.FromString(payload)
@@ -217,8 +221,9 @@ class Servicer(pb_grpc.AutogradServiceServicer):
     def GetLeaf(self, request: pb.GetLeafRequest, context: grpc.ServicerContext,
                 ) -> pb.GetLeafResponse:
         session = self.store.get(request.session_id)
-        return pb.GetLeafResponse(leaf=convert.leaf_to_proto(request.name,
-                                                             session.leaf(request.name)))
+        response = pb.GetLeafResponse()
+        convert.leaf_to_proto(request.name, session.leaf(request.name), response.leaf)
+        return response
 
     @_rpc
     def ZeroGrad(self, request: pb.ZeroGradRequest, context: grpc.ServicerContext,
