@@ -156,6 +156,30 @@ class Budget:
         self._release(worker)
         return result
 
+    @property
+    def idle(self) -> int:
+        """Workers started and waiting for a task."""
+        with self._free:
+            return len(self._idle)
+
+    def warm(self) -> None:
+        """Start the workers now, in the background, so the first derivation does not wait a
+        second for a new interpreter to import SymPy (a server calls this when it starts)."""
+        def start() -> None:
+            for _ in range(self._capacity):
+                with self._free:
+                    if len(self._idle) + self._busy >= self._capacity:
+                        return
+                    self._busy += 1  # a slot reserved for the worker being started
+                try:
+                    worker = _Worker()
+                except (OSError, WorkerFailed, TimeoutError):
+                    self._discard(None)
+                    return
+                self._release(worker)
+
+        threading.Thread(target=start, name="crossgrad-warm-workers", daemon=True).start()
+
     def _acquire(self, end: float) -> _Worker | None:
         """An idle worker, or None with a slot reserved to start one."""
         with self._free:

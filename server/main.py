@@ -103,6 +103,7 @@ def serve(config: Config) -> RunningServer:
                                     default_idle_ttl=config.session_ttl,
                                     max_idle_ttl=max(config.session_ttl, 86_400.0)))
     symbolic = Symbolic(config.caps)
+    symbolic.budget.warm()
     server.add_generic_rpc_handlers((_handler(Servicer(config, store, symbolic)),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

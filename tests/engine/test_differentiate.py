@@ -106,6 +106,20 @@ def test_a_derivation_past_its_deadline_is_stopped_and_the_pool_serves_on(
     assert after.check.method is Method.SYMBOLIC and after.check.status is Status.AGREE
 
 
+def test_workers_can_be_started_ahead_of_the_first_derivation() -> None:
+    side = Symbolic(Caps(workers=1))
+    try:
+        side.budget.warm()
+        deadline = time.monotonic() + 60
+        while side.budget.idle < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert side.budget.idle == 1 and side.budget.tasks == 0
+        differentiate("x * 3", {"x": 1.0}, symbolic=side)
+        assert side.budget.idle == 1  # the warm worker served it: no second one started
+    finally:
+        side.close()
+
+
 def test_the_cache_derives_once_per_structure(symbolic: Symbolic) -> None:
     differentiate("tanh(x) * x", {"x": 0.5}, symbolic=symbolic)
     tasks = symbolic.budget.tasks
