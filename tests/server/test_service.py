@@ -273,10 +273,13 @@ def test_concurrent_backwards_accumulate_exactly(stub: Stub) -> None:
         for job in [pool.submit(fifty) for _ in range(32)]:
             job.result()
     total = grad_of(stub, session, "x")
+    # 1600 additions of the same float32 value, one at a time under the session's lock: in any
+    # order they give exactly the sequential float32 sum (1600 * single up to its rounding).
     expected = np.float32(0)
-    for _ in range(1600):  # the same float32 additions, in some order: equal up to rounding
+    for _ in range(1600):
         expected += np.float32(single)
-    assert total == pytest.approx(1600 * single, rel=1e-5)
+    assert total == expected
+    assert float(expected) == pytest.approx(1600 * single, rel=1e-4)
 
 
 # --- bad input ---------------------------------------------------------------------------------
