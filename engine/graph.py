@@ -607,16 +607,21 @@ def _checked_array(value: npt.ArrayLike, shape: Shape, what: str, node: str) -> 
 
 
 def run(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
-        requires_grad: Collection[str] = (), nodes: Sequence[str] | None = None,
-        ) -> tuple[dict[str, Tensor], dict[str, Operand]]:
+        requires_grad: Collection[str] = (), nodes: Sequence[str] | None = None, *,
+        checked: bool = False) -> tuple[dict[str, Tensor], dict[str, Operand]]:
     """The forward pass as the engine's tensors: leaves (``requires_grad`` for those named) by
     name, and every node the ``nodes`` (default: the output) depend on, by id — for a caller that
-    goes on with PyTorch's semantics itself (``backward``, ``retain_grad``, ``grad_fn``)."""
+    goes on with PyTorch's semantics itself (``backward``, ``retain_grad``, ``grad_fn``).
+
+    ``checked``: the values are arrays already known to fit the declared leaves (a server's
+    stored leaves), so ``check_values`` is skipped.
+    """
     for node in nodes or ():
         if node not in valid.types:
             raise InvalidArgument(f"node {node!r} is not in the graph", node=node)
-    leaves = {name: tensor(array, requires_grad=name in requires_grad)
-              for name, array in check_values(valid, values).items()}
+    arrays = values if checked else check_values(valid, values)
+    leaves = {name: tensor(arrays[name], requires_grad=name in requires_grad)
+              for name in valid.leaves}
     with np.errstate(all="ignore"):
         return leaves, _forward(valid, leaves, nodes or (valid.output,))
 

@@ -252,7 +252,7 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         ids = list(request.nodes) or [valid.output]
         values = {name: session.leaves[name].value for name in valid.leaves}
         tracking = {n for n in valid.leaves if session.leaves[n].requires_grad}
-        _, env = graphs.run(valid, values, tracking, ids)
+        _, env = graphs.run(valid, values, tracking, ids, checked=True)
         out = []
         for node_id in ids:
             result = env[node_id]
@@ -284,7 +284,7 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         values = {name: session.leaves[name].value for name in valid.leaves}
         tracking = sorted(n for n in valid.leaves if session.leaves[n].requires_grad)
         retain = [i for i in request.retain if i != valid.output] + [valid.output]
-        leaves, env = graphs.run(valid, values, tracking, retain)
+        leaves, env = graphs.run(valid, values, tracking, retain, checked=True)
         out = env[valid.output]
         if not isinstance(out, Tensor) or not out.requires_grad:
             raise UsageError("element 0 of tensors does not require grad and does not have a "

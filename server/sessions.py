@@ -29,6 +29,7 @@ SESSION_DTYPES = (dtypes.float32, dtypes.float64)
 DEFAULT_IDLE_TTL = 1800.0  # seconds
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 def new_session_id() -> str:
@@ -108,7 +109,13 @@ class LeafState:
 
     def accumulate(self, delta: npt.ArrayLike) -> LeafState:
         """The leaf after a backward pass added ``delta`` to its grad (PyTorch's accumulation)."""
-        return self.with_grad(delta if self.grad is None else self.grad + delta)
+        # A new array either way (a 0-d sum is a NumPy scalar: asarray makes it an array again).
+        grad = np.array(delta) if self.grad is None else np.asarray(self.grad + delta)
+        if grad.shape != self.value.shape:
+            raise InvalidArgument(f"grad of shape {list(grad.shape)} for a leaf of shape "
+                                  f"{list(self.value.shape)}")
+        grad.flags.writeable = False
+        return _evolve(self, grad=grad)
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,7 +162,7 @@ class Session:
 
     def with_leaves(self, leaves: Mapping[str, LeafState]) -> Session:
         """The session with these leaves added or replaced (the others kept)."""
-        return replace(self, leaves={**self.leaves, **leaves})
+        return _evolve(self, leaves=MappingProxyType({**self.leaves, **leaves}))
 
     def put_leaf(self, name: str, value: npt.ArrayLike, requires_grad: bool = False) -> Session:
         """The session with a fresh leaf ``name`` (no grad), replacing any leaf of that name.
@@ -167,6 +174,14 @@ class Session:
         version = 0 if old is None else old.version + 1
         leaf = LeafState(frozen_array(value), requires_grad, None, version)
         return self.with_leaves({name: leaf})
+
+
+def _evolve(instance: T, **changes: Any) -> T:
+    """A copy of an already valid snapshot with some fields changed, without validating it all
+    again (``dataclasses.replace`` would: a Backward's hot path). Callers keep the invariants."""
+    copy = object.__new__(type(instance))
+    copy.__dict__.update(instance.__dict__, **changes)
+    return copy
 
 
 Change = Callable[[Session], tuple[Session, R]]
