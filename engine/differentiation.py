@@ -156,9 +156,10 @@ class Symbolic:
             solved = self.budget.run(_solve, plan, constants, fused, fused, deadline=deadline)
             evaluator, forms = solved.evaluator, solved.forms
             self._evaluators.put(plan, evaluator)
+            if forms is not None:
+                self._forms.put(forms_key, forms)
         elif fused and forms is None:
             forms = self.budget.run(_render_only, plan, constants, deadline=deadline)
-        if forms is not None:
             self._forms.put(forms_key, forms)
         return evaluator, forms
 

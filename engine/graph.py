@@ -161,6 +161,15 @@ class ValidGraph:
         """The id of the output node."""
         return self.graph.output
 
+    @cached_property
+    def needed(self) -> frozenset[str]:
+        """The ids of the nodes the output depends on."""
+        needed = {self.output}
+        for node in reversed(self.order):  # reverse topological: consumers come first
+            if node.id in needed and type(node) is Operation:
+                needed.update(node.inputs)
+        return frozenset(needed)
+
     def structural_key(self) -> str:
         """A stable hash of ops, attributes, edges, shapes and dtypes, and not of values.
 
@@ -629,7 +638,8 @@ def run(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
 def _forward(valid: ValidGraph, bound: Mapping[str, Tensor], roots: Sequence[str] = (),
              ) -> dict[str, Operand]:
     """Run the nodes the ``roots`` (default: the output) depend on, in topological order."""
-    needed = _ancestors(valid, roots or (valid.output,))
+    needed = (valid.needed if not roots or tuple(roots) == (valid.output,)
+              else _ancestors(valid, roots))
     env: dict[str, Operand] = {}
     for node in valid.order:
         if node.id not in needed:

@@ -32,7 +32,7 @@ import sympy
 from symengine.lib.symengine_wrapper import sympy2symengine
 
 from . import shapes
-from .graph import Constant, Leaf, Operation, ValidGraph
+from .graph import Constant, Leaf, ValidGraph
 from .ops import TABLE, Op
 
 Shape = tuple[int, ...]
@@ -85,7 +85,7 @@ class Plan:
 
     @staticmethod
     def of(valid: ValidGraph, wrt: Sequence[str], hessian: bool = False) -> Plan:
-        needed = _needed(valid)
+        needed = valid.needed
         position: dict[str, int] = {}
         nodes: list[PlanNode] = []
         for node in valid.order:
@@ -143,19 +143,10 @@ class Plan:
         return _numel(self.nodes[self.output].shape) != 1
 
 
-def _needed(valid: ValidGraph) -> set[str]:
-    """The ids of the nodes the output depends on."""
-    needed = {valid.output}
-    for node in reversed(valid.order):  # reverse topological: consumers come first
-        if node.id in needed and isinstance(node, Operation):
-            needed.update(node.inputs)
-    return needed
-
-
 def constants_of(valid: ValidGraph) -> list[np.ndarray]:
     """The values of the plan's constant nodes, in the plan's order: what its constant symbols
     stand for in this graph."""
-    needed = _needed(valid)
+    needed = valid.needed
     return [node.value for node in valid.order if isinstance(node, Constant)
             and node.id in needed]
 
