@@ -115,7 +115,22 @@ def fmt_spread(stats: Stats, unit: Callable[[float], str] = fmt_us) -> str:
 
 
 def fmt_ratio(ratio: float) -> str:
-    return f"{ratio:.2f}x"
+    """A ratio readable at any scale: 0.52x, 3.1e-04x."""
+    return f"{ratio:.2f}x" if ratio >= 0.01 else f"{ratio:.1e}x"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One line of a benchmark's summary: what was measured against which target."""
+
+    what: str
+    measured: str
+    target: str
+    ok: bool
+
+    @classmethod
+    def ratio(cls, what: str, ratio: float, target: float) -> Target:
+        return cls(what, fmt_ratio(ratio), f"<= {target:.2f}x", ratio <= target)
 
 
 def verdict(ratio: float, target: float) -> str:

@@ -63,6 +63,7 @@ from _timing import (  # the helper module next to this script
     Case,
     PeakRss,
     Stats,
+    Target,
     blas_info,
     fmt_ratio,
     fmt_spread,
@@ -87,20 +88,6 @@ FLOOR_TARGET = 1.1  # crossgrad / hand-derived NumPy, section (c)
 TORCH_MLP_TARGET = 1.0  # crossgrad / torch, section (c)
 CHAIN_SIZES = (10, 100, 1000)
 LONG_CHAIN = 100_000
-
-
-@dataclass(frozen=True)
-class Target:
-    """One line of the summary: what was measured against which target."""
-
-    what: str
-    measured: str
-    target: str
-    ok: bool
-
-    @classmethod
-    def ratio(cls, what: str, ratio: float, target: float) -> Target:
-        return cls(what, fmt_ratio(ratio), f"<= {target:.2f}x", ratio <= target)
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,7 @@ from crossgrad.v1 import crossgrad_pb2_grpc as pb_grpc
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import (  # the helper module next to this script
     Stats,
+    Target,
     fmt_ratio,
     fmt_spread,
     fmt_us,
@@ -120,16 +121,6 @@ FULL = Plan(quick=False, latency_calls=2000, chunk=50, burst=1.5, rounds=3, tens
             servicer_budget=6.0)
 QUICK = Plan(quick=True, latency_calls=300, chunk=25, burst=0.4, rounds=1, tensor_budget=2.0,
              servicer_budget=1.0)
-
-
-@dataclass(frozen=True)
-class Target:
-    """One line of the summary."""
-
-    what: str
-    measured: str
-    target: str
-    ok: bool
 
 
 # --- server settings, shared by crossgrad's server and the echo -------------------------------

@@ -28,7 +28,7 @@ import crossgrad.engine as cg
 import numpy as np
 import symengine as se
 import sympy
-from _timing import fmt_time, markdown_table, measure, verdict
+from _timing import fmt_ratio, fmt_time, markdown_table, measure, verdict
 from crossgrad.engine import closed_form, dtypes, formula, graph, symbolic
 from crossgrad.engine.closed_form import Fused
 from crossgrad.engine.differentiation import Symbolic, _solve, differentiate
@@ -51,11 +51,6 @@ def chain_graph(n: int) -> Graph:
             nodes.append(Operation(f"n{k}", op, (previous, f"c{k}")))
         previous = f"n{k}"
     return Graph(nodes, previous)
-
-
-def fmt_ratio(ratio: float) -> str:
-    """A ratio readable at any scale: 0.52x, 3.1e-04x."""
-    return f"{ratio:.2f}x" if ratio >= 0.01 else f"{ratio:.1e}x"
 
 
 def _plan(source: Graph | str, leaves: dict[str, tuple[int, ...]]) -> tuple[Any, Plan]:

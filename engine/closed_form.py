@@ -125,7 +125,7 @@ class _Gathers:
 def _gathers(op_name: str, attrs: tuple[tuple[str, Any], ...],
              shapes_in: tuple[tuple[int, ...], ...], shape_out: tuple[int, ...]) -> _Gathers:
     rule = structural_rule(op_name, attrs, shapes_in, shape_out)
-    where = {p: loc for placeholders in rule.placeholders for p, loc in placeholders.items()}
+    where = rule.where
     rows: list[tuple[int, int, int, float, int, int]] = []
     for k, entries in enumerate(rule.jacobian):
         for position, element, partial in entries:

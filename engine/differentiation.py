@@ -68,36 +68,6 @@ class Result:
     wrt: tuple[str, ...] = ()  # the leaves differentiated, in order (some may get no gradient)
 
 
-# --- the worker's side ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Solved:
-    evaluator: Evaluator
-    forms: ClosedForms | None
-
-
-_derivations: OrderedDict[Plan, Derivation] = OrderedDict()  # per worker process
-
-
-def _solve(plan: Plan, constants: list[np.ndarray], fused: bool, show: bool) -> _Solved:
-    """Runs in a worker: derive, compile, and render the closed forms."""
-    if not fused:
-        return _Solved(Program(plan), None)
-    derivation = _derivations.get(plan)
-    if derivation is None:
-        derivation = _derivations[plan] = derive(plan)
-        while len(_derivations) > 32:
-            _derivations.popitem(last=False)
-    return _Solved(Fused(plan, derivation), render(plan, derivation, constants) if show else None)
-
-
-def _render_only(plan: Plan, constants: list[np.ndarray]) -> ClosedForms:
-    derivation = _derivations.get(plan) or derive(plan)
-    return render(plan, derivation, constants)
-
-
-# --- the caller's side ---------------------------------------------------------------------------
-
 class Cache:
     """A thread-safe LRU map."""
 
@@ -120,6 +90,42 @@ class Cache:
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
 
+
+# --- the worker's side ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Solved:
+    evaluator: Evaluator
+    forms: ClosedForms | None
+
+
+
+
+_derivations = Cache(32)  # per worker process
+
+
+def _solve(plan: Plan, constants: list[np.ndarray], fused: bool, show: bool) -> _Solved:
+    """Runs in a worker: derive, compile, and render the closed forms."""
+    if not fused:
+        return _Solved(Program(plan), None)
+    derivation = _derivation(plan)
+    return _Solved(Fused(plan, derivation), render(plan, derivation, constants) if show else None)
+
+
+def _render_only(plan: Plan, constants: list[np.ndarray]) -> ClosedForms:
+    return render(plan, _derivation(plan), constants)
+
+
+def _derivation(plan: Plan) -> Derivation:
+    """The plan's derivation, kept for a later rendering with other constants."""
+    derivation: Derivation | None = _derivations.get(plan)
+    if derivation is None:
+        derivation = derive(plan)
+        _derivations.put(plan, derivation)
+    return derivation
+
+
+# --- the caller's side ---------------------------------------------------------------------------
 
 class Symbolic:
     """The symbolic side: caps, the worker pool, and caches of compiled closed forms (by
@@ -297,9 +303,7 @@ def _scalar_forward(valid: ValidGraph, arrays: Mapping[str, np.ndarray],
                     seed: np.ndarray | None) -> Callable[[Mapping[str, np.ndarray]], float]:
     """The output (dotted with the seed) as a float64 function of the leaf values: the
     finite-difference check's f."""
-    wide = validate_graph(valid.graph, {
-        n: (shape, dtypes.float64 if d.is_floating_point else d)
-        for n, (shape, d) in valid.leaves.items()})
+    wide = _in_float64(valid)
 
     def forward(values: Mapping[str, np.ndarray]) -> float:
         out, _ = evaluate(wide, values, wrt=[])
@@ -307,6 +311,14 @@ def _scalar_forward(valid: ValidGraph, arrays: Mapping[str, np.ndarray],
         return float(np.sum(out * seed) if seed is not None else out.sum())
 
     return forward
+
+
+def _in_float64(valid: ValidGraph) -> ValidGraph:
+    """The graph with its floating leaves declared float64: finite differences need the
+    precision."""
+    return validate_graph(valid.graph, {
+        n: (shape, dtypes.float64 if d.is_floating_point else d)
+        for n, (shape, d) in valid.leaves.items()})
 
 
 def _check_hessian_size(plan: Plan, caps: Caps) -> None:
@@ -326,9 +338,7 @@ def _hessian(valid: ValidGraph, arrays: Mapping[str, np.ndarray], names: Sequenc
              evaluation: Evaluation, forms: ClosedForms | None) -> Hessian:
     """The closed form's Hessian, checked column by column against central differences of the
     numeric gradient in float64."""
-    wide = validate_graph(valid.graph, {
-        n: (shape, dtypes.float64 if d.is_floating_point else d)
-        for n, (shape, d) in valid.leaves.items()})
+    wide = _in_float64(valid)
     base = {n: np.asarray(a, dtype=np.float64) if a.dtype.kind == "f" else a
             for n, a in arrays.items()}
     estimate: dict[tuple[str, str], np.ndarray] = {}

@@ -164,11 +164,7 @@ class ValidGraph:
     @cached_property
     def needed(self) -> frozenset[str]:
         """The ids of the nodes the output depends on."""
-        needed = {self.output}
-        for node in reversed(self.order):  # reverse topological: consumers come first
-            if node.id in needed and type(node) is Operation:
-                needed.update(node.inputs)
-        return frozenset(needed)
+        return frozenset(_ancestors(self, (self.output,)))
 
     def structural_key(self) -> str:
         """A stable hash of ops, attributes, edges, shapes and dtypes, and not of values.
@@ -654,16 +650,11 @@ def _forward(valid: ValidGraph, bound: Mapping[str, Tensor], roots: Sequence[str
 
 
 def _ancestors(valid: ValidGraph, roots: Sequence[str]) -> set[str]:
-    by_id = {node.id: node for node in valid.order}
+    """The ids of ``roots`` and of every node they depend on."""
     needed = set(roots)
-    stack = list(roots)
-    while stack:
-        node = by_id[stack.pop()]
-        if isinstance(node, Operation):
-            for input_id in node.inputs:
-                if input_id not in needed:
-                    needed.add(input_id)
-                    stack.append(input_id)
+    for node in reversed(valid.order):  # reverse topological: consumers come first
+        if node.id in needed and type(node) is Operation:
+            needed.update(node.inputs)
     return needed
 
 

@@ -213,9 +213,10 @@ def is_elementwise(op: Op) -> bool:
 @dataclass(frozen=True)
 class _Structural:
     """A reduction's, matmul's or view's local Jacobian over placeholder symbols, sparse: per
-    result element, (input, flat input element, partial) for the elements it depends on."""
+    result element, (input, flat input element, partial) for the elements it depends on;
+    ``where``: each placeholder's (input, flat element)."""
 
-    placeholders: tuple[dict[Expr, tuple[int, int]], ...]
+    where: dict[Expr, tuple[int, int]]
     jacobian: tuple[tuple[tuple[int, int, Expr], ...], ...]
 
 
@@ -234,8 +235,7 @@ def structural_rule(op_name: str, attrs: tuple[tuple[str, Any], ...],
             i, k = where[symbol]
             entries.append((i, k, element.diff(symbol)))
         jacobian.append(tuple(entries))
-    per_input = tuple({p: where[p] for p in array.reshape(-1)} for array in placeholders)
-    return _Structural(per_input, tuple(jacobian))
+    return _Structural(where, tuple(jacobian))
 
 
 def _sorted_symbols(element: Expr, among: Mapping[Expr, tuple[int, int]]) -> list[Expr]:
@@ -381,8 +381,7 @@ def _propagate(plan: Plan, node: PlanNode, adjoint: Objects, values: list[Object
                 continue
             if not partial.is_Number:
                 if not bound:
-                    bound = {p: flat_inputs[i][j] for placeholders in rule.placeholders
-                             for p, (i, j) in placeholders.items()}
+                    bound = {p: flat_inputs[i][j] for p, (i, j) in rule.where.items()}
                 partial = partial.subs({p: bound[p] for p in partial.free_symbols})
             _slots(terms, input_node, plan)[element].append(adjoint[k] * partial)
 

@@ -18,6 +18,7 @@ import numpy as np
 from crossgrad.engine import graph as graphs
 from crossgrad.engine.check import CheckMode
 from crossgrad.engine.differentiation import Cache, Symbolic, check_gradients, differentiate
+from crossgrad.engine.dtypes import DType
 from crossgrad.engine.errors import InvalidArgument, UsageError
 from crossgrad.engine.graph import Graph, Leaf, ValidGraph
 from crossgrad.engine.symbolic import Plan
@@ -112,10 +113,8 @@ class Servicer(pb_grpc.AutogradServiceServicer):
             raise RequestIdReused(request.request_id)
         return response_type.FromString(payload)
 
-    def _tensor(self, tensor: pb.Tensor, field: str, session: Session | None = None,
-                ) -> np.ndarray:
-        return convert.tensor_to_array(tensor, field=field,
-                                       default_dtype=session.dtype if session else None,
+    def _tensor(self, tensor: pb.Tensor, field: str, default_dtype: DType | None) -> np.ndarray:
+        return convert.tensor_to_array(tensor, field=field, default_dtype=default_dtype,
                                        max_elements=self.config.max_elements)
 
     def _graph(self, request_graph: pb.Graph, session: Session) -> _Known:
@@ -178,7 +177,7 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         if not request.name:
             raise InvalidArgument("a leaf needs a name")
         snapshot = self.store.get(request.session_id)
-        value = (self._tensor(request.value, "value", snapshot) if request.HasField("value")
+        value = (self._tensor(request.value, "value", snapshot.dtype) if request.HasField("value")
                  else None)
         wants_grad = request.requires_grad if request.HasField("requires_grad") else None
         expected = (request.expected_version if request.HasField("expected_version")
@@ -296,7 +295,7 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                 raise UsageError(f"node {node_id!r}: can't retain_grad on Tensor that has "
                                  "requires_grad=False")
             tensor.retain_grad()
-        seed = (self._tensor(request.gradient, "gradient", session)
+        seed = (self._tensor(request.gradient, "gradient", session.dtype)
                 if request.HasField("gradient") else None)
         with np.errstate(all="ignore"):
             out.backward(seed)
@@ -343,11 +342,9 @@ class Servicer(pb_grpc.AutogradServiceServicer):
             source = convert.graph_from_proto(request.graph, self.config.limits)
         else:
             raise InvalidArgument("give a graph or a formula")
-        values = {name: convert.tensor_to_array(t, field=f"values[{name}]",
-                                                default_dtype=convert.FLOAT32,
-                                                max_elements=self.config.max_elements)
+        values = {name: self._tensor(t, convert.map_field("values", name), convert.FLOAT32)
                   for name, t in request.values.items()}
-        seed = (self._tensor(request.seed, "seed", None) if request.HasField("seed") else None)
+        seed = self._tensor(request.seed, "seed", None) if request.HasField("seed") else None
         mode = convert.check_mode_from_proto(request.check_mode) or CheckMode.STRICT
         wrt = list(request.wrt) or None
         result = differentiate(source, values, wrt=wrt, check=mode, hessian=request.hessian,

@@ -23,11 +23,11 @@ from crossgrad.engine.errors import (
     UsageError,
 )
 from crossgrad.engine.graph import LimitExceeded
-from crossgrad.v1 import crossgrad_pb2 as pb
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from .convert import report_to_proto
 from .errors import LeafNotFound, RequestIdReused, SessionNotFound, VersionMismatch
 
 log = logging.getLogger("crossgrad.server")
@@ -82,12 +82,7 @@ def to_status(error: BaseException, *, field: str | None = None) -> grpc.Status:
             error_details_pb2.BadRequest.FieldViolation(field=where,
                                                         description=error.message)]))
     if isinstance(error, CheckFailed):
-        report = error.report
-        extra.append(pb.CheckReport(
-            method=pb.CheckMethod.Value(f"CHECK_METHOD_{report.method.value}"),
-            status=pb.CheckStatus.Value(f"CHECK_STATUS_{report.status.value}"),
-            max_abs_error=report.max_abs_error, max_rel_error=report.max_rel_error,
-            atol=report.atol, rtol=report.rtol, reason=report.reason))
+        extra.append(report_to_proto(error.report))
     return _status(code, error.message, reason, metadata, *extra)
 
 
