@@ -147,7 +147,7 @@ def _modified_message(value: Array, producer: str | None, version: int, expected
             "torch.autograd.set_detect_anomaly(True, check_nan=False).")
 
 
-def _unbroadcast(grad: Array, shape: tuple[int, ...]) -> Array:
+def unbroadcast(grad: Array, shape: tuple[int, ...]) -> Array:
     """Sum a gradient over the dimensions its operand was broadcast along."""
     extra = grad.ndim - len(shape)
     if extra:
@@ -195,7 +195,7 @@ def backpropagate(root: Node, grad: Array, retain_graph: bool,
                 continue
             gi = vjp(g, out, *inputs, **attrs)  # type: ignore[misc]
             if gi.shape != x.shape:
-                gi = _unbroadcast(gi, x.shape)
+                gi = unbroadcast(gi, x.shape)
             if gi.dtype != x.dtype:
                 gi = gi.astype(x.dtype)
             if type(target) is Node:

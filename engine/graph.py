@@ -164,7 +164,7 @@ class ValidGraph:
     @cached_property
     def needed(self) -> frozenset[str]:
         """The ids of the nodes the output depends on."""
-        return frozenset(_ancestors(self, (self.output,)))
+        return frozenset(ancestors(self, (self.output,)))
 
     def structural_key(self) -> str:
         """A stable hash of ops, attributes, edges, shapes and dtypes, and not of values.
@@ -544,7 +544,7 @@ def evaluate(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
         raise InvalidArgument(f"the output {output!r} has shape {list(out_type.shape)}; a "
                               "non-scalar output needs a seed to backpropagate", node=output)
     with np.errstate(all="ignore"), set_grad_enabled(bool(wanted)):
-        result = _forward(valid, bound)[output]
+        result = forward(valid, bound)[output]
         if not isinstance(result, Tensor):
             return np.asarray(result, dtype=out_type.dtype.numpy), {}
         if result.requires_grad:
@@ -628,14 +628,14 @@ def run(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
     leaves = {name: tensor(arrays[name], requires_grad=name in requires_grad)
               for name in valid.leaves}
     with np.errstate(all="ignore"):
-        return leaves, _forward(valid, leaves, nodes or (valid.output,))
+        return leaves, forward(valid, leaves, nodes or (valid.output,))
 
 
-def _forward(valid: ValidGraph, bound: Mapping[str, Tensor], roots: Sequence[str] = (),
+def forward(valid: ValidGraph, bound: Mapping[str, Tensor], roots: Sequence[str] = (),
              ) -> dict[str, Operand]:
     """Run the nodes the ``roots`` (default: the output) depend on, in topological order."""
     needed = (valid.needed if not roots or tuple(roots) == (valid.output,)
-              else _ancestors(valid, roots))
+              else ancestors(valid, roots))
     env: dict[str, Operand] = {}
     for node in valid.order:
         if node.id not in needed:
@@ -649,7 +649,7 @@ def _forward(valid: ValidGraph, bound: Mapping[str, Tensor], roots: Sequence[str
     return env
 
 
-def _ancestors(valid: ValidGraph, roots: Sequence[str]) -> set[str]:
+def ancestors(valid: ValidGraph, roots: Sequence[str]) -> set[str]:
     """The ids of ``roots`` and of every node they depend on."""
     needed = set(roots)
     for node in reversed(valid.order):  # reverse topological: consumers come first
@@ -665,13 +665,24 @@ def _run(node: Operation, args: list[Operand], result: NodeType) -> Operand:
         if result.weak:
             return _weak(op, args, node.attrs, result)
         return apply(op, tuple(args), dict(node.attrs)) if node.attrs else apply(op, tuple(args))
-    except CrossgradError as error:
+    except (CrossgradError, ArithmeticError, ValueError, TypeError) as error:
+        reported = blame(node, error)
+        if reported is error:
+            raise
+        raise reported from error
+
+
+def blame(node: Operation, error: Exception) -> Exception:
+    """``error``, raised while running ``node``, as the error to report: crossgrad's own errors
+    get the node's id; NumPy's and Python's refusals of values (int ** negative int, 1 / 0, ...)
+    become ``InvalidArgument`` naming it; anything else is a bug and stays as it is."""
+    if isinstance(error, CrossgradError):
         if error.node is None:
             error.node = node.id
-        raise
-    except (ArithmeticError, ValueError, TypeError) as error:
-        # NumPy's and Python's own refusals of values (int ** negative int, 1 / 0, ...).
-        raise InvalidArgument(f"node {node.id!r} ({node.op}): {error}", node=node.id) from error
+        return error
+    if isinstance(error, (ArithmeticError, ValueError, TypeError)):
+        return InvalidArgument(f"node {node.id!r} ({node.op}): {error}", node=node.id)
+    return error
 
 
 def _weak(op: Op, args: list[Operand], attrs: Mapping[str, Any], result: NodeType) -> Number:

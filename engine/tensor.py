@@ -228,18 +228,8 @@ class Tensor:
     def _seed(self, gradient: Operand | None) -> Array:
         """The gradient backward starts from, checked as PyTorch checks it."""
         if not self.requires_grad:
-            raise UsageError("element 0 of tensors does not require grad and does not have a "
-                             "grad_fn")
-        if gradient is None:
-            if self._data.size != 1:
-                raise UsageError("grad can be implicitly created only for scalar outputs")
-            data = self._data
-            return data.dtype.type(1) if not data.ndim else np.ones(data.shape, data.dtype)
-        seed = gradient._data if isinstance(gradient, Tensor) else np.asarray(gradient)
-        if seed.shape != self._data.shape:
-            raise ShapeError(f"Mismatch in shape: grad_output[0] has a shape of "
-                             f"{Size(seed.shape)} and output[0] has a shape of {self.shape}.")
-        return np.asarray(seed, dtype=self._data.dtype)
+            raise UsageError(NO_GRAD)
+        return initial_gradient(self._data, gradient)
 
     def retain_grad(self) -> None:
         """Keep this non-leaf's gradient in ``.grad`` on backward."""
@@ -498,6 +488,23 @@ def _value(operand: Operand) -> Array:
     return operand._data if isinstance(operand, Tensor) else operand
 
 
+NO_GRAD = "element 0 of tensors does not require grad and does not have a grad_fn"
+
+
+def initial_gradient(out: Array, gradient: Operand | None) -> Array:
+    """The gradient a backward from ``out`` starts from (``gradient``, or 1 for one element),
+    checked as PyTorch checks it."""
+    if gradient is None:
+        if out.size != 1:
+            raise UsageError("grad can be implicitly created only for scalar outputs")
+        return out.dtype.type(1) if not out.ndim else np.ones(out.shape, out.dtype)
+    seed = gradient._data if isinstance(gradient, Tensor) else np.asarray(gradient)
+    if seed.shape != out.shape:
+        raise ShapeError(f"Mismatch in shape: grad_output[0] has a shape of "
+                         f"{Size(seed.shape)} and output[0] has a shape of {Size(out.shape)}.")
+    return np.asarray(seed, dtype=out.dtype)
+
+
 def _accumulate(tensor: Tensor, grad: Array) -> None:
     """Add ``grad`` into ``tensor.grad``, in place when there is one (PyTorch's AccumulateGrad)."""
     if tensor._grad is None:
@@ -547,23 +554,32 @@ def _reduce(name: str, x: Tensor, dim: Dims, keepdim: bool) -> Tensor:
 
 
 def _promoted(op: Op, args: tuple[Operand, ...]) -> tuple[Array, ...]:
-    """The operands' values in the dtype PyTorch would compute in, when NumPy's choice differs.
+    """The operands' values in the dtype PyTorch would compute in, when NumPy's choice differs."""
+    target = computing_dtype(op, [(a._data.dtype, a._data.ndim) for a in args if type(a) is Tensor],
+                             [type(a) for a in args if type(a) is not Tensor])
+    if target is None:
+        return tuple(_value(a) for a in args)
+    # Python numbers stay Python numbers: NumPy treats them as weak, as PyTorch does.
+    return tuple(np.asarray(a._data, dtype=target) if type(a) is Tensor else a for a in args)
 
-    NumPy 2 (NEP 50) already agrees when every tensor operand has the same floating dtype:
+
+def computing_dtype(op: Op, tensors: Sequence[tuple[np.dtype[Any], int]],
+                    numbers: Sequence[type]) -> np.dtype[Any] | None:
+    """The dtype PyTorch computes ``op`` in, given its tensor operands' (dtype, ndim) and its
+    Python number operands' types; None where NumPy already picks it.
+
+    NumPy 2 (NEP 50) agrees with PyTorch when every tensor operand has the same floating dtype:
     Python numbers are weak there as in PyTorch. Otherwise PyTorch's rules pick the type.
     """
-    tensors = [a for a in args if type(a) is Tensor]
-    first = tensors[0]._data.dtype
-    if first.kind == "f" and all(t._data.dtype == first for t in tensors):
-        return tuple(_value(a) for a in args)
+    first = tensors[0][0]
+    if first.kind == "f" and all(d == first for d, _ in tensors):
+        return None
     target = dtypes.promote(
-        ([t.dtype for t in tensors if t.ndim], [t.dtype for t in tensors if not t.ndim]),
-        [type(a) for a in args if type(a) is not Tensor])
+        ([dtypes.from_numpy(d) for d, ndim in tensors if ndim],
+         [dtypes.from_numpy(d) for d, ndim in tensors if not ndim]), list(numbers))
     if op.floating and not target.is_floating_point:
         target = dtypes.DEFAULT_FLOAT
-    # Python numbers stay Python numbers: NumPy treats them as weak, as PyTorch does.
-    return tuple(np.asarray(a._data, dtype=target.numpy) if type(a) is Tensor else a
-                 for a in args)
+    return target.numpy
 
 
 _NO_ATTRS: dict[str, Any] = {}  # shared by every call without attributes; never written
