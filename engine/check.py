@@ -106,26 +106,28 @@ def compare(numeric: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarra
     disagreement = singular = ""
     for name in sorted(set(numeric) | set(reference)):
         got = np.asarray(numeric.get(name, 0.0), dtype=np.float64)
-        if got.size == 1 and not got.ndim:  # a scalar: plain floats are ten times cheaper
-            mine, theirs = float(got), float(np.asarray(reference.get(name, 0.0)))
-            gap = abs(mine - theirs)
-            if math.isfinite(gap):
-                size = max(1.0, abs(theirs))
-                worst_abs = max(worst_abs, gap)
-                worst_rel = max(worst_rel, gap / max(abs(theirs), _TINY))
-                if gap > atol * size + rtol * abs(theirs) and not disagreement:
-                    disagreement = _disagreement(name, "", numeric_label, mine, theirs, gap,
-                                                 atol, size, rtol)
+        want = np.asarray(reference.get(name, 0.0), dtype=np.float64)
+        if want.shape != got.shape:
+            want = np.broadcast_to(want, got.shape)
+        if got.size <= _FEW:  # a few elements: Python floats are several times cheaper
+            few = _compare_floats(got.ravel().tolist(), want.ravel().tolist(), atol, rtol)
+            if few is not None:
+                most_abs, most_rel, k, scale = few
+                worst_abs, worst_rel = max(worst_abs, most_abs), max(worst_rel, most_rel)
+                if k >= 0 and not disagreement:
+                    mine, theirs = float(got.flat[k]), float(want.flat[k])
+                    disagreement = _disagreement(name, _index_of(k, got.shape), numeric_label,
+                                                 mine, theirs, abs(mine - theirs), atol, scale,
+                                                 rtol)
                 continue
-        want = np.broadcast_to(np.asarray(reference.get(name, 0.0), dtype=np.float64),
-                               got.shape)
         with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: the slow path below
             error = np.abs(got - want)
         if np.isfinite(error).all():  # the usual case: both sides finite everywhere
             magnitude = np.abs(want)
             scale = max(1.0, float(magnitude.max(initial=0.0)))
             worst_abs = max(worst_abs, float(error.max(initial=0.0)))
-            relative = error / np.maximum(magnitude, _TINY)
+            with np.errstate(over="ignore"):  # a gap at a reference of ~0: inf, as floats
+                relative = error / np.maximum(magnitude, _TINY)
             worst_rel = max(worst_rel, float(relative.max(initial=0.0)))
             bad = error > atol * scale + rtol * magnitude
             if bad.any() and not disagreement:
@@ -146,7 +148,8 @@ def compare(numeric: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarra
         g, w = got[both], want[both]
         error = np.abs(g - w)
         scale = max(1.0, float(np.max(np.abs(w))))
-        relative = error / np.maximum(np.abs(w), _TINY)
+        with np.errstate(over="ignore"):
+            relative = error / np.maximum(np.abs(w), _TINY)
         worst_abs = max(worst_abs, float(error.max()))
         worst_rel = max(worst_rel, float(relative.max()))
         bad = error > atol * scale + rtol * np.abs(w)
@@ -167,7 +170,27 @@ def compare(numeric: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarra
                        f"{numeric_label} matches the closed form within tolerance")
 
 
-_TINY = np.finfo(np.float64).tiny
+_TINY = float(np.finfo(np.float64).tiny)
+_FEW = 16
+
+
+def _compare_floats(got: list[float], want: list[float], atol: float, rtol: float,
+                    ) -> tuple[float, float, int, float] | None:
+    """``compare``'s rule on lists of floats: the largest absolute and relative errors, the
+    index of the worst element out of tolerance (-1: none) and the scale of atol; None when a
+    value is not finite."""
+    scale = max(1.0, max((abs(w) for w in want), default=0.0))
+    worst_abs = worst_rel = 0.0
+    worst_bad, at = -1.0, -1
+    for k, (g, w) in enumerate(zip(got, want, strict=True)):
+        gap = abs(g - w)
+        if not math.isfinite(gap):
+            return None
+        worst_abs = max(worst_abs, gap)
+        worst_rel = max(worst_rel, gap / max(abs(w), _TINY))
+        if gap > atol * scale + rtol * abs(w) and gap > worst_bad:
+            worst_bad, at = gap, k
+    return worst_abs, worst_rel, at, scale
 
 
 def _disagreement(name: str, at: str, label: str, got: float, want: float, error: float,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
-from crossgrad.engine import dtypes
+from crossgrad.engine import check, dtypes
 from crossgrad.engine.check import (
     Method,
     Status,
@@ -14,6 +15,8 @@ from crossgrad.engine.check import (
     finite_difference,
     tolerance,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 F32, F64 = dtypes.float32, dtypes.float64
 
@@ -55,6 +58,25 @@ def test_non_finite_values(numeric: float, closed: float, status: Status) -> Non
 def test_singular_points_do_not_hide_a_disagreement_elsewhere() -> None:
     report = compare({"x": np.array([np.nan, 2.0])}, {"x": np.array([0.0, 3.0])}, F64)
     assert report.status is Status.DISAGREE
+
+
+_ELEMENTS = st.one_of(st.floats(-1e3, 1e3), st.sampled_from([0.0, 1.0, 1.00001, np.nan, np.inf]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=5),
+                  elements=_ELEMENTS), st.data())
+def test_few_elements_take_the_rule_of_many(got: np.ndarray, data: st.DataObject) -> None:
+    # compare judges up to 16 elements with Python floats: the same report as NumPy's path.
+    near = data.draw(hnp.arrays(np.float64, got.shape, elements=st.floats(-1e-4, 1e-4)))
+    want = np.where(data.draw(hnp.arrays(np.bool_, got.shape)), got + near,
+                    data.draw(hnp.arrays(np.float64, got.shape, elements=_ELEMENTS)))
+    for dtype in (F32, F64):
+        few = compare({"x": got}, {"x": want}, dtype)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(check, "_FEW", -1)
+            many = compare({"x": got}, {"x": want}, dtype)
+        assert few == many
 
 
 def _quadratic(values: Mapping[str, np.ndarray]) -> float:
