@@ -221,58 +221,80 @@ def check_gradients(valid: ValidGraph, arrays: Mapping[str, np.ndarray], value: 
                     gradients: Mapping[str, np.ndarray], wrt: Sequence[str], *,
                     mode: CheckMode = CheckMode.STRICT, seed: npt.ArrayLike | None = None,
                     hessian: bool = False, symbolic: Symbolic | None = None,
-                    deadline: float | None = None, plan: Plan | None = None) -> Result:
+                    deadline: float | None = None) -> Result:
     """The closed form and the check of ``gradients``, which the numeric engine computed for the
     leaves ``wrt`` of ``valid`` at ``arrays`` (with ``seed`` for a non-scalar output).
 
-    Raises ``CheckFailed`` for a disagreement in STRICT mode; the server's Backward calls this too
-    (with the ``plan`` of ``valid`` and ``wrt`` it keeps for a graph it sees again).
+    Raises ``CheckFailed`` for a disagreement in STRICT mode.
     """
-    symbolic = symbolic or default_symbolic()
-    gradients = dict(gradients)
-    plan = plan or Plan.of(valid, list(wrt), hessian)
-    if hessian:
-        _check_hessian_size(plan, symbolic.caps)
-    if mode is CheckMode.OFF:
-        report = skipped("check mode OFF: no closed form was derived")
-        return Result(value, gradients, {}, {}, report,
-                      _no_hessian(report) if hessian else None, wrt=tuple(wrt))
-    constants = constants_of(valid)
-    seed_array = None if seed is None else np.asarray(seed, dtype=np.float64)
-    dtype = _precision(valid, gradients)
-    why = symbolic.over_cap(plan)
-    evaluator = forms = None
-    if not why:
-        try:
-            evaluator, forms = symbolic.solve(plan, constants, deadline or symbolic.caps.deadline)
-        except DeadlineExceeded as error:
-            why = error.message
-        except (CrossgradError, ArithmeticError, RecursionError, MemoryError, ValueError,
-                NotImplementedError, TypeError, RuntimeError) as error:
-            why = f"the symbolic derivation failed ({type(error).__name__}: {error})"
-    notes: list[str] = []
-    hessian_result = None
-    if evaluator is None:
-        report = finite_difference(_scalar_forward(valid, arrays, seed_array), arrays,
-                                   gradients, dtype, f"no closed form: {why}")
+    check = GradientCheck(valid, wrt, symbolic or default_symbolic(), hessian)
+    return check(arrays, value, gradients, mode=mode, seed=seed, deadline=deadline)
+
+
+class GradientCheck:
+    """``check_gradients`` for one validated graph and set of leaves, keeping what depends on
+    them alone (the plan, the constants, the solved closed form) for the next call: the server
+    checks the same graph call after call."""
+
+    def __init__(self, valid: ValidGraph, wrt: Sequence[str], symbolic: Symbolic,
+                 hessian: bool = False) -> None:
+        self.valid = valid
+        self.wrt = tuple(wrt)
+        self.symbolic = symbolic
+        self.hessian = hessian
+        self.plan = Plan.of(valid, list(wrt), hessian)
         if hessian:
-            hessian_result = _no_hessian(skipped(f"no closed form: {why}"))
-    else:
-        leaves = [arrays[name] for name, _ in plan.leaves]
-        evaluation = evaluator(leaves, constants, seed_array)
-        report = compare(gradients, evaluation.gradients, dtype)
-        if hessian:
-            hessian_result = _hessian(valid, arrays, list(wrt), evaluation, forms)
-        if forms is None:
-            notes.append("closed forms are shown for graphs of up to "
-                         f"{symbolic.caps.fused_max_outputs} gradient elements and depth "
-                         f"{symbolic.caps.fused_max_depth}; this one is evaluated op by op")
-    if mode is CheckMode.STRICT and report.status is Status.DISAGREE:
-        raise CheckFailed(report)
-    text = dict(forms.text) if forms else {}
-    latex = dict(forms.latex) if forms else {}
-    return Result(value, gradients, text, latex, report, hessian_result, tuple(notes),
-                  tuple(wrt))
+            _check_hessian_size(self.plan, symbolic.caps)
+        self.constants = constants_of(valid)
+        self.over_cap = symbolic.over_cap(self.plan)
+        self._solved: tuple[Evaluator, ClosedForms | None] | None = None
+
+    def __call__(self, arrays: Mapping[str, np.ndarray], value: np.ndarray,
+                 gradients: Mapping[str, np.ndarray], *, mode: CheckMode = CheckMode.STRICT,
+                 seed: npt.ArrayLike | None = None, deadline: float | None = None) -> Result:
+        gradients = dict(gradients)
+        wrt = self.wrt
+        if mode is CheckMode.OFF:
+            report = skipped("check mode OFF: no closed form was derived")
+            return Result(value, gradients, {}, {}, report,
+                          _no_hessian(report) if self.hessian else None, wrt=wrt)
+        seed_array = None if seed is None else np.asarray(seed, dtype=np.float64)
+        dtype = _precision(gradients)
+        why = self.over_cap
+        if not why and self._solved is None:
+            try:
+                self._solved = self.symbolic.solve(
+                    self.plan, self.constants, deadline or self.symbolic.caps.deadline)
+            except DeadlineExceeded as error:
+                why = error.message
+            except (CrossgradError, ArithmeticError, RecursionError, MemoryError, ValueError,
+                    NotImplementedError, TypeError, RuntimeError) as error:
+                why = f"the symbolic derivation failed ({type(error).__name__}: {error})"
+        notes: list[str] = []
+        hessian_result = None
+        forms = None
+        if self._solved is None:
+            report = finite_difference(_scalar_forward(self.valid, arrays, seed_array), arrays,
+                                       gradients, dtype, f"no closed form: {why}")
+            if self.hessian:
+                hessian_result = _no_hessian(skipped(f"no closed form: {why}"))
+        else:
+            evaluator, forms = self._solved
+            leaves = [arrays[name] for name, _ in self.plan.leaves]
+            evaluation = evaluator(leaves, self.constants, seed_array)
+            report = compare(gradients, evaluation.gradients, dtype)
+            if self.hessian:
+                hessian_result = _hessian(self.valid, arrays, list(wrt), evaluation, forms)
+            if forms is None:
+                caps = self.symbolic.caps
+                notes.append("closed forms are shown for graphs of up to "
+                             f"{caps.fused_max_outputs} gradient elements and depth "
+                             f"{caps.fused_max_depth}; this one is evaluated op by op")
+        if mode is CheckMode.STRICT and report.status is Status.DISAGREE:
+            raise CheckFailed(report)
+        text = dict(forms.text) if forms else {}
+        latex = dict(forms.latex) if forms else {}
+        return Result(value, gradients, text, latex, report, hessian_result, tuple(notes), wrt)
 
 
 def _as_array(name: str, value: npt.ArrayLike) -> np.ndarray:
@@ -293,7 +315,7 @@ def _as_array(name: str, value: npt.ArrayLike) -> np.ndarray:
 _DTYPES = {np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_)}
 
 
-def _precision(valid: ValidGraph, gradients: Mapping[str, np.ndarray]) -> dtypes.DType:
+def _precision(gradients: Mapping[str, np.ndarray]) -> dtypes.DType:
     if any(g.dtype == np.float32 for g in gradients.values()):
         return dtypes.float32
     return dtypes.float64
