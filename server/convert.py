@@ -424,12 +424,17 @@ def check_mode_to_proto(mode: CheckMode | str) -> pb.CheckMode:
     return _CHECK_MODE_TO_PROTO[CheckMode.of(mode)]
 
 
-def report_to_proto(report: CheckReport) -> pb.CheckReport:
-    """A check report on the wire."""
-    return pb.CheckReport(method=_METHODS[report.method], status=_STATUSES[report.status],
-                          max_abs_error=report.max_abs_error,
-                          max_rel_error=report.max_rel_error, atol=report.atol,
-                          rtol=report.rtol, reason=report.reason)
+def report_to_proto(report: CheckReport, out: pb.CheckReport | None = None) -> pb.CheckReport:
+    """A check report on the wire (into ``out``, a message's field, when given)."""
+    message = pb.CheckReport() if out is None else out
+    message.method = _METHODS[report.method]
+    message.status = _STATUSES[report.status]
+    message.max_abs_error = report.max_abs_error
+    message.max_rel_error = report.max_rel_error
+    message.atol = report.atol
+    message.rtol = report.rtol
+    message.reason = report.reason
+    return message
 
 
 # --- Differentiate -------------------------------------------------------------------------------

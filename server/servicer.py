@@ -17,11 +17,11 @@ import grpc
 import numpy as np
 from crossgrad.engine import graph as graphs
 from crossgrad.engine.check import CheckMode
-from crossgrad.engine.differentiation import Cache, Symbolic, check_gradients, differentiate
+from crossgrad.engine.differentiation import Cache, GradientCheck, Symbolic, differentiate
 from crossgrad.engine.dtypes import DType
 from crossgrad.engine.errors import InvalidArgument, UsageError
 from crossgrad.engine.graph import Graph, Leaf, ValidGraph
-from crossgrad.engine.symbolic import Plan
+from crossgrad.engine.tape import Tape
 from crossgrad.engine.tensor import Tensor
 from crossgrad.v1 import crossgrad_pb2 as pb
 from crossgrad.v1 import crossgrad_pb2_grpc as pb_grpc
@@ -45,18 +45,26 @@ class _Stale(Exception):
 
 
 class _Known:
-    """A validated graph and the plans of its closed forms, by the leaves differentiated."""
+    """A validated graph, with its gradient checks (by the leaves differentiated) and its tapes
+    (by the leaves that require grad and the nodes retained), each built on first use."""
 
-    def __init__(self, valid: ValidGraph) -> None:
+    def __init__(self, valid: ValidGraph, symbolic: Symbolic) -> None:
         self.valid = valid
-        self.plans: dict[tuple[str, ...], Plan] = {}
+        self.symbolic = symbolic
+        self.checks: dict[tuple[str, ...], GradientCheck] = {}
+        self.tapes: dict[tuple[tuple[str, ...], tuple[str, ...]], Tape] = {}
 
-    def plan(self, wrt: list[str]) -> Plan:
-        key = tuple(wrt)
-        plan = self.plans.get(key)
-        if plan is None:
-            plan = self.plans[key] = Plan.of(self.valid, wrt)
-        return plan
+    def check(self, wrt: tuple[str, ...]) -> GradientCheck:
+        check = self.checks.get(wrt)
+        if check is None:
+            check = self.checks[wrt] = GradientCheck(self.valid, wrt, self.symbolic)
+        return check
+
+    def tape(self, tracking: tuple[str, ...], retain: tuple[str, ...]) -> Tape:
+        tape = self.tapes.get((tracking, retain))
+        if tape is None:
+            tape = self.tapes[tracking, retain] = Tape(self.valid, tracking, retain)
+        return tape
 
 
 def _rpc(method: Callable[[Any, Request, grpc.ServicerContext], Response],
@@ -138,7 +146,7 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                 raise LeafNotFound(node.name, node=node.id)
         declared = {name: (leaf.value.shape, convert.dtype_of(leaf.value))
                     for name, leaf in session.leaves.items()}
-        known = _Known(graphs.validate(graph, declared, self.config.limits))
+        known = _Known(graphs.validate(graph, declared, self.config.limits), self.symbolic)
         self._graphs.put(key, known)
         return known
 
@@ -280,52 +288,38 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         session = self.store.get(request.session_id)
         known = self._graph(request.graph, session)
         valid = known.valid
-        values = {name: session.leaves[name].value for name in valid.leaves}
-        tracking = sorted(n for n in valid.leaves if session.leaves[n].requires_grad)
-        retain = [i for i in request.retain if i != valid.output] + [valid.output]
-        leaves, env = graphs.run(valid, values, tracking, retain, checked=True)
-        out = env[valid.output]
-        if not isinstance(out, Tensor) or not out.requires_grad:
-            raise UsageError("element 0 of tensors does not require grad and does not have a "
-                             "grad_fn")
-        retained = [i for i in request.retain if not isinstance(_node(valid, i), Leaf)]
-        for node_id in retained:
-            tensor = env[node_id]
-            if not isinstance(tensor, Tensor) or not tensor.requires_grad:
-                raise UsageError(f"node {node_id!r}: can't retain_grad on Tensor that has "
-                                 "requires_grad=False")
-            tensor.retain_grad()
+        leaves = session.leaves
+        values = {name: leaves[name].value for name in valid.leaves}
+        tracking = tuple(sorted(n for n in valid.leaves if leaves[n].requires_grad))
+        tape = known.tape(tracking, tuple(request.retain))
         seed = (self._tensor(request.gradient, "gradient", session.dtype)
                 if request.HasField("gradient") else None)
-        with np.errstate(all="ignore"):
-            out.backward(seed)
-        grads = {name: t.grad.numpy() for name, t in leaves.items() if t.grad is not None}
+        sweep = tape(values, seed)
         mode = convert.check_mode_from_proto(request.check_mode) or CheckMode(session.check)
-        checked = check_gradients(valid, values, out.detach().numpy(), grads, tracking,
-                                  mode=mode, seed=seed, symbolic=self.symbolic,
-                                  deadline=self._deadline(context), plan=known.plan(tracking))
-        versions = {name: session.leaves[name].version for name in grads}
-        retained_grads = {}
-        for node_id in retained:
-            grad = env[node_id].grad
-            if grad is not None:
-                retained_grads[node_id] = convert.array_to_tensor(grad.numpy())
+        checked = known.check(tracking)(values, sweep.value, sweep.grads, mode=mode, seed=seed,
+                                        deadline=self._deadline(context))
+        versions = {name: leaves[name].version for name in sweep.grads}
 
         def change(current: Session) -> tuple[Session, pb.BackwardResponse]:
             updated = {}
-            for name, grad in grads.items():
+            for name, grad in sweep.grads.items():
                 leaf = current.leaves.get(name)
                 if leaf is None or leaf.version != versions[name]:
                     raise _Stale
                 updated[name] = leaf.accumulate(grad)
-            response = pb.BackwardResponse(
-                output=convert.array_to_tensor(checked.value),
-                leaves=[pb.LeafGradient(name=name, grad=convert.array_to_tensor(leaf.grad),
-                                        version=leaf.version,
-                                        closed_form=checked.closed_forms.get(name, ""),
-                                        latex=checked.latex.get(name, ""))
-                        for name, leaf in updated.items() if leaf.grad is not None],
-                retained=retained_grads, check=convert.report_to_proto(checked.check))
+            # Built in place: a submessage given to a constructor is copied.
+            response = pb.BackwardResponse()
+            convert.array_to_tensor(checked.value, response.output)
+            for name, leaf in updated.items():
+                if leaf.grad is not None:
+                    message = response.leaves.add(
+                        name=name, version=leaf.version,
+                        closed_form=checked.closed_forms.get(name, ""),
+                        latex=checked.latex.get(name, ""))
+                    convert.array_to_tensor(leaf.grad, message.grad)
+            for node_id, grad in sweep.retained.items():
+                convert.array_to_tensor(grad, response.retained[node_id])
+            convert.report_to_proto(checked.check, response.check)
             return current.with_leaves(updated), response
 
         return self._mutate("Backward", request, change, pb.BackwardResponse)
@@ -358,13 +352,6 @@ class Servicer(pb_grpc.AutogradServiceServicer):
     def ListOps(self, request: pb.ListOpsRequest, context: grpc.ServicerContext,
                 ) -> pb.ListOpsResponse:
         return convert.list_ops_response()
-
-
-def _node(valid: ValidGraph, node_id: str) -> Any:
-    for node in valid.order:
-        if node.id == node_id:
-            return node
-    raise InvalidArgument(f"retain: node {node_id!r} is not in the graph", node=node_id)
 
 
 def _cast(value: np.ndarray, dtype: np.dtype[Any], name: str) -> np.ndarray:

@@ -382,12 +382,15 @@ def test_a_strict_disagreement_fails_and_changes_nothing(stub: Stub,
     session = new_session(stub, x=(4.0, True))
     wrong = dataclasses.replace(ops.TABLE["sin"], vjps=(lambda g, out, x: g * np.sin(x),))
     monkeypatch.setitem(ops.TABLE, "sin", wrong)
+    # A graph this server has not seen: the ones it has are compiled with the right table.
+    sin_square = graph(leaf("x"), const("two", 2.0), op("y", "pow", "x", "two"),
+                       op("wrong", "sin", "y"))
     with pytest.raises(grpc.RpcError) as failure:
-        stub.Backward(pb.BackwardRequest(session_id=session, graph=SIN_SQUARE))
+        stub.Backward(pb.BackwardRequest(session_id=session, graph=sin_square))
     assert failure.value.code() is grpc.StatusCode.INTERNAL
     assert _reason(failure.value) == "CHECK_DISAGREEMENT"
     assert grad_of(stub, session, "x") is None
-    reported = stub.Backward(pb.BackwardRequest(session_id=session, graph=SIN_SQUARE,
+    reported = stub.Backward(pb.BackwardRequest(session_id=session, graph=sin_square,
                                                 check_mode=pb.CHECK_MODE_REPORT))
     assert reported.check.status == pb.CHECK_STATUS_DISAGREE
 
