@@ -104,22 +104,24 @@ def compare(numeric: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarra
     atol, rtol = tolerance(dtype)
     worst_abs = worst_rel = 0.0
     disagreement = singular = ""
-    for name in sorted(set(numeric) | set(reference)):
-        got = np.asarray(numeric.get(name, 0.0), dtype=np.float64)
-        want = np.asarray(reference.get(name, 0.0), dtype=np.float64)
-        if want.shape != got.shape:
-            want = np.broadcast_to(want, got.shape)
-        if got.size <= _FEW:  # a few elements: Python floats are several times cheaper
-            few = _compare_floats(got.ravel().tolist(), want.ravel().tolist(), atol, rtol)
+    for name in sorted(numeric.keys() | reference.keys()):
+        mine, theirs = numeric.get(name), reference.get(name)
+        if (mine is not None and theirs is not None and mine.size <= _FEW
+                and mine.shape == theirs.shape):
+            # A few elements (the usual gradient of a leaf): Python floats, several times cheaper.
+            few = _compare_floats(mine.ravel().tolist(), theirs.ravel().tolist(), atol, rtol)
             if few is not None:
                 most_abs, most_rel, k, scale = few
                 worst_abs, worst_rel = max(worst_abs, most_abs), max(worst_rel, most_rel)
                 if k >= 0 and not disagreement:
-                    mine, theirs = float(got.flat[k]), float(want.flat[k])
-                    disagreement = _disagreement(name, _index_of(k, got.shape), numeric_label,
-                                                 mine, theirs, abs(mine - theirs), atol, scale,
+                    at_k = float(mine.flat[k]), float(theirs.flat[k])
+                    disagreement = _disagreement(name, _index_of(k, mine.shape), numeric_label,
+                                                 *at_k, abs(at_k[0] - at_k[1]), atol, scale,
                                                  rtol)
                 continue
+        got = np.asarray(0.0 if mine is None else mine, dtype=np.float64)
+        want = np.broadcast_to(np.asarray(0.0 if theirs is None else theirs, dtype=np.float64),
+                               got.shape)
         with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: the slow path below
             error = np.abs(got - want)
         if np.isfinite(error).all():  # the usual case: both sides finite everywhere

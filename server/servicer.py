@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -51,6 +51,9 @@ class _Known:
     def __init__(self, valid: ValidGraph, symbolic: Symbolic) -> None:
         self.valid = valid
         self.symbolic = symbolic
+        # What the graph was validated with: (leaf name, shape, NumPy dtype).
+        self.signature = [(name, shape, dtype.numpy)
+                          for name, (shape, dtype) in valid.leaves.items()]
         self.checks: dict[tuple[str, ...], GradientCheck] = {}
         self.tapes: dict[tuple[tuple[str, ...], tuple[str, ...]], Tape] = {}
 
@@ -134,10 +137,7 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         """
         key = (request_graph.SerializeToString(deterministic=True), session.dtype)
         known: _Known | None = self._graphs.get(key)
-        if known is not None and all(
-                name in session.leaves and session.leaves[name].value.shape == shape
-                and convert.dtype_of(session.leaves[name].value) == dtype
-                for name, (shape, dtype) in known.valid.leaves.items()):
+        if known is not None and _fits(known.signature, session.leaves):
             return known
         graph: Graph = convert.graph_from_proto(request_graph, self.config.limits,
                                                 default_dtype=session.dtype)
@@ -352,6 +352,16 @@ class Servicer(pb_grpc.AutogradServiceServicer):
     def ListOps(self, request: pb.ListOpsRequest, context: grpc.ServicerContext,
                 ) -> pb.ListOpsResponse:
         return convert.list_ops_response()
+
+
+def _fits(signature: list[tuple[str, tuple[int, ...], np.dtype[Any]]],
+          leaves: Mapping[str, LeafState]) -> bool:
+    """Whether the session's leaves still have the shapes and dtypes a graph was validated with."""
+    for name, shape, dtype in signature:
+        leaf = leaves.get(name)
+        if leaf is None or leaf.value.shape != shape or leaf.value.dtype != dtype:
+            return False
+    return True
 
 
 def _cast(value: np.ndarray, dtype: np.dtype[Any], name: str) -> np.ndarray:
