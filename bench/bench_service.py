@@ -1,7 +1,7 @@
 """Benchmark (not a test): crossgrad's gRPC service against a bare grpcio echo service, the
 physical limit of Python gRPC on this machine, measured side by side in one run.
 
-    python bench/bench_service.py [--quick] [--sections abc] [--in-process]
+    python bench/bench_service.py [--quick] [--sections abc] [--in-process] [--pin]
         [--server-cmd "crossgrad-server"]
     python bench/bench_service.py --echo-server   # the anchor alone (the benchmark starts it)
 
@@ -21,7 +21,9 @@ take turns on one GIL, and the server would be charged for the client's Python w
 other way round; separate processes give each side its own interpreter, as in a deployment.
 ``--in-process`` runs both servers in this process instead (``serve(Config(...))``), to see
 what the GIL costs. The machine has few cores: client and server still share them, so the
-throughput tables give the CPU each side used.
+throughput tables give the CPU each side used. ``--pin`` keeps them apart: both servers on the
+last CPU, the client on the others, so neither side's threads migrate onto the other's core and
+its caches (the anchor then gets much faster, and so does crossgrad).
 
 Sections (each prints one Markdown table; ratios are crossgrad / echo):
 
@@ -249,8 +251,18 @@ def start_subprocess(name: str, command: Sequence[str]) -> Server:
 
 
 def start_servers(in_process: bool, server_cmd: Sequence[str] | None,
-                  settings: ServerSettings) -> tuple[Server, Server]:
-    """(crossgrad's server, the echo server)."""
+                  settings: ServerSettings, pin: bool = False) -> tuple[Server, Server]:
+    """(crossgrad's server, the echo server); ``pin``: both on the last CPU, this process (the
+    client) on the others."""
+    if pin:
+        if in_process or not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2:
+            raise SystemExit("--pin needs subprocess servers and two CPUs or more")
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, cpus[-1:])  # the servers inherit the affinity they start with
+        try:
+            return start_servers(in_process, server_cmd, settings)
+        finally:
+            os.sched_setaffinity(0, cpus[:-1])
     if in_process:
         from crossgrad.server.main import Config, serve
 
@@ -812,13 +824,16 @@ def load_note(when: str, own: bool = False) -> str:
 
 
 def print_environment(plan: Plan, servers: tuple[Server, Server], settings: ServerSettings,
-                      in_process: bool, server_cmd: str) -> None:
+                      in_process: bool, server_cmd: str, pin: bool) -> None:
     from google.protobuf.internal import api_implementation
 
     print("## crossgrad service benchmark" + (" (--quick)" if plan.quick else ""))
     print()
     where = ("in this process (--in-process): client and servers share one GIL" if in_process
              else "subprocesses (this process is the client alone)")
+    if pin and servers[0].pid is not None:
+        where += (f"; --pin: both servers on CPU(s) {sorted(os.sched_getaffinity(servers[0].pid))}"
+                  f", the client on CPU(s) {sorted(os.sched_getaffinity(0))}")
     print(markdown_table(["", "environment"], [
         ["Python", f"{platform.python_version()} ({platform.python_implementation()}), "
                    f"{platform.machine()}, {os.cpu_count()} CPUs"],
@@ -842,9 +857,9 @@ def print_summary(targets: Sequence[Target]) -> None:
 
 
 @contextmanager
-def running(in_process: bool, server_cmd: Sequence[str] | None,
-            settings: ServerSettings) -> Iterator[tuple[Server, Server]]:
-    servers = start_servers(in_process, server_cmd, settings)
+def running(in_process: bool, server_cmd: Sequence[str] | None, settings: ServerSettings,
+            pin: bool) -> Iterator[tuple[Server, Server]]:
+    servers = start_servers(in_process, server_cmd, settings, pin)
     try:
         yield servers
     finally:
@@ -860,6 +875,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="run both servers in this process instead of subprocesses")
     parser.add_argument("--server-cmd", help="the command that starts crossgrad's server "
                                              "(default: crossgrad-server)")
+    parser.add_argument("--pin", action="store_true",
+                        help="both servers on the last CPU, the client on the others")
     parser.add_argument("--echo-server", action="store_true",
                         help="serve the echo anchor and print its address (used by the benchmark)")
     parser.add_argument("--address", default="127.0.0.1:0", help="--echo-server's address")
@@ -873,10 +890,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     server_cmd = shlex.split(args.server_cmd) if args.server_cmd else None
     started = time.perf_counter()
     cases = examples()
-    with running(args.in_process, server_cmd, settings) as servers:
+    with running(args.in_process, server_cmd, settings, args.pin) as servers:
         shown = ("serve(Config(address='127.0.0.1:0'))" if args.in_process
                  else shlex.join(server_cmd or crossgrad_server_command()))
-        print_environment(plan, servers, settings, args.in_process, shown)
+        print_environment(plan, servers, settings, args.in_process, shown, args.pin)
         notes = verify(servers[0].address, settings, cases)
         print("\nChecked before timing (a fresh session, each example's first Backward: the "
               "gradients against hand-derived ones, the check AGREE):\n")
