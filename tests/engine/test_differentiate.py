@@ -201,6 +201,23 @@ def test_graphs_seeds_and_wrt(symbolic: Symbolic) -> None:
     assert only_x.closed_forms["x"] == "y"
 
 
+@pytest.mark.parametrize("cap", [False, True])
+def test_an_explicit_gradient_for_a_one_element_output_scales_the_closed_form(
+        symbolic: Symbolic, cap: bool) -> None:
+    # y.backward(torch.tensor(2.0)): the gradient is 2 dy/dx, and so is the reference it is
+    # checked against (fused closed form, or op by op past the fused form's size).
+    checker = Symbolic(Caps(fused_max_outputs=0)) if cap else symbolic
+    try:
+        for seed in (2.0, [[-0.5]]):
+            values = {"x": 3.0} if np.ndim(seed) == 0 else {"x": [[3.0]]}
+            result = differentiate("x ** 2", values, seed=seed, symbolic=checker)
+            np.testing.assert_allclose(result.gradients["x"], np.multiply(seed, 6.0))
+            assert result.check.status is Status.AGREE, result.check.reason
+    finally:
+        if cap:
+            checker.close()
+
+
 def test_big_graphs_are_evaluated_op_by_op(symbolic: Symbolic) -> None:
     n = 500
     rng = np.random.default_rng(0)

@@ -118,6 +118,15 @@ def test_example_1_square(stub: Stub) -> None:
     assert grad_of(stub, session, "x") == 10.0
 
 
+def test_an_explicit_gradient_for_a_scalar_output(stub: Stub) -> None:
+    # y.backward(torch.tensor(2.0)): twice the gradient, checked against twice the closed form.
+    session = new_session(stub, x=(5.0, True))
+    response = stub.Backward(pb.BackwardRequest(session_id=session, graph=SQUARE,
+                                                gradient=tensor(2.0)))
+    assert array(response.leaves[0].grad) == 20.0
+    assert response.check.status == pb.CHECK_STATUS_AGREE, response.check.reason
+
+
 def test_example_2_sin_of_square_with_a_retained_grad(stub: Stub) -> None:
     session = new_session(stub, x=(4.0, True))
     response = stub.Backward(pb.BackwardRequest(session_id=session, graph=SIN_SQUARE,
