@@ -632,11 +632,12 @@ def run(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
 
 
 def forward(valid: ValidGraph, bound: Mapping[str, Tensor], roots: Sequence[str] = (),
-             ) -> dict[str, Operand]:
-    """Run the nodes the ``roots`` (default: the output) depend on, in topological order."""
+            env: dict[str, Operand] | None = None) -> dict[str, Operand]:
+    """Run the nodes the ``roots`` (default: the output) depend on, in topological order, into
+    ``env`` (a new dict by default; what ran before a failing node stays in it)."""
     needed = (valid.needed if not roots or tuple(roots) == (valid.output,)
               else ancestors(valid, roots))
-    env: dict[str, Operand] = {}
+    env = {} if env is None else env
     for node in valid.order:
         if node.id not in needed:
             continue

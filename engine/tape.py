@@ -13,19 +13,20 @@ engine's bit for bit (``tests/engine/test_tape.py`` compares the two on random g
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .autograd import unbroadcast
-from .errors import InvalidArgument, UsageError
+from .errors import CrossgradError, InvalidArgument, UsageError
 from .graph import Leaf, Operation, ValidGraph, ancestors, blame, forward
 from .ops import TABLE, Op
-from .tensor import NO_GRAD, Tensor, computing_dtype, initial_gradient
+from .tensor import FLOAT_ONLY, NO_GRAD, NO_RETAIN_GRAD, Tensor, computing_dtype, initial_gradient
 
 Array = Any
 
@@ -33,7 +34,11 @@ Array = Any
 @dataclass(frozen=True)
 class Sweep:
     """A replay's results: the output's value, each leaf's gradient (leaves the output does not
-    reach get none) and the gradients of the retained nodes the output reaches, by id."""
+    reach get none) and the gradients of the retained non-leaf nodes the output reaches, by id.
+
+    The gradients are new arrays; the value may share memory with a leaf's array (when the
+    output is a leaf, or a reshape or transpose of one), as the leaves' arrays are not copied.
+    """
 
     value: np.ndarray
     grads: dict[str, np.ndarray]
@@ -53,14 +58,25 @@ class _Op:
     casts: tuple[np.dtype[Any] | None, ...] | None
 
 
-# What the replay loops read, as plain tuples (unpacked in the loop statement):
-# forward: (the op's forward with its attributes bound, a getter of its inputs from the values,
-#           the slot of its result, the casts of its inputs or None);
-# backward: (a VJP with the op's attributes bound, the op's step, the slot of its result, the
-#            input's position, the gradient read, the gradient set (first) or added to, first).
-_ForwardCode = tuple[Callable[..., Any], Callable[[list[Any]], Sequence[Any]], int,
-                     tuple[np.dtype[Any] | None, ...] | None]
-_BackwardCode = tuple[Callable[..., Any], int, int, int, int, int, bool]
+class _Forward(NamedTuple):
+    """One op as the forward loop runs it."""
+
+    call: Callable[..., Any]  # the op's forward with its attributes bound
+    inputs: Callable[[list[Any]], Sequence[Any]]  # its operands, from the values
+    slot: int  # where its result goes
+    casts: tuple[np.dtype[Any] | None, ...] | None
+
+
+class _Backward(NamedTuple):
+    """One edge of the reverse sweep as the backward loop runs it."""
+
+    vjp: Callable[..., Any]  # with the op's attributes bound
+    step: int  # the op's forward step (its saved operands)
+    slot: int  # the op's result
+    position: int  # the operand this edge's gradient is for
+    source: int  # the gradient read: the op's result's
+    target: int  # the gradient written: the operand's
+    first: bool  # set (the target's first contribution) rather than added
 
 
 class Tape:
@@ -79,10 +95,13 @@ class Tape:
             if node_id not in valid.types:
                 raise InvalidArgument(f"retain: node {node_id!r} is not in the graph",
                                       node=node_id)
+        if any(not dtype.is_floating_point for name, (_, dtype) in valid.leaves.items()
+               if name in requires_grad):
+            raise UsageError(FLOAT_ONLY)
         needed = ancestors(valid, [*retain, valid.output])
         order = [node for node in valid.order if node.id in needed]
         slot = {node.id: i for i, node in enumerate(order)}
-        self._env = _static_values(valid, order)  # None where a value depends on a leaf
+        self._env, failure = _static_values(valid, order)  # None where a value depends on a leaf
         self._leaves = [(slot[n.id], n.name) for n in order if type(n) is Leaf]
         self._leaf_dtypes = {name: dtype.numpy for name, (_, dtype) in valid.leaves.items()}
         self._output = slot[valid.output]
@@ -95,6 +114,11 @@ class Tape:
         edges: dict[int, list[tuple[int, int]]] = {}  # tracked op -> (position, input) to reach
         for node in order:
             at = slot[node.id]
+            if failure is not None and node.id == failure.node:
+                # It fails on every call: as its own step, after the ops before it, as eagerly.
+                assert type(node) is Operation
+                self._steps.append(_Op(node, TABLE[node.op], at, (), {}, None))
+                break
             if type(node) is not Operation or self._env[at] is not None:
                 continue
             op = TABLE[node.op]
@@ -121,24 +145,27 @@ class Tape:
             return gradient.setdefault(node.name if type(node) is Leaf else i, len(gradient))
 
         self._root = index(self._output) if self._tracked_output else -1
-        self._backward_code: list[_BackwardCode] = []
+        self._backward_code: list[_Backward] = []
         for i, position, j in _schedule(self._output, edges) if self._output in edges else ():
             step = self._steps[step_of[i]]
             vjp = step.op.vjps[position]
             assert vjp is not None
             count = len(gradient)
             target = index(j)
-            self._backward_code.append((_bound(vjp, step.attrs), step_of[i], i, position,
-                                        index(i), target, len(gradient) > count))
-        self._forward_code: list[_ForwardCode] = [
-            (_bound(step.op.forward, step.attrs),
-             itemgetter(*step.inputs) if len(step.inputs) > 1
-             else itemgetter(slice(step.inputs[0], step.inputs[0] + 1)),  # a 1-element list
-             step.slot, step.casts) for step in self._steps]
+            self._backward_code.append(_Backward(_bound(vjp, step.attrs), step_of[i], i,
+                                                 position, index(i), target,
+                                                 first=len(gradient) > count))
+        self._forward_code = [_Forward(_bound(step.op.forward, step.attrs),
+                                       _getter(step.inputs), step.slot, step.casts)
+                              for step in self._steps]
+        if failure is not None:
+            self._forward_code[-1] = _Forward(functools.partial(_fail, failure),
+                                              _getter(()), self._steps[-1].slot, None)
         self._gradients = len(gradient)
         self._leaf_grads = [(name, gradient[name]) for name in valid.leaves if name in gradient]
         self._retained = [(i, gradient[slot[i]], valid.types[i].dtype.numpy)
-                          for i in dict.fromkeys(retain) if slot[i] in gradient]
+                          for i in dict.fromkeys(retain)
+                          if type(order[slot[i]]) is not Leaf and slot[i] in gradient]
 
     def _casts(self, valid: ValidGraph, op: Op, node: Operation, inputs: tuple[int, ...],
                ) -> tuple[np.dtype[Any] | None, ...] | None:
@@ -175,8 +202,7 @@ class Tape:
             if not self._tracked_output:
                 raise UsageError(NO_GRAD)
             if self._untracked_retain is not None:
-                raise UsageError(f"node {self._untracked_retain!r}: can't retain_grad on Tensor "
-                                 "that has requires_grad=False")
+                raise UsageError(f"node {self._untracked_retain!r}: {NO_RETAIN_GRAD}")
             grads: list[Array] = [None] * self._gradients
             grads[self._root] = initial_gradient(out, seed)
             for vjp, step, slot, position, source, target, first in self._backward_code:
@@ -200,9 +226,22 @@ def _bound(function: Callable[..., Any], attrs: Mapping[str, Any]) -> Callable[.
     return functools.partial(function, **attrs) if attrs else function
 
 
-def _static_values(valid: ValidGraph, order: Sequence[Any]) -> list[Any]:
+def _getter(slots: Sequence[int]) -> Callable[[list[Any]], Sequence[Any]]:
+    """The values at ``slots`` as a sequence (a list slice for fewer than two)."""
+    if len(slots) > 1:
+        return itemgetter(*slots)
+    return itemgetter(slice(slots[0], slots[0] + 1) if slots else slice(0, 0))
+
+
+def _fail(error: CrossgradError) -> None:
+    raise copy.copy(error)  # a copy per call: threads share the tape
+
+
+def _static_values(valid: ValidGraph, order: Sequence[Any],
+                   ) -> tuple[list[Any], CrossgradError | None]:
     """Per node of ``order``, its value if it depends on no leaf (constants, and ops on them
-    only: computed once here, by the eager engine), else None."""
+    only: computed once here, by the eager engine), else None; and the error of the first such
+    node that fails, if one does (its value, and those after it, stay None)."""
     static: set[str] = set()
     for node in order:
         if type(node) is Operation:
@@ -210,11 +249,17 @@ def _static_values(valid: ValidGraph, order: Sequence[Any]) -> list[Any]:
                 static.add(node.id)
         elif type(node) is not Leaf:
             static.add(node.id)
-    if not static:
-        return [None] * len(order)
-    with np.errstate(all="ignore"):
-        known = forward(valid, {}, [node.id for node in order if node.id in static])
-    return [None if node.id not in static else _raw(known[node.id]) for node in order]
+    known: dict[str, Any] = {}
+    failure = None
+    if static:
+        try:
+            with np.errstate(all="ignore"):
+                forward(valid, {}, [node.id for node in order if node.id in static], known)
+        except CrossgradError as error:
+            if error.node is None:
+                raise
+            failure = error
+    return [_raw(known[node.id]) if node.id in known else None for node in order], failure
 
 
 def _raw(operand: Any) -> Any:

@@ -31,7 +31,8 @@ _NON_LEAF_GRAD = (
     "access the non-leaf Tensor by mistake, make sure you access the leaf Tensor instead. See "
     "github.com/pytorch/pytorch/pull/30531 for more information.")
 _LEAF_IN_PLACE = "a leaf Variable that requires grad is being used in an in-place operation."
-_FLOAT_ONLY = "Only Tensors of floating point and complex dtype can require gradients"
+FLOAT_ONLY = "Only Tensors of floating point and complex dtype can require gradients"
+NO_RETAIN_GRAD = "can't retain_grad on Tensor that has requires_grad=False"
 _T_ON_0D = "Tensor.T is deprecated on 0-D tensors. This function is the identity in these cases."
 _T_NOT_2D = (
     "The use of `x.T` on tensors of dimension other than 2 to reverse their shape is deprecated "
@@ -234,7 +235,7 @@ class Tensor:
     def retain_grad(self) -> None:
         """Keep this non-leaf's gradient in ``.grad`` on backward."""
         if not self.requires_grad:
-            raise UsageError("can't retain_grad on Tensor that has requires_grad=False")
+            raise UsageError(NO_RETAIN_GRAD)
         if self._node is not None:
             self._node.retained = self
 
@@ -565,8 +566,9 @@ def _promoted(op: Op, args: tuple[Operand, ...]) -> tuple[Array, ...]:
 
 def computing_dtype(op: Op, tensors: Sequence[tuple[np.dtype[Any], int]],
                     numbers: Sequence[type]) -> np.dtype[Any] | None:
-    """The dtype PyTorch computes ``op`` in, given its tensor operands' (dtype, ndim) and its
-    Python number operands' types; None where NumPy already picks it.
+    """The dtype PyTorch computes ``op`` in, given its tensor operands' (dtype, ndim) (one at
+    least: an op on numbers alone is Python's) and its Python number operands' types; None where
+    NumPy already picks it.
 
     NumPy 2 (NEP 50) agrees with PyTorch when every tensor operand has the same floating dtype:
     Python numbers are weak there as in PyTorch. Otherwise PyTorch's rules pick the type.
@@ -693,6 +695,6 @@ def tensor(data: Any, dtype: DType | None = None, requires_grad: bool = False) -
     result = Tensor(np.array(data, dtype=target.numpy))
     if requires_grad:
         if not target.is_floating_point:
-            raise UsageError(_FLOAT_ONLY)
+            raise UsageError(FLOAT_ONLY)
         result.requires_grad = True
     return result
