@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -38,6 +38,7 @@ Response = TypeVar("Response", bound=message.Message)
 
 _DEADLINE_MARGIN = 0.05  # seconds kept back from a client's deadline to answer in time
 _RETRIES = 5  # recomputations of a Backward whose leaves changed under it
+_PER_GRAPH = 16  # tapes and checks kept per known graph
 
 
 class _Stale(Exception):
@@ -46,7 +47,8 @@ class _Stale(Exception):
 
 class _Known:
     """A validated graph, with its gradient checks (by the leaves differentiated) and its tapes
-    (by the leaves that require grad and the nodes retained), each built on first use."""
+    (by the leaves that require grad and the nodes retained), each built on first use with the
+    op table as it is then. Both are bounded: a client picks the keys."""
 
     def __init__(self, valid: ValidGraph, symbolic: Symbolic) -> None:
         self.valid = valid
@@ -54,19 +56,22 @@ class _Known:
         # What the graph was validated with: (leaf name, shape, NumPy dtype).
         self.signature = [(name, shape, dtype.numpy)
                           for name, (shape, dtype) in valid.leaves.items()]
-        self.checks: dict[tuple[str, ...], GradientCheck] = {}
-        self.tapes: dict[tuple[tuple[str, ...], tuple[str, ...]], Tape] = {}
+        self.checks = Cache(_PER_GRAPH)
+        self.tapes = Cache(_PER_GRAPH)
 
     def check(self, wrt: tuple[str, ...]) -> GradientCheck:
-        check = self.checks.get(wrt)
+        check: GradientCheck | None = self.checks.get(wrt)
         if check is None:
-            check = self.checks[wrt] = GradientCheck(self.valid, wrt, self.symbolic)
+            check = GradientCheck(self.valid, wrt, self.symbolic)
+            self.checks.put(wrt, check)
         return check
 
-    def tape(self, tracking: tuple[str, ...], retain: tuple[str, ...]) -> Tape:
-        tape = self.tapes.get((tracking, retain))
+    def tape(self, tracking: tuple[str, ...], retain: Sequence[str]) -> Tape:
+        key = (tracking, tuple(dict.fromkeys(retain)))  # a repeated id retains nothing more
+        tape: Tape | None = self.tapes.get(key)
         if tape is None:
-            tape = self.tapes[tracking, retain] = Tape(self.valid, tracking, retain)
+            tape = Tape(self.valid, tracking, key[1])
+            self.tapes.put(key, tape)
         return tape
 
 
@@ -291,7 +296,9 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         leaves = session.leaves
         values = {name: leaves[name].value for name in valid.leaves}
         tracking = tuple(sorted(n for n in valid.leaves if leaves[n].requires_grad))
-        tape = known.tape(tracking, tuple(request.retain))
+        tape = known.tape(tracking, request.retain)
+        # The request's own fields are read before the graph runs (a malformed gradient is
+        # refused first).
         seed = (self._tensor(request.gradient, "gradient", session.dtype)
                 if request.HasField("gradient") else None)
         sweep = tape(values, seed)
