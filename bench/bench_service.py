@@ -255,14 +255,16 @@ def start_servers(in_process: bool, server_cmd: Sequence[str] | None,
     """(crossgrad's server, the echo server); ``pin``: both on the last CPU, this process (the
     client) on the others."""
     if pin:
-        if in_process or not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2:
+        if in_process or not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
             raise SystemExit("--pin needs subprocess servers and two CPUs or more")
         cpus = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, cpus[-1:])  # the servers inherit the affinity they start with
         try:
             return start_servers(in_process, server_cmd, settings)
         finally:
-            os.sched_setaffinity(0, cpus[:-1])
+            for thread in threading.enumerate():  # this one, and the output readers it started
+                if thread.native_id is not None:
+                    os.sched_setaffinity(thread.native_id, cpus[:-1])
     if in_process:
         from crossgrad.server.main import Config, serve
 
