@@ -193,15 +193,23 @@ def _loaded_openblas() -> str | None:
     return None
 
 
-def _ctypes_openblas_info(config: Mapping[str, object]) -> BlasInfo | None:
-    """OpenBLAS's own answers (thread count, the kernel it picked), asked through ctypes."""
+def _openblas_library() -> tuple[str, ctypes.CDLL] | None:
+    """NumPy's OpenBLAS, opened through ctypes, and its path."""
     path = _loaded_openblas()
     if path is None:
         return None
     try:
-        lib = ctypes.CDLL(path)
+        return path, ctypes.CDLL(path)
     except OSError:
         return None
+
+
+def _ctypes_openblas_info(config: Mapping[str, object]) -> BlasInfo | None:
+    """OpenBLAS's own answers (thread count, the kernel it picked), asked through ctypes."""
+    opened = _openblas_library()
+    if opened is None:
+        return None
+    path, lib = opened
     threads: int | None = None
     core = "?"
     for prefix in ("scipy_openblas", "openblas"):
@@ -233,13 +241,10 @@ def set_blas_threads(threads: int) -> bool:
         return True
     except ImportError:
         pass
-    path = _loaded_openblas()
-    if path is None:
+    opened = _openblas_library()
+    if opened is None:
         return False
-    try:
-        lib = ctypes.CDLL(path)
-    except OSError:
-        return False
+    _, lib = opened
     for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads_64_",
                  "openblas_set_num_threads64_", "openblas_set_num_threads"):
         setter = getattr(lib, name, None)

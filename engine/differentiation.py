@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +42,7 @@ from .graph import validate as validate_graph
 from .symbolic import Derivation, Plan, constants_of, derive
 
 Evaluator = Fused | Program
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,15 @@ class Cache:
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
 
+    def get_or_put(self, key: Any, make: Callable[[], T]) -> T:
+        """The item for ``key``, made and kept first if there is none (two threads may both
+        make it: the last one kept wins)."""
+        item: T | None = self.get(key)
+        if item is None:
+            item = make()
+            self.put(key, item)
+        return item
+
 
 # --- the worker's side ---------------------------------------------------------------------------
 
@@ -118,11 +128,7 @@ def _render_only(plan: Plan, constants: list[np.ndarray]) -> ClosedForms:
 
 def _derivation(plan: Plan) -> Derivation:
     """The plan's derivation, kept for a later rendering with other constants."""
-    derivation: Derivation | None = _derivations.get(plan)
-    if derivation is None:
-        derivation = derive(plan)
-        _derivations.put(plan, derivation)
-    return derivation
+    return _derivations.get_or_put(plan, lambda: derive(plan))
 
 
 # --- the caller's side ---------------------------------------------------------------------------

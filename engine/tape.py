@@ -26,7 +26,14 @@ from .autograd import unbroadcast
 from .errors import CrossgradError, InvalidArgument, UsageError
 from .graph import Leaf, Operation, ValidGraph, ancestors, blame, forward
 from .ops import TABLE, Op
-from .tensor import FLOAT_ONLY, NO_GRAD, NO_RETAIN_GRAD, Tensor, computing_dtype, initial_gradient
+from .tensor import (
+    FLOAT_ONLY,
+    NO_GRAD,
+    NO_RETAIN_GRAD,
+    computing_dtype,
+    initial_gradient,
+    value_of,
+)
 
 Array = Any
 
@@ -259,12 +266,7 @@ def _static_values(valid: ValidGraph, order: Sequence[Any],
             if error.node is None:
                 raise
             failure = error
-    return [_raw(known[node.id]) if node.id in known else None for node in order], failure
-
-
-def _raw(operand: Any) -> Any:
-    """A Tensor's array (a Python number stays as it is)."""
-    return operand._data if type(operand) is Tensor else operand
+    return [value_of(known[node.id]) if node.id in known else None for node in order], failure
 
 
 def _schedule(root: int, edges: Mapping[int, list[tuple[int, int]]],

@@ -287,7 +287,7 @@ class Tensor:
             self._data, self._node, self.requires_grad = result._data, result._node, True
             _bump_version(self)
             return self
-        return self._overwrite(_forward(op, (self._data, _value(operand)), _NO_ATTRS))
+        return self._overwrite(_forward(op, (self._data, value_of(operand)), _NO_ATTRS))
 
     def _overwrite(self, value: Array) -> Tensor:
         """Write ``value`` over this tensor's values where they are stored (shared by detach)."""
@@ -485,7 +485,8 @@ def _requires_grad(operand: Operand) -> bool:
     return isinstance(operand, Tensor) and operand.requires_grad
 
 
-def _value(operand: Operand) -> Array:
+def value_of(operand: Operand) -> Array:
+    """An operand's value: a Tensor's array, a Python number as it is."""
     return operand._data if isinstance(operand, Tensor) else operand
 
 
@@ -559,7 +560,7 @@ def _promoted(op: Op, args: tuple[Operand, ...]) -> tuple[Array, ...]:
     target = computing_dtype(op, [(a._data.dtype, a._data.ndim) for a in args if type(a) is Tensor],
                              [type(a) for a in args if type(a) is not Tensor])
     if target is None:
-        return tuple(_value(a) for a in args)
+        return tuple(value_of(a) for a in args)
     # Python numbers stay Python numbers: NumPy treats them as weak, as PyTorch does.
     return tuple(np.asarray(a._data, dtype=target) if type(a) is Tensor else a for a in args)
 

@@ -60,19 +60,11 @@ class _Known:
         self.tapes = Cache(_PER_GRAPH)
 
     def check(self, wrt: tuple[str, ...]) -> GradientCheck:
-        check: GradientCheck | None = self.checks.get(wrt)
-        if check is None:
-            check = GradientCheck(self.valid, wrt, self.symbolic)
-            self.checks.put(wrt, check)
-        return check
+        return self.checks.get_or_put(wrt, lambda: GradientCheck(self.valid, wrt, self.symbolic))
 
     def tape(self, tracking: tuple[str, ...], retain: Sequence[str]) -> Tape:
-        key = (tracking, tuple(dict.fromkeys(retain)))  # a repeated id retains nothing more
-        tape: Tape | None = self.tapes.get(key)
-        if tape is None:
-            tape = Tape(self.valid, tracking, key[1])
-            self.tapes.put(key, tape)
-        return tape
+        key = (tracking, tuple(retain))
+        return self.tapes.get_or_put(key, lambda: Tape(self.valid, tracking, key[1]))
 
 
 def _rpc(method: Callable[[Any, Request, grpc.ServicerContext], Response],
