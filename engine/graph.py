@@ -500,19 +500,21 @@ class _Checker:
                 # 9**9**9: never compute a power of constants (Python would, exactly).
                 raise InvalidArgument(f"node {node.id!r}: a power of constants is not "
                                       "computed; give its value", node=node.id)
-            floating = op.floating or any(t.dtype.is_floating_point for t in inputs)
+            floating = (op.floating or any(t.dtype.is_floating_point for t in inputs)
+                        or float in op.number_types(attrs))
             result = _WEAK_FLOAT if floating else _WEAK_INT
         else:
-            result = NodeType(shape, _promote(op, inputs))
+            result = NodeType(shape, _promote(op, inputs, attrs))
         return attrs, result, self.sized(result, node.id)
 
 
-def _promote(op: Op, inputs: Sequence[NodeType]) -> DType:
-    """PyTorch's result dtype: tensors with dimensions over 0-d tensors over Python numbers."""
+def _promote(op: Op, inputs: Sequence[NodeType], attrs: Mapping[str, Any]) -> DType:
+    """PyTorch's result dtype: tensors with dimensions over 0-d tensors over Python numbers (weak
+    inputs, and the op's promoting attributes)."""
     dtype = dtypes.promote(
         ([t.dtype for t in inputs if not t.weak and t.shape],
          [t.dtype for t in inputs if not t.weak and not t.shape]),
-        [_PYTHON_TYPE[t.dtype.name] for t in inputs if t.weak])
+        [_PYTHON_TYPE[t.dtype.name] for t in inputs if t.weak] + op.number_types(attrs))
     if op.floating and not dtype.is_floating_point:
         return dtypes.DEFAULT_FLOAT
     return dtype

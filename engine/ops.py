@@ -81,10 +81,17 @@ class Op:
     floating: bool = False
     # Backward reads the forward's result, so an in-place change of the result is refused.
     saves_output: bool = False
+    # Attributes that take part in type promotion as Python numbers do (clamp's bounds: an
+    # int64 tensor clamped to 0.5 is float32, as in PyTorch).
+    promoting: tuple[str, ...] = ()
 
     @property
     def arity(self) -> int:
         return len(self.vjps)
+
+    def number_types(self, attrs: Mapping[str, Any]) -> list[type]:
+        """The types of the promoting attributes given in ``attrs``."""
+        return [type(attrs[name]) for name in self.promoting if attrs.get(name) is not None]
 
     def grad_fn_name(self, call: Call) -> str:
         """PyTorch's name for the backward node of this call."""
@@ -304,7 +311,7 @@ OPS: tuple[Op, ...] = (
        lambda x, min=None, max=None: _elementwise(
            lambda e: _clamp_symbolic(e, min, max))(x),
        "ClampBackward1", shapes.same, _REAL,
-       attrs={"min": Attr("number?"), "max": Attr("number?")},
+       attrs={"min": Attr("number?"), "max": Attr("number?")}, promoting=("min", "max"),
        kink="the gradient passes where min <= x <= max, bounds included"),
     Op("sum", _sum, (lambda g, out, x, dim=None, keepdim=False: _sum_back(g, x, dim, keepdim),),
        _sum, _by_dim("SumBackward0", "SumBackward1"), shapes.reduce, _REAL,

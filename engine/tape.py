@@ -181,7 +181,8 @@ class Tape:
         target = computing_dtype(
             op, [(valid.types[i].dtype.numpy, len(valid.types[i].shape))
                  for i, w in zip(node.inputs, weak, strict=True) if not w],
-            [type(self._env[j]) for j, w in zip(inputs, weak, strict=True) if w])
+            [type(self._env[j]) for j, w in zip(inputs, weak, strict=True) if w]
+            + op.number_types(node.attrs))
         if target is None:
             return None
         return tuple(None if w else target for w in weak)

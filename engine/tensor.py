@@ -8,7 +8,7 @@ grad, records a ``Node`` for backward. ``backward()`` accumulates into the leave
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -555,10 +555,14 @@ def _reduce(name: str, x: Tensor, dim: Dims, keepdim: bool) -> Tensor:
     return apply(TABLE[name], (x,), {"dim": dims, "keepdim": bool(keepdim)})
 
 
-def _promoted(op: Op, args: tuple[Operand, ...]) -> tuple[Array, ...]:
+def _promoted(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any] | None = None,
+              ) -> tuple[Array, ...]:
     """The operands' values in the dtype PyTorch would compute in, when NumPy's choice differs."""
+    numbers = [type(a) for a in args if type(a) is not Tensor]
+    if attrs:
+        numbers += op.number_types(attrs)
     target = computing_dtype(op, [(a._data.dtype, a._data.ndim) for a in args if type(a) is Tensor],
-                             [type(a) for a in args if type(a) is not Tensor])
+                             numbers)
     if target is None:
         return tuple(value_of(a) for a in args)
     # Python numbers stay Python numbers: NumPy treats them as weak, as PyTorch does.
@@ -594,7 +598,7 @@ def apply(op: Op, args: tuple[Operand, ...], attrs: dict[str, Any] = _NO_ATTRS) 
         return _apply_unary(op, args[0], attrs)
     if len(args) == 2 and not attrs:
         return _apply_binary(op, args[0], args[1])
-    inputs = _promoted(op, args)
+    inputs = _promoted(op, args, attrs)
     out = _forward(op, inputs, attrs)
     if not _enabled.get():
         return Tensor(out)
@@ -613,7 +617,7 @@ def apply(op: Op, args: tuple[Operand, ...], attrs: dict[str, Any] = _NO_ATTRS) 
 def _apply_unary(op: Op, a: Tensor, attrs: dict[str, Any]) -> Tensor:
     x = a._data
     if x.dtype.kind != "f":
-        (x,) = _promoted(op, (a,))
+        (x,) = _promoted(op, (a,), attrs)
     try:
         out = op.forward(x, **attrs) if attrs else op.forward(x)
     except ValueError:

@@ -311,6 +311,19 @@ def test_gradients_default_to_the_floating_leaves_the_output_depends_on() -> Non
     assert grads == {}
 
 
+def test_clamp_bounds_promote_as_python_numbers() -> None:
+    # PyTorch: an int64 tensor clamped to an int stays int64, to a float bound is float32; a
+    # graph's bounds are floats (attributes are normalized), so clamping an int leaf gives float32.
+    for bound, dtype in ((0, cg.int64), (0.5, F32)):
+        assert cg.clamp(cg.tensor([1, 2, 3]), max=bound).dtype == dtype
+    valid = validate(Graph((Leaf("k", "k"), Operation("c", "clamp", ("k",), {"max": 0.5})), "c"),
+                     {"k": ((3,), I64)})
+    assert valid.types["c"].dtype == F32
+    value, _ = evaluate(valid, {"k": [1, 2, 3]})
+    assert value.dtype == np.float32
+    np.testing.assert_array_equal(value, [0.5, 0.5, 0.5])
+
+
 def test_non_scalar_outputs_need_a_seed() -> None:
     valid = validate(parse("x * 2"), {"x": ((3,), F32)})
     with pytest.raises(InvalidArgument, match="non-scalar output needs a seed") as caught:
