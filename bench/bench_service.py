@@ -36,7 +36,9 @@ Sections (each prints one Markdown table; ratios are crossgrad / echo):
     (what the check costs) and a GetLeaf of a scalar (the service's floor: no engine work).
     Calls are interleaved in chunks, in a rotating order. Beside them, the same calls made on
     crossgrad's servicer directly in this process (no gRPC): the server's own work, so the part
-    of the latency that is gRPC and protobuf shows. Target: p50 <= 1.5x the echo's.
+    of the latency that is gRPC and protobuf shows, and the same calls each after 0.5 ms asleep
+    (what that work costs with cold CPU caches, as a server runs it between one client's
+    calls). Target: p50 <= 1.5x the echo's.
 (b) throughput: calls/s with 1, 4 and 16 client threads, each thread with its own channel (its
     own HTTP/2 connection: ``grpc.use_local_subchannel_pool``, else grpcio would share one
     connection among identical channels), each thread with its own session (sessions serialize
@@ -104,6 +106,7 @@ MIB_ELEMENTS = 262_144  # float32 elements in 1 MiB
 CALL_TIMEOUT = 60.0  # seconds, every RPC (the first Backward derives the closed form)
 START_TIMEOUT = 120.0  # seconds for a server subprocess to print its port
 LEAF_LABEL = "GetLeaf of a 0-d leaf (no engine work)"
+IDLE = 0.0005  # seconds asleep before each 'after idle' servicer call, about one round trip
 
 
 @dataclass(frozen=True)
@@ -514,7 +517,10 @@ def servicer_calls(cases: Sequence[Example],
                 "server's own work per call, measured in isolation (inside a serving process, "
                 "with gRPC's threads and the client busy on the other CPUs, the same work takes "
                 "longer), so 'p50 − servicer', what gRPC, protobuf and the client add, is an "
-                "upper bound, to compare with the echo's p50.")
+                "upper bound, to compare with the echo's p50. 'after idle µs': the same direct "
+                f"calls, each after sleeping {IDLE * 1e3:g} ms (about one round trip), median: "
+                "the same work with cold CPU caches, as a server runs it between one client's "
+                "calls.")
     try:
         yield calls, note
     finally:
@@ -560,6 +566,22 @@ def measure_latency(cases: Mapping[str, Callable[[], object]], calls: int, chunk
     return {name: Latency.of(samples[name]) for name in names}
 
 
+def median_after_idle(cases: Mapping[str, Callable[[], object]], calls: int,
+                      idle: float = IDLE) -> dict[str, float]:
+    """Median seconds per call of each case when every call follows ``idle`` seconds asleep, as
+    a server's handler runs between one client's calls: its code and data no longer in the CPU's
+    caches. Interleaved case by case."""
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    clock = time.perf_counter
+    for _ in range(calls):
+        for name, case in cases.items():
+            time.sleep(idle)
+            start = clock()
+            case()
+            samples[name].append(clock() - start)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
 def section_a(plan: Plan, client: Client, cases: Sequence[Example]) -> list[Target]:
     print("\n### (a) Sequential latency: one client thread, one channel, one session\n")
     echo_payload = cases[2].request(client.session_id).SerializeToString()
@@ -589,6 +611,7 @@ def section_a(plan: Plan, client: Client, cases: Sequence[Example]) -> list[Targ
     stats = measure_latency(calls, plan.latency_calls, plan.chunk)
     with servicer_calls(cases) as (direct, direct_note):
         own = measure(direct, budget=plan.servicer_budget, min_rounds=3) if direct else {}
+        after_idle = median_after_idle(direct, plan.latency_calls // 2)
     echo = stats["echo"]
     rows: list[list[str]] = []
     targets: list[Target] = []
@@ -596,10 +619,12 @@ def section_a(plan: Plan, client: Client, cases: Sequence[Example]) -> list[Targ
         ratio = lat.p50 / echo.p50
         graded = name not in informative
         servicer = own[name].median if name in own else None
+        idle = after_idle.get(name)
         row = [("echo (anchor)" if name == "echo" else name if name == leaf_label
                 else f"Backward {name}"),
                f"{sizes[name][0]} / {sizes[name][1]}", fmt_us(lat.p50), fmt_us(lat.p99),
                fmt_us(lat.mean), "" if servicer is None else fmt_us(servicer),
+               "" if idle is None else fmt_us(idle),
                "" if servicer is None else fmt_us(lat.p50 - servicer),
                fmt_ratio(ratio), fmt_ratio(lat.p99 / echo.p99)]
         if graded:
@@ -611,8 +636,8 @@ def section_a(plan: Plan, client: Client, cases: Sequence[Example]) -> list[Targ
             row += ["", ""]
         rows.append(row)
     print(markdown_table(["call", "bytes up / down", "p50 µs", "p99 µs", "mean µs",
-                          "servicer µs", "p50 − servicer", "p50 / echo", "p99 / echo",
-                          "target", "verdict"], rows))
+                          "servicer µs", "after idle µs", "p50 − servicer", "p50 / echo",
+                          "p99 / echo", "target", "verdict"], rows))
     print(f"\n{echo.calls} calls per row, timed one by one (client side: protobuf encoding and "
           "decoding included for crossgrad; the echo's bytes are not parsed), in interleaved "
           f"chunks of {plan.chunk}. The echo carries example 3's BackwardRequest bytes both "
