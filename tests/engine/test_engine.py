@@ -5,7 +5,9 @@ from __future__ import annotations
 import gc
 import sys
 import threading
+import warnings
 import weakref
+from typing import Any
 
 import crossgrad.engine as cg
 import numpy as np
@@ -111,3 +113,16 @@ def test_autograd_grad_returns_without_accumulating() -> None:
     (dx,) = cg.autograd.grad(x**3, x)
     assert dx is not None and dx.item() == pytest.approx(12.0)
     assert x.grad is None
+
+
+@pytest.mark.parametrize("make", [lambda x: x.sqrt(), lambda x: 1 / x, lambda x: x.log()],
+                         ids=["sqrt", "reciprocal", "log"])
+def test_backward_at_a_kink_warns_nothing(make: Any) -> None:
+    # PyTorch's gradient at x = 0 is inf (or nan) without a warning; NumPy's would warn.
+    x = cg.tensor(0.0, requires_grad=True)
+    with np.errstate(divide="ignore"):  # the forward's log(0): not backward's business
+        y = make(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y.backward()
+    assert x.grad is not None and not np.isfinite(x.grad.numpy())
