@@ -239,7 +239,9 @@ def structural_rule(op_name: str, attrs: tuple[tuple[str, Any], ...],
 
 
 def _sorted_symbols(element: Expr, among: Mapping[Expr, tuple[int, int]]) -> list[Expr]:
-    return sorted((s for s in element.free_symbols if s in among), key=among.__getitem__)
+    # A plain number has no symbols: e.g. the sum of no elements is the int 0.
+    symbols = getattr(element, "free_symbols", ())
+    return sorted((s for s in symbols if s in among), key=among.__getitem__)
 
 
 # --- derivation ----------------------------------------------------------------------------------

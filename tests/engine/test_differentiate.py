@@ -201,6 +201,23 @@ def test_graphs_seeds_and_wrt(symbolic: Symbolic) -> None:
     assert only_x.closed_forms["x"] == "y"
 
 
+@pytest.mark.parametrize(("op", "status"), [("sum", Status.AGREE), ("mean", Status.SINGULAR)])
+def test_a_reduction_of_no_elements(symbolic: Symbolic, op: str, status: Status) -> None:
+    # PyTorch: sum of nothing is 0, mean nan; the gradient has no elements either way.
+    g = Graph([Leaf("e", "e"), Operation("r", op, ("e",))], "r")
+    result = differentiate(g, {"e": np.zeros(0, np.float32)}, symbolic=symbolic)
+    assert result.gradients["e"].shape == (0,)
+    assert result.check.status is status, result.check.reason
+
+
+def test_nothing_to_differentiate_is_no_check(symbolic: Symbolic) -> None:
+    # Int leaves get no gradient, so a non-scalar output needs no seed and nothing is checked.
+    g = Graph([Leaf("i", "i"), Operation("l", "log", ("i",))], "l")
+    result = differentiate(g, {"i": np.array([2, 3])}, symbolic=symbolic)
+    np.testing.assert_allclose(result.value, np.log([2.0, 3.0]).astype(np.float32))
+    assert result.gradients == {} and result.check.status is Status.SKIPPED
+
+
 @pytest.mark.parametrize("cap", [False, True])
 def test_an_explicit_gradient_for_a_one_element_output_scales_the_closed_form(
         symbolic: Symbolic, cap: bool) -> None:
