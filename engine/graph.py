@@ -39,6 +39,7 @@ Shape = tuple[int, ...]
 Number = int | float | bool
 
 _MAX_NDIM = 64  # NumPy's own limit on dimensions
+MAX_NAME_CHARS = 256  # node ids and leaf names: errors quote them, and a status must stay small
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -309,6 +310,9 @@ def _edges(nodes: Sequence[Node]) -> list[tuple[int, ...]]:
                                   f"{type(node).__name__}")
         if type(node.id) is not str or not node.id:
             raise InvalidArgument(f"a node id must be a non-empty string, got {node.id!r}")
+        if len(node.id) > MAX_NAME_CHARS:
+            raise InvalidArgument(f"node id {node.id[:32]!r}… has {len(node.id):,} characters; "
+                                  f"a node id has at most {MAX_NAME_CHARS}")
         if position.setdefault(node.id, k) != k:
             raise InvalidArgument(f"node id {node.id!r} is used twice", node=node.id)
     edges: list[tuple[int, ...]] = []
@@ -416,6 +420,9 @@ class _Checker:
         if type(node.name) is not str or not node.name:
             raise InvalidArgument(f"node {node.id!r}: a leaf name must be a non-empty string",
                                   node=node.id)
+        if len(node.name) > MAX_NAME_CHARS:
+            raise InvalidArgument(f"node {node.id!r}: a leaf name has at most {MAX_NAME_CHARS} "
+                                  f"characters, not {len(node.name):,}", node=node.id)
         if node.name not in self.leaves:
             self.leaves[node.name] = self._declared(node)
         shape, dtype = self.leaves[node.name]

@@ -23,6 +23,7 @@ class Config:
     max_nodes: int = 100_000
     max_elements: int = 1_000_000  # per tensor
     max_sessions: int = 10_000
+    max_leaves: int = 10_000  # per session
     session_ttl: float = 1800.0  # seconds of idleness before a session expires (default)
     symbolic_deadline: float = 10.0  # seconds per closed-form derivation
     symbolic_max_symbols: int = 50_000
@@ -50,6 +51,7 @@ _HELP = {
     "max_nodes": "most nodes in a graph",
     "max_elements": "most elements in one tensor",
     "max_sessions": "most live sessions",
+    "max_leaves": "most leaves in one session",
     "session_ttl": "default idle TTL of a session, seconds",
     "symbolic_deadline": "seconds a closed-form derivation may take before it is stopped",
     "symbolic_max_symbols": "scalar symbols past which no closed form is derived",

@@ -32,27 +32,22 @@ from crossgrad.engine.ops import TABLE, Op
 from crossgrad.v1 import crossgrad_pb2 as pb
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from .errors import short_name
 from .sessions import LeafState, Session
 
 FLOAT32, FLOAT64, INT64, BOOL = dtypes.float32, dtypes.float64, dtypes.int64, dtypes.bool_
 
 _MAX_NDIM = 64  # NumPy's limit on dimensions
-_ECHO = 64  # characters of a client-chosen name echoed in a message or a field path
 _INT64_MIN, _INT64_END = -(2.0**63), 2.0**63  # the doubles that convert to int64
 
 
 # --- errors --------------------------------------------------------------------------------------
 
-def _echo(name: str) -> str:
-    """A client-chosen name, quoted, at most ``_ECHO`` characters of it."""
-    return repr(name) if len(name) <= _ECHO else repr(name[:_ECHO]) + "…"
-
-
 class InvalidField(InvalidArgument):
     """A malformed request field: ``field`` is its path, ``node`` the graph node, if any."""
 
     def __init__(self, field: str, problem: str, *, node: str | None = None) -> None:
-        where = field if node is None else f"{field} (node {_echo(node)})"
+        where = field if node is None else f"{field} (node {short_name(node)})"
         super().__init__(f"{where}: {problem}", node=node)
         self.field = field
 
@@ -68,7 +63,7 @@ class FieldLimitExceeded(LimitExceeded, InvalidField):
 
 def map_field(field: str, key: str) -> str:
     """The path of a map entry or a named item, e.g. ``values['x']``."""
-    return f"{field}[{_echo(key)}]"
+    return f"{field}[{short_name(key)}]"
 
 
 # --- dtypes --------------------------------------------------------------------------------------
@@ -318,7 +313,7 @@ def _operation(message: pb.Operation, node_id: str, path: str) -> Operation:
     op = TABLE.get(message.op)  # an unknown op is the engine's to refuse, naming the node
     attrs: dict[str, Any] = {}
     for name in sorted(message.attrs):
-        attr_path = f"{path}.attrs[{_echo(name)}]"
+        attr_path = f"{path}.attrs[{short_name(name)}]"
         value = message.attrs[name]
         which = value.WhichOneof("value")
         if which is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from crossgrad.engine.errors import CrossgradError, InvalidArgument
 
-_NAME_CHARS = 64  # leaf names are client-chosen: echo a bounded prefix, not a megabyte
+_NAME_CHARS = 64  # names are client-chosen: echo a bounded prefix, not a megabyte
 
 
 def short_id(session_id: str) -> str:
@@ -20,7 +20,8 @@ def short_id(session_id: str) -> str:
     return session_id if len(session_id) <= 8 else session_id[:8] + "…"
 
 
-def _short_name(name: str) -> str:
+def short_name(name: str) -> str:
+    """A client-chosen name, quoted, at most ``_NAME_CHARS`` characters of it."""
     return repr(name) if len(name) <= _NAME_CHARS else repr(name[:_NAME_CHARS]) + "…"
 
 
@@ -41,8 +42,8 @@ class LeafNotFound(CrossgradError):
     status = "NOT_FOUND"
 
     def __init__(self, name: str, *, node: str | None = None) -> None:
-        where = f"node {_short_name(node)}: " if node is not None else ""
-        super().__init__(f"{where}no leaf named {_short_name(name)} in this session", node=node)
+        where = f"node {short_name(node)}: " if node is not None else ""
+        super().__init__(f"{where}no leaf named {short_name(name)} in this session", node=node)
         self.name = name
 
 
@@ -52,7 +53,7 @@ class VersionMismatch(CrossgradError):
     status = "ABORTED"
 
     def __init__(self, name: str, expected: int, version: int) -> None:
-        super().__init__(f"leaf {_short_name(name)} is at version {version}, not the expected "
+        super().__init__(f"leaf {short_name(name)} is at version {version}, not the expected "
                          f"{expected}: read it again, then retry")
         self.name = name
         self.version = version

@@ -22,10 +22,9 @@ from typing import cast
 
 from crossgrad.engine import dtypes
 from crossgrad.engine.dtypes import DType
-from crossgrad.engine.errors import InvalidArgument
 from crossgrad.engine.graph import LimitExceeded
 
-from .errors import SessionNotFound
+from .errors import RequestIdReused, SessionNotFound
 from .sessions import Change, CheckMode, R, Session, StoreConfig, new_session_id
 
 
@@ -54,21 +53,20 @@ class MemoryStore:
         self._slots: dict[str, _Slot] = {}
         # (deadline, id): at least one entry per live session, never later than its deadline.
         self._deadlines: list[tuple[float, str]] = []
-        # Store-wide request_ids of create and delete: key -> (forget at, session id), oldest first.
-        self._requests: OrderedDict[Hashable, tuple[float, str]] = OrderedDict()
+        # Store-wide request_ids of create and delete: key -> (forget at, session id, what the
+        # call asked for), oldest first.
+        self._requests: OrderedDict[Hashable, tuple[float, str, Hashable]] = OrderedDict()
 
     def create(self, dtype: DType = dtypes.float32, check: CheckMode = "STRICT",
                idle_ttl: float | None = None, *, owner: str | None = None,
                request_id: str | None = None) -> Session:
-        ttl = self.config.default_idle_ttl if idle_ttl is None else idle_ttl
-        if ttl > self.config.max_idle_ttl:
-            raise InvalidArgument(f"idle_ttl {ttl} s is above this server's limit of "
-                                  f"{self.config.max_idle_ttl} s")
+        ttl = self.config.default_idle_ttl if idle_ttl is None else min(
+            idle_ttl, self.config.max_idle_ttl)
         session = Session(new_session_id(), dtype, check, ttl, owner)  # validates the settings
-        key = ("create", owner, request_id)
+        key, asked = ("create", owner, request_id), (dtype, check, idle_ttl)
         with self._lock:
             now = self._sweep()
-            if request_id is not None and (first := self._recall(key)) is not None:
+            if request_id is not None and (first := self._recall(key, asked)) is not None:
                 return self._live(first, owner, now).session
             if len(self._slots) >= self.config.max_sessions:
                 raise LimitExceeded(f"too many sessions: this server holds at most "
@@ -77,12 +75,17 @@ class MemoryStore:
             self._slots[session.id] = _Slot(session, now + ttl)
             heapq.heappush(self._deadlines, (now + ttl, session.id))
             if request_id is not None:
-                self._remember(key, session.id, now)
+                self._remember(key, session.id, asked, now)
         return session
 
     def get(self, session_id: str, *, owner: str | None = None) -> Session:
         with self._lock:
             return self._live(session_id, owner, self._sweep()).session
+
+    def recall(self, session_id: str, request_id: str, *, owner: str | None = None,
+               ) -> object | None:
+        with self._lock:
+            return self._live(session_id, owner, self._sweep()).results.get(request_id)
 
     def update(self, session_id: str, change: Change[R], request_id: str | None = None, *,
                owner: str | None = None) -> R:
@@ -116,13 +119,13 @@ class MemoryStore:
         key = ("delete", owner, session_id, request_id)
         with self._lock:
             now = self._sweep()
-            if request_id is not None and self._recall(key) is not None:
+            if request_id is not None and self._recall(key, None) is not None:
                 return
             slot = self._live(session_id, owner, now)
             del self._slots[session_id]
             slot.alive = False
             if request_id is not None:
-                self._remember(key, session_id, now)
+                self._remember(key, session_id, None, now)
             if len(self._deadlines) > 2 * len(self._slots) + 64:
                 # Deleted sessions leave their heap entries behind: rebuild before they pile up.
                 self._deadlines = [(s.deadline, i) for i, s in self._slots.items()]
@@ -160,12 +163,18 @@ class MemoryStore:
             self._requests.popitem(last=False)
         return now
 
-    def _recall(self, key: Hashable) -> str | None:
-        """The session id a remembered request_id's call returned (expired ones are swept)."""
+    def _recall(self, key: tuple[Hashable, ...], asked: Hashable) -> str | None:
+        """The session id a remembered request_id's call returned (expired ones are swept);
+        RequestIdReused if that call asked for something else."""
         entry = self._requests.get(key)
-        return None if entry is None else entry[1]
+        if entry is None:
+            return None
+        if entry[2] != asked:
+            raise RequestIdReused(str(key[-1]))
+        return entry[1]
 
-    def _remember(self, key: Hashable, session_id: str, now: float) -> None:
-        self._requests[key] = (now + self.config.request_id_ttl, session_id)
+    def _remember(self, key: Hashable, session_id: str, asked: Hashable, now: float) -> None:
+        # Kept as long as any session may stay idle: a retry can come that late.
+        self._requests[key] = (now + self.config.max_idle_ttl, session_id, asked)
         if len(self._requests) > self.config.max_store_request_ids:
             self._requests.popitem(last=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -20,7 +21,7 @@ from crossgrad.engine.check import CheckMode
 from crossgrad.engine.differentiation import Cache, GradientCheck, Symbolic, differentiate
 from crossgrad.engine.dtypes import DType
 from crossgrad.engine.errors import InvalidArgument, UsageError
-from crossgrad.engine.graph import Graph, Leaf, ValidGraph
+from crossgrad.engine.graph import MAX_NAME_CHARS, Graph, Leaf, LimitExceeded, ValidGraph
 from crossgrad.engine.tape import Tape
 from crossgrad.engine.tensor import Tensor
 from crossgrad.v1 import crossgrad_pb2 as pb
@@ -29,7 +30,7 @@ from google.protobuf import message
 
 from . import convert
 from .config import Config
-from .errors import LeafNotFound, RequestIdReused, VersionMismatch
+from .errors import LeafNotFound, RequestIdReused, VersionMismatch, short_name
 from .sessions import LeafState, Session, SessionStore
 from .status import to_status
 
@@ -39,6 +40,7 @@ Response = TypeVar("Response", bound=message.Message)
 _DEADLINE_MARGIN = 0.05  # seconds kept back from a client's deadline to answer in time
 _RETRIES = 5  # recomputations of a Backward whose leaves changed under it
 _PER_GRAPH = 16  # tapes and checks kept per known graph
+MAX_REQUEST_ID_CHARS = 128
 
 
 class _Stale(Exception):
@@ -81,7 +83,30 @@ def _rpc(method: Callable[[Any, Request, grpc.ServicerContext], Response],
 
 
 def _fingerprint(request: message.Message) -> str:
-    return hashlib.blake2b(request.SerializeToString(deterministic=True)).hexdigest()
+    """What identifies a request under its request_id: its method (by its message type) and its
+    fields."""
+    digest = hashlib.blake2b(request.DESCRIPTOR.full_name.encode())
+    digest.update(request.SerializeToString(deterministic=True))
+    return digest.hexdigest()
+
+
+def _request_id(request: Any) -> str | None:
+    """The request's idempotency key, None when it has none."""
+    key: str = request.request_id
+    if len(key) > MAX_REQUEST_ID_CHARS:
+        raise convert.InvalidField("request_id", f"{len(key)} characters; a request_id has at "
+                                   f"most {MAX_REQUEST_ID_CHARS}")
+    return key or None
+
+
+def _replay(remembered: Any, fingerprint: str, request_id: str,
+            response_type: type[Response]) -> Response:
+    """The answer remembered for a request_id, or RequestIdReused if it answered another request
+    than the one whose ``fingerprint`` is given."""
+    first, payload = remembered
+    if first != fingerprint:
+        raise RequestIdReused(request_id)
+    return response_type.FromString(payload)
 
 
 class Servicer(pb_grpc.AutogradServiceServicer):
@@ -102,24 +127,48 @@ class Servicer(pb_grpc.AutogradServiceServicer):
             return configured
         return max(0.001, min(configured, remaining - _DEADLINE_MARGIN))
 
-    def _mutate(self, rpc: str, request: Any, change: Callable[[Session], tuple[Session, Any]],
+    def _answered(self, request: Any, response_type: type[Response]) -> Response | None:
+        """The first answer, when this request's request_id has one: looked up before any work,
+        so a retry gets it whatever the session's state is now."""
+        request_id = _request_id(request)
+        if request_id is None:
+            return None
+        remembered = self.store.recall(request.session_id, request_id)
+        if remembered is None:
+            return None
+        return _replay(remembered, _fingerprint(request), request_id, response_type)
+
+    def _mutate(self, request: Any, change: Callable[[Session], tuple[Session, Response]],
                 response_type: type[Response]) -> Response:
         """``change`` applied through the store; a retried request_id gets its first answer."""
-        if not request.request_id:
-            return self.store.update(request.session_id, change)
+        request_id = _request_id(request)
+        if request_id is None:
+            def fitting(session: Session) -> tuple[Session, Response]:
+                new, response = change(session)
+                self._check_size(response.ByteSize())
+                return new, response
+
+            return self.store.update(request.session_id, fitting)
         # Only calls that can be retried pay for remembering their answer (and for hashing the
         # request, megabytes for a large tensor).
         fingerprint = _fingerprint(request)
 
         def recorded(session: Session) -> tuple[Session, tuple[str, bytes]]:
             new, response = change(session)
-            return new, (fingerprint, response.SerializeToString())
+            payload = response.SerializeToString()
+            self._check_size(len(payload))
+            return new, (fingerprint, payload)
 
-        first, payload = self.store.update(request.session_id, recorded,
-                                           f"{rpc}:{request.request_id}")
-        if first != fingerprint:
-            raise RequestIdReused(request.request_id)
-        return response_type.FromString(payload)
+        remembered = self.store.update(request.session_id, recorded, request_id)
+        return _replay(remembered, fingerprint, request_id, response_type)
+
+    def _check_size(self, size: int) -> None:
+        """Refuse an answer over the message size limit before the store commits its change:
+        gRPC would refuse to send it after the change was applied."""
+        if size > self.config.max_message_bytes:
+            raise LimitExceeded(f"the response would be {size:,} bytes, over the server's "
+                                f"message size limit of {self.config.max_message_bytes:,}; "
+                                "nothing was changed")
 
     def _tensor(self, tensor: pb.Tensor, field: str, default_dtype: DType | None) -> np.ndarray:
         return convert.tensor_to_array(tensor, field=field, default_dtype=default_dtype,
@@ -154,24 +203,22 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                       ) -> pb.CreateSessionResponse:
         dtype = convert.dtype_from_proto(request.dtype, default=convert.FLOAT32, field="dtype")
         mode = convert.check_mode_from_proto(request.check_mode) or CheckMode.STRICT
-        ttl = (request.idle_ttl.ToTimedelta().total_seconds() if request.HasField("idle_ttl")
-               else None)
-        session = self.store.create(dtype, mode.value, ttl or None,
-                                    request_id=request.request_id or None)
-        return pb.CreateSessionResponse(session=convert.session_to_proto(session))
+        ttl = convert.duration_from_proto(request.idle_ttl, field="idle_ttl")
+        session = self.store.create(dtype, mode.value, ttl, request_id=_request_id(request))
+        return pb.CreateSessionResponse(session=_session_to_proto(session))
 
     @_rpc
     def GetSession(self, request: pb.GetSessionRequest, context: grpc.ServicerContext,
                    ) -> pb.GetSessionResponse:
         session = self.store.get(request.session_id)
         return pb.GetSessionResponse(
-            session=convert.session_to_proto(session),
+            session=_session_to_proto(session),
             leaves=[convert.leaf_info(n, leaf) for n, leaf in sorted(session.leaves.items())])
 
     @_rpc
     def DeleteSession(self, request: pb.DeleteSessionRequest, context: grpc.ServicerContext,
                       ) -> pb.DeleteSessionResponse:
-        self.store.delete(request.session_id, request.request_id or None)
+        self.store.delete(request.session_id, _request_id(request))
         return pb.DeleteSessionResponse()
 
     # --- leaves -----------------------------------------------------------------------------------
@@ -179,8 +226,13 @@ class Servicer(pb_grpc.AutogradServiceServicer):
     @_rpc
     def PutLeaf(self, request: pb.PutLeafRequest, context: grpc.ServicerContext,
                 ) -> pb.PutLeafResponse:
+        if (first := self._answered(request, pb.PutLeafResponse)) is not None:
+            return first
         if not request.name:
-            raise InvalidArgument("a leaf needs a name")
+            raise convert.InvalidField("name", "a leaf needs a name")
+        if len(request.name) > MAX_NAME_CHARS:
+            raise convert.InvalidField("name", f"{len(request.name):,} characters; a leaf name "
+                                       f"has at most {MAX_NAME_CHARS}")
         snapshot = self.store.get(request.session_id)
         value = (self._tensor(request.value, "value", snapshot.dtype) if request.HasField("value")
                  else None)
@@ -193,9 +245,12 @@ class Servicer(pb_grpc.AutogradServiceServicer):
             if expected is not None and expected != (0 if old is None else old.version):
                 raise VersionMismatch(request.name, expected, 0 if old is None else old.version)
             if old is None:
+                if len(session.leaves) >= self.config.max_leaves:
+                    raise LimitExceeded(f"this session holds {len(session.leaves):,} leaves, the "
+                                        "server's limit; create a new session for more")
                 if value is None:
-                    raise InvalidArgument(f"leaf {request.name!r} does not exist: creating it "
-                                          "needs a value")
+                    raise convert.InvalidField("value", f"leaf {short_name(request.name)} does "
+                                               "not exist: creating it needs a value")
                 if wants_grad and value.dtype.kind != "f":
                     raise UsageError("only Tensors of floating point dtype can require gradients")
                 leaf = LeafState(value, bool(wants_grad), None, 1)
@@ -206,9 +261,9 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                 leaf = old
                 if value is not None:
                     if value.shape != old.value.shape:
-                        raise InvalidArgument(
-                            f"value: leaf {request.name!r} has shape {list(old.value.shape)}; "
-                            f"the new value has shape {list(value.shape)}")
+                        raise convert.InvalidField(
+                            "value", f"leaf {short_name(request.name)} has shape "
+                            f"{list(old.value.shape)}; the new value has shape {list(value.shape)}")
                     leaf = leaf.with_value(_cast(value, old.value.dtype, request.name))
                 if wants_grad is not None:
                     if wants_grad and leaf.value.dtype.kind != "f":
@@ -219,7 +274,7 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                     pb.PutLeafResponse(leaf=convert.leaf_info(request.name, leaf),
                                        created=old is None))
 
-        return self._mutate("PutLeaf", request, change, pb.PutLeafResponse)
+        return self._mutate(request, change, pb.PutLeafResponse)
 
     @_rpc
     def GetLeaf(self, request: pb.GetLeafRequest, context: grpc.ServicerContext,
@@ -242,9 +297,9 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                         None if request.set_to_none else np.zeros_like(leaf.grad))
             new = session.with_leaves(changed)
             return new, pb.ZeroGradResponse(
-                leaves=[convert.leaf_info(n, new.leaves[n]) for n in names])
+                leaves=[convert.leaf_info(n, new.leaves[n]) for n in sorted(changed)])
 
-        return self._mutate("ZeroGrad", request, change, pb.ZeroGradResponse)
+        return self._mutate(request, change, pb.ZeroGradResponse)
 
     # --- graphs -----------------------------------------------------------------------------------
 
@@ -254,6 +309,12 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         session = self.store.get(request.session_id)
         valid = self._graph(request.graph, session).valid
         ids = list(request.nodes) or [valid.output]
+        seen: set[str] = set()
+        for node_id in ids:
+            if node_id in seen:
+                raise convert.InvalidField("nodes", f"node {short_name(node_id)} is asked for "
+                                           "twice")
+            seen.add(node_id)
         values = {name: session.leaves[name].value for name in valid.leaves}
         tracking = {n for n in valid.leaves if session.leaves[n].requires_grad}
         _, env = graphs.run(valid, values, tracking, ids, checked=True)
@@ -273,6 +334,8 @@ class Servicer(pb_grpc.AutogradServiceServicer):
     @_rpc
     def Backward(self, request: pb.BackwardRequest, context: grpc.ServicerContext,
                  ) -> pb.BackwardResponse:
+        if (first := self._answered(request, pb.BackwardResponse)) is not None:
+            return first
         for _ in range(_RETRIES):
             try:
                 return self._backward(request, context)
@@ -309,7 +372,7 @@ class Servicer(pb_grpc.AutogradServiceServicer):
             # Built in place: a submessage given to a constructor is copied.
             response = pb.BackwardResponse()
             convert.array_to_tensor(checked.value, response.output)
-            for name, leaf in updated.items():
+            for name, leaf in sorted(updated.items()):
                 if leaf.grad is not None:
                     message = response.leaves.add(
                         name=name, version=leaf.version,
@@ -321,7 +384,7 @@ class Servicer(pb_grpc.AutogradServiceServicer):
             convert.report_to_proto(checked.check, response.check)
             return current.with_leaves(updated), response
 
-        return self._mutate("Backward", request, change, pb.BackwardResponse)
+        return self._mutate(request, change, pb.BackwardResponse)
 
     # --- stateless --------------------------------------------------------------------------------
 
@@ -337,7 +400,8 @@ class Servicer(pb_grpc.AutogradServiceServicer):
             raise InvalidArgument("give a graph or a formula")
         values = {name: self._tensor(t, convert.map_field("values", name), convert.FLOAT32)
                   for name, t in request.values.items()}
-        seed = self._tensor(request.seed, "seed", None) if request.HasField("seed") else None
+        seed = (self._tensor(request.seed, "seed", convert.FLOAT32) if request.HasField("seed")
+                else None)
         mode = convert.check_mode_from_proto(request.check_mode) or CheckMode.STRICT
         wrt = list(request.wrt) or None
         result = differentiate(source, values, wrt=wrt, check=mode, hessian=request.hessian,
@@ -353,6 +417,11 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         return convert.list_ops_response()
 
 
+def _session_to_proto(session: Session) -> pb.Session:
+    # This call restarted the session's idle timer.
+    return convert.session_to_proto(session, expire_time=time.time() + session.idle_ttl)
+
+
 def _fits(signature: list[tuple[str, tuple[int, ...], np.dtype[Any]]],
           leaves: Mapping[str, LeafState]) -> bool:
     """Whether the session's leaves still have the shapes and dtypes a graph was validated with."""
@@ -365,6 +434,11 @@ def _fits(signature: list[tuple[str, tuple[int, ...], np.dtype[Any]]],
 
 def _cast(value: np.ndarray, dtype: np.dtype[Any], name: str) -> np.ndarray:
     if not np.can_cast(value.dtype, dtype, "same_kind"):
-        raise InvalidArgument(f"value: leaf {name!r} is {dtype}; a {value.dtype} value does "
-                              "not convert to it")
-    return value.astype(dtype, copy=False)
+        raise convert.InvalidField("value", f"leaf {short_name(name)} is {dtype}; a {value.dtype} "
+                                   "value does not convert to it")
+    with np.errstate(over="ignore"):  # found below
+        cast = value.astype(dtype, copy=False)
+    if cast.dtype.kind == "f" and not np.isfinite(cast).all():
+        raise convert.InvalidField("value", f"leaf {short_name(name)} is {dtype}, and the value "
+                                   "overflows it (a leaf value must be finite)")
+    return cast

@@ -199,15 +199,14 @@ class StoreConfig:
     # N x (result size) is memory a session can hold; they live and die with the session.
     max_request_ids: int = 1000
     # Store-wide, for create and delete (whose session does not exist before / after the call):
-    # how long a request_id is remembered, and at most how many are.
-    request_id_ttl: float = 600.0
+    # at most how many request_ids are remembered (each for max_idle_ttl).
     max_store_request_ids: int = 10_000
 
     def __post_init__(self) -> None:
         for name in ("max_sessions", "max_request_ids", "max_store_request_ids"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("default_idle_ttl", "max_idle_ttl", "request_id_ttl"):
+        for name in ("default_idle_ttl", "max_idle_ttl"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
         if self.default_idle_ttl > self.max_idle_ttl:
@@ -224,23 +223,30 @@ class SessionStore(Protocol):
 
     Mutating calls take an optional ``request_id``: a retry with the same id returns the first
     call's result and applies nothing twice, also when the two run concurrently. A call that raised
-    is not remembered, so its retry runs again. One id returns one result whatever the call, so a
-    servicer reusing ids across RPCs should prefix them with the RPC's name.
+    is not remembered, so its retry runs again. One id returns one result whatever the change: the
+    servicer keeps in the result what identifies its request, to refuse an id sent with another.
     """
 
     def create(self, dtype: DType = dtypes.float32, check: CheckMode = "STRICT",
                idle_ttl: float | None = None, *, owner: str | None = None,
                request_id: str | None = None) -> Session:
-        """A new, empty session (``idle_ttl`` None: the store's default).
+        """A new, empty session (``idle_ttl`` None: the store's default; capped at its maximum).
 
         Raises LimitExceeded at the live-session cap, InvalidArgument for bad settings. A retry
-        (same owner and request_id, within ``request_id_ttl``) returns the session the first call
-        created, as it is now, or SessionNotFound if it is gone; the retry's settings are ignored.
+        (same owner and request_id, within ``max_idle_ttl``) returns the session the first call
+        created, as it is now, or SessionNotFound if it is gone; RequestIdReused if it asks for
+        other settings.
         """
         ...
 
     def get(self, session_id: str, *, owner: str | None = None) -> Session:
         """The session's current snapshot."""
+        ...
+
+    def recall(self, session_id: str, request_id: str, *, owner: str | None = None,
+               ) -> object | None:
+        """The result an ``update`` with this request_id returned, if the session remembers one:
+        a retry gets it before any work, whatever the session's state now."""
         ...
 
     def update(self, session_id: str, change: Change[R], request_id: str | None = None, *,

@@ -33,6 +33,10 @@ from .errors import LeafNotFound, RequestIdReused, SessionNotFound, VersionMisma
 log = logging.getLogger("crossgrad.server")
 
 DOMAIN = "crossgrad"
+# A status travels in the call's trailers, which gRPC caps at 16 KiB: a client-chosen node id or
+# leaf name of any length must not push it over (the client would get "Stream removed" instead).
+_MESSAGE_CHARS = 2000
+_METADATA_CHARS = 256
 
 # Most specific first: the first class an error is an instance of gives its reason.
 _REASONS: tuple[tuple[type[BaseException], str], ...] = (
@@ -62,10 +66,10 @@ def to_status(error: BaseException, *, field: str | None = None) -> grpc.Status:
     reason = next(r for cls, r in _REASONS if isinstance(error, cls))
     metadata = {}
     if error.node is not None:
-        metadata["node"] = str(error.node)
+        metadata["node"] = _bounded(str(error.node), _METADATA_CHARS)
     name = getattr(error, "name", None)
     if isinstance(name, str):
-        metadata["leaf"] = name
+        metadata["leaf"] = _bounded(name, _METADATA_CHARS)
     python = next((cls.__name__ for cls in _PYTHON_EXCEPTIONS if isinstance(error, cls)), None)
     if python is not None:
         metadata["python_exception"] = python
@@ -74,16 +78,21 @@ def to_status(error: BaseException, *, field: str | None = None) -> grpc.Status:
     limit = getattr(error, "limit", None)
     if isinstance(limit, str):
         metadata["limit"] = limit
+    message = _bounded(error.message, _MESSAGE_CHARS)
     extra = []
     if code is grpc.StatusCode.INVALID_ARGUMENT:
         where = (field or getattr(error, "field", None)
                  or (f"graph.nodes[{error.node}]" if error.node is not None else ""))
         extra.append(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=where,
-                                                        description=error.message)]))
+            error_details_pb2.BadRequest.FieldViolation(field=_bounded(where, _METADATA_CHARS),
+                                                        description=message)]))
     if isinstance(error, CheckFailed):
         extra.append(report_to_proto(error.report))
-    return _status(code, error.message, reason, metadata, *extra)
+    return _status(code, message, reason, metadata, *extra)
+
+
+def _bounded(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[:chars - 1] + "…"
 
 
 def _status(code: grpc.StatusCode, message: str, reason: str, metadata: dict[str, str],

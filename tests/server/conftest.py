@@ -11,7 +11,8 @@ from crossgrad.server.main import RunningServer, serve
 from crossgrad.v1 import crossgrad_pb2_grpc as pb_grpc
 
 TEST_CONFIG = Config(address="127.0.0.1:0", max_nodes=2_000, max_elements=100_000,
-                     max_message_bytes=4 * 1024 * 1024, symbolic_workers=2, threads=40)
+                     max_message_bytes=4 * 1024 * 1024, max_leaves=50, symbolic_workers=2,
+                     threads=40)
 
 
 @pytest.fixture(scope="module")

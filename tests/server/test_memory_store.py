@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from crossgrad.engine.errors import CrossgradError, InvalidArgument
 from crossgrad.engine.graph import LimitExceeded
-from crossgrad.server.errors import LeafNotFound, SessionNotFound
+from crossgrad.server.errors import LeafNotFound, RequestIdReused, SessionNotFound
 from crossgrad.server.memory_store import MemoryStore
 from crossgrad.server.sessions import (
     Change,
@@ -116,12 +116,17 @@ def test_create_with_settings(store: MemoryStore) -> None:
 
 @pytest.mark.parametrize("kwargs", [
     {"dtype": cg.int64}, {"check": "LOOSE"}, {"idle_ttl": 0.0}, {"idle_ttl": -1.0},
-    {"idle_ttl": float("nan")}, {"idle_ttl": float("inf")}, {"idle_ttl": 10.0**9},
+    {"idle_ttl": float("nan")},
 ])
 def test_create_rejects_bad_settings(store: MemoryStore, kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgument) as info:
         store.create(**kwargs)
     assert info.value.status == "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize("asked", [10.0**9, float("inf")])
+def test_an_idle_ttl_past_the_maximum_is_capped(store: MemoryStore, asked: float) -> None:
+    assert store.create(idle_ttl=asked).idle_ttl == store.config.max_idle_ttl
 
 
 def test_check_mode_parses_wire_names() -> None:
@@ -348,20 +353,34 @@ def test_concurrent_duplicates_apply_once(store: MemoryStore, pool: ThreadPoolEx
 
 
 def test_a_retried_create_returns_the_same_session(store: MemoryStore) -> None:
-    first = store.create(request_id="c1")
-    assert store.create(cg.float64, request_id="c1").id == first.id  # the retry's settings ignored
+    first = store.create(cg.float64, idle_ttl=60.0, request_id="c1")
+    assert store.create(cg.float64, idle_ttl=60.0, request_id="c1").id == first.id
     assert store.create(request_id="c1", owner="bob").id != first.id  # request ids are per owner
     assert store.create(request_id="c2").id != first.id
 
 
+@pytest.mark.parametrize("other", [{"dtype": cg.float32}, {"check": "OFF"}, {"idle_ttl": 61.0}])
+def test_a_create_request_id_sent_with_other_settings_is_refused(
+        store: MemoryStore, other: dict[str, Any]) -> None:
+    asked: dict[str, Any] = {"dtype": cg.float64, "check": "STRICT", "idle_ttl": 60.0}
+    first = store.create(**asked, request_id="c")
+    with pytest.raises(RequestIdReused):
+        store.create(**{**asked, **other}, request_id="c")
+    assert store.create(**asked, request_id="c").id == first.id
+
+
 def test_a_retried_create_uses_no_second_slot(clock: FakeClock) -> None:
-    store = MemoryStore(StoreConfig(max_sessions=1, request_id_ttl=60.0), clock=clock)
+    store = MemoryStore(StoreConfig(max_sessions=1, default_idle_ttl=30.0, max_idle_ttl=60.0),
+                        clock=clock)
     first = store.create(request_id="c")
     assert store.create(request_id="c").id == first.id
     store.delete(first.id)
     with pytest.raises(SessionNotFound):  # the first answer names a session that is gone
         store.create(request_id="c")
-    clock.advance(60.0)  # the request id is forgotten after request_id_ttl
+    clock.advance(59.0)  # remembered for as long as any session may stay idle
+    with pytest.raises(SessionNotFound):
+        store.create(request_id="c")
+    clock.advance(1.0)
     assert store.create(request_id="c").id != first.id
 
 
@@ -539,3 +558,12 @@ def test_a_memory_store_is_a_session_store() -> None:
     session = store.create()
     store.close()
     assert isinstance(session, Session)
+
+
+def test_recall_gives_a_remembered_result_before_any_work(store: MemoryStore) -> None:
+    session_id = with_leaf(store)
+    assert store.recall(session_id, "r") is None
+    store.update(session_id, add_grad(1.0), request_id="r")
+    assert store.recall(session_id, "r") == 1.0
+    with pytest.raises(SessionNotFound):
+        store.recall("no such session", "r")

@@ -24,6 +24,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
+from .conftest import TEST_CONFIG
+
 Stub = pb_grpc.AutogradServiceStub
 F32 = np.float32
 
@@ -77,6 +79,13 @@ def new_session(stub: Stub, **leaves: tuple[Any, bool]) -> str:
         stub.PutLeaf(pb.PutLeafRequest(session_id=session, name=name, value=tensor(value),
                                        requires_grad=requires_grad))
     return session
+
+
+def session_state(stub: Stub, session: str) -> pb.GetSessionResponse:
+    """The session's settings and leaves (not its expiry time, which every call moves on)."""
+    state = stub.GetSession(pb.GetSessionRequest(session_id=session))
+    state.session.ClearField("expire_time")
+    return state
 
 
 def grad_of(stub: Stub, session: str, name: str) -> np.ndarray | None:
@@ -254,8 +263,91 @@ def test_a_retried_request_id_applies_once(stub: Stub) -> None:
                                          request_id="step-1"))
     assert reused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert _reason(reused.value) == "REQUEST_ID_REUSED"
-    created = stub.CreateSession(pb.CreateSessionRequest(request_id="make-1"))
-    assert stub.CreateSession(pb.CreateSessionRequest(request_id="make-1")) == created
+    created = stub.CreateSession(pb.CreateSessionRequest(request_id="make-1")).session
+    assert stub.CreateSession(pb.CreateSessionRequest(request_id="make-1")).session.id == \
+        created.id
+
+
+def test_a_retry_gets_its_first_answer_whatever_the_state_now(stub: Stub) -> None:
+    session = new_session(stub, x=(3.0, True))
+    request = pb.BackwardRequest(session_id=session, graph=SQUARE, request_id="step-1")
+    first = stub.Backward(request)
+    stub.PutLeaf(pb.PutLeafRequest(session_id=session, name="x", requires_grad=False))
+    assert stub.Backward(request) == first  # now x requires no grad: computed again, it fails
+    assert grad_of(stub, session, "x") == 6.0
+
+
+def test_a_request_id_is_one_request_across_methods(stub: Stub) -> None:
+    session = new_session(stub, x=(3.0, True))
+    stub.Backward(pb.BackwardRequest(session_id=session, graph=SQUARE, request_id="r"))
+    with pytest.raises(grpc.RpcError) as reused:
+        stub.ZeroGrad(pb.ZeroGradRequest(session_id=session, request_id="r"))
+    assert _reason(reused.value) == "REQUEST_ID_REUSED"
+    assert grad_of(stub, session, "x") == 6.0
+    stub.CreateSession(pb.CreateSessionRequest(request_id="make-2"))
+    with pytest.raises(grpc.RpcError) as reused:  # the same key, other settings
+        stub.CreateSession(pb.CreateSessionRequest(request_id="make-2", dtype=pb.DTYPE_FLOAT64))
+    assert _reason(reused.value) == "REQUEST_ID_REUSED"
+
+
+def test_a_response_over_the_size_limit_fails_and_changes_nothing(
+        running_server: RunningServer, stub: Stub) -> None:
+    session = stub.CreateSession(pb.CreateSessionRequest(dtype=pb.DTYPE_FLOAT64,
+                                                         check_mode=pb.CHECK_MODE_OFF))
+    sid = session.session.id
+    n = 100_000  # the test server's max_elements: 800 kB of float64 a tensor
+    stub.PutLeaf(pb.PutLeafRequest(session_id=sid, name="a", requires_grad=True,
+                                   value=tensor(np.linspace(0, 1, n), np.float64)))
+    chain = [leaf("a")] + [op(f"n{k}", "sin", f"n{k - 1}" if k else "a") for k in range(5)]
+    request = pb.BackwardRequest(session_id=sid, graph=graph(*chain, op("s", "sum", "n4")),
+                                 retain=[f"n{k}" for k in range(5)])  # six gradients: 4.8 MB
+    for request_id in ("", "big"):
+        request.request_id = request_id
+        with pytest.raises(grpc.RpcError) as failure:
+            stub.Backward(request)
+        assert failure.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "message size limit" in (failure.value.details() or "")
+        assert grad_of(stub, sid, "a") is None
+    del request.retain[:]  # one gradient fits; the failed call's request_id was not kept
+    assert array(stub.Backward(request).leaves[0].grad).shape == (n,)
+
+
+def test_answers_list_leaves_by_name(stub: Stub) -> None:
+    session = new_session(stub, b=(2.0, True), a=(3.0, True), c=(1.0, True))
+    both = graph(leaf("b"), leaf("a"), op("m", "mul", "b", "a"))
+    assert [g.name for g in stub.Backward(pb.BackwardRequest(
+        session_id=session, graph=both)).leaves] == ["a", "b"]
+    zeroed = stub.ZeroGrad(pb.ZeroGradRequest(session_id=session, names=["c", "b", "a"]))
+    assert [leaf.name for leaf in zeroed.leaves] == ["a", "b"]  # c had no grad: unchanged
+
+
+def test_create_session_caps_the_idle_ttl_and_says_when_it_expires(stub: Stub) -> None:
+    for seconds in (10**6, 2**62):
+        before = time.time()
+        session = stub.CreateSession(pb.CreateSessionRequest(
+            idle_ttl=duration_pb2.Duration(seconds=seconds))).session
+        assert session.idle_ttl.seconds == 86_400  # the server's maximum
+        expires = session.expire_time.seconds + session.expire_time.nanos / 1e9
+        assert before + 86_400 <= expires <= time.time() + 86_400
+    got = stub.GetSession(pb.GetSessionRequest(session_id=session.id)).session
+    assert got.expire_time.seconds >= session.expire_time.seconds
+
+
+def test_a_seed_in_the_values_form(stub: Stub) -> None:
+    response = stub.Differentiate(pb.DifferentiateRequest(
+        formula="x * 2", values={"x": tensor([1.0, 2.0])},
+        seed=pb.Tensor(shape=[2], values=[1.0, 3.0])))
+    assert array(response.gradients[0].value).tolist() == [2.0, 6.0]
+
+
+def test_the_leaf_limit(stub: Stub) -> None:
+    limit = TEST_CONFIG.max_leaves
+    session = new_session(stub, **{f"l{k}": (1.0, False) for k in range(limit)})
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.PutLeaf(pb.PutLeafRequest(session_id=session, name="one-more", value=tensor(1.0)))
+    assert failure.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"{limit:,} leaves" in (failure.value.details() or "")
+    stub.PutLeaf(pb.PutLeafRequest(session_id=session, name="l0", value=tensor(2.0)))  # a change
 
 
 def test_sessions_expire_after_their_idle_ttl(stub: Stub) -> None:
@@ -343,6 +435,23 @@ def _bad_requests(session: str) -> list[tuple[str, Callable[[Stub], Any], grpc.S
         ("a formula with __import__", lambda stub: stub.Differentiate(pb.DifferentiateRequest(
             formula="__import__('os').system('true')", values={})),
          grpc.StatusCode.INVALID_ARGUMENT, "not allowed"),
+        ("a 20,000-character node id", backward(graph(leaf("x"), op("n" * 20_000, "sin", "x"))),
+         grpc.StatusCode.INVALID_ARGUMENT, "a node id has at most 256"),
+        ("a 20,000-character leaf name", backward(graph(leaf("q", "q" * 20_000),
+                                                       op("y", "sin", "q"))),
+         grpc.StatusCode.NOT_FOUND, "no leaf named 'qqq"),
+        ("a leaf name over the limit", lambda stub: stub.PutLeaf(pb.PutLeafRequest(
+            session_id=session, name="n" * 300, value=tensor(1.0))),
+         grpc.StatusCode.INVALID_ARGUMENT, "at most 256"),
+        ("a request_id over the limit", lambda stub: stub.ZeroGrad(pb.ZeroGradRequest(
+            session_id=session, request_id="r" * 129)),
+         grpc.StatusCode.INVALID_ARGUMENT, "at most 128"),
+        ("a value past its leaf's dtype", lambda stub: stub.PutLeaf(pb.PutLeafRequest(
+            session_id=session, name="x", value=tensor(1e300, np.float64))),
+         grpc.StatusCode.INVALID_ARGUMENT, "overflows"),
+        ("a node asked for twice", lambda stub: stub.Evaluate(pb.EvaluateRequest(
+            session_id=session, graph=SQUARE, nodes=["y", "x", "y"])),
+         grpc.StatusCode.INVALID_ARGUMENT, "'y' is asked for twice"),
         ("a message over the size limit", lambda stub: stub.PutLeaf(pb.PutLeafRequest(
             session_id=session, name="huge", value=pb.Tensor(
                 shape=[1_250_000], dtype=pb.DTYPE_FLOAT32, data=b"\0" * 5_000_000))),
@@ -354,7 +463,7 @@ def test_bad_input_gets_its_status_and_changes_nothing(running_server: RunningSe
                                                        channel: grpc.Channel, stub: Stub) -> None:
     session = new_session(stub, x=(2.0, True), v=([1.0, 2.0], True))
     stub.Backward(pb.BackwardRequest(session_id=session, graph=SQUARE))
-    before = stub.GetSession(pb.GetSessionRequest(session_id=session))
+    before = session_state(stub, session)
     x_before = stub.GetLeaf(pb.GetLeafRequest(session_id=session, name="x"))
     health = health_pb2_grpc.HealthStub(channel)
     for name, call, code, message in _bad_requests(session):
@@ -368,7 +477,7 @@ def test_bad_input_gets_its_status_and_changes_nothing(running_server: RunningSe
             assert _reason(failure.value), name
         assert health.Check(health_pb2.HealthCheckRequest()).status == \
             health_pb2.HealthCheckResponse.SERVING, name
-    assert stub.GetSession(pb.GetSessionRequest(session_id=session)) == before
+    assert session_state(stub, session) == before
     assert stub.GetLeaf(pb.GetLeafRequest(session_id=session, name="x")) == x_before
 
 
