@@ -37,6 +37,15 @@ def main() -> None:
     # The protocol owns the original stdout; anything printed goes to stderr instead.
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
+    try:
+        _serve(requests, replies)
+    except BrokenPipeError:
+        # The parent is gone (a server that stopped as this worker started): nobody to answer,
+        # nothing to report; _exit, as a normal exit would flush the broken pipe again.
+        os._exit(0)
+
+
+def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
     _send(replies, (True, "ready"))
     while (header := _read(requests, _HEADER.size)) is not None:
         body = _read(requests, _HEADER.unpack(header)[0])
