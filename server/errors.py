@@ -65,3 +65,9 @@ class RequestIdReused(InvalidArgument):
     def __init__(self, request_id: str) -> None:
         super().__init__(f"request_id {request_id[:64]!r} was already used for a different "
                          "request; use a new request_id for a new request")
+
+
+class SessionBusy(CrossgradError):
+    """A call gave up after the session's leaves kept changing under it: retrying may succeed."""
+
+    status = "ABORTED"

@@ -30,7 +30,7 @@ from google.protobuf import message
 
 from . import convert
 from .config import Config
-from .errors import LeafNotFound, RequestIdReused, VersionMismatch, short_name
+from .errors import LeafNotFound, RequestIdReused, SessionBusy, VersionMismatch, short_name
 from .sessions import LeafState, Session, SessionStore
 from .status import to_status
 
@@ -341,7 +341,8 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                 return self._backward(request, context)
             except _Stale:
                 continue  # a PutLeaf changed a leaf under us: compute again from the new values
-        raise UsageError("the session's leaves kept changing during backward; try again")
+        raise SessionBusy(f"the session's leaves changed under backward {_RETRIES} times in a "
+                          "row; try again")
 
     def _backward(self, request: pb.BackwardRequest, context: grpc.ServicerContext,
                   ) -> pb.BackwardResponse:

@@ -28,7 +28,13 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from .convert import report_to_proto
-from .errors import LeafNotFound, RequestIdReused, SessionNotFound, VersionMismatch
+from .errors import (
+    LeafNotFound,
+    RequestIdReused,
+    SessionBusy,
+    SessionNotFound,
+    VersionMismatch,
+)
 
 log = logging.getLogger("crossgrad.server")
 
@@ -49,6 +55,7 @@ _REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (SessionNotFound, "SESSION_NOT_FOUND"),
     (LeafNotFound, "LEAF_NOT_FOUND"),
     (VersionMismatch, "VERSION_MISMATCH"),
+    (SessionBusy, "SESSION_BUSY"),
     (DeadlineExceeded, "DEADLINE_EXCEEDED"),
     (RequestIdReused, "REQUEST_ID_REUSED"),
     (CrossgradError, "INVALID_REQUEST"),

@@ -551,3 +551,20 @@ def test_sigterm_drains_then_exits() -> None:
         if process.poll() is None:
             process.kill()
         threading.Event().wait(0)
+
+
+def test_a_backward_whose_leaves_keep_changing_is_aborted(stub: Stub,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from crossgrad.server import servicer
+
+    session = new_session(stub, x=(3.0, True))
+
+    def always_stale(*args: Any) -> None:
+        raise servicer._Stale  # as if a PutLeaf landed during every attempt
+
+    monkeypatch.setattr(servicer.Servicer, "_backward", always_stale)
+    with pytest.raises(grpc.RpcError) as busy:
+        stub.Backward(pb.BackwardRequest(session_id=session, graph=SQUARE))
+    assert busy.value.code() is grpc.StatusCode.ABORTED
+    assert _reason(busy.value) == "SESSION_BUSY"
+    assert grad_of(stub, session, "x") is None

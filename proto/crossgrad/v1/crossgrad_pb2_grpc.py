@@ -69,6 +69,8 @@ class AutogradServiceStub:
     dtype can require gradients").
     - ABORTED: VERSION_MISMATCH, PutLeaf's `expected_version` is not the leaf's version (metadata
     "version" holds the current one, "0" when the leaf does not exist). Read again, then retry.
+    SESSION_BUSY, a Backward whose leaves other calls kept changing while it ran (it computes
+    again from the new values a few times first, then gives up). Retry.
     - RESOURCE_EXHAUSTED: LIMIT_EXCEEDED, past a configured limit (graph nodes, tensor elements,
     formula length or nesting, sessions, leaves); gRPC's own message size limit also gives it.
     - UNAUTHENTICATED: INVALID_API_KEY, API keys are on and the call has no valid key.
@@ -183,6 +185,8 @@ class AutogradServiceServicer:
     dtype can require gradients").
     - ABORTED: VERSION_MISMATCH, PutLeaf's `expected_version` is not the leaf's version (metadata
     "version" holds the current one, "0" when the leaf does not exist). Read again, then retry.
+    SESSION_BUSY, a Backward whose leaves other calls kept changing while it ran (it computes
+    again from the new values a few times first, then gives up). Retry.
     - RESOURCE_EXHAUSTED: LIMIT_EXCEEDED, past a configured limit (graph nodes, tensor elements,
     formula length or nesting, sessions, leaves); gRPC's own message size limit also gives it.
     - UNAUTHENTICATED: INVALID_API_KEY, API keys are on and the call has no valid key.
@@ -374,6 +378,8 @@ class AutogradService:
     dtype can require gradients").
     - ABORTED: VERSION_MISMATCH, PutLeaf's `expected_version` is not the leaf's version (metadata
     "version" holds the current one, "0" when the leaf does not exist). Read again, then retry.
+    SESSION_BUSY, a Backward whose leaves other calls kept changing while it ran (it computes
+    again from the new values a few times first, then gives up). Retry.
     - RESOURCE_EXHAUSTED: LIMIT_EXCEEDED, past a configured limit (graph nodes, tensor elements,
     formula length or nesting, sessions, leaves); gRPC's own message size limit also gives it.
     - UNAUTHENTICATED: INVALID_API_KEY, API keys are on and the call has no valid key.
