@@ -184,37 +184,35 @@ def backpropagate(root: Node, grad: Array, retain_graph: bool,
     leaves: dict[int, tuple[Tensor, Array]] = {}
     retained: list[tuple[Tensor, Array]] = []
     ready = [root]
-    # A kink's VJP (sqrt'(0), 1/0) gives inf or nan with no NumPy warning, as in PyTorch.
-    with np.errstate(all="ignore"):
-        while ready:
-            node = ready.pop()
-            g = pending.pop(node)
-            if node.retained is not None:
-                retained.append((node.retained, g))
-            inputs, out, attrs = node.inputs(), node.out, node.attrs
-            for vjp, target, x in zip(node.op.vjps, node.targets, inputs):  # noqa: B905
-                if target is None:
-                    continue
-                gi = vjp(g, out, *inputs, **attrs)  # type: ignore[misc]
-                if gi.shape != x.shape:
-                    gi = unbroadcast(gi, x.shape)
-                if gi.dtype != x.dtype:
-                    gi = gi.astype(x.dtype)
-                if type(target) is Node:
-                    if target in pending:
-                        pending[target] = pending[target] + gi
-                    else:
-                        pending[target] = gi
-                    remaining = counts[target] - 1
-                    counts[target] = remaining
-                    if not remaining:
-                        ready.append(target)
+    while ready:
+        node = ready.pop()
+        g = pending.pop(node)
+        if node.retained is not None:
+            retained.append((node.retained, g))
+        inputs, out, attrs = node.inputs(), node.out, node.attrs
+        for vjp, target, x in zip(node.op.vjps, node.targets, inputs):  # noqa: B905
+            if target is None:
+                continue
+            gi = vjp(g, out, *inputs, **attrs)  # type: ignore[misc]
+            if gi.shape != x.shape:
+                gi = unbroadcast(gi, x.shape)
+            if gi.dtype != x.dtype:
+                gi = gi.astype(x.dtype)
+            if type(target) is Node:
+                if target in pending:
+                    pending[target] = pending[target] + gi
                 else:
-                    key = id(target)
-                    if key in leaves:
-                        leaves[key] = (target, leaves[key][1] + gi)
-                    else:
-                        leaves[key] = (target, gi)
+                    pending[target] = gi
+                remaining = counts[target] - 1
+                counts[target] = remaining
+                if not remaining:
+                    ready.append(target)
+            else:
+                key = id(target)
+                if key in leaves:
+                    leaves[key] = (target, leaves[key][1] + gi)
+                else:
+                    leaves[key] = (target, gi)
     if not retain_graph:
         for node in counts:
             if node.op.saves:
@@ -247,7 +245,8 @@ def grad(outputs: Tensor, inputs: Tensor | Sequence[Tensor], grad_outputs: Any =
             for t in wanted:
                 if t.grad_fn is not None:
                     t.grad_fn.retained = t
-            leaf_grads, retained = backpropagate(outputs.grad_fn, seed, bool(retain_graph))
+            with np.errstate(all="ignore"):  # as Tensor.backward
+                leaf_grads, retained = backpropagate(outputs.grad_fn, seed, bool(retain_graph))
         finally:
             for key, node in nodes.items():
                 node.retained = previous[key]

@@ -254,6 +254,7 @@ class GradientCheck:
         self.constants = constants_of(valid)
         self.over_cap = symbolic.over_cap(self.plan)
         self._solved: tuple[Evaluator, ClosedForms | None] | None = None
+        self._unsolvable = ""  # why the derivation failed, once it has: it would fail again
 
     def __call__(self, arrays: Mapping[str, np.ndarray], value: np.ndarray,
                  gradients: Mapping[str, np.ndarray], *, mode: CheckMode = CheckMode.STRICT,
@@ -267,15 +268,18 @@ class GradientCheck:
                           _no_hessian(report) if self.hessian else None, wrt=wrt)
         seed_array = None if seed is None else np.asarray(seed, dtype=np.float64)
         dtype = _precision(gradients)
-        why = self.over_cap
+        why = self.over_cap or self._unsolvable
         if not why and self._solved is None:
             try:
                 self._solved = self.symbolic.solve(
                     self.plan, self.constants, deadline or self.symbolic.caps.deadline)
             except DeadlineExceeded as error:
-                why = error.message
+                why = error.message  # not kept: a later call may have more time
             except Exception as error:  # the check falls back; the reason names the failure
-                why = f"the symbolic derivation failed ({type(error).__name__}: {error})"
+                said = str(error)
+                said = said if len(said) <= 200 else said[:200] + "…"
+                why = self._unsolvable = (f"the symbolic derivation failed "
+                                          f"({type(error).__name__}: {said})")
         notes: list[str] = []
         hessian_result = None
         forms = None

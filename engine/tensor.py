@@ -220,11 +220,14 @@ class Tensor:
         if self._node is None:
             _accumulate(self, seed)
             return
-        leaf_grads, retained = backpropagate(self._node, seed, bool(retain_graph))
-        for leaf, grad in leaf_grads:
-            _accumulate(leaf, grad)
-        for tensor, grad in retained:
-            _accumulate(tensor, grad)
+        # A kink's VJP (sqrt'(0), 1/0) or a sum of opposite infinities gives inf or nan with no
+        # NumPy warning, as in PyTorch.
+        with np.errstate(all="ignore"):
+            leaf_grads, retained = backpropagate(self._node, seed, bool(retain_graph))
+            for leaf, grad in leaf_grads:
+                _accumulate(leaf, grad)
+            for tensor, grad in retained:
+                _accumulate(tensor, grad)
 
     def _seed(self, gradient: Operand | None) -> Array:
         """The gradient backward starts from, checked as PyTorch checks it."""

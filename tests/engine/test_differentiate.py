@@ -12,9 +12,10 @@ import pytest
 from crossgrad.engine import ops
 from crossgrad.engine.budget import Caps
 from crossgrad.engine.check import CheckFailed, CheckMode, Method, Status
-from crossgrad.engine.differentiation import Symbolic, differentiate
+from crossgrad.engine.differentiation import GradientCheck, Symbolic, differentiate
+from crossgrad.engine.dtypes import float32
 from crossgrad.engine.errors import InvalidArgument
-from crossgrad.engine.graph import Constant, Graph, Leaf, LimitExceeded, Operation
+from crossgrad.engine.graph import Constant, Graph, Leaf, LimitExceeded, Operation, validate
 
 BCE = ("-(y * log(clamp(sigmoid(w * x + b), 1e-8, 0.99999999))"
        " + (1 - y) * log(1 - clamp(sigmoid(w * x + b), 1e-8, 0.99999999)))")
@@ -208,6 +209,18 @@ def test_a_reduction_of_no_elements(symbolic: Symbolic, op: str, status: Status)
     result = differentiate(g, {"e": np.zeros(0, np.float32)}, symbolic=symbolic)
     assert result.gradients["e"].shape == (0,)
     assert result.check.status is status, result.check.reason
+
+
+def test_a_failed_derivation_is_not_tried_again(symbolic: Symbolic) -> None:
+    g = Graph([Leaf("e", "e"), Operation("s", "sum", ("e",))], "s")
+    valid = validate(g, {"e": ((0,), float32)})
+    check = GradientCheck(valid, ["e"], symbolic)
+    empty = {"e": np.zeros(0, np.float32)}
+    first = check(empty, np.float32(0.0), {"e": np.zeros(0, np.float32)})
+    tasks = symbolic.budget.tasks
+    again = check(empty, np.float32(0.0), {"e": np.zeros(0, np.float32)})
+    assert again.check == first.check and "derivation failed" in first.check.reason
+    assert symbolic.budget.tasks == tasks  # the worker was not asked again
 
 
 def test_nothing_to_differentiate_is_no_check(symbolic: Symbolic) -> None:

@@ -126,3 +126,12 @@ def test_backward_at_a_kink_warns_nothing(make: Any) -> None:
         warnings.simplefilter("error")
         y.backward()
     assert x.grad is not None and not np.isfinite(x.grad.numpy())
+
+
+def test_accumulating_opposite_infinities_warns_nothing() -> None:
+    x = cg.tensor(0.0, requires_grad=True)
+    x.sqrt().backward()  # +inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (-x.sqrt()).backward()  # -inf, accumulated: nan, as in PyTorch
+    assert x.grad is not None and np.isnan(x.grad.numpy())
