@@ -7,6 +7,7 @@ container sets variables and a developer types flags.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -87,7 +88,18 @@ def parse(argv: Sequence[str] | None = None,
     config = Config(**{f.name: getattr(arguments, f.name) for f in fields(Config)})
     if config.store != "memory":
         parser.error(f"--store {config.store!r}: only 'memory' is available")
+    for f in fields(Config):
+        value = getattr(config, f.name)
+        if type(value) not in (int, float):
+            continue
+        zero_too = f.name in _MAY_BE_ZERO
+        if not (math.isfinite(value) and (value >= 0 if zero_too else value > 0)):
+            expected = "a non-negative" if zero_too else "a positive"
+            parser.error(f"--{f.name.replace('_', '-')} {value}: expected {expected} number")
     return config
+
+
+_MAY_BE_ZERO = {"grace"}  # the other numbers are sizes, counts and times that must be positive
 
 
 def _convert(kind: type, text: str, variable: str) -> object:

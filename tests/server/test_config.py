@@ -8,6 +8,7 @@ from crossgrad.server.config import Config, parse
 
 def test_defaults() -> None:
     assert parse([], {}) == Config()
+    assert parse(["--grace", "0"], {}).grace == 0.0  # stop at once
     assert Config().address == "127.0.0.1:50051" and Config().store == "memory"
 
 
@@ -27,6 +28,10 @@ def test_variables_then_flags() -> None:
     ([], {"CROSSGRAD_MAX_NODES": "many"}),
     ([], {"CROSSGRAD_REFLECTION": "perhaps"}),
     (["--store", "redis://localhost"], {}),
+    (["--max-leaves", "0"], {}),
+    ([], {"CROSSGRAD_SESSION_TTL": "-1"}),
+    (["--symbolic-deadline", "nan"], {}),
+    (["--grace", "-1"], {}),
 ])
 def test_bad_settings_stop_with_a_message(argv: list[str], environ: dict[str, str],
                                           capsys: pytest.CaptureFixture[str]) -> None:
