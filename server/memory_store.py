@@ -122,6 +122,8 @@ class MemoryStore:
             if request_id is not None and self._recall(key, None) is not None:
                 return
             slot = self._live(session_id, owner, now)
+            if request_id is not None and request_id in slot.results:
+                raise RequestIdReused(request_id)  # the session's own calls share its keys
             del self._slots[session_id]
             slot.alive = False
             if request_id is not None:
@@ -174,7 +176,6 @@ class MemoryStore:
         return entry[1]
 
     def _remember(self, key: Hashable, session_id: str, asked: Hashable, now: float) -> None:
-        # Kept as long as any session may stay idle: a retry can come that late.
-        self._requests[key] = (now + self.config.max_idle_ttl, session_id, asked)
+        self._requests[key] = (now + self.config.request_id_ttl, session_id, asked)
         if len(self._requests) > self.config.max_store_request_ids:
             self._requests.popitem(last=False)

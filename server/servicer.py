@@ -20,7 +20,7 @@ from crossgrad.engine import graph as graphs
 from crossgrad.engine.check import CheckMode
 from crossgrad.engine.differentiation import Cache, GradientCheck, Symbolic, differentiate
 from crossgrad.engine.dtypes import DType
-from crossgrad.engine.errors import InvalidArgument, UsageError
+from crossgrad.engine.errors import CrossgradError, InvalidArgument, UsageError
 from crossgrad.engine.graph import MAX_NAME_CHARS, Graph, Leaf, LimitExceeded, ValidGraph
 from crossgrad.engine.tape import Tape
 from crossgrad.engine.tensor import Tensor
@@ -336,13 +336,20 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                  ) -> pb.BackwardResponse:
         if (first := self._answered(request, pb.BackwardResponse)) is not None:
             return first
-        for _ in range(_RETRIES):
-            try:
-                return self._backward(request, context)
-            except _Stale:
-                continue  # a PutLeaf changed a leaf under us: compute again from the new values
-        raise SessionBusy(f"the session's leaves changed under backward {_RETRIES} times in a "
-                          "row; try again")
+        try:
+            for _ in range(_RETRIES):
+                try:
+                    return self._backward(request, context)
+                except _Stale:
+                    continue  # a PutLeaf changed a leaf under us: compute from the new values
+            raise SessionBusy(f"the session's leaves changed under backward {_RETRIES} times in "
+                              "a row; try again")
+        except CrossgradError:
+            # A retry racing its first call: that call may have committed, and the session moved
+            # on, since the lookup above. Its answer, if it has one now, is this call's.
+            if (first := self._answered(request, pb.BackwardResponse)) is not None:
+                return first
+            raise
 
     def _backward(self, request: pb.BackwardRequest, context: grpc.ServicerContext,
                   ) -> pb.BackwardResponse:
@@ -355,7 +362,7 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         tape = known.tape(tracking, request.retain)
         # The request's own fields are read before the graph runs (a malformed gradient is
         # refused first).
-        seed = (self._tensor(request.gradient, "gradient", session.dtype)
+        seed = (self._tensor(request.gradient, "gradient", convert.FLOAT64)
                 if request.HasField("gradient") else None)
         sweep = tape(values, seed)
         mode = convert.check_mode_from_proto(request.check_mode) or CheckMode(session.check)
@@ -401,7 +408,7 @@ class Servicer(pb_grpc.AutogradServiceServicer):
             raise InvalidArgument("give a graph or a formula")
         values = {name: self._tensor(t, convert.map_field("values", name), convert.FLOAT32)
                   for name, t in request.values.items()}
-        seed = (self._tensor(request.seed, "seed", convert.FLOAT32) if request.HasField("seed")
+        seed = (self._tensor(request.seed, "seed", convert.FLOAT64) if request.HasField("seed")
                 else None)
         mode = convert.check_mode_from_proto(request.check_mode) or CheckMode.STRICT
         wrt = list(request.wrt) or None

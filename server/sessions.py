@@ -199,14 +199,15 @@ class StoreConfig:
     # N x (result size) is memory a session can hold; they live and die with the session.
     max_request_ids: int = 1000
     # Store-wide, for create and delete (whose session does not exist before / after the call):
-    # at most how many request_ids are remembered (each for max_idle_ttl).
+    # how long a request_id is remembered, and at most how many are (the oldest go first).
+    request_id_ttl: float = 600.0
     max_store_request_ids: int = 10_000
 
     def __post_init__(self) -> None:
         for name in ("max_sessions", "max_request_ids", "max_store_request_ids"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("default_idle_ttl", "max_idle_ttl"):
+        for name in ("default_idle_ttl", "max_idle_ttl", "request_id_ttl"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
         if self.default_idle_ttl > self.max_idle_ttl:
@@ -233,7 +234,7 @@ class SessionStore(Protocol):
         """A new, empty session (``idle_ttl`` None: the store's default; capped at its maximum).
 
         Raises LimitExceeded at the live-session cap, InvalidArgument for bad settings. A retry
-        (same owner and request_id, within ``max_idle_ttl``) returns the session the first call
+        (same owner and request_id, within ``request_id_ttl``) returns the session the first call
         created, as it is now, or SessionNotFound if it is gone; RequestIdReused if it asks for
         other settings.
         """

@@ -39,10 +39,11 @@ from .errors import (
 log = logging.getLogger("crossgrad.server")
 
 DOMAIN = "crossgrad"
-# A status travels in the call's trailers, which gRPC caps at 16 KiB: a client-chosen node id or
-# leaf name of any length must not push it over (the client would get "Stream removed" instead).
-_MESSAGE_CHARS = 2000
-_METADATA_CHARS = 256
+# A status travels in the call's trailers, which gRPC caps at 16 KiB: client-chosen names of any
+# length must not push it over (the client would get "Stream removed" instead). The message goes
+# there twice (percent-encoded, and inside the base64 details), so budgets are in UTF-8 bytes.
+_MESSAGE_BYTES = 1000
+_METADATA_BYTES = 256
 
 # Most specific first: the first class an error is an instance of gives its reason.
 _REASONS: tuple[tuple[type[BaseException], str], ...] = (
@@ -73,10 +74,10 @@ def to_status(error: BaseException, *, field: str | None = None) -> grpc.Status:
     reason = next(r for cls, r in _REASONS if isinstance(error, cls))
     metadata = {}
     if error.node is not None:
-        metadata["node"] = _bounded(str(error.node), _METADATA_CHARS)
+        metadata["node"] = _bounded(str(error.node), _METADATA_BYTES)
     name = getattr(error, "name", None)
     if isinstance(name, str):
-        metadata["leaf"] = _bounded(name, _METADATA_CHARS)
+        metadata["leaf"] = _bounded(name, _METADATA_BYTES)
     python = next((cls.__name__ for cls in _PYTHON_EXCEPTIONS if isinstance(error, cls)), None)
     if python is not None:
         metadata["python_exception"] = python
@@ -85,21 +86,25 @@ def to_status(error: BaseException, *, field: str | None = None) -> grpc.Status:
     limit = getattr(error, "limit", None)
     if isinstance(limit, str):
         metadata["limit"] = limit
-    message = _bounded(error.message, _MESSAGE_CHARS)
+    message = _bounded(error.message, _MESSAGE_BYTES)
     extra = []
     if code is grpc.StatusCode.INVALID_ARGUMENT:
         where = (field or getattr(error, "field", None)
                  or (f"graph.nodes[{error.node}]" if error.node is not None else ""))
         extra.append(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=_bounded(where, _METADATA_CHARS),
+            error_details_pb2.BadRequest.FieldViolation(field=_bounded(where, _METADATA_BYTES),
                                                         description=message)]))
     if isinstance(error, CheckFailed):
         extra.append(report_to_proto(error.report))
     return _status(code, message, reason, metadata, *extra)
 
 
-def _bounded(text: str, chars: int) -> str:
-    return text if len(text) <= chars else text[:chars - 1] + "…"
+def _bounded(text: str, size: int) -> str:
+    """``text`` cut to at most ``size`` bytes of UTF-8, an ellipsis marking the cut."""
+    data = text.encode()
+    if len(data) <= size:
+        return text
+    return data[:size - len("…".encode())].decode(errors="ignore") + "…"
 
 
 def _status(code: grpc.StatusCode, message: str, reason: str, metadata: dict[str, str],

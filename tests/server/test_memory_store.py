@@ -370,17 +370,13 @@ def test_a_create_request_id_sent_with_other_settings_is_refused(
 
 
 def test_a_retried_create_uses_no_second_slot(clock: FakeClock) -> None:
-    store = MemoryStore(StoreConfig(max_sessions=1, default_idle_ttl=30.0, max_idle_ttl=60.0),
-                        clock=clock)
+    store = MemoryStore(StoreConfig(max_sessions=1, request_id_ttl=60.0), clock=clock)
     first = store.create(request_id="c")
     assert store.create(request_id="c").id == first.id
     store.delete(first.id)
     with pytest.raises(SessionNotFound):  # the first answer names a session that is gone
         store.create(request_id="c")
-    clock.advance(59.0)  # remembered for as long as any session may stay idle
-    with pytest.raises(SessionNotFound):
-        store.create(request_id="c")
-    clock.advance(1.0)
+    clock.advance(60.0)  # the request id is forgotten after request_id_ttl
     assert store.create(request_id="c").id != first.id
 
 
@@ -391,6 +387,14 @@ def test_a_failed_create_is_not_remembered(clock: FakeClock) -> None:
         store.create(request_id="c")
     store.delete(blocker.id)
     assert store.create(request_id="c").id != blocker.id
+
+
+def test_a_delete_with_a_request_id_the_session_used_is_refused(store: MemoryStore) -> None:
+    session_id = with_leaf(store)
+    store.update(session_id, add_grad(1.0), request_id="r")
+    with pytest.raises(RequestIdReused):
+        store.delete(session_id, request_id="r")
+    assert grad(store, session_id) == 1.0
 
 
 def test_a_retried_delete_succeeds(store: MemoryStore) -> None:

@@ -28,6 +28,7 @@ from .conftest import TEST_CONFIG
 
 Stub = pb_grpc.AutogradServiceStub
 F32 = np.float32
+WAIT = 30.0  # seconds, for a thread to reach a point it must reach
 
 # --- building requests -------------------------------------------------------------------------
 
@@ -437,6 +438,11 @@ def _bad_requests(session: str) -> list[tuple[str, Callable[[Stub], Any], grpc.S
          grpc.StatusCode.INVALID_ARGUMENT, "not allowed"),
         ("a 20,000-character node id", backward(graph(leaf("x"), op("n" * 20_000, "sin", "x"))),
          grpc.StatusCode.INVALID_ARGUMENT, "a node id has at most 256"),
+        ("a 5,000-character op name, not ASCII", backward(graph(leaf("x"),
+                                                                  op("y", "é" * 5000, "x"))),
+         grpc.StatusCode.INVALID_ARGUMENT, "unknown op 'ééé"),
+        ("a 3,000-character node to retain, not ASCII", backward(SQUARE, retain=["é" * 3000]),
+         grpc.StatusCode.INVALID_ARGUMENT, "ééé"),
         ("a 20,000-character leaf name", backward(graph(leaf("q", "q" * 20_000),
                                                        op("y", "sin", "q"))),
          grpc.StatusCode.NOT_FOUND, "no leaf named 'qqq"),
@@ -568,3 +574,29 @@ def test_a_backward_whose_leaves_keep_changing_is_aborted(stub: Stub,
     assert busy.value.code() is grpc.StatusCode.ABORTED
     assert _reason(busy.value) == "SESSION_BUSY"
     assert grad_of(stub, session, "x") is None
+
+
+def test_a_retry_racing_its_first_call_gets_the_first_answer(
+        running_server: RunningServer, stub: Stub, monkeypatch: pytest.MonkeyPatch) -> None:
+    session = new_session(stub, x=(3.0, True))
+    request = pb.BackwardRequest(session_id=session, graph=SQUARE, request_id="raced")
+    store = running_server.store
+    recall = store.recall
+    looked, resume = threading.Event(), threading.Event()
+
+    def slow_recall(session_id: str, request_id: str, **kwargs: Any) -> object | None:
+        found = recall(session_id, request_id, **kwargs)
+        if not looked.is_set():  # the retry: it looks before the first call has landed
+            looked.set()
+            assert resume.wait(WAIT)
+        return found
+
+    monkeypatch.setattr(store, "recall", slow_recall)
+    with futures.ThreadPoolExecutor(1) as pool:
+        retry = pool.submit(stub.Backward, request)
+        assert looked.wait(WAIT)
+        first = stub.Backward(request)  # the first call lands now, and the client moves on
+        stub.PutLeaf(pb.PutLeafRequest(session_id=session, name="x", requires_grad=False))
+        resume.set()
+        assert retry.result(WAIT) == first  # not "element 0 of tensors does not require grad"
+    assert grad_of(stub, session, "x") == 6.0
