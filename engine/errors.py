@@ -8,6 +8,13 @@ PyTorch works.
 
 from __future__ import annotations
 
+_NAME_CHARS = 64  # names are client-chosen: echo a bounded prefix, not a megabyte
+
+
+def short_name(name: str) -> str:
+    """A client-chosen name for a message: quoted, at most ``_NAME_CHARS`` characters of it."""
+    return repr(name) if len(name) <= _NAME_CHARS else repr(name[:_NAME_CHARS]) + "…"
+
 
 class CrossgradError(Exception):
     """Base of every error the engine raises on purpose."""

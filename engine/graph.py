@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from . import dtypes
 from .dtypes import DType
-from .errors import CrossgradError, InvalidArgument
+from .errors import CrossgradError, InvalidArgument, short_name
 from .grad_mode import set_grad_enabled
 from .ops import TABLE, Attr, Op
 from .tensor import Tensor, apply, tensor
@@ -311,8 +311,8 @@ def _edges(nodes: Sequence[Node]) -> list[tuple[int, ...]]:
         if type(node.id) is not str or not node.id:
             raise InvalidArgument(f"a node id must be a non-empty string, got {node.id!r}")
         if len(node.id) > MAX_NAME_CHARS:
-            raise InvalidArgument(f"node id {node.id[:32]!r}… has {len(node.id):,} characters; "
-                                  f"a node id has at most {MAX_NAME_CHARS}")
+            raise InvalidArgument(f"node id {short_name(node.id)} has {len(node.id):,} "
+                                  f"characters; a node id has at most {MAX_NAME_CHARS}")
         if position.setdefault(node.id, k) != k:
             raise InvalidArgument(f"node id {node.id!r} is used twice", node=node.id)
     edges: list[tuple[int, ...]] = []

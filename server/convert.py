@@ -26,13 +26,12 @@ from crossgrad.engine import dtypes
 from crossgrad.engine.check import CheckMode, CheckReport, Method, Status
 from crossgrad.engine.differentiation import Result
 from crossgrad.engine.dtypes import DType
-from crossgrad.engine.errors import InvalidArgument
+from crossgrad.engine.errors import InvalidArgument, short_name
 from crossgrad.engine.graph import Constant, Graph, Leaf, LimitExceeded, Limits, Node, Operation
 from crossgrad.engine.ops import TABLE, Op
 from crossgrad.v1 import crossgrad_pb2 as pb
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from .errors import short_name
 from .sessions import LeafState, Session
 
 FLOAT32, FLOAT64, INT64, BOOL = dtypes.float32, dtypes.float64, dtypes.int64, dtypes.bool_

@@ -6,9 +6,7 @@ code in one place. Messages are for clients: short, no stack traces, no full ses
 
 from __future__ import annotations
 
-from crossgrad.engine.errors import CrossgradError, InvalidArgument
-
-_NAME_CHARS = 64  # names are client-chosen: echo a bounded prefix, not a megabyte
+from crossgrad.engine.errors import CrossgradError, InvalidArgument, short_name
 
 
 def short_id(session_id: str) -> str:
@@ -18,11 +16,6 @@ def short_id(session_id: str) -> str:
     error trackers keep it; a prefix still tells a user which of their sessions is meant.
     """
     return session_id if len(session_id) <= 8 else session_id[:8] + "…"
-
-
-def short_name(name: str) -> str:
-    """A client-chosen name, quoted, at most ``_NAME_CHARS`` characters of it."""
-    return repr(name) if len(name) <= _NAME_CHARS else repr(name[:_NAME_CHARS]) + "…"
 
 
 class SessionNotFound(CrossgradError):

@@ -20,7 +20,7 @@ from crossgrad.engine import graph as graphs
 from crossgrad.engine.check import CheckMode
 from crossgrad.engine.differentiation import Cache, GradientCheck, Symbolic, differentiate
 from crossgrad.engine.dtypes import DType
-from crossgrad.engine.errors import CrossgradError, InvalidArgument, UsageError
+from crossgrad.engine.errors import CrossgradError, InvalidArgument, UsageError, short_name
 from crossgrad.engine.graph import MAX_NAME_CHARS, Graph, Leaf, LimitExceeded, ValidGraph
 from crossgrad.engine.tape import Tape
 from crossgrad.engine.tensor import Tensor
@@ -30,7 +30,7 @@ from google.protobuf import message
 
 from . import convert
 from .config import Config
-from .errors import LeafNotFound, RequestIdReused, SessionBusy, VersionMismatch, short_name
+from .errors import LeafNotFound, RequestIdReused, SessionBusy, VersionMismatch
 from .sessions import LeafState, Session, SessionStore
 from .status import to_status
 
