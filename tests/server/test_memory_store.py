@@ -83,6 +83,19 @@ def add_grad(delta: float, calls: list[int] | None = None) -> Change[float]:
     return change
 
 
+def held(change: Change[float]) -> tuple[Change[float], threading.Event, threading.Event]:
+    """``change``, made to wait inside the store's update: (the held change, an event set once
+    it has entered, an event that lets it finish)."""
+    entered, release = threading.Event(), threading.Event()
+
+    def waiting(session: Session) -> tuple[Session, float]:
+        entered.set()
+        assert release.wait(WAIT)
+        return change(session)
+
+    return waiting, entered, release
+
+
 def assign(target: object, name: str, value: object) -> None:
     """``target.name = value``, for asserting that it is refused."""
     setattr(target, name, value)
@@ -329,14 +342,8 @@ def test_only_the_last_n_request_ids_are_kept(store: MemoryStore) -> None:
 
 def test_concurrent_duplicates_apply_once(store: MemoryStore, pool: ThreadPoolExecutor) -> None:
     session_id = with_leaf(store)
-    entered, release = threading.Event(), threading.Event()
     calls: list[int] = []
-
-    def slow_first(session: Session) -> tuple[Session, float]:
-        entered.set()
-        assert release.wait(WAIT)
-        return add_grad(1.0, calls)(session)
-
+    slow_first, entered, release = held(add_grad(1.0, calls))
     first = pool.submit(store.update, session_id, slow_first, "dup")
     assert entered.wait(WAIT)
     start = threading.Barrier(16)
@@ -460,13 +467,7 @@ def test_a_session_in_use_does_not_expire(store: MemoryStore, clock: FakeClock,
                                           pool: ThreadPoolExecutor) -> None:
     session_id = with_leaf(store)
     ttl = store.get(session_id).idle_ttl
-    entered, release = threading.Event(), threading.Event()
-
-    def long_change(session: Session) -> tuple[Session, float]:
-        entered.set()
-        assert release.wait(WAIT)
-        return add_grad(1.0)(session)
-
+    long_change, entered, release = held(add_grad(1.0))
     running = pool.submit(store.update, session_id, long_change)
     assert entered.wait(WAIT)
     clock.advance(2 * ttl)
@@ -537,13 +538,7 @@ def test_concurrent_accumulation_loses_nothing(pool: ThreadPoolExecutor) -> None
 def test_sessions_do_not_block_each_other(pool: ThreadPoolExecutor) -> None:
     store = MemoryStore()
     a, b = with_leaf(store), with_leaf(store)
-    entered, release = threading.Event(), threading.Event()
-
-    def blocking(session: Session) -> tuple[Session, float]:
-        entered.set()
-        assert release.wait(WAIT)
-        return add_grad(1.0)(session)
-
+    blocking, entered, release = held(add_grad(1.0))
     slow = pool.submit(store.update, a, blocking)
     try:
         assert entered.wait(WAIT)
