@@ -1149,6 +1149,9 @@ def test_semantics(require_torch: ModuleType, name: str) -> None:
 
 
 # Second backward without retain_graph fails exactly for the ops whose backward saved tensors.
+# tan runs at x / 2: at 1.5, next to tan's pole, NumPy's and PyTorch's float32 tan may differ
+# in the last bit (each rounds its own way, by CPU), which 1 + tan**2 turns into the fourth
+# printed decimal; that is libm, not autograd.
 SECOND_BACKWARD: list[tuple[str, Callable[[Any], Any]]] = [
     ("x + 1", lambda x: x + 1), ("x + x", lambda x: x + x), ("x - 1", lambda x: x - 1),
     ("1 - x", lambda x: 1 - x), ("-x", lambda x: -x), ("sum", lambda x: x.sum()),
@@ -1158,7 +1161,7 @@ SECOND_BACKWARD: list[tuple[str, Callable[[Any], Any]]] = [
     ("x * 2", lambda x: x * 2), ("2 * x", lambda x: 2 * x), ("x * x", lambda x: x * x),
     ("x / 2", lambda x: x / 2), ("2 / x", lambda x: 2 / x), ("x ** 2", lambda x: x**2),
     ("2 ** x", lambda x: 2**x), ("x @ x", lambda x: x @ x), ("sin", lambda x: x.sin()),
-    ("cos", lambda x: x.cos()), ("tan", lambda x: x.tan()), ("exp", lambda x: x.exp()),
+    ("cos", lambda x: x.cos()), ("tan", lambda x: (x / 2).tan()), ("exp", lambda x: x.exp()),
     ("log", lambda x: x.log()), ("tanh", lambda x: x.tanh()),
     ("sigmoid", lambda x: x.sigmoid()), ("relu", lambda x: x.relu()),
     ("abs", lambda x: x.abs()), ("sqrt", lambda x: x.sqrt()),
