@@ -7,6 +7,7 @@ code in one place. Messages are for clients: short, no stack traces, no full ses
 from __future__ import annotations
 
 from crossgrad.engine.errors import CrossgradError, InvalidArgument, short_name
+from crossgrad.engine.graph import LimitExceeded
 
 
 def short_id(session_id: str) -> str:
@@ -24,8 +25,8 @@ class SessionNotFound(CrossgradError):
     status = "NOT_FOUND"
 
     def __init__(self, session_id: str) -> None:
-        super().__init__(f"session {short_id(session_id)} not found: it does not exist, was "
-                         "deleted, or expired after its idle TTL")
+        super().__init__(f"session {short_name(short_id(session_id))} not found: it does not "
+                         "exist, was deleted, or expired after its idle TTL")
         self.session_id = session_id
 
 
@@ -64,3 +65,23 @@ class SessionBusy(CrossgradError):
     """A call gave up after the session's leaves kept changing under it: retrying may succeed."""
 
     status = "ABORTED"
+
+
+class BudgetExceeded(LimitExceeded):
+    """A change or an answer past one of the server's limits; ``limit`` names it (ErrorInfo's
+    "limit"), and the message says what was refused and that nothing changed."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class CallEnded(CrossgradError):
+    """The client's deadline passed, or it cancelled, before the call committed its change: the
+    change is dropped (a client that retries with its request_id finds nothing done)."""
+
+    def __init__(self, cancelled: bool) -> None:
+        super().__init__("the call was cancelled before it committed; nothing was changed"
+                         if cancelled else "the call's deadline passed before it committed; "
+                         "nothing was changed")
+        self.status = "CANCELLED" if cancelled else "DEADLINE_EXCEEDED"

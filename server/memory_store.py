@@ -8,10 +8,15 @@ never waits for an update in progress: it returns the last stored snapshot.
 Expiry is lazy: every call first drops the sessions whose idle TTL has passed, found through a heap
 of deadlines, so there is no background thread and a call pays only for what has expired. A session
 with an update in progress is in use and does not expire.
+
+Budgets: the store counts the bytes each session holds (leaf values and grads, from the snapshot,
+plus its remembered answers) and their total; an update that would take a session past
+``max_session_bytes`` or the store past ``max_store_bytes`` is refused before anything is stored.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import threading
 import time
@@ -22,10 +27,17 @@ from typing import cast
 
 from crossgrad.engine import dtypes
 from crossgrad.engine.dtypes import DType
-from crossgrad.engine.graph import LimitExceeded
 
-from .errors import RequestIdReused, SessionNotFound
-from .sessions import Change, CheckMode, R, Session, StoreConfig, new_session_id
+from .errors import BudgetExceeded, RequestIdReused, SessionNotFound
+from .sessions import (
+    Change,
+    CheckMode,
+    R,
+    Session,
+    StoreConfig,
+    new_session_id,
+    remembered_bytes,
+)
 
 
 @dataclass(eq=False)
@@ -36,7 +48,13 @@ class _Slot:
     deadline: float  # the clock's time at which it expires unless touched
     lock: threading.Lock = field(default_factory=threading.Lock)  # held for the whole of an update
     results: OrderedDict[str, object] = field(default_factory=OrderedDict)  # request_id -> result
+    remembered: int = 0  # bytes of ``results``
+    client: str | None = None  # who created it, for the per-client cap
     alive: bool = True
+
+    @property
+    def nbytes(self) -> int:
+        return self.session.nbytes + self.remembered
 
 
 class MemoryStore:
@@ -56,23 +74,36 @@ class MemoryStore:
         # Store-wide request_ids of create and delete: key -> (forget at, session id, what the
         # call asked for), oldest first.
         self._requests: OrderedDict[Hashable, tuple[float, str, Hashable]] = OrderedDict()
+        self._per_client: dict[str, int] = {}  # live sessions by the client that created them
+        self.nbytes = 0  # what all live sessions hold (see ``_Slot.nbytes``)
 
     def create(self, dtype: DType = dtypes.float32, check: CheckMode = "STRICT",
                idle_ttl: float | None = None, *, owner: str | None = None,
-               request_id: str | None = None) -> Session:
+               request_id: str | None = None, client: str | None = None) -> Session:
         ttl = self.config.default_idle_ttl if idle_ttl is None else min(
             idle_ttl, self.config.max_idle_ttl)
         session = Session(new_session_id(), dtype, check, ttl, owner)  # validates the settings
-        key, asked = ("create", owner, request_id), (dtype, check, idle_ttl)
+        # The request_id is the secret that gets the session back: keep only a digest of it.
+        key = ("create", owner, None if request_id is None else
+               hashlib.blake2b(request_id.encode()).hexdigest())
+        asked = (dtype, check, idle_ttl)
         with self._lock:
             now = self._sweep()
             if request_id is not None and (first := self._recall(key, asked)) is not None:
                 return self._live(first, owner, now).session
             if len(self._slots) >= self.config.max_sessions:
-                raise LimitExceeded(f"too many sessions: this server holds at most "
-                                    f"{self.config.max_sessions}; delete unused sessions or wait "
-                                    "for idle ones to expire")
-            self._slots[session.id] = _Slot(session, now + ttl)
+                raise BudgetExceeded("max_sessions", "too many sessions: this server holds at "
+                                     f"most {self.config.max_sessions:,}; delete unused sessions "
+                                     "or wait for idle ones to expire")
+            if client is not None and (self._per_client.get(client, 0)
+                                       >= self.config.max_sessions_per_client):
+                raise BudgetExceeded("max_sessions_per_client", "too many sessions from this "
+                                     f"client: at most {self.config.max_sessions_per_client:,} "
+                                     "live at once; delete unused sessions or wait for idle ones "
+                                     "to expire")
+            self._slots[session.id] = _Slot(session, now + ttl, client=client)
+            if client is not None:
+                self._per_client[client] = self._per_client.get(client, 0) + 1
             heapq.heappush(self._deadlines, (now + ttl, session.id))
             if request_id is not None:
                 self._remember(key, session.id, asked, now)
@@ -104,11 +135,7 @@ class MemoryStore:
                     raise ValueError("a session change must keep the session's id and owner")
                 with self._lock:
                     # Deleted meanwhile: as if this update had run just before the delete.
-                    slot.session = after
-                    if request_id is not None:
-                        slot.results[request_id] = result
-                        if len(slot.results) > self.config.max_request_ids:
-                            slot.results.popitem(last=False)
+                    self._commit(slot, after, request_id, result)
                 return result
             finally:
                 with self._lock:
@@ -124,8 +151,7 @@ class MemoryStore:
             slot = self._live(session_id, owner, now)
             if request_id is not None and request_id in slot.results:
                 raise RequestIdReused(request_id)  # the session's own calls share its keys
-            del self._slots[session_id]
-            slot.alive = False
+            self._drop(slot)
             if request_id is not None:
                 self._remember(key, session_id, None, now)
             if len(self._deadlines) > 2 * len(self._slots) + 64:
@@ -159,11 +185,62 @@ class MemoryStore:
             elif slot.lock.locked():  # an update is running: in use, not idle
                 heapq.heappush(self._deadlines, (now + slot.session.idle_ttl, session_id))
             else:
-                del self._slots[session_id]
-                slot.alive = False
+                self._drop(slot)
         while self._requests and next(iter(self._requests.values()))[0] <= now:
             self._requests.popitem(last=False)
         return now
+
+    def _commit(self, slot: _Slot, after: Session, request_id: str | None,
+                result: object) -> None:
+        """Store ``after`` (and the answer to remember) in ``slot``, unless that passes a byte
+        budget: then raise, storing nothing. Only growth is refused: a session over its budget
+        (the limits were lowered) can still shrink."""
+        results, remembered = slot.results, slot.remembered
+        forgotten: list[tuple[str, object]] = []
+        if request_id is not None:
+            results[request_id] = result
+            remembered += remembered_bytes(result)
+            # The oldest answers go first, by count and by bytes; the newest always stays.
+            while len(results) > 1 and (len(results) > self.config.max_request_ids
+                                        or remembered > self.config.max_remembered_bytes):
+                forgotten.append(results.popitem(last=False))
+                remembered -= remembered_bytes(forgotten[-1][1])
+        before = slot.nbytes
+        grown = after.nbytes + remembered - before
+        refusal = None
+        if grown > 0 and before + grown > self.config.max_session_bytes:
+            refusal = BudgetExceeded(
+                "max_session_bytes", f"the session would hold {before + grown:,} bytes (leaf "
+                "values, grads and remembered answers), over the server's budget of "
+                f"{self.config.max_session_bytes:,} per session; nothing was changed (free "
+                "leaves or grads, or use another session)")
+        elif grown > 0 and slot.alive and self.nbytes + grown > self.config.max_store_bytes:
+            refusal = BudgetExceeded(
+                "max_store_bytes", f"the server's sessions would hold {self.nbytes + grown:,} "
+                f"bytes, over its budget of {self.config.max_store_bytes:,}; nothing was "
+                "changed (retry later, or on another replica)")
+        if refusal is not None:
+            if request_id is not None:  # put the remembered answers back as they were
+                del results[request_id]
+                for key, value in reversed(forgotten):
+                    results[key] = value
+                    results.move_to_end(key, last=False)
+            raise refusal
+        slot.session, slot.remembered = after, remembered
+        if slot.alive:
+            self.nbytes += grown
+
+    def _drop(self, slot: _Slot) -> None:
+        """Forget a live session (deleted or expired) and what it counted against the limits."""
+        del self._slots[slot.session.id]
+        slot.alive = False
+        self.nbytes -= slot.nbytes
+        if slot.client is not None:
+            left = self._per_client[slot.client] - 1
+            if left:
+                self._per_client[slot.client] = left
+            else:
+                del self._per_client[slot.client]
 
     def _recall(self, key: tuple[Hashable, ...], asked: Hashable) -> str | None:
         """The session id a remembered request_id's call returned (expired ones are swept);

@@ -93,6 +93,11 @@ class LeafState:
             object.__setattr__(self, name, value)
         self.__post_init__()
 
+    @property
+    def nbytes(self) -> int:
+        """The bytes its value and grad hold (what the session's byte budget counts)."""
+        return self.value.nbytes + (0 if self.grad is None else self.grad.nbytes)
+
     def with_value(self, value: npt.ArrayLike) -> LeafState:
         """The leaf with a new value (an optimizer step): a new version."""
         return replace(self, value=frozen_array(value), version=self.version + 1)
@@ -123,7 +128,8 @@ class Session:
     """One client's state: its leaves by name and the settings its requests default to.
 
     ``owner`` is the API key (identity) that created it, or None with authentication off; stores
-    treat a session as not found for any other owner.
+    treat a session as not found for any other owner. ``nbytes`` is kept up to date with the
+    leaves: the bytes their values and grads hold.
     """
 
     id: str
@@ -132,6 +138,7 @@ class Session:
     idle_ttl: float = DEFAULT_IDLE_TTL  # seconds without a call before the session expires
     owner: str | None = None
     leaves: Mapping[str, LeafState] = field(default_factory=dict)
+    nbytes: int = field(default=0, init=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -143,6 +150,7 @@ class Session:
             raise InvalidArgument(f"idle_ttl must be a positive number of seconds, "
                                   f"not {self.idle_ttl}")
         object.__setattr__(self, "leaves", MappingProxyType(dict(self.leaves)))
+        object.__setattr__(self, "nbytes", sum(leaf.nbytes for leaf in self.leaves.values()))
 
     def __getstate__(self) -> dict[str, Any]:
         # A mappingproxy does not pickle; its dict does.
@@ -162,7 +170,11 @@ class Session:
 
     def with_leaves(self, leaves: Mapping[str, LeafState]) -> Session:
         """The session with these leaves added or replaced (the others kept)."""
-        return _evolve(self, leaves=MappingProxyType({**self.leaves, **leaves}))
+        old = self.leaves
+        nbytes = self.nbytes + sum(
+            leaf.nbytes - (old[name].nbytes if name in old else 0)
+            for name, leaf in leaves.items())
+        return _evolve(self, leaves=MappingProxyType({**old, **leaves}), nbytes=nbytes)
 
     def put_leaf(self, name: str, value: npt.ArrayLike, requires_grad: bool = False) -> Session:
         """The session with a fresh leaf ``name`` (no grad), replacing any leaf of that name.
@@ -189,10 +201,40 @@ Change = Callable[[Session], tuple[Session, R]]
 
 
 @dataclass(frozen=True)
+class Remembered:
+    """The answer of a call made with a request_id, as a store keeps it for a retry: the
+    fingerprint of the request it answered and the serialized response."""
+
+    fingerprint: str
+    payload: bytes
+
+    @property
+    def nbytes(self) -> int:
+        """What it costs the session's byte budget."""
+        return len(self.payload) + len(self.fingerprint)
+
+
+def remembered_bytes(result: object) -> int:
+    """The bytes a remembered result costs: a ``Remembered``'s size, nothing for other results
+    (the stores' own tests remember small Python values)."""
+    return result.nbytes if isinstance(result, Remembered) else 0
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     """Limits and defaults every store honours; the server fills them from its configuration."""
 
     max_sessions: int = 10_000  # live sessions; create past it raises LimitExceeded
+    # Live sessions created by one client (its address, or its API key once there are keys):
+    # one client cannot take every slot.
+    max_sessions_per_client: int = 1_000
+    # Bytes a session may hold (leaf values, grads, remembered answers), and all sessions
+    # together: a change that would pass either is refused, whole.
+    max_session_bytes: int = 512 * 2**20
+    max_store_bytes: int = 4 * 2**30
+    # Of a session's bytes, at most this many are remembered answers (the oldest go first; the
+    # newest is always kept, so that the call just made can be retried).
+    max_remembered_bytes: int = 64 * 2**20
     default_idle_ttl: float = DEFAULT_IDLE_TTL
     max_idle_ttl: float = 86_400.0
     # Per session: the results of its last N mutating calls with a request_id, kept verbatim, so
@@ -204,7 +246,9 @@ class StoreConfig:
     max_store_request_ids: int = 10_000
 
     def __post_init__(self) -> None:
-        for name in ("max_sessions", "max_request_ids", "max_store_request_ids"):
+        for name in ("max_sessions", "max_sessions_per_client", "max_session_bytes",
+                     "max_store_bytes", "max_remembered_bytes", "max_request_ids",
+                     "max_store_request_ids"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("default_idle_ttl", "max_idle_ttl", "request_id_ttl"):
@@ -230,13 +274,15 @@ class SessionStore(Protocol):
 
     def create(self, dtype: DType = dtypes.float32, check: CheckMode = "STRICT",
                idle_ttl: float | None = None, *, owner: str | None = None,
-               request_id: str | None = None) -> Session:
+               request_id: str | None = None, client: str | None = None) -> Session:
         """A new, empty session (``idle_ttl`` None: the store's default; capped at its maximum).
 
-        Raises LimitExceeded at the live-session cap, InvalidArgument for bad settings. A retry
-        (same owner and request_id, within ``request_id_ttl``) returns the session the first call
-        created, as it is now, or SessionNotFound if it is gone; RequestIdReused if it asks for
-        other settings.
+        Raises LimitExceeded at the live-session cap, in all or for ``client`` (who asks: its
+        address, or its API key), InvalidArgument for bad settings. A retry (same owner and
+        request_id, within ``request_id_ttl``) returns the session the first call created, as it
+        is now, or SessionNotFound if it is gone; RequestIdReused if it asks for other settings.
+        The request_id is then the secret that gets the session: the caller makes sure it is as
+        strong as a session id, and the store keeps only a digest of it.
         """
         ...
 
@@ -256,8 +302,9 @@ class SessionStore(Protocol):
 
         The one way to modify a session, and atomic per session: no other update of the same
         session interleaves, so a read-modify-write (accumulating gradients) loses nothing. If
-        ``change`` raises, the exception propagates and nothing is stored. ``change`` must keep
-        the session's id and owner.
+        ``change`` raises, the exception propagates and nothing is stored; so does a change that
+        would take the session or the store past a byte budget (``StoreConfig``), with
+        LimitExceeded. ``change`` must keep the session's id and owner.
 
         ``change`` must be pure (no effects but its return value): a store may run it more than
         once. The memory store holds a per-session lock while it runs, so it runs once; the Redis

@@ -19,6 +19,7 @@ from crossgrad.server.memory_store import MemoryStore
 from crossgrad.server.sessions import (
     Change,
     LeafState,
+    Remembered,
     Session,
     SessionStore,
     StoreConfig,
@@ -566,3 +567,94 @@ def test_recall_gives_a_remembered_result_before_any_work(store: MemoryStore) ->
     assert store.recall(session_id, "r") == 1.0
     with pytest.raises(SessionNotFound):
         store.recall("no such session", "r")
+
+
+# --- budgets -------------------------------------------------------------------------------------
+
+def _put(name: str, elements: int) -> Change[None]:
+    def change(session: Session) -> tuple[Session, None]:
+        return session.with_leaves({name: LeafState(np.zeros(elements))}), None
+    return change
+
+
+def _limit_of(error: BaseException) -> str:
+    limit = getattr(error, "limit", None)
+    assert isinstance(limit, str), error
+    return limit
+
+
+def test_a_session_past_its_byte_budget_is_refused_whole(clock: FakeClock) -> None:
+    store = MemoryStore(StoreConfig(max_session_bytes=8_000), clock=clock)
+    session = store.create().id
+    store.update(session, _put("a", 500))  # 4,000 bytes
+    with pytest.raises(LimitExceeded) as refused:
+        store.update(session, _put("b", 600))
+    assert _limit_of(refused.value) == "max_session_bytes"
+    assert "nothing was changed" in str(refused.value)
+    assert set(store.get(session).leaves) == {"a"}
+    assert store.nbytes == 4_000
+    store.update(session, _put("a", 10))  # shrinking is always allowed
+    assert store.nbytes == 80 == store.get(session).nbytes
+
+
+def test_the_store_s_byte_budget_spans_sessions(clock: FakeClock) -> None:
+    store = MemoryStore(StoreConfig(max_store_bytes=10_000), clock=clock)
+    first, second = store.create().id, store.create().id
+    store.update(first, _put("a", 1000))  # 8,000 bytes
+    with pytest.raises(LimitExceeded) as refused:
+        store.update(second, _put("a", 300))
+    assert _limit_of(refused.value) == "max_store_bytes"
+    store.delete(first)  # a deleted session gives its bytes back
+    store.update(second, _put("a", 300))
+    assert store.nbytes == 2_400
+
+
+def test_remembered_answers_count_and_the_oldest_go_first(clock: FakeClock) -> None:
+    store = MemoryStore(StoreConfig(max_remembered_bytes=2_500), clock=clock)
+    session = store.create().id
+
+    def answer(size: int) -> Change[Remembered]:
+        return lambda s: (s, Remembered("f", b"\0" * size))
+
+    for k in range(3):
+        store.update(session, answer(999), request_id=f"r{k}")  # 1,000 bytes each
+    assert store.recall(session, "r0") is None  # forgotten: 3,000 bytes is over 2,500
+    assert store.recall(session, "r1") is not None and store.recall(session, "r2") is not None
+    assert store.nbytes == 2_000
+    store.update(session, answer(9_999), request_id="big")  # alone over the budget: kept
+    assert store.recall(session, "big") is not None and store.recall(session, "r2") is None
+    assert store.nbytes == 10_000
+
+
+def test_a_refused_change_keeps_the_remembered_answers(clock: FakeClock) -> None:
+    store = MemoryStore(StoreConfig(max_session_bytes=3_000, max_remembered_bytes=2_000),
+                        clock=clock)
+    session = store.create().id
+    store.update(session, lambda s: (s, Remembered("f", b"\0" * 999)), request_id="r0")
+    store.update(session, lambda s: (s, Remembered("f", b"\0" * 999)), request_id="r1")
+    with pytest.raises(LimitExceeded):
+        store.update(session, lambda s: (_put("a", 300)(s)[0], Remembered("f", b"\0" * 999)),
+                     request_id="r2")
+    assert store.recall(session, "r0") is not None and store.recall(session, "r1") is not None
+    assert store.recall(session, "r2") is None
+    assert store.nbytes == 2_000
+
+
+def test_one_client_cannot_take_every_session(clock: FakeClock) -> None:
+    store = MemoryStore(StoreConfig(max_sessions=10, max_sessions_per_client=2), clock=clock)
+    mine = [store.create(client="a").id for _ in range(2)]
+    with pytest.raises(LimitExceeded) as refused:
+        store.create(client="a")
+    assert _limit_of(refused.value) == "max_sessions_per_client"
+    store.create(client="b")  # another client still gets one
+    store.delete(mine[0])
+    store.create(client="a")  # a slot freed by a delete
+    clock.advance(10 * 86_400)
+    store.create(client="a")  # and by expiry
+    store.create(client="a")
+
+
+def test_a_create_request_id_is_kept_only_as_a_digest(store: MemoryStore) -> None:
+    secret = "a-request-id-that-is-long-and-random-0123456789"
+    store.create(request_id=secret)
+    assert secret not in repr(store._requests)
