@@ -9,7 +9,8 @@ whose ``limit`` names the limit. Sizes are checked before anything is allocated,
 client sends is ever evaluated.
 
 Tensors arrive as shape + dtype + raw little-endian bytes (``data``) or as numbers (``values``)
-and become native-endian, C-contiguous, read-only NumPy arrays; they always leave as ``data``.
+and become native-endian, C-contiguous, read-only NumPy arrays; they leave as ``data``, or as
+``values`` for a request that asks for numbers (``answer_as_values``).
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def tensor_to_array(tensor: pb.Tensor, *, field: str, default_dtype: DType | Non
     if finite and dtype.is_floating_point and not np.isfinite(array).all():
         at = int(np.flatnonzero(~np.isfinite(array))[0])
         where = f"{field}.data" if data else f"{field}.values[{at}]"
-        raise InvalidField(where, f"element {_index(at, shape)} is {array.flat[at]}; values "
+        raise InvalidField(where, f"element {_index(at, shape)} is {float(array.flat[at])}; values "
                            "sent to the server must be finite", node=node)
     array.flags.writeable = False
     return array
@@ -217,7 +218,7 @@ def _from_values(values: Iterable[float], shape: tuple[int, ...], numel: int, dt
             overflow = np.isfinite(numbers) & ~np.isfinite(array)
             if overflow.any():
                 at = int(np.argmax(overflow))
-                raise InvalidField(f"{field}[{at}]", f"{numbers[at]!r} is outside float32's "
+                raise InvalidField(f"{field}[{at}]", f"{float(numbers[at])!r} is outside float32's "
                                    "range", node=node)
         return array.reshape(shape)
     if dtype is INT64:
@@ -225,19 +226,22 @@ def _from_values(values: Iterable[float], shape: tuple[int, ...], numel: int, dt
             ok = (numbers == np.trunc(numbers)) & (numbers >= _INT64_MIN) & (numbers < _INT64_END)
         if not ok.all():
             at = int(np.argmin(ok))
-            raise InvalidField(f"{field}[{at}]", f"{numbers[at]!r} is not an int64; an int64 "
-                               "tensor takes integral values only", node=node)
+            raise InvalidField(f"{field}[{at}]", f"{float(numbers[at])!r} is not an int64; an "
+                               "int64 tensor takes integral values only", node=node)
         return numbers.astype(np.int64).reshape(shape)
     ok = (numbers == 0) | (numbers == 1)
     if not ok.all():
         at = int(np.argmin(ok))
-        raise InvalidField(f"{field}[{at}]", f"{numbers[at]!r} is not a bool; a bool tensor "
+        raise InvalidField(f"{field}[{at}]", f"{float(numbers[at])!r} is not a bool; a bool tensor "
                            "takes 0 and 1 only", node=node)
     return (numbers == 1).reshape(shape)
 
 
-def array_to_tensor(array: npt.ArrayLike, out: pb.Tensor | None = None) -> pb.Tensor:
-    """An array (any byte order or layout) as a wire tensor: shape, dtype, raw little-endian data.
+def array_to_tensor(array: npt.ArrayLike, out: pb.Tensor | None = None, *,
+                    as_values: bool = False) -> pb.Tensor:
+    """An array (any byte order or layout) as a wire tensor: shape, dtype, and the elements as
+    raw little-endian ``data``, or as numbers in ``values`` when ``as_values`` (for clients that
+    cannot decode bytes: grpcurl, JSON).
 
     ``out``: a tensor field of a message to fill in place (protobuf copies a submessage given to
     a constructor: a megabyte each time for a large tensor). Float16 widens to float32, other
@@ -248,7 +252,10 @@ def array_to_tensor(array: npt.ArrayLike, out: pb.Tensor | None = None) -> pb.Te
     tensor = pb.Tensor() if out is None else out
     tensor.shape[:] = array.shape
     tensor.dtype = _DTYPE_TO_PROTO[dtype]
-    tensor.data = array.astype(_LITTLE_ENDIAN[dtype], copy=False).tobytes()
+    if as_values:
+        tensor.values[:] = array.astype(np.float64).ravel().tolist()
+    else:
+        tensor.data = array.astype(_LITTLE_ENDIAN[dtype], copy=False).tobytes()
     return tensor
 
 
@@ -435,7 +442,7 @@ def report_to_proto(report: CheckReport, out: pb.CheckReport | None = None) -> p
 
 def differentiate_response(result: Result, order: Sequence[str], *,
                            leaf_dtypes: Mapping[str, DType] | None = None,
-                           ) -> pb.DifferentiateResponse:
+                           as_values: bool = False) -> pb.DifferentiateResponse:
     """``differentiate``'s result on the wire: one ``Gradient`` per leaf of ``order`` (without a
     value for a leaf the output does not depend on), and the Hessian's blocks row-major over
     ``order`` when there is a Hessian.
@@ -443,6 +450,7 @@ def differentiate_response(result: Result, order: Sequence[str], *,
     ``leaf_dtypes``: each leaf's dtype, so that a Hessian block comes in the wider of its two
     leaves' dtypes as the proto says (by default a leaf's dtype is its gradient's).
     The result's notes (why no closed form is shown) are added to the check's reason.
+    ``as_values``: tensors as numbers (see ``array_to_tensor``).
     """
     gradients = []
     for name in order:
@@ -450,13 +458,13 @@ def differentiate_response(result: Result, order: Sequence[str], *,
                                latex=result.latex.get(name, ""))
         value = result.gradients.get(name)
         if value is not None:
-            gradient.value.CopyFrom(array_to_tensor(value))
+            array_to_tensor(value, gradient.value, as_values=as_values)
         gradients.append(gradient)
     check = report_to_proto(result.check)
     if result.notes:
         check.reason = " ".join(part for part in (check.reason, *result.notes) if part)
-    response = pb.DifferentiateResponse(output=array_to_tensor(result.value),
-                                        gradients=gradients, check=check)
+    response = pb.DifferentiateResponse(gradients=gradients, check=check)
+    array_to_tensor(result.value, response.output, as_values=as_values)
     hessian = result.hessian
     if hessian is not None:
         known = dict(leaf_dtypes or {})
@@ -471,10 +479,12 @@ def differentiate_response(result: Result, order: Sequence[str], *,
                 if row in known and column in known:
                     wide = FLOAT64 if FLOAT64 in (known[row], known[column]) else FLOAT32
                     block = np.asarray(block).astype(wide.numpy, copy=False)
-                blocks.append(pb.HessianBlock(
-                    row=row, column=column, value=array_to_tensor(block),
+                message = pb.HessianBlock(
+                    row=row, column=column,
                     closed_form=hessian.closed_forms.get((row, column), ""),
-                    latex=hessian.latex.get((row, column), "")))
+                    latex=hessian.latex.get((row, column), ""))
+                array_to_tensor(block, message.value, as_values=as_values)
+                blocks.append(message)
         response.hessian.CopyFrom(pb.Hessian(blocks=blocks,
                                              check=report_to_proto(hessian.check)))
     return response
@@ -530,16 +540,29 @@ def list_ops_response() -> pb.ListOpsResponse:
 
 # --- sessions ------------------------------------------------------------------------------------
 
-def leaf_to_proto(name: str, leaf: LeafState, out: pb.Leaf | None = None) -> pb.Leaf:
-    """A session leaf in full (into ``out`` when given); ``grad`` absent when it is None."""
+def leaf_to_proto(name: str, leaf: LeafState, out: pb.Leaf | None = None, *,
+                  view: int = pb.LEAF_VIEW_FULL, as_values: bool = False) -> pb.Leaf:
+    """A session leaf (into ``out`` when given): its value and grad as ``view`` asks (a
+    ``LeafView``); ``grad`` absent when it is None. ``as_values``: see ``array_to_tensor``."""
     message = pb.Leaf() if out is None else out
     message.name = name
     message.requires_grad = leaf.requires_grad
     message.version = leaf.version
-    array_to_tensor(leaf.value, message.value)
-    if leaf.grad is not None:
-        array_to_tensor(leaf.grad, message.grad)
+    if view != pb.LEAF_VIEW_GRAD:
+        array_to_tensor(leaf.value, message.value, as_values=as_values)
+    if view != pb.LEAF_VIEW_VALUE and leaf.grad is not None:
+        array_to_tensor(leaf.grad, message.grad, as_values=as_values)
     return message
+
+
+def leaf_view_from_proto(value: int, *, field: str = "view") -> int:
+    """The ``LeafView`` asked for (UNSPECIFIED: FULL); an unknown value is refused."""
+    if value == pb.LEAF_VIEW_UNSPECIFIED:
+        return pb.LEAF_VIEW_FULL
+    if value not in pb.LeafView.values():
+        raise InvalidField(field, f"unknown leaf view {value}; expected one of "
+                           f"{', '.join(pb.LeafView.keys())}")
+    return value
 
 
 def leaf_info(name: str, leaf: LeafState) -> pb.LeafInfo:
@@ -580,9 +603,19 @@ def timestamp_to_proto(seconds: float) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=whole, nanos=nanos)
 
 
+_NANOS_PER_SECOND = 1_000_000_000
+
+
 def duration_from_proto(duration: duration_pb2.Duration, *, field: str) -> float | None:
     """A requested duration in seconds; None when absent or zero (the server's default).
-    Negative ones are refused."""
+    Negative ones are refused, and so are malformed ones (google.protobuf.Duration's rules:
+    ``nanos`` within ±999,999,999 and of the same sign as ``seconds``)."""
+    if not -_NANOS_PER_SECOND < duration.nanos < _NANOS_PER_SECOND:
+        raise InvalidField(f"{field}.nanos", f"{duration.nanos:,} nanoseconds; a Duration's "
+                           "nanos are within ±999,999,999")
+    if duration.seconds * duration.nanos < 0:
+        raise InvalidField(field, f"seconds {duration.seconds} and nanos {duration.nanos} have "
+                           "different signs; a Duration's two parts share one sign")
     seconds = duration.seconds + duration.nanos / 1e9
     if seconds < 0:
         raise InvalidField(field, f"{seconds:g} seconds; a duration must not be negative")

@@ -1,27 +1,29 @@
 """The gRPC servicer: a thin translation between the wire API and the engine and sessions.
 
 Each method converts its request (``convert.py``), calls the engine or the store, and converts
-the answer back; every error becomes a status in ``status.py``. Mutating calls go through the
+the answer back; it raises on error, and the server's one mapping (``status.py``) makes the
+status. Mutating calls go through the
 store's ``update``, whose change is a pure function of the session snapshot: a call that fails
-changes nothing, and a retried ``request_id`` gets its first answer.
+changes nothing, and a retried ``request_id`` gets its first answer. A change commits only while
+its call is still active (its client neither gone past its deadline nor cancelled): it is checked
+inside the store's update, the last point before the commit. Every answer is checked against the
+message size limit before it is sent (before the commit, for a change).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-import grpc
 import numpy as np
 from crossgrad.engine import graph as graphs
 from crossgrad.engine.check import CheckMode
 from crossgrad.engine.differentiation import Cache, GradientCheck, Symbolic, differentiate
 from crossgrad.engine.dtypes import DType
 from crossgrad.engine.errors import CrossgradError, InvalidArgument, UsageError, short_name
-from crossgrad.engine.graph import MAX_NAME_CHARS, Graph, Leaf, LimitExceeded, ValidGraph
+from crossgrad.engine.graph import MAX_NAME_CHARS, Graph, Leaf, ValidGraph
 from crossgrad.engine.tape import Tape
 from crossgrad.engine.tensor import Tensor
 from crossgrad.v1 import crossgrad_pb2 as pb
@@ -30,9 +32,15 @@ from google.protobuf import message
 
 from . import convert
 from .config import Config
-from .errors import LeafNotFound, RequestIdReused, SessionBusy, VersionMismatch
-from .sessions import LeafState, Session, SessionStore
-from .status import to_status
+from .errors import (
+    BudgetExceeded,
+    CallEnded,
+    LeafNotFound,
+    RequestIdReused,
+    SessionBusy,
+    VersionMismatch,
+)
+from .sessions import LeafState, Remembered, Session, SessionStore
 
 Request = TypeVar("Request", bound=message.Message)
 Response = TypeVar("Response", bound=message.Message)
@@ -40,7 +48,30 @@ Response = TypeVar("Response", bound=message.Message)
 _DEADLINE_MARGIN = 0.05  # seconds kept back from a client's deadline to answer in time
 _RETRIES = 5  # recomputations of a Backward whose leaves changed under it
 _PER_GRAPH = 16  # tapes and checks kept per known graph
+# Graphs kept validated, and the largest kept (serialized): a graph with large constants costs
+# its size to validate anyway, and the cache must stay small in bytes (keys are whole graphs).
+_KNOWN_GRAPHS = 256
+_KNOWN_GRAPH_BYTES = 64 * 1024
 MAX_REQUEST_ID_CHARS = 128
+# CreateSession's request_id gets a session back: as strong as a session id (128+ random bits:
+# a UUID's 36 characters, 32 hex digits).
+MIN_CREATE_REQUEST_ID_CHARS = 32
+
+
+class Call(Protocol):
+    """What the servicer asks of a call in progress (thread-safe)."""
+
+    def time_remaining(self) -> float | None:
+        """Seconds until the client's deadline; None without one."""
+        ...
+
+    def is_active(self) -> bool:
+        """False once the client cancelled or its deadline passed."""
+        ...
+
+    def peer(self) -> str:
+        """The client's address, e.g. "ipv4:127.0.0.1:50312"."""
+        ...
 
 
 class _Stale(Exception):
@@ -69,17 +100,32 @@ class _Known:
         return self.tapes.get_or_put(key, lambda: Tape(self.valid, tracking, key[1]))
 
 
-def _rpc(method: Callable[[Any, Request, grpc.ServicerContext], Response],
-         ) -> Callable[[Any, Request, grpc.ServicerContext], Response]:
-    """Every error, expected or not, leaves as a status with details and no stack trace."""
-    @functools.wraps(method)
-    def handle(self: Any, request: Request, context: grpc.ServicerContext) -> Response:
-        try:
-            return method(self, request, context)
-        except Exception as error:
-            context.abort_with_status(to_status(error))
-            raise AssertionError("abort_with_status returned") from None
-    return handle
+def _client(call: Call) -> str:
+    """Who is calling, for per-client limits: the peer's address without its port."""
+    peer = call.peer()
+    if peer.startswith(("ipv4:", "ipv6:")):
+        return peer.rpartition(":")[0]
+    return peer
+
+
+def _session_id(request: Any) -> str:
+    """The request's session_id, which every session call needs."""
+    session_id: str = request.session_id
+    if not session_id:
+        raise convert.InvalidField("session_id", "the session's id is required (CreateSession "
+                                   "gives one)")
+    return session_id
+
+
+def _commit_point(call: Call) -> None:
+    """Refuse to commit for a call nobody waits for any more: its client's deadline passed or it
+    cancelled. The answer would be lost, and a retry without a request_id would apply it twice."""
+    if not call.is_active():
+        remaining = call.time_remaining()
+        raise CallEnded(cancelled=remaining is None or remaining > 0)
+    remaining = call.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise CallEnded(cancelled=False)
 
 
 def _fingerprint(request: message.Message) -> str:
@@ -99,14 +145,14 @@ def _request_id(request: Any) -> str | None:
     return key or None
 
 
-def _replay(remembered: Any, fingerprint: str, request_id: str,
+def _replay(remembered: object, fingerprint: str, request_id: str,
             response_type: type[Response]) -> Response:
     """The answer remembered for a request_id, or RequestIdReused if it answered another request
     than the one whose ``fingerprint`` is given."""
-    first, payload = remembered
-    if first != fingerprint:
+    assert isinstance(remembered, Remembered)  # what ``_mutate`` has the store remember
+    if remembered.fingerprint != fingerprint:
         raise RequestIdReused(request_id)
-    return response_type.FromString(payload)
+    return response_type.FromString(remembered.payload)
 
 
 class Servicer(pb_grpc.AutogradServiceServicer):
@@ -114,14 +160,14 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         self.config = config
         self.store = store
         self.symbolic = symbolic
-        self._graphs = Cache(256)
+        self._graphs = Cache(_KNOWN_GRAPHS)
 
     # --- helpers ----------------------------------------------------------------------------------
 
-    def _deadline(self, context: grpc.ServicerContext) -> float:
+    def _deadline(self, call: Call) -> float:
         """Seconds the symbolic derivation may take: the configured deadline, or less when the
         client's own deadline comes first (the worker is then stopped in time)."""
-        remaining = context.time_remaining()
+        remaining = call.time_remaining()
         configured = self.config.symbolic_deadline
         if remaining is None:
             return configured
@@ -133,42 +179,53 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         request_id = _request_id(request)
         if request_id is None:
             return None
-        remembered = self.store.recall(request.session_id, request_id)
+        remembered = self.store.recall(_session_id(request), request_id)
         if remembered is None:
             return None
         return _replay(remembered, _fingerprint(request), request_id, response_type)
 
     def _mutate(self, request: Any, change: Callable[[Session], tuple[Session, Response]],
-                response_type: type[Response]) -> Response:
-        """``change`` applied through the store; a retried request_id gets its first answer."""
+                response_type: type[Response], call: Call) -> Response:
+        """``change`` applied through the store, if the call is still active when it is done; a
+        retried request_id gets its first answer."""
+        session_id = _session_id(request)
         request_id = _request_id(request)
         if request_id is None:
             def fitting(session: Session) -> tuple[Session, Response]:
                 new, response = change(session)
-                self._check_size(response.ByteSize())
+                self._check_size(response.ByteSize(), changing=True)
+                _commit_point(call)
                 return new, response
 
-            return self.store.update(request.session_id, fitting)
+            return self.store.update(session_id, fitting)
         # Only calls that can be retried pay for remembering their answer (and for hashing the
         # request, megabytes for a large tensor).
         fingerprint = _fingerprint(request)
 
-        def recorded(session: Session) -> tuple[Session, tuple[str, bytes]]:
+        def recorded(session: Session) -> tuple[Session, Remembered]:
             new, response = change(session)
             payload = response.SerializeToString()
-            self._check_size(len(payload))
-            return new, (fingerprint, payload)
+            self._check_size(len(payload), changing=True)
+            _commit_point(call)
+            return new, Remembered(fingerprint, payload)
 
-        remembered = self.store.update(request.session_id, recorded, request_id)
+        remembered = self.store.update(session_id, recorded, request_id)
         return _replay(remembered, fingerprint, request_id, response_type)
 
-    def _check_size(self, size: int) -> None:
-        """Refuse an answer over the message size limit before the store commits its change:
-        gRPC would refuse to send it after the change was applied."""
+    def _check_size(self, size: int, *, changing: bool = False,
+                    hint: str = "") -> None:
+        """Refuse an answer over the message size limit before it is sent (gRPC would fail it
+        without details), and for a change before the store commits it."""
         if size > self.config.max_message_bytes:
-            raise LimitExceeded(f"the response would be {size:,} bytes, over the server's "
-                                f"message size limit of {self.config.max_message_bytes:,}; "
-                                "nothing was changed")
+            raise BudgetExceeded(
+                "max_message_bytes", f"the answer would be {size:,} bytes, over the server's "
+                f"message size limit of {self.config.max_message_bytes:,}"
+                f"{'; nothing was changed' if changing else ''}{hint}")
+
+    def _answer(self, response: Response, hint: str = "") -> Response:
+        """A read-only answer, once it is known to fit in a message."""
+        self._check_size(response.ByteSize(), hint=hint)
+        return response
 
     def _tensor(self, tensor: pb.Tensor, field: str, default_dtype: DType | None) -> np.ndarray:
         return convert.tensor_to_array(tensor, field=field, default_dtype=default_dtype,
@@ -177,12 +234,13 @@ class Servicer(pb_grpc.AutogradServiceServicer):
     def _graph(self, request_graph: pb.Graph, session: Session) -> _Known:
         """The request's graph, validated over the session's leaves.
 
-        A client sends the same graph call after call (a training loop), so validated graphs are
-        kept by their bytes and the session's dtype, and reused while the leaves they use still
-        have the shapes and dtypes they were validated with.
+        A client sends the same graph call after call (a training loop), so validated graphs of up
+        to ``_KNOWN_GRAPH_BYTES`` are kept by their bytes and the session's dtype, and reused
+        while the leaves they use still have the shapes and dtypes they were validated with.
         """
         key = (request_graph.SerializeToString(deterministic=True), session.dtype)
-        known: _Known | None = self._graphs.get(key)
+        cached = len(key[0]) <= _KNOWN_GRAPH_BYTES
+        known: _Known | None = self._graphs.get(key) if cached else None
         if known is not None and _fits(known.signature, session.leaves):
             return known
         graph: Graph = convert.graph_from_proto(request_graph, self.config.limits,
@@ -193,38 +251,42 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         declared = {name: (leaf.value.shape, convert.dtype_of(leaf.value))
                     for name, leaf in session.leaves.items()}
         known = _Known(graphs.validate(graph, declared, self.config.limits), self.symbolic)
-        self._graphs.put(key, known)
+        if cached:
+            self._graphs.put(key, known)
         return known
 
     # --- sessions ---------------------------------------------------------------------------------
 
-    @_rpc
-    def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.ServicerContext,
+    def CreateSession(self, request: pb.CreateSessionRequest, call: Call,
                       ) -> pb.CreateSessionResponse:
         dtype = convert.dtype_from_proto(request.dtype, default=convert.FLOAT32, field="dtype")
         mode = convert.check_mode_from_proto(request.check_mode) or CheckMode.STRICT
         ttl = convert.duration_from_proto(request.idle_ttl, field="idle_ttl")
-        session = self.store.create(dtype, mode.value, ttl, request_id=_request_id(request))
+        request_id = _request_id(request)
+        if request_id is not None and len(request_id) < MIN_CREATE_REQUEST_ID_CHARS:
+            raise convert.InvalidField(
+                "request_id", f"{len(request_id)} characters; CreateSession's request_id gets "
+                "the session back on a retry, so it must be as hard to guess as a session id: "
+                f"at least {MIN_CREATE_REQUEST_ID_CHARS} characters (a random UUID)")
+        session = self.store.create(dtype, mode.value, ttl, request_id=request_id,
+                                    client=_client(call))
         return pb.CreateSessionResponse(session=_session_to_proto(session))
 
-    @_rpc
-    def GetSession(self, request: pb.GetSessionRequest, context: grpc.ServicerContext,
+    def GetSession(self, request: pb.GetSessionRequest, call: Call,
                    ) -> pb.GetSessionResponse:
-        session = self.store.get(request.session_id)
-        return pb.GetSessionResponse(
+        session = self.store.get(_session_id(request))
+        return self._answer(pb.GetSessionResponse(
             session=_session_to_proto(session),
-            leaves=[convert.leaf_info(n, leaf) for n, leaf in sorted(session.leaves.items())])
+            leaves=[convert.leaf_info(n, leaf) for n, leaf in sorted(session.leaves.items())]))
 
-    @_rpc
-    def DeleteSession(self, request: pb.DeleteSessionRequest, context: grpc.ServicerContext,
+    def DeleteSession(self, request: pb.DeleteSessionRequest, call: Call,
                       ) -> pb.DeleteSessionResponse:
-        self.store.delete(request.session_id, _request_id(request))
+        self.store.delete(_session_id(request), _request_id(request))
         return pb.DeleteSessionResponse()
 
     # --- leaves -----------------------------------------------------------------------------------
 
-    @_rpc
-    def PutLeaf(self, request: pb.PutLeafRequest, context: grpc.ServicerContext,
+    def PutLeaf(self, request: pb.PutLeafRequest, call: Call,
                 ) -> pb.PutLeafResponse:
         if (first := self._answered(request, pb.PutLeafResponse)) is not None:
             return first
@@ -233,7 +295,7 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         if len(request.name) > MAX_NAME_CHARS:
             raise convert.InvalidField("name", f"{len(request.name):,} characters; a leaf name "
                                        f"has at most {MAX_NAME_CHARS}")
-        snapshot = self.store.get(request.session_id)
+        snapshot = self.store.get(_session_id(request))
         value = (self._tensor(request.value, "value", snapshot.dtype) if request.HasField("value")
                  else None)
         wants_grad = request.requires_grad if request.HasField("requires_grad") else None
@@ -246,8 +308,9 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                 raise VersionMismatch(request.name, expected, 0 if old is None else old.version)
             if old is None:
                 if len(session.leaves) >= self.config.max_leaves:
-                    raise LimitExceeded(f"this session holds {len(session.leaves):,} leaves, the "
-                                        "server's limit; create a new session for more")
+                    raise BudgetExceeded("max_leaves", f"this session holds "
+                                         f"{len(session.leaves):,} leaves, the server's limit; "
+                                         "create a new session for more")
                 if value is None:
                     raise convert.InvalidField("value", f"leaf {short_name(request.name)} does "
                                                "not exist: creating it needs a value")
@@ -274,18 +337,20 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                     pb.PutLeafResponse(leaf=convert.leaf_info(request.name, leaf),
                                        created=old is None))
 
-        return self._mutate(request, change, pb.PutLeafResponse)
+        return self._mutate(request, change, pb.PutLeafResponse, call)
 
-    @_rpc
-    def GetLeaf(self, request: pb.GetLeafRequest, context: grpc.ServicerContext,
+    def GetLeaf(self, request: pb.GetLeafRequest, call: Call,
                 ) -> pb.GetLeafResponse:
-        session = self.store.get(request.session_id)
+        view = convert.leaf_view_from_proto(request.view)
+        session = self.store.get(_session_id(request))
         response = pb.GetLeafResponse()
-        convert.leaf_to_proto(request.name, session.leaf(request.name), response.leaf)
-        return response
+        convert.leaf_to_proto(request.name, session.leaf(request.name), response.leaf, view=view,
+                              as_values=request.answer_as_values)
+        return self._answer(response, hint=(
+            "; ask for the value and the grad one at a time (GetLeafRequest.view)"
+            if view == pb.LEAF_VIEW_FULL else ""))
 
-    @_rpc
-    def ZeroGrad(self, request: pb.ZeroGradRequest, context: grpc.ServicerContext,
+    def ZeroGrad(self, request: pb.ZeroGradRequest, call: Call,
                  ) -> pb.ZeroGradResponse:
         def change(session: Session) -> tuple[Session, pb.ZeroGradResponse]:
             names = list(request.names) or sorted(session.leaves)
@@ -299,14 +364,13 @@ class Servicer(pb_grpc.AutogradServiceServicer):
             return new, pb.ZeroGradResponse(
                 leaves=[convert.leaf_info(n, new.leaves[n]) for n in sorted(changed)])
 
-        return self._mutate(request, change, pb.ZeroGradResponse)
+        return self._mutate(request, change, pb.ZeroGradResponse, call)
 
     # --- graphs -----------------------------------------------------------------------------------
 
-    @_rpc
-    def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext,
+    def Evaluate(self, request: pb.EvaluateRequest, call: Call,
                  ) -> pb.EvaluateResponse:
-        session = self.store.get(request.session_id)
+        session = self.store.get(_session_id(request))
         valid = self._graph(request.graph, session).valid
         ids = list(request.nodes) or [valid.output]
         seen: set[str] = set()
@@ -318,28 +382,27 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         values = {name: session.leaves[name].value for name in valid.leaves}
         tracking = {n for n in valid.leaves if session.leaves[n].requires_grad}
         _, env = graphs.run(valid, values, tracking, ids, checked=True)
-        out = []
+        response = pb.EvaluateResponse()
         for node_id in ids:
             result = env[node_id]
+            out = response.values.add(id=node_id)
             if isinstance(result, Tensor):
                 array = result.detach().numpy()
-                grad_fn = result.grad_fn.name() if result.grad_fn is not None else ""
-                out.append(pb.NodeValue(id=node_id, value=convert.array_to_tensor(array),
-                                        requires_grad=result.requires_grad, grad_fn=grad_fn))
+                out.requires_grad = result.requires_grad
+                out.grad_fn = result.grad_fn.name() if result.grad_fn is not None else ""
             else:
                 array = np.asarray(result, dtype=valid.types[node_id].dtype.numpy)
-                out.append(pb.NodeValue(id=node_id, value=convert.array_to_tensor(array)))
-        return pb.EvaluateResponse(values=out)
+            convert.array_to_tensor(array, out.value, as_values=request.answer_as_values)
+        return self._answer(response, hint="; ask for fewer nodes")
 
-    @_rpc
-    def Backward(self, request: pb.BackwardRequest, context: grpc.ServicerContext,
+    def Backward(self, request: pb.BackwardRequest, call: Call,
                  ) -> pb.BackwardResponse:
         if (first := self._answered(request, pb.BackwardResponse)) is not None:
             return first
         try:
             for _ in range(_RETRIES):
                 try:
-                    return self._backward(request, context)
+                    return self._backward(request, call)
                 except _Stale:
                     continue  # a PutLeaf changed a leaf under us: compute from the new values
             raise SessionBusy(f"the session's leaves changed under backward {_RETRIES} times in "
@@ -351,9 +414,9 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                 return first
             raise
 
-    def _backward(self, request: pb.BackwardRequest, context: grpc.ServicerContext,
+    def _backward(self, request: pb.BackwardRequest, call: Call,
                   ) -> pb.BackwardResponse:
-        session = self.store.get(request.session_id)
+        session = self.store.get(_session_id(request))
         known = self._graph(request.graph, session)
         valid = known.valid
         leaves = session.leaves
@@ -367,7 +430,7 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         sweep = tape(values, seed)
         mode = convert.check_mode_from_proto(request.check_mode) or CheckMode(session.check)
         checked = known.check(tracking)(values, sweep.value, sweep.grads, mode=mode, seed=seed,
-                                        deadline=self._deadline(context))
+                                        deadline=self._deadline(call))
         versions = {name: leaves[name].version for name in sweep.grads}
 
         def change(current: Session) -> tuple[Session, pb.BackwardResponse]:
@@ -379,25 +442,25 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                 updated[name] = leaf.accumulate(grad)
             # Built in place: a submessage given to a constructor is copied.
             response = pb.BackwardResponse()
-            convert.array_to_tensor(checked.value, response.output)
+            as_values = request.answer_as_values
+            convert.array_to_tensor(checked.value, response.output, as_values=as_values)
             for name, leaf in sorted(updated.items()):
                 if leaf.grad is not None:
                     message = response.leaves.add(
                         name=name, version=leaf.version,
                         closed_form=checked.closed_forms.get(name, ""),
                         latex=checked.latex.get(name, ""))
-                    convert.array_to_tensor(leaf.grad, message.grad)
+                    convert.array_to_tensor(leaf.grad, message.grad, as_values=as_values)
             for node_id, grad in sweep.retained.items():
-                convert.array_to_tensor(grad, response.retained[node_id])
+                convert.array_to_tensor(grad, response.retained[node_id], as_values=as_values)
             convert.report_to_proto(checked.check, response.check)
             return current.with_leaves(updated), response
 
-        return self._mutate(request, change, pb.BackwardResponse)
+        return self._mutate(request, change, pb.BackwardResponse, call)
 
     # --- stateless --------------------------------------------------------------------------------
 
-    @_rpc
-    def Differentiate(self, request: pb.DifferentiateRequest, context: grpc.ServicerContext,
+    def Differentiate(self, request: pb.DifferentiateRequest, call: Call,
                       ) -> pb.DifferentiateResponse:
         source: Graph | str
         if request.WhichOneof("source") == "formula":
@@ -414,13 +477,13 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         wrt = list(request.wrt) or None
         result = differentiate(source, values, wrt=wrt, check=mode, hessian=request.hessian,
                                seed=seed, limits=self.config.limits, symbolic=self.symbolic,
-                               deadline=self._deadline(context))
-        return convert.differentiate_response(
+                               deadline=self._deadline(call))
+        return self._answer(convert.differentiate_response(
             result, sorted(result.wrt) if wrt is None else wrt,
-            leaf_dtypes={n: convert.dtype_of(v) for n, v in values.items()})
+            leaf_dtypes={n: convert.dtype_of(v) for n, v in values.items()},
+            as_values=request.answer_as_values))
 
-    @_rpc
-    def ListOps(self, request: pb.ListOpsRequest, context: grpc.ServicerContext,
+    def ListOps(self, request: pb.ListOpsRequest, call: Call,
                 ) -> pb.ListOpsResponse:
         return convert.list_ops_response()
 

@@ -1,11 +1,13 @@
 """Errors to gRPC statuses: the one place where an exception becomes a status code and details.
 
 Every error the engine and the server raise on purpose is a ``CrossgradError`` naming its status
-(``.status``); here it becomes the code, an ``ErrorInfo`` (domain "crossgrad", a reason, metadata:
-the node, the leaf, the Python exception type PyTorch raises), a ``BadRequest`` field violation for
-INVALID_ARGUMENT, and the check report for a STRICT disagreement. Anything else is a bug: it is
-logged here with its stack trace and answered INTERNAL with a message that carries none, so no
-call ever ends in UNKNOWN.
+(``.status``); here it becomes the code, an ``ErrorInfo`` as AIP-193 lays it out (the service's
+name as domain, an UPPER_SNAKE_CASE reason, lowerCamelCase metadata: the node, the leaf, the Python
+exception type PyTorch raises, the limit), a ``BadRequest`` field violation for INVALID_ARGUMENT
+(the request field's path: repeated fields by index, so a node is ``graph.nodes[3]``, and anything
+in a formula is ``formula``), and the check report for a STRICT disagreement. Anything else is a
+bug: it is logged here with its stack trace and answered INTERNAL with a message that carries none,
+so no call ever ends in UNKNOWN.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from crossgrad.engine.errors import (
     UsageError,
 )
 from crossgrad.engine.graph import LimitExceeded
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from .convert import report_to_proto
 from .errors import (
+    CallEnded,
     LeafNotFound,
     RequestIdReused,
     SessionBusy,
@@ -38,7 +41,7 @@ from .errors import (
 
 log = logging.getLogger("crossgrad.server")
 
-DOMAIN = "crossgrad"
+DOMAIN = "crossgrad.v1.AutogradService"  # AIP-193: the service's registered name
 # A status travels in the call's trailers, which gRPC caps at 16 KiB: client-chosen names of any
 # length must not push it over (the client would get "Stream removed" instead). The message goes
 # there twice (percent-encoded, and inside the base64 details), so budgets are in UTF-8 bytes.
@@ -58,20 +61,22 @@ _REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (VersionMismatch, "VERSION_MISMATCH"),
     (SessionBusy, "SESSION_BUSY"),
     (DeadlineExceeded, "DEADLINE_EXCEEDED"),
+    (CallEnded, ""),  # its status: CANCELLED or DEADLINE_EXCEEDED
     (RequestIdReused, "REQUEST_ID_REUSED"),
     (CrossgradError, "INVALID_REQUEST"),
 )
 _PYTHON_EXCEPTIONS = (IndexError, TypeError, ValueError, RuntimeError)
 
 
-def to_status(error: BaseException, *, field: str | None = None) -> grpc.Status:
-    """The gRPC status for ``error``; ``field``: the request field it is about, when known."""
+def to_status(error: BaseException, request: message.Message | None = None) -> grpc.Status:
+    """The gRPC status for ``error``, raised while answering ``request`` (when given: it tells
+    which request field a node of the error is)."""
     if not isinstance(error, CrossgradError):
         log.exception("internal error", exc_info=error)
         return _status(grpc.StatusCode.INTERNAL, "internal error: the server could not complete "
                        "the call; nothing was changed", "INTERNAL", {})
     code = grpc.StatusCode[error.status]
-    reason = next(r for cls, r in _REASONS if isinstance(error, cls))
+    reason = next(r for cls, r in _REASONS if isinstance(error, cls)) or error.status
     metadata = {}
     if error.node is not None:
         metadata["node"] = _bounded(str(error.node), _METADATA_BYTES)
@@ -80,23 +85,40 @@ def to_status(error: BaseException, *, field: str | None = None) -> grpc.Status:
         metadata["leaf"] = _bounded(name, _METADATA_BYTES)
     python = next((cls.__name__ for cls in _PYTHON_EXCEPTIONS if isinstance(error, cls)), None)
     if python is not None:
-        metadata["python_exception"] = python
+        metadata["pythonException"] = python
     if isinstance(error, VersionMismatch):
         metadata["version"] = str(error.version)
     limit = getattr(error, "limit", None)
     if isinstance(limit, str):
         metadata["limit"] = limit
-    message = _bounded(error.message, _MESSAGE_BYTES)
+    text = _bounded(error.message, _MESSAGE_BYTES)
     extra = []
     if code is grpc.StatusCode.INVALID_ARGUMENT:
-        where = (field or getattr(error, "field", None)
-                 or (f"graph.nodes[{error.node}]" if error.node is not None else ""))
+        where = getattr(error, "field", None) or _field_of_node(error.node, request)
         extra.append(error_details_pb2.BadRequest(field_violations=[
             error_details_pb2.BadRequest.FieldViolation(field=_bounded(where, _METADATA_BYTES),
-                                                        description=message)]))
+                                                        description=text)]))
     if isinstance(error, CheckFailed):
         extra.append(report_to_proto(error.report))
-    return _status(code, message, reason, metadata, *extra)
+    return _status(code, text, reason, metadata, *extra)
+
+
+def _field_of_node(node: str | None, request: message.Message | None) -> str:
+    """The path of the request field that holds ``node``: its index in the request's graph, or
+    the formula it was parsed from."""
+    if request is None:
+        return ""
+    source = request.WhichOneof("source") if "source" in request.DESCRIPTOR.oneofs_by_name \
+        else "graph" if "graph" in request.DESCRIPTOR.fields_by_name else None
+    if source == "formula":
+        return "formula"
+    if source != "graph" or node is None:
+        return ""
+    graph = getattr(request, "graph")  # noqa: B009 (a field of some request types only)
+    for index, candidate in enumerate(graph.nodes):
+        if candidate.id == node:
+            return f"graph.nodes[{index}]"
+    return "graph"
 
 
 def _bounded(text: str, size: int) -> str:

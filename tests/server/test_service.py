@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any
@@ -264,9 +265,9 @@ def test_a_retried_request_id_applies_once(stub: Stub) -> None:
                                          request_id="step-1"))
     assert reused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert _reason(reused.value) == "REQUEST_ID_REUSED"
-    created = stub.CreateSession(pb.CreateSessionRequest(request_id="make-1")).session
-    assert stub.CreateSession(pb.CreateSessionRequest(request_id="make-1")).session.id == \
-        created.id
+    key = str(uuid.uuid4())  # CreateSession's request_id is a secret: a random UUID
+    created = stub.CreateSession(pb.CreateSessionRequest(request_id=key)).session
+    assert stub.CreateSession(pb.CreateSessionRequest(request_id=key)).session.id == created.id
 
 
 def test_a_retry_gets_its_first_answer_whatever_the_state_now(stub: Stub) -> None:
@@ -285,9 +286,10 @@ def test_a_request_id_is_one_request_across_methods(stub: Stub) -> None:
         stub.ZeroGrad(pb.ZeroGradRequest(session_id=session, request_id="r"))
     assert _reason(reused.value) == "REQUEST_ID_REUSED"
     assert grad_of(stub, session, "x") == 6.0
-    stub.CreateSession(pb.CreateSessionRequest(request_id="make-2"))
+    key = str(uuid.uuid4())
+    stub.CreateSession(pb.CreateSessionRequest(request_id=key))
     with pytest.raises(grpc.RpcError) as reused:  # the same key, other settings
-        stub.CreateSession(pb.CreateSessionRequest(request_id="make-2", dtype=pb.DTYPE_FLOAT64))
+        stub.CreateSession(pb.CreateSessionRequest(request_id=key, dtype=pb.DTYPE_FLOAT64))
     assert _reason(reused.value) == "REQUEST_ID_REUSED"
 
 
@@ -458,6 +460,23 @@ def _bad_requests(session: str) -> list[tuple[str, Callable[[Stub], Any], grpc.S
         ("a node asked for twice", lambda stub: stub.Evaluate(pb.EvaluateRequest(
             session_id=session, graph=SQUARE, nodes=["y", "x", "y"])),
          grpc.StatusCode.INVALID_ARGUMENT, "'y' is asked for twice"),
+        ("no session_id", lambda stub: stub.GetLeaf(pb.GetLeafRequest(name="x")),
+         grpc.StatusCode.INVALID_ARGUMENT, "session_id: the session's id is required"),
+        ("a malformed Duration", lambda stub: stub.CreateSession(pb.CreateSessionRequest(
+            idle_ttl=duration_pb2.Duration(seconds=1, nanos=-5))),
+         grpc.StatusCode.INVALID_ARGUMENT, "different signs"),
+        ("a Duration's nanos past a second", lambda stub: stub.CreateSession(
+            pb.CreateSessionRequest(idle_ttl=duration_pb2.Duration(nanos=2_000_000_000))),
+         grpc.StatusCode.INVALID_ARGUMENT, "within ±999,999,999"),
+        ("a guessable CreateSession request_id", lambda stub: stub.CreateSession(
+            pb.CreateSessionRequest(request_id="retry-1")),
+         grpc.StatusCode.INVALID_ARGUMENT, "at least 32 characters"),
+        ("an int64 value that is not integral", lambda stub: stub.PutLeaf(pb.PutLeafRequest(
+            session_id=session, name="i", value=pb.Tensor(dtype=pb.DTYPE_INT64, values=[1.5]))),
+         grpc.StatusCode.INVALID_ARGUMENT, "1.5 is not an int64"),
+        ("an unknown leaf view", lambda stub: stub.GetLeaf(pb.GetLeafRequest(
+            session_id=session, name="x", view=99)),  # type: ignore[arg-type]
+         grpc.StatusCode.INVALID_ARGUMENT, "unknown leaf view 99"),
         ("a message over the size limit", lambda stub: stub.PutLeaf(pb.PutLeafRequest(
             session_id=session, name="huge", value=pb.Tensor(
                 shape=[1_250_000], dtype=pb.DTYPE_FLOAT32, data=b"\0" * 5_000_000))),

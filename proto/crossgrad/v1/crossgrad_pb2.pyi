@@ -40,6 +40,13 @@ class CheckStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHECK_STATUS_DISAGREE: _ClassVar[CheckStatus]
     CHECK_STATUS_SKIPPED: _ClassVar[CheckStatus]
     CHECK_STATUS_SINGULAR: _ClassVar[CheckStatus]
+
+class LeafView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LEAF_VIEW_UNSPECIFIED: _ClassVar[LeafView]
+    LEAF_VIEW_FULL: _ClassVar[LeafView]
+    LEAF_VIEW_VALUE: _ClassVar[LeafView]
+    LEAF_VIEW_GRAD: _ClassVar[LeafView]
 DTYPE_UNSPECIFIED: Dtype
 DTYPE_FLOAT32: Dtype
 DTYPE_FLOAT64: Dtype
@@ -58,6 +65,10 @@ CHECK_STATUS_AGREE: CheckStatus
 CHECK_STATUS_DISAGREE: CheckStatus
 CHECK_STATUS_SKIPPED: CheckStatus
 CHECK_STATUS_SINGULAR: CheckStatus
+LEAF_VIEW_UNSPECIFIED: LeafView
+LEAF_VIEW_FULL: LeafView
+LEAF_VIEW_VALUE: LeafView
+LEAF_VIEW_GRAD: LeafView
 
 class Tensor(_message.Message):
     __slots__ = ("shape", "dtype", "data", "values")
@@ -257,12 +268,16 @@ class PutLeafResponse(_message.Message):
     def __init__(self, leaf: _Optional[_Union[LeafInfo, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class GetLeafRequest(_message.Message):
-    __slots__ = ("session_id", "name")
+    __slots__ = ("session_id", "name", "view", "answer_as_values")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_AS_VALUES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     name: str
-    def __init__(self, session_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    view: LeafView
+    answer_as_values: bool
+    def __init__(self, session_id: _Optional[str] = ..., name: _Optional[str] = ..., view: _Optional[_Union[LeafView, str]] = ..., answer_as_values: _Optional[bool] = ...) -> None: ...
 
 class GetLeafResponse(_message.Message):
     __slots__ = ("leaf",)
@@ -289,14 +304,16 @@ class ZeroGradResponse(_message.Message):
     def __init__(self, leaves: _Optional[_Iterable[_Union[LeafInfo, _Mapping]]] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("session_id", "graph", "nodes")
+    __slots__ = ("session_id", "graph", "nodes", "answer_as_values")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     GRAPH_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_AS_VALUES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     graph: Graph
     nodes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, session_id: _Optional[str] = ..., graph: _Optional[_Union[Graph, _Mapping]] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+    answer_as_values: bool
+    def __init__(self, session_id: _Optional[str] = ..., graph: _Optional[_Union[Graph, _Mapping]] = ..., nodes: _Optional[_Iterable[str]] = ..., answer_as_values: _Optional[bool] = ...) -> None: ...
 
 class NodeValue(_message.Message):
     __slots__ = ("id", "value", "requires_grad", "grad_fn")
@@ -317,20 +334,22 @@ class EvaluateResponse(_message.Message):
     def __init__(self, values: _Optional[_Iterable[_Union[NodeValue, _Mapping]]] = ...) -> None: ...
 
 class BackwardRequest(_message.Message):
-    __slots__ = ("session_id", "graph", "gradient", "retain", "check_mode", "request_id")
+    __slots__ = ("session_id", "graph", "gradient", "retain", "check_mode", "request_id", "answer_as_values")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     GRAPH_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_FIELD_NUMBER: _ClassVar[int]
     RETAIN_FIELD_NUMBER: _ClassVar[int]
     CHECK_MODE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_AS_VALUES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     graph: Graph
     gradient: Tensor
     retain: _containers.RepeatedScalarFieldContainer[str]
     check_mode: CheckMode
     request_id: str
-    def __init__(self, session_id: _Optional[str] = ..., graph: _Optional[_Union[Graph, _Mapping]] = ..., gradient: _Optional[_Union[Tensor, _Mapping]] = ..., retain: _Optional[_Iterable[str]] = ..., check_mode: _Optional[_Union[CheckMode, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    answer_as_values: bool
+    def __init__(self, session_id: _Optional[str] = ..., graph: _Optional[_Union[Graph, _Mapping]] = ..., gradient: _Optional[_Union[Tensor, _Mapping]] = ..., retain: _Optional[_Iterable[str]] = ..., check_mode: _Optional[_Union[CheckMode, str]] = ..., request_id: _Optional[str] = ..., answer_as_values: _Optional[bool] = ...) -> None: ...
 
 class LeafGradient(_message.Message):
     __slots__ = ("name", "grad", "version", "closed_form", "latex")
@@ -366,7 +385,7 @@ class BackwardResponse(_message.Message):
     def __init__(self, output: _Optional[_Union[Tensor, _Mapping]] = ..., leaves: _Optional[_Iterable[_Union[LeafGradient, _Mapping]]] = ..., retained: _Optional[_Mapping[str, Tensor]] = ..., check: _Optional[_Union[CheckReport, _Mapping]] = ...) -> None: ...
 
 class DifferentiateRequest(_message.Message):
-    __slots__ = ("graph", "formula", "values", "wrt", "seed", "check_mode", "hessian")
+    __slots__ = ("graph", "formula", "values", "wrt", "seed", "check_mode", "hessian", "answer_as_values")
     class ValuesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -381,6 +400,7 @@ class DifferentiateRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     CHECK_MODE_FIELD_NUMBER: _ClassVar[int]
     HESSIAN_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_AS_VALUES_FIELD_NUMBER: _ClassVar[int]
     graph: Graph
     formula: str
     values: _containers.MessageMap[str, Tensor]
@@ -388,7 +408,8 @@ class DifferentiateRequest(_message.Message):
     seed: Tensor
     check_mode: CheckMode
     hessian: bool
-    def __init__(self, graph: _Optional[_Union[Graph, _Mapping]] = ..., formula: _Optional[str] = ..., values: _Optional[_Mapping[str, Tensor]] = ..., wrt: _Optional[_Iterable[str]] = ..., seed: _Optional[_Union[Tensor, _Mapping]] = ..., check_mode: _Optional[_Union[CheckMode, str]] = ..., hessian: _Optional[bool] = ...) -> None: ...
+    answer_as_values: bool
+    def __init__(self, graph: _Optional[_Union[Graph, _Mapping]] = ..., formula: _Optional[str] = ..., values: _Optional[_Mapping[str, Tensor]] = ..., wrt: _Optional[_Iterable[str]] = ..., seed: _Optional[_Union[Tensor, _Mapping]] = ..., check_mode: _Optional[_Union[CheckMode, str]] = ..., hessian: _Optional[bool] = ..., answer_as_values: _Optional[bool] = ...) -> None: ...
 
 class Gradient(_message.Message):
     __slots__ = ("leaf", "value", "closed_form", "latex")

@@ -33,22 +33,22 @@ class AutogradServiceStub:
     accumulates gradients into them. Differentiate and ListOps need no session. A session expires
     after `idle_ttl` without a call naming it.
 
-    Authentication: when the server has API keys configured, every call carries the metadata
-    `authorization: Bearer <key>`, and a session belongs to the key that created it.
-
     Errors: every error is a gRPC status whose message is a human-readable sentence (for PyTorch's
     usage errors, PyTorch's own message, verbatim) and whose details (google.rpc.Status.details, the
     `grpc-status-details-bin` trailer) hold:
 
-    - google.rpc.ErrorInfo, always: `domain` "crossgrad", `reason` one of the values listed below,
-    and `metadata` with, where they apply: "node" (the graph node id the error is about), "leaf"
-    (a leaf name), "python_exception" (the built-in exception type PyTorch raises in the same
-    situation: "RuntimeError", "ValueError", "IndexError" or "TypeError", so a torch-like client
-    can raise the same type), "limit" (the name of the limit exceeded), "version" (a leaf's
-    current version).
+    - google.rpc.ErrorInfo, always (as AIP-193 lays it out): `domain`
+    "crossgrad.v1.AutogradService", `reason` one of the values listed below (UPPER_SNAKE_CASE),
+    and `metadata` (lowerCamelCase keys) with, where they apply: "node" (the id of the graph node
+    the error is about), "leaf" (a leaf name), "pythonException" (the built-in exception type
+    PyTorch raises in the same situation: "RuntimeError", "ValueError", "IndexError" or
+    "TypeError", so a torch-like client can raise the same type), "limit" (the name of the limit
+    or budget exceeded, e.g. "max_elements", "max_session_bytes"), "version" (a leaf's current
+    version).
     - google.rpc.BadRequest for INVALID_ARGUMENT: one field violation whose `field` is the path of
-    the offending request field, e.g. `graph.nodes[3]` or `values[x].data` (deeper where known),
-    and whose `description` is the message, naming the node by its id.
+    the offending request field, repeated fields by index and map entries by key, e.g.
+    `graph.nodes[3].op.attrs['dim']`, `values['x'].data` or `formula` (a node of a formula is
+    the formula), and whose `description` is the message, naming the node by its id.
     - crossgrad.v1.CheckReport for a STRICT check disagreement.
 
     Status codes and ErrorInfo reasons:
@@ -56,14 +56,14 @@ class AutogradServiceStub:
     - INVALID_ARGUMENT: the request itself is wrong. Reasons: INVALID_REQUEST (a malformed graph:
     unknown op, wrong number of inputs, an unknown, missing or ill-typed attribute, an input id
     not in the graph, a duplicate id, a cycle; a malformed tensor; a formula the parser refuses;
-    a missing field), SHAPE_MISMATCH (operand shapes an op does not take), DIMENSION_OUT_OF_RANGE,
+    a missing field, an empty `session_id` included; bytes that are not the method's message), SHAPE_MISMATCH (operand shapes an op does not take), DIMENSION_OUT_OF_RANGE,
     DTYPE_MISMATCH (a value of a type an op or a leaf does not take), REQUEST_ID_REUSED (a
     request_id sent again with a different request).
     - NOT_FOUND: SESSION_NOT_FOUND (unknown or expired session), LEAF_NOT_FOUND (a leaf name the
     session does not hold, in a graph or a request).
     - FAILED_PRECONDITION: USAGE_ERROR, a call PyTorch refuses in the state it finds, with
-    PyTorch's message: backward of a non-scalar without a gradient ("grad can be implicitly
-    created only for scalar outputs"), of an output that does not require grad ("element 0 of
+    PyTorch's message: backward (or Differentiate) of a non-scalar without a gradient or seed
+    ("grad can be implicitly created only for scalar outputs"), of an output that does not require grad ("element 0 of
     tensors does not require grad and does not have a grad_fn"), retain_grad on a tensor that
     does not require grad, requires_grad on an integer leaf ("only Tensors of floating point
     dtype can require gradients").
@@ -71,14 +71,20 @@ class AutogradServiceStub:
     "version" holds the current one, "0" when the leaf does not exist). Read again, then retry.
     SESSION_BUSY, a Backward whose leaves other calls kept changing while it ran (it computes
     again from the new values a few times first, then gives up). Retry.
-    - RESOURCE_EXHAUSTED: LIMIT_EXCEEDED, past a configured limit (graph nodes, tensor elements,
-    formula length or nesting, sessions, leaves); gRPC's own message size limit also gives it.
-    - UNAUTHENTICATED: INVALID_API_KEY, API keys are on and the call has no valid key.
-    - PERMISSION_DENIED: NOT_SESSION_OWNER, the session belongs to another API key.
+    - RESOURCE_EXHAUSTED: LIMIT_EXCEEDED, past a configured limit or budget, named in the
+    metadata's "limit": graph nodes, tensor elements, formula length or nesting, sessions (in all,
+    and per client address), leaves, the bytes a session holds (leaf values, grads and remembered
+    answers), the bytes all sessions hold, and the size of an answer (the server refuses to build
+    an answer over its message size limit, before changing anything; a read-only answer too:
+    GetLeaf can ask for the value and the grad apart). Nothing is applied in part.
+    - DEADLINE_EXCEEDED, CANCELLED: the call's client deadline passed, or the client cancelled,
+    before the server committed the call's change (reasons DEADLINE_EXCEEDED, CANCELLED): nothing
+    was committed. A client rarely sees these (it has gone); they are what the server logs.
     - INTERNAL: CHECK_DISAGREEMENT, the numeric gradient and the closed form disagree under STRICT
-    checking (details also carry the CheckReport). INTERNAL without that reason is a server bug.
-    - UNAVAILABLE: the server is draining or its store is unreachable; retry with the same
-    request_id.
+    checking (details also carry the CheckReport). INTERNAL with reason INTERNAL is a server bug
+    (its message carries no stack trace; the server logs one).
+    - UNAVAILABLE: SERVER_DRAINING, the server is shutting down (its health check already answers
+    NOT_SERVING); retry, on another replica, with the same request_id.
 
     The server also serves grpc.health.v1.Health and gRPC server reflection.
     """
@@ -149,22 +155,22 @@ class AutogradServiceServicer:
     accumulates gradients into them. Differentiate and ListOps need no session. A session expires
     after `idle_ttl` without a call naming it.
 
-    Authentication: when the server has API keys configured, every call carries the metadata
-    `authorization: Bearer <key>`, and a session belongs to the key that created it.
-
     Errors: every error is a gRPC status whose message is a human-readable sentence (for PyTorch's
     usage errors, PyTorch's own message, verbatim) and whose details (google.rpc.Status.details, the
     `grpc-status-details-bin` trailer) hold:
 
-    - google.rpc.ErrorInfo, always: `domain` "crossgrad", `reason` one of the values listed below,
-    and `metadata` with, where they apply: "node" (the graph node id the error is about), "leaf"
-    (a leaf name), "python_exception" (the built-in exception type PyTorch raises in the same
-    situation: "RuntimeError", "ValueError", "IndexError" or "TypeError", so a torch-like client
-    can raise the same type), "limit" (the name of the limit exceeded), "version" (a leaf's
-    current version).
+    - google.rpc.ErrorInfo, always (as AIP-193 lays it out): `domain`
+    "crossgrad.v1.AutogradService", `reason` one of the values listed below (UPPER_SNAKE_CASE),
+    and `metadata` (lowerCamelCase keys) with, where they apply: "node" (the id of the graph node
+    the error is about), "leaf" (a leaf name), "pythonException" (the built-in exception type
+    PyTorch raises in the same situation: "RuntimeError", "ValueError", "IndexError" or
+    "TypeError", so a torch-like client can raise the same type), "limit" (the name of the limit
+    or budget exceeded, e.g. "max_elements", "max_session_bytes"), "version" (a leaf's current
+    version).
     - google.rpc.BadRequest for INVALID_ARGUMENT: one field violation whose `field` is the path of
-    the offending request field, e.g. `graph.nodes[3]` or `values[x].data` (deeper where known),
-    and whose `description` is the message, naming the node by its id.
+    the offending request field, repeated fields by index and map entries by key, e.g.
+    `graph.nodes[3].op.attrs['dim']`, `values['x'].data` or `formula` (a node of a formula is
+    the formula), and whose `description` is the message, naming the node by its id.
     - crossgrad.v1.CheckReport for a STRICT check disagreement.
 
     Status codes and ErrorInfo reasons:
@@ -172,14 +178,14 @@ class AutogradServiceServicer:
     - INVALID_ARGUMENT: the request itself is wrong. Reasons: INVALID_REQUEST (a malformed graph:
     unknown op, wrong number of inputs, an unknown, missing or ill-typed attribute, an input id
     not in the graph, a duplicate id, a cycle; a malformed tensor; a formula the parser refuses;
-    a missing field), SHAPE_MISMATCH (operand shapes an op does not take), DIMENSION_OUT_OF_RANGE,
+    a missing field, an empty `session_id` included; bytes that are not the method's message), SHAPE_MISMATCH (operand shapes an op does not take), DIMENSION_OUT_OF_RANGE,
     DTYPE_MISMATCH (a value of a type an op or a leaf does not take), REQUEST_ID_REUSED (a
     request_id sent again with a different request).
     - NOT_FOUND: SESSION_NOT_FOUND (unknown or expired session), LEAF_NOT_FOUND (a leaf name the
     session does not hold, in a graph or a request).
     - FAILED_PRECONDITION: USAGE_ERROR, a call PyTorch refuses in the state it finds, with
-    PyTorch's message: backward of a non-scalar without a gradient ("grad can be implicitly
-    created only for scalar outputs"), of an output that does not require grad ("element 0 of
+    PyTorch's message: backward (or Differentiate) of a non-scalar without a gradient or seed
+    ("grad can be implicitly created only for scalar outputs"), of an output that does not require grad ("element 0 of
     tensors does not require grad and does not have a grad_fn"), retain_grad on a tensor that
     does not require grad, requires_grad on an integer leaf ("only Tensors of floating point
     dtype can require gradients").
@@ -187,14 +193,20 @@ class AutogradServiceServicer:
     "version" holds the current one, "0" when the leaf does not exist). Read again, then retry.
     SESSION_BUSY, a Backward whose leaves other calls kept changing while it ran (it computes
     again from the new values a few times first, then gives up). Retry.
-    - RESOURCE_EXHAUSTED: LIMIT_EXCEEDED, past a configured limit (graph nodes, tensor elements,
-    formula length or nesting, sessions, leaves); gRPC's own message size limit also gives it.
-    - UNAUTHENTICATED: INVALID_API_KEY, API keys are on and the call has no valid key.
-    - PERMISSION_DENIED: NOT_SESSION_OWNER, the session belongs to another API key.
+    - RESOURCE_EXHAUSTED: LIMIT_EXCEEDED, past a configured limit or budget, named in the
+    metadata's "limit": graph nodes, tensor elements, formula length or nesting, sessions (in all,
+    and per client address), leaves, the bytes a session holds (leaf values, grads and remembered
+    answers), the bytes all sessions hold, and the size of an answer (the server refuses to build
+    an answer over its message size limit, before changing anything; a read-only answer too:
+    GetLeaf can ask for the value and the grad apart). Nothing is applied in part.
+    - DEADLINE_EXCEEDED, CANCELLED: the call's client deadline passed, or the client cancelled,
+    before the server committed the call's change (reasons DEADLINE_EXCEEDED, CANCELLED): nothing
+    was committed. A client rarely sees these (it has gone); they are what the server logs.
     - INTERNAL: CHECK_DISAGREEMENT, the numeric gradient and the closed form disagree under STRICT
-    checking (details also carry the CheckReport). INTERNAL without that reason is a server bug.
-    - UNAVAILABLE: the server is draining or its store is unreachable; retry with the same
-    request_id.
+    checking (details also carry the CheckReport). INTERNAL with reason INTERNAL is a server bug
+    (its message carries no stack trace; the server logs one).
+    - UNAVAILABLE: SERVER_DRAINING, the server is shutting down (its health check already answers
+    NOT_SERVING); retry, on another replica, with the same request_id.
 
     The server also serves grpc.health.v1.Health and gRPC server reflection.
     """
@@ -342,22 +354,22 @@ class AutogradService:
     accumulates gradients into them. Differentiate and ListOps need no session. A session expires
     after `idle_ttl` without a call naming it.
 
-    Authentication: when the server has API keys configured, every call carries the metadata
-    `authorization: Bearer <key>`, and a session belongs to the key that created it.
-
     Errors: every error is a gRPC status whose message is a human-readable sentence (for PyTorch's
     usage errors, PyTorch's own message, verbatim) and whose details (google.rpc.Status.details, the
     `grpc-status-details-bin` trailer) hold:
 
-    - google.rpc.ErrorInfo, always: `domain` "crossgrad", `reason` one of the values listed below,
-    and `metadata` with, where they apply: "node" (the graph node id the error is about), "leaf"
-    (a leaf name), "python_exception" (the built-in exception type PyTorch raises in the same
-    situation: "RuntimeError", "ValueError", "IndexError" or "TypeError", so a torch-like client
-    can raise the same type), "limit" (the name of the limit exceeded), "version" (a leaf's
-    current version).
+    - google.rpc.ErrorInfo, always (as AIP-193 lays it out): `domain`
+    "crossgrad.v1.AutogradService", `reason` one of the values listed below (UPPER_SNAKE_CASE),
+    and `metadata` (lowerCamelCase keys) with, where they apply: "node" (the id of the graph node
+    the error is about), "leaf" (a leaf name), "pythonException" (the built-in exception type
+    PyTorch raises in the same situation: "RuntimeError", "ValueError", "IndexError" or
+    "TypeError", so a torch-like client can raise the same type), "limit" (the name of the limit
+    or budget exceeded, e.g. "max_elements", "max_session_bytes"), "version" (a leaf's current
+    version).
     - google.rpc.BadRequest for INVALID_ARGUMENT: one field violation whose `field` is the path of
-    the offending request field, e.g. `graph.nodes[3]` or `values[x].data` (deeper where known),
-    and whose `description` is the message, naming the node by its id.
+    the offending request field, repeated fields by index and map entries by key, e.g.
+    `graph.nodes[3].op.attrs['dim']`, `values['x'].data` or `formula` (a node of a formula is
+    the formula), and whose `description` is the message, naming the node by its id.
     - crossgrad.v1.CheckReport for a STRICT check disagreement.
 
     Status codes and ErrorInfo reasons:
@@ -365,14 +377,14 @@ class AutogradService:
     - INVALID_ARGUMENT: the request itself is wrong. Reasons: INVALID_REQUEST (a malformed graph:
     unknown op, wrong number of inputs, an unknown, missing or ill-typed attribute, an input id
     not in the graph, a duplicate id, a cycle; a malformed tensor; a formula the parser refuses;
-    a missing field), SHAPE_MISMATCH (operand shapes an op does not take), DIMENSION_OUT_OF_RANGE,
+    a missing field, an empty `session_id` included; bytes that are not the method's message), SHAPE_MISMATCH (operand shapes an op does not take), DIMENSION_OUT_OF_RANGE,
     DTYPE_MISMATCH (a value of a type an op or a leaf does not take), REQUEST_ID_REUSED (a
     request_id sent again with a different request).
     - NOT_FOUND: SESSION_NOT_FOUND (unknown or expired session), LEAF_NOT_FOUND (a leaf name the
     session does not hold, in a graph or a request).
     - FAILED_PRECONDITION: USAGE_ERROR, a call PyTorch refuses in the state it finds, with
-    PyTorch's message: backward of a non-scalar without a gradient ("grad can be implicitly
-    created only for scalar outputs"), of an output that does not require grad ("element 0 of
+    PyTorch's message: backward (or Differentiate) of a non-scalar without a gradient or seed
+    ("grad can be implicitly created only for scalar outputs"), of an output that does not require grad ("element 0 of
     tensors does not require grad and does not have a grad_fn"), retain_grad on a tensor that
     does not require grad, requires_grad on an integer leaf ("only Tensors of floating point
     dtype can require gradients").
@@ -380,14 +392,20 @@ class AutogradService:
     "version" holds the current one, "0" when the leaf does not exist). Read again, then retry.
     SESSION_BUSY, a Backward whose leaves other calls kept changing while it ran (it computes
     again from the new values a few times first, then gives up). Retry.
-    - RESOURCE_EXHAUSTED: LIMIT_EXCEEDED, past a configured limit (graph nodes, tensor elements,
-    formula length or nesting, sessions, leaves); gRPC's own message size limit also gives it.
-    - UNAUTHENTICATED: INVALID_API_KEY, API keys are on and the call has no valid key.
-    - PERMISSION_DENIED: NOT_SESSION_OWNER, the session belongs to another API key.
+    - RESOURCE_EXHAUSTED: LIMIT_EXCEEDED, past a configured limit or budget, named in the
+    metadata's "limit": graph nodes, tensor elements, formula length or nesting, sessions (in all,
+    and per client address), leaves, the bytes a session holds (leaf values, grads and remembered
+    answers), the bytes all sessions hold, and the size of an answer (the server refuses to build
+    an answer over its message size limit, before changing anything; a read-only answer too:
+    GetLeaf can ask for the value and the grad apart). Nothing is applied in part.
+    - DEADLINE_EXCEEDED, CANCELLED: the call's client deadline passed, or the client cancelled,
+    before the server committed the call's change (reasons DEADLINE_EXCEEDED, CANCELLED): nothing
+    was committed. A client rarely sees these (it has gone); they are what the server logs.
     - INTERNAL: CHECK_DISAGREEMENT, the numeric gradient and the closed form disagree under STRICT
-    checking (details also carry the CheckReport). INTERNAL without that reason is a server bug.
-    - UNAVAILABLE: the server is draining or its store is unreachable; retry with the same
-    request_id.
+    checking (details also carry the CheckReport). INTERNAL with reason INTERNAL is a server bug
+    (its message carries no stack trace; the server logs one).
+    - UNAVAILABLE: SERVER_DRAINING, the server is shutting down (its health check already answers
+    NOT_SERVING); retry, on another replica, with the same request_id.
 
     The server also serves grpc.health.v1.Health and gRPC server reflection.
     """
