@@ -5,12 +5,23 @@ names (the leaves), the operators ``+ - * / ** @``, unary ``-`` and ``+``, and c
 table's functions by name (``clamp(x, min=0, max=1)``, ``sum(x, 0)``, ``mean(x)``), with the
 op's attributes as keywords or as literal arguments after the operands, in the table's order, as
 in PyTorch's signatures. Everything else is refused with an ``InvalidArgument`` naming it and its
-column. Nothing in the text is ever evaluated: no ``eval``, no ``compile``, no ``sympify``, and no
-arithmetic on its numbers (they become constant nodes; only a sign is folded into its number).
+column. Nothing in the text is ever evaluated: no ``eval``, no ``compile``, no ``sympify``.
+
+Arithmetic of numbers alone (``1 - 1e-8``, ``2**-3``, ``1000 * 1000``, ``-(1/3)``) is folded into
+one constant, as Python computes it before PyTorch sees it: an int stays an int, ``/`` gives a
+float, and the result is a Python-number constant exactly as if its value had been written. Only int
+and float literals with ``+ - * / **`` and a sign are folded, one operation at a time, and the
+limits apply to each result as to a written number: an integer past ``max_int_literal`` and a
+float that is not finite are refused, and an integer power is refused from the sizes of its
+operands before it is computed, so no huge number is ever built. A folded exponent meets the
+exponent cap as a written one does; attributes (``clamp(x, 1e-8, 1 - 1e-8)``) fold the same way.
 
 Python's parser recurses as deep as the expression nests and fails badly past about a thousand
 levels (``MemoryError``, ``RecursionError``), so the length and a bound on the nesting are checked
-on the raw text before it gets there; the tree is then walked with an explicit stack.
+on the raw text before it gets there; the tree is then walked with an explicit stack. A chain of
+left-associative operators (``x + x + ... + x``) costs the parser no recursion, but its tree is
+as deep as the chain is long and Python refuses to build it past about 3,000 levels, so chains
+have their own, larger bound (``max_chain``).
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ import bisect
 import keyword
 import math
 import re
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeGuard
 
 import numpy as np
 
@@ -38,8 +49,11 @@ from .graph import (
 )
 from .ops import TABLE, Op
 
+Number = int | float
+
 _BINARY = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow",
            ast.MatMult: "matmul"}
+_FOLDED = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
 _OPERATOR_TEXT = {ast.FloorDiv: "//", ast.Mod: "%", ast.LShift: "<<", ast.RShift: ">>",
                   ast.BitOr: "|", ast.BitXor: "^", ast.BitAnd: "&", ast.Not: "not",
                   ast.Invert: "~"}
@@ -64,8 +78,13 @@ _TOKENS = re.compile(r"""
   | (?P<word>[^\W\d]\w*)
   | (?P<open>[(\[{])
   | (?P<close>[)\]}])
-  | (?P<op>\*\*|//|<<|>>|[<>=!:]=|->|[-+*/@%<>=&|^~.:])
+  | (?P<chain>//|<<|>>|[-+*/@%&|^](?!\*))
+  | (?P<op>\*\*|[<>=!:]=|->|[<>=~.:])
 """, re.VERBOSE)
+# Binary operators that Python's grammar reads as a left-recursive loop: a run of them adds one
+# level of tree per operator but no recursion in the parser. After an operand they are binary;
+# elsewhere "-" and "+" are signs, which the parser recurses on.
+_OPERAND_ENDS = frozenset({"number", "word", "close"})
 _OPERATOR_WORDS = frozenset(keyword.kwlist) - {"True", "False", "None"}
 
 
@@ -80,7 +99,7 @@ def parse(text: str, limits: Limits = DEFAULT_LIMITS) -> Graph:
     if len(text) > limits.max_formula_chars:
         raise LimitExceeded(f"the formula has {len(text)} characters; the limit is "
                             f"{limits.max_formula_chars}")
-    _check_nesting(text, limits.max_depth)
+    _check_nesting(text, limits)
     # Leading blanks would be an "unexpected indent" to ast.parse in "eval" mode; the column
     # numbers in error messages still count them.
     body = text.lstrip(" \t")
@@ -95,37 +114,50 @@ def parse(text: str, limits: Limits = DEFAULT_LIMITS) -> Graph:
     return _Builder(position, limits).build(tree.body)
 
 
-def _check_nesting(text: str, limit: int) -> None:
-    """Refuse text whose syntax tree could nest more than ``limit`` levels, without parsing it.
+def _check_nesting(text: str, limits: Limits) -> None:
+    """Refuse text whose syntax tree could nest more than ``limits`` allow, without parsing it.
 
-    The bound: each bracket adds two levels (a call and its argument) plus one per operator
-    inside it, and the levels of the deepest bracket nested in it. Python's tree is never deeper
-    than that, so what passes here is safe to hand to ``ast.parse``. Quotes are refused here
-    too: strings are never allowed, and brackets inside them would skew the count (and so are
-    null characters, which Python's parser reports differently from version to version).
+    Two bounds, each counted along the deepest path of brackets: the nesting (each bracket adds
+    two levels, a call and its argument, and each operator other than a binary chain operator
+    one) is held to ``max_depth``; binary chain operators (``+ - * / @`` ...) to ``max_chain``.
+    Python's tree is never deeper than the two together, so what passes here is safe to hand to
+    ``ast.parse``. Quotes are refused here too: strings are never allowed, and brackets inside
+    them would skew the count (and so are null characters, which Python's parser reports
+    differently from version to version).
     """
-    frames = [[0, 0, 0]]  # per open bracket: levels above it, operators in it, deepest child
+    # Per open bracket: for the nesting, then the chain: levels above it, its own, its deepest
+    # child's.
+    frames = [[0, 0, 0, 0, 0, 0]]
     position = _Position(text)
+    previous = ""
     for token in _TOKENS.finditer(text):
-        kind = token.lastgroup
+        kind = token.lastgroup or ""
         top = frames[-1]
         if kind in ("quote", "null"):
             what = "a string" if kind == "quote" else "a null character"
             raise InvalidArgument(f"{what} is not allowed in a formula (at "
                                   f"{position.describe_index(token.start())})")
         if kind == "open":
-            frames.append([top[0] + top[1] + 2, 0, 0])
+            frames.append([top[0] + top[1] + 2, 0, 0, top[3] + top[4], 0, 0])
             top = frames[-1]
         elif kind == "close" and len(frames) > 1:
-            _, ops, child = frames.pop()
+            closed = frames.pop()
             top = frames[-1]
-            top[2] = max(top[2], ops + child + 2)
-        elif kind == "op" or (kind == "word" and token.group() in _OPERATOR_WORDS):
+            top[2] = max(top[2], closed[1] + closed[2] + 2)
+            top[5] = max(top[5], closed[4] + closed[5])
+        elif kind == "chain" and previous in _OPERAND_ENDS:
+            top[4] += 1
+        elif kind in ("op", "chain") or (kind == "word" and token.group() in _OPERATOR_WORDS):
             top[1] += 1
-        if top[0] + top[1] + top[2] + 1 > limit:
-            raise LimitExceeded(f"the formula nests too deeply (at "
-                                f"{position.describe_index(token.start())}): brackets and "
-                                f"chained operators are limited to {limit} levels")
+        previous = "op" if kind == "word" and token.group() in _OPERATOR_WORDS else kind
+        where = position.describe_index(token.start())
+        if top[0] + top[1] + top[2] + 1 > limits.max_depth:
+            raise LimitExceeded(f"the formula nests too deeply (at {where}): brackets and "
+                                f"operators are limited to {limits.max_depth} levels")
+        if top[3] + top[4] + top[5] + 1 > limits.max_chain:
+            raise LimitExceeded(f"the formula chains too many terms (at {where}): a chain of "
+                                f"+ - * / @ is limited to {limits.max_chain} terms, as Python's "
+                                "parser builds it one level deeper per term")
 
 
 class _Position:
@@ -160,7 +192,11 @@ class _Position:
 
 
 class _Builder:
-    """Turns a checked expression tree into graph nodes, walking it with an explicit stack."""
+    """Turns a checked expression tree into graph nodes, walking it with an explicit stack.
+
+    Arithmetic of numbers alone is folded on the way up: such an expression gets a value, not a
+    node, and becomes one constant node only where something else takes it as an operand.
+    """
 
     def __init__(self, position: _Position, limits: Limits) -> None:
         self.position = position
@@ -170,18 +206,23 @@ class _Builder:
         self.calls: dict[ast.Call, tuple[Op, dict[str, Any]]] = {}
         self.taken: set[str] = set()
         self.constant_valued: set[str] = set()  # nodes that depend on no leaf
-        self.literals: dict[str, float] = {}  # constants written as numbers, by node id
+        self.literals: dict[str, Number] = {}  # constants written as numbers, by node id
+        self.folded: dict[ast.expr, Number] = {}  # numbers and arithmetic of numbers alone
+        self.suffixes: dict[str, int] = {}  # the last suffix each node id base was given
 
     def build(self, root: ast.expr) -> Graph:
         stack: list[tuple[ast.expr, bool]] = [(root, False)]
         while stack:
             expr, operands_done = stack.pop()
             if operands_done:
-                self.ids[expr] = self._finish(expr)
+                node_id = self._finish(expr)
+                if node_id is not None:
+                    self.ids[expr] = node_id
             else:
                 stack.append((expr, True))
                 stack.extend((operand, False) for operand in reversed(self._operands(expr)))
-        return Graph(tuple(self.nodes), self.ids[root])
+        output = self._id(root)  # a formula of numbers alone is one constant node
+        return Graph(tuple(self.nodes), output)
 
     # --- checking, before the operands ------------------------------------------------------
 
@@ -194,7 +235,7 @@ class _Builder:
         if isinstance(expr, ast.UnaryOp):
             if not isinstance(expr.op, (ast.USub, ast.UAdd)):
                 self._refuse(f"the operator {_OPERATOR_TEXT.get(type(expr.op), '?')}", expr)
-            return [] if _is_number(expr) else [expr.operand]
+            return [expr.operand]
         if isinstance(expr, ast.Call):
             return self._check_call(expr)
         if isinstance(expr, ast.Name):
@@ -253,7 +294,7 @@ class _Builder:
         if name.startswith("_"):
             self._refuse(f"the name {name!r} (names may not start with '_')", where)
 
-    def _number(self, expr: ast.Constant, sign: int = 1) -> int | float:
+    def _number(self, expr: ast.Constant) -> Number:
         """The value of a number literal, within the limits; refuses other constants."""
         value = expr.value
         if isinstance(value, bool) or value is None:
@@ -264,64 +305,146 @@ class _Builder:
             if abs(value) > self.limits.max_int_literal:
                 self._refuse(f"an integer past the limit of {self.limits.max_int_literal:.0e}",
                              expr)
-            return sign * value
+            return value
         if isinstance(value, float):
             if not math.isfinite(value):
                 self._refuse("a number that is not finite", expr)
-            return sign * value
+            return value
         self._refuse("'...'" if value is Ellipsis else f"a {type(value).__name__} literal", expr)
 
     def _literal(self, expr: ast.expr, what: str) -> Any:
-        """An attribute's value: a number, True/False/None, or a tuple or list of ints."""
+        """An attribute's value: a number (or arithmetic of numbers), True/False/None, or a
+        tuple or list of ints."""
         if isinstance(expr, ast.Constant) and (expr.value is None or isinstance(expr.value, bool)):
             return expr.value
-        if _is_number(expr):
-            return self._signed(expr)
-        if isinstance(expr, (ast.Tuple, ast.List)) and all(_is_number(e) for e in expr.elts):
-            return tuple(self._signed(e) for e in expr.elts)
+        value = self._constant_value(expr)
+        if value is not None:
+            return value
+        if isinstance(expr, (ast.Tuple, ast.List)):
+            values = [self._constant_value(e) for e in expr.elts]
+            if all(v is not None for v in values):
+                return tuple(values)
         self._fail(f"{what} must be a literal: a number, True, False, None or a tuple of ints",
                    expr)
 
-    def _signed(self, expr: ast.expr) -> int | float:
-        if isinstance(expr, ast.UnaryOp):
-            assert isinstance(expr.operand, ast.Constant)
-            return self._number(expr.operand, -1 if isinstance(expr.op, ast.USub) else 1)
-        assert isinstance(expr, ast.Constant)
-        return self._number(expr)
+    def _constant_value(self, root: ast.expr) -> Number | None:
+        """The folded value of ``root`` if it is arithmetic of numbers alone, else None."""
+        values: dict[ast.expr, Number] = {}
+        stack: list[tuple[ast.expr, bool]] = [(root, False)]
+        while stack:
+            expr, operands_done = stack.pop()
+            if _is_number(expr):
+                values[expr] = self._number(expr)
+            elif isinstance(expr, ast.UnaryOp) and isinstance(expr.op, (ast.USub, ast.UAdd)):
+                if operands_done:
+                    values[expr] = self._sign(expr, values[expr.operand])
+                else:
+                    stack += [(expr, True), (expr.operand, False)]
+            elif isinstance(expr, ast.BinOp) and type(expr.op) in _FOLDED:
+                if operands_done:
+                    values[expr] = self._fold(expr, values[expr.left], values[expr.right])
+                else:
+                    stack += [(expr, True), (expr.right, False), (expr.left, False)]
+            else:
+                return None
+        return values[root]
+
+    # --- folding arithmetic of numbers ------------------------------------------------------
+
+    @staticmethod
+    def _sign(expr: ast.UnaryOp, value: Number) -> Number:
+        return -value if isinstance(expr.op, ast.USub) else value
+
+    def _fold(self, expr: ast.BinOp, left: Number, right: Number) -> Number:
+        """``left <op> right`` as Python computes it, within the limits of a written number."""
+        what = f"{left!r} {_FOLDED[type(expr.op)]} {right!r}"
+        op = expr.op
+        try:
+            if isinstance(op, ast.Pow):
+                value: Any = self._power(expr, what, left, right)
+            elif isinstance(op, ast.Add):
+                value = left + right
+            elif isinstance(op, ast.Sub):
+                value = left - right
+            elif isinstance(op, ast.Mult):
+                value = left * right
+            else:
+                value = left / right
+        except ZeroDivisionError:
+            self._refuse(f"a division by zero ({what})", expr)
+        except OverflowError:
+            self._refuse(f"{what}, a number that is not finite,", expr)
+        if isinstance(value, complex):  # (-8) ** (1/3)
+            self._refuse(f"{what}, a complex number,", expr)
+        if isinstance(value, int):
+            if abs(value) > self.limits.max_int_literal:
+                self._refuse(f"{what}, an integer past the limit of "
+                             f"{self.limits.max_int_literal:.0e},", expr)
+        elif not math.isfinite(value):
+            self._refuse(f"{what}, a number that is not finite,", expr)
+        return value
+
+    def _power(self, expr: ast.BinOp, what: str, base: Number, exponent: Number) -> Any:
+        # |base| ** exponent >= 2 ** (exponent * (bits - 1)): refusing from that bound, an exact
+        # power is computed only when it has at most about twice the limit's bits.
+        if (isinstance(base, int) and isinstance(exponent, int) and exponent > 0
+                and exponent * (abs(base).bit_length() - 1)
+                > self.limits.max_int_literal.bit_length()):
+            self._refuse(f"{what}, an integer past the limit of "
+                         f"{self.limits.max_int_literal:.0e},", expr)
+        return base ** exponent  # floats overflow with OverflowError, never slowly
 
     # --- building, after the operands -------------------------------------------------------
 
-    def _finish(self, expr: ast.expr) -> str:
-        """The id of the graph node ``expr`` becomes (its operands are built)."""
+    def _finish(self, expr: ast.expr) -> str | None:
+        """The id of the graph node ``expr`` becomes (its operands are built), or None when it
+        is folded into a number."""
+        if isinstance(expr, ast.Constant):
+            self.folded[expr] = self._number(expr)
+            return None
         if isinstance(expr, ast.Name):
             if expr.id not in self.taken:
                 self.taken.add(expr.id)
                 self.nodes.append(Leaf(expr.id, expr.id))
             return expr.id
-        if isinstance(expr, ast.Constant) or _is_number(expr):
-            value = self._signed(expr)
-            node_id = self._add(Constant(self._new_id("const", expr), np.array(value)))
-            self.constant_valued.add(node_id)
-            self.literals[node_id] = value
-            return node_id
         if isinstance(expr, ast.UnaryOp):
-            operand = self.ids[expr.operand]
+            if expr.operand in self.folded:
+                self.folded[expr] = self._sign(expr, self.folded[expr.operand])
+                return None
+            operand = self._id(expr.operand)
             if isinstance(expr.op, ast.UAdd):
                 return operand  # +x is x, as in PyTorch
             return self._operation(expr, "neg", [operand], {})
         if isinstance(expr, ast.BinOp):
-            left, right = self.ids[expr.left], self.ids[expr.right]
+            if type(expr.op) in _FOLDED and expr.left in self.folded and expr.right in self.folded:
+                self.folded[expr] = self._fold(expr, self.folded[expr.left],
+                                               self.folded[expr.right])
+                return None
+            left, right = self._id(expr.left), self._id(expr.right)
             if isinstance(expr.op, ast.Pow):
                 self._check_power(expr, left, right)
             return self._operation(expr, _BINARY[type(expr.op)], [left, right], {})
         assert isinstance(expr, ast.Call)
         op, attrs = self.calls[expr]
-        return self._operation(expr, op.name, [self.ids[a] for a in expr.args[:op.arity]], attrs)
+        return self._operation(expr, op.name, [self._id(a) for a in expr.args[:op.arity]], attrs)
+
+    def _id(self, expr: ast.expr) -> str:
+        """The node ``expr`` became; a folded number becomes its constant node here."""
+        node_id = self.ids.get(expr)
+        if node_id is None:
+            value = self.folded[expr]
+            node_id = self.ids[expr] = self._add(Constant(self._new_id("const", expr),
+                                                          np.array(value)))
+            self.constant_valued.add(node_id)
+            self.literals[node_id] = value
+        return node_id
 
     def _check_power(self, expr: ast.BinOp, base: str, exponent: str) -> None:
         if base in self.constant_valued and exponent in self.constant_valued:
-            # 9**9**9 would be computed exactly, digit by digit, by Python and SymPy alike.
-            self._refuse("a power of constants (write its value instead)", expr)
+            # Numbers alone were folded (and bounded) above; this power has a function call on
+            # one side, abs(9) ** abs(999999999), which would be computed exactly, digit by digit.
+            self._refuse("a power of constants computed by functions (write its value instead)",
+                         expr)
         value = self.literals.get(exponent)
         if value is not None and abs(value) > self.limits.max_exponent:
             self._refuse(f"the exponent {value} (at most {self.limits.max_exponent:g} in "
@@ -340,10 +463,14 @@ class _Builder:
 
     def _new_id(self, label: str, expr: ast.expr) -> str:
         base = f"{label}@{self.position.tag(expr.lineno, expr.col_offset)}"
-        node_id, n = base, 1
-        while node_id in self.taken:  # a + b + c: both sums start at column 1
+        # a + b + c: both sums start at column 1. Counting on from the last suffix given keeps
+        # a chain of thousands of terms linear.
+        n = self.suffixes.get(base, 1)
+        node_id = base if n == 1 else f"{base}.{n}"
+        while node_id in self.taken:
             n += 1
             node_id = f"{base}.{n}"
+        self.suffixes[base] = n
         self.taken.add(node_id)
         return node_id
 
@@ -357,9 +484,7 @@ class _Builder:
         raise InvalidArgument(f"{message} (at {self._where(node)})")
 
 
-def _is_number(expr: ast.expr) -> bool:
-    """An int or float literal, or one with a sign: ``-2`` is one constant, not ``neg(2)``."""
-    if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, (ast.USub, ast.UAdd)):
-        expr = expr.operand
+def _is_number(expr: ast.expr) -> TypeGuard[ast.Constant]:
+    """An int or float literal."""
     return (isinstance(expr, ast.Constant) and isinstance(expr.value, (int, float))
             and not isinstance(expr.value, bool))

@@ -58,8 +58,11 @@ class Limits:
     max_total_elements: int = 20_000_000  # summed over every node: bounds evaluation memory
     max_formula_chars: int = 10_000
     max_depth: int = 100  # nesting of a formula
-    max_int_literal: int = 10**15
-    max_exponent: float = 1000  # |n| of a literal exponent in a formula
+    # Terms of a chain of left-associative operators (x + x - x ...) along one path of a formula:
+    # Python's ast builds such a chain as deep as it is long, and stops near 3,000 levels.
+    max_chain: int = 2_000
+    max_int_literal: int = 10**15  # |n| of an integer in a formula, written or folded
+    max_exponent: float = 1000  # |n| of a constant exponent in a formula, written or folded
 
 
 DEFAULT_LIMITS = Limits()

@@ -4,6 +4,7 @@ parsed formula computes what the same expression computes on the engine directly
 from __future__ import annotations
 
 import builtins
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import sympy
 from crossgrad.engine.errors import InvalidArgument
 from crossgrad.engine.formula import parse
 from crossgrad.engine.graph import (
+    DEFAULT_LIMITS,
     Constant,
     Leaf,
     LimitExceeded,
@@ -66,10 +68,41 @@ def ops_of(text: str) -> list[tuple[str, dict[str, Any]]]:
     ("-x", [("neg", {})]),
     ("+x", []),  # +x is x
     ("x ** -2", [("pow", {})]),  # -2 is one constant, not neg(2)
+    ("x ** (-(2**3))", [("pow", {})]),  # numbers alone are folded
+    ("x * (5000 + 0) - (1 - 1e-8)", [("mul", {}), ("sub", {})]),
+    ("clamp(x, 1e-8, 1 - 1e-8)", [("clamp", {"min": 1e-8, "max": 1 - 1e-8})]),
+    ("clamp(x, min=-(1/2))", [("clamp", {"min": -0.5, "max": None})]),
+    ("sum(x, (0, 2 - 1))", [("sum", {"dim": (0, 1), "keepdim": False})]),
     ("matmul(x, y) / div(x, 2)", [("matmul", {}), ("div", {}), ("div", {})]),
 ])
 def test_accepted_forms(text: str, expected: list[tuple[str, dict[str, Any]]]) -> None:
     assert ops_of(text) == expected
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("2 + 3", 2 + 3), ("5000 + 0", 5000), ("1000 * 1000", 1000 * 1000), ("-1", -1),
+    ("2 / 4", 2 / 4), ("1 / 3", 1 / 3), ("2**-3", 2**-3), ("1 - 1e-8", 1 - 1e-8),
+    ("-(2**3)", -(2**3)), ("2 ** 0.5", 2**0.5), ("-0.0", -0.0), ("10**15", 10**15),
+    ("(-2)**49", (-2)**49), ("7 - 7.0", 0.0), ("+-+3", -3), ("0 ** 0", 1), ("10 ** -400", 0.0),
+])
+def test_arithmetic_of_numbers_is_one_constant_as_python_computes_it(text: str,
+                                                                     value: float) -> None:
+    """The folded constant is the Python number the expression is, of the same type: an int
+    stays an int (a weak int64 scalar), anything with a float or a "/" is a float."""
+    for formula in (f"x * ({text})", text):
+        (const,) = [n for n in parse(formula).nodes if isinstance(n, Constant)]
+        assert const.value.shape == () and const.value.item() == value
+        assert type(const.value.item()) is type(value)
+        assert math.copysign(1, const.value.item()) == math.copysign(1, value)
+    assert parse(text).output == "const@1" or text.startswith("(")
+
+
+def test_folded_constants_compute_as_written_ones() -> None:
+    value, grads = run("x ** (1 + 1) * (2 / 4)", {"x": 3.0})
+    assert value.dtype == np.float32 and value == 4.5 and grads["x"] == 3.0
+    folded, _ = run("x * (1 - 1e-8)", {"x": 3.0}, dtype=cg.float64)
+    written, _ = run(f"x * {1 - 1e-8!r}", {"x": 3.0}, dtype=cg.float64)
+    assert folded == written
 
 
 def test_signed_literals_are_constants() -> None:
@@ -144,11 +177,26 @@ REFUSED = [
     ("1j * x", "a complex literal"),
     ("True * x", "True as a value"),
     ("None", "None as a value"),
-    ("x ** (10**10)", "a power of constants (write its value instead) is not allowed in a "
-                      "formula (at column 7)"),
-    ("9**9**9", "a power of constants"),
-    ("x * 2**64", "a power of constants"),
-    ("x ** (-(2**3))", "a power of constants"),
+    ("x ** (10**10)", "the exponent 10000000000 (at most 1000 in absolute value) is not "
+                      "allowed in a formula (at column 7)"),
+    ("x ** (5000 + 0)", "the exponent 5000 (at most 1000 in absolute value) is not allowed in a "
+                        "formula (at column 7)"),
+    ("(x + 1) ** (1000 * 1000)", "the exponent 1000000 (at most 1000"),
+    ("x ** (999999999999999 * 9000)", "999999999999999 * 9000, an integer past the limit of "
+                                      "1e+15, is not allowed in a formula (at column 7)"),
+    ("9**9**9", "9 ** 387420489, an integer past the limit of 1e+15, is not allowed"),
+    ("9**9**9**9", "an integer past the limit"),
+    ("x * 2**64", "2 ** 64, an integer past the limit"),
+    ("x * (-2)**-2**-9**99", "an integer past the limit"),
+    ("x * 2.0**5000", "2.0 ** 5000, a number that is not finite"),
+    ("x * (1e200 * 1e200)", "1e+200 * 1e+200, a number that is not finite"),
+    ("x * (1 / 0)", "a division by zero (1 / 0) is not allowed in a formula (at column 6)"),
+    ("x * 0 ** -1", "a division by zero (0 ** -1)"),
+    ("x * (-8) ** (1/3)", "-8 ** 0.3333333333333333, a complex number"),
+    ("x * (999999999999999 + 2)", "999999999999999 + 2, an integer past the limit"),
+    ("clamp(x, 0, 1/0)", "a division by zero"),
+    ("abs(9) ** abs(99)", "a power of constants computed by functions (write its value "
+                          "instead)"),
     ("x ** 1001", "the exponent 1001 (at most 1000 in absolute value)"),
     ("x ** -5000.5", "the exponent -5000.5"),
     ("x * 10000000000000000", "an integer past the limit"),
@@ -169,7 +217,9 @@ TOO_BIG = [
     ("sin(" * 60 + "x" + ")" * 60, "nests too deeply"),
     ("-" * 9_000 + "x", "nests too deeply"),  # Python's own parser runs out of memory on it
     ("x" + "**x" * 3_000, "nests too deeply"),
-    ("+".join(["x"] * 3_000), "nests too deeply"),  # ast.parse: RecursionError
+    ("+".join(["x"] * 3_000), "chains too many terms"),  # ast.parse: RecursionError
+    ("sin(" + "+".join(["x"] * 1_500) + ")*" + "*".join(["x"] * 1_500), "chains too many"),
+    ("-(" * 49 + "x" + ")" * 49, "nests too deeply"),
     ("[" * 3_000 + "]" * 3_000, "nests too deeply"),
 ]
 
@@ -209,6 +259,8 @@ def test_columns_count_characters_not_bytes() -> None:
 
 def test_limits_are_configurable() -> None:
     assert parse("+".join(["x"] * 80)).output  # a long flat sum is fine within the limit
+    with pytest.raises(LimitExceeded, match="limited to 10 terms"):
+        parse("+".join(["x"] * 11), Limits(max_chain=10))
     with pytest.raises(LimitExceeded):
         parse("sin(sin(sin(x)))", Limits(max_depth=6))
     with pytest.raises(LimitExceeded):
@@ -217,6 +269,28 @@ def test_limits_are_configurable() -> None:
         parse("x ** 3", Limits(max_exponent=2))
     with pytest.raises(InvalidArgument, match="integer past the limit"):
         parse("x * 101", Limits(max_int_literal=100))
+
+
+def test_a_flat_chain_is_not_nesting() -> None:
+    # Python's grammar reads x + x - x ... as a loop, so only the tree's depth bounds it.
+    limit = DEFAULT_LIMITS.max_chain
+    for operator in ("+", "-", "*", "/", "@"):
+        start = time.perf_counter()
+        graph = parse(operator.join(["x"] * limit))
+        assert time.perf_counter() - start < 1.0
+        assert len(graph.nodes) == limit and len({n.id for n in graph.nodes}) == limit
+    mixed = parse("+".join(["x*2"] * (limit // 2)))
+    assert len(mixed.nodes) == 1 + 3 * (limit // 2) - 1  # x, then per term 2, mul, add
+    assert parse("sin(" + "+".join(["x"] * 900) + ")**2 - " + "-".join(["y"] * 900)).output
+    with pytest.raises(LimitExceeded, match="chains too many terms"):
+        parse("+".join(["x"] * (limit + 1)))
+
+
+def test_a_long_sum_differentiates() -> None:
+    limit = DEFAULT_LIMITS.max_chain
+    result = cg.differentiate("+".join(["x"] * limit), {"x": 1.5})
+    assert result.gradients["x"] == limit
+    assert result.check.status.value == "AGREE"
 
 
 def forbid_evaluation(patch: pytest.MonkeyPatch) -> None:
