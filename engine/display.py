@@ -4,14 +4,24 @@ The derivation works on internal symbols (``L0_3``, ``C1_0``) with constants lef
 leaf elements get their names back (``x`` for a 0-d leaf, ``x[0, 2]`` for a tensor's element),
 constants are replaced by their values (integral ones as integers, so ``x**2`` reads ``2*x``), a
 ``detach`` result shows as ``detach(...)``, and small expressions are simplified.
+
+Substituting values lets SymPy evaluate, and it evaluates exactly: ``9**(0*y + 1000000000)`` would
+become a number of a billion digits, ``1/0`` would become ``zoo``. So the substitution rebuilds
+the expression bottom-up and, where SymPy would compute an exact power (or ``exp`` of a multiple
+of a log) past ``_MAX_DIGITS`` digits, or a value with no meaning (``1/0``, ``log(0)``), keeps
+that part as written: ``9**1000000000*x``, ``1/0``. Larger exact numbers from sums and products
+(cheap to compute, but Python will not print an integer past 4,300 digits) read as floats.
+Simplifying is skipped where it could expand a large power.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import mpmath
 import numpy as np
 import sympy
 
@@ -19,6 +29,11 @@ from .symbolic import Derivation, Plan
 
 # Simplifying costs grow quickly with size; small expressions are where it pays off.
 _SIMPLIFY_MAX_OPS = 40
+# ... and with the degree of the powers of sums it may expand: (x + 1)**1000 takes seconds.
+_SIMPLIFY_MAX_DEGREE = 100
+# Digits of an exact number SymPy may compute while substituting values.
+_MAX_DIGITS = 2000
+_UNDEFINED = frozenset({sympy.zoo, sympy.nan, sympy.oo, -sympy.oo})
 _detach = sympy.Function("detach")
 
 
@@ -80,10 +95,97 @@ def _number(value: Any) -> sympy.Expr:
 
 
 def _readable(expression: Any, names: Mapping[sympy.Symbol, Any], simplify: bool = True) -> Any:
-    readable = expression._sympy_().xreplace(names)
-    if simplify and sympy.count_ops(readable) <= _SIMPLIFY_MAX_OPS:
+    readable = _substitute(expression._sympy_(), names)
+    if (simplify and sympy.count_ops(readable) <= _SIMPLIFY_MAX_OPS
+            and not readable.has(sympy.UnevaluatedExpr)
+            and _degree(readable) <= _SIMPLIFY_MAX_DEGREE):
         readable = sympy.simplify(readable)
     return readable
+
+
+def _substitute(root: sympy.Basic, names: Mapping[sympy.Symbol, Any]) -> sympy.Basic:
+    """``root.xreplace(names)``, rebuilt bottom-up (with an explicit stack) through ``_build``."""
+    done: dict[sympy.Basic, sympy.Basic] = {}
+    stack: list[tuple[sympy.Basic, bool]] = [(root, False)]
+    while stack:
+        node, operands_done = stack.pop()
+        if node in done:
+            continue
+        if node in names or not node.args:
+            done[node] = names.get(node, node)
+        elif not operands_done:
+            stack.append((node, True))
+            stack.extend((arg, False) for arg in node.args if arg not in done)
+        else:
+            args = [done[arg] for arg in node.args]
+            same = all(new is old for new, old in zip(args, node.args, strict=True))
+            done[node] = node if same else _build(node.func, args)
+    return done[root]
+
+
+def _build(func: Any, args: list[sympy.Basic]) -> sympy.Basic:
+    """``func(*args)`` as SymPy evaluates it, except what would be too large or meaningless."""
+    if func is sympy.Pow and _power_digits(*args) > _MAX_DIGITS:
+        return sympy.UnevaluatedExpr(sympy.Pow(*args, evaluate=False))
+    if func is sympy.exp and _exp_digits(args[0]) > _MAX_DIGITS:  # exp(n*log(9)) is 9**n
+        return sympy.UnevaluatedExpr(sympy.exp(args[0], evaluate=False))
+    built = func(*args)
+    if built in _UNDEFINED or ((built.is_Mul or built.is_Add)
+                               and any(a in _UNDEFINED for a in built.args)):
+        # 1/0 reads 1/0 and log(0) log(0), not zoo: kept as written.
+        held = [sympy.UnevaluatedExpr(a) if a.is_zero and a.is_Number else a for a in args]
+        if func is not sympy.Pow and any(a is not b for a, b in zip(held, args, strict=True)):
+            return func(*held)
+        return sympy.UnevaluatedExpr(func(*args, evaluate=False))
+    if built.is_Rational and _digits(built) > _MAX_DIGITS:
+        return _float(built)
+    if (built.is_Mul or built.is_Add) and any(a.is_Rational and _digits(a) > _MAX_DIGITS
+                                              for a in built.args):
+        return built.func(*(_float(a) if a.is_Rational else a for a in built.args))
+    return built
+
+
+def _float(number: sympy.Rational) -> sympy.Float:
+    # Through mpmath: sympy.Float(Integer) goes through the integer's decimal text.
+    return sympy.Float(mpmath.mpf(number.p) / number.q, 15)
+
+
+def _digits(number: sympy.Rational) -> float:
+    """About how many decimal digits the numerator or denominator has."""
+    return max(abs(number.p), number.q).bit_length() * math.log10(2)
+
+
+def _exact_digits(expression: sympy.Basic) -> float:
+    """About how many digits of exact number raising ``expression`` to a power would compute
+    per unit of exponent: ``(2*x)**n`` computes ``2**n``, ``sqrt(2)**n`` computes ``2**(n/2)``."""
+    if expression.is_Rational:
+        return _digits(expression) if abs(expression) != 1 else 0.0
+    if expression.is_Pow and expression.base.is_Rational and expression.exp.is_Rational:
+        return float(abs(expression.exp)) * _exact_digits(expression.base)
+    if expression.is_Mul:
+        return sum(_exact_digits(factor) for factor in expression.args)
+    return 0.0
+
+
+def _power_digits(base: sympy.Basic, exponent: sympy.Basic) -> float:
+    if not exponent.is_Rational:  # symbolic, or a float: mpmath's floats cost nothing to raise
+        return 0.0
+    return float(abs(exponent)) * _exact_digits(base)
+
+
+def _exp_digits(argument: sympy.Basic) -> float:
+    """A bound on the digits of the power SymPy makes of ``exp(n*log(b))``."""
+    bases = [log.args[0] for log in argument.atoms(sympy.log) if log.args[0].is_Rational]
+    if not bases:
+        return 0.0
+    largest = max((abs(float(r)) for r in argument.atoms(sympy.Rational)), default=0.0)
+    return largest * max(_exact_digits(b) for b in bases)
+
+
+def _degree(expression: sympy.Basic) -> float:
+    """The sum of the exponents of the powers of anything but a symbol: what expanding costs."""
+    return sum(float(abs(power.exp)) for power in expression.atoms(sympy.Pow)
+               if power.exp.is_Rational and not (power.base.is_Symbol or power.base.is_Indexed))
 
 
 def _render(elements: Sequence[Any], shape: tuple[int, ...],

@@ -1,0 +1,87 @@
+"""Rendering closed forms: values substituted without letting SymPy compute huge exact numbers or
+meaningless ones, whatever the formula."""
+
+from __future__ import annotations
+
+import time
+
+import crossgrad.engine as cg
+import numpy as np
+import pytest
+from crossgrad.engine.display import ClosedForms, render
+from crossgrad.engine.formula import parse
+from crossgrad.engine.graph import Leaf, validate
+from crossgrad.engine.symbolic import Plan, constants_of, derive
+
+
+def rendered(formula: str) -> tuple[ClosedForms, float]:
+    """The closed forms of every leaf's gradient, rendered in this process, and the seconds."""
+    start = time.perf_counter()
+    graph = parse(formula)
+    leaves = sorted(n.name for n in graph.nodes if isinstance(n, Leaf))
+    valid = validate(graph, {name: ((), cg.float64) for name in leaves})
+    plan = Plan.of(valid, leaves)
+    forms = render(plan, derive(plan), constants_of(valid))
+    return forms, time.perf_counter() - start
+
+
+@pytest.mark.parametrize(("formula", "text", "latex"), [
+    # SymPy's 0*y -> 0 leaves 9**1000000000: kept as written, never computed.
+    ("x * 9 ** (y*0 + 1000000000)", "9**1000000000", "9^{1000000000}"),
+    ("x * 9 ** ((y*0 + 1000) * (y*0 + 1000) * (y*0 + 1000))", "9**1000000000",
+     "9^{1000000000}"),
+    ("x * sqrt(2 + y*0) ** (y*0 + 100000)", "2**50000", "2^{50000}"),
+    # SymPy turns exp(n*log(9)) into 9**n.
+    ("x * exp(log(9) * (y*0 + 1000000000))", "exp(1000000000*log(9))",
+     "e^{1000000000 \\log{\\left(9 \\right)}}"),
+    # Not simplified: simplify would expand the power.
+    ("(x + 1) ** (y*0 + 1000000)", "1000000*(x + 1)**999999",
+     "1000000 \\left(x + 1\\right)^{999999}"),
+    ("(x + 1) ** 1000", "1000*(x + 1)**999", "1000 \\left(x + 1\\right)^{999}"),
+])
+def test_huge_exact_numbers_are_kept_as_written(formula: str, text: str, latex: str) -> None:
+    forms, seconds = rendered(formula)
+    assert forms.text["x"] == text and forms.latex["x"] == latex
+    assert seconds < 1.0
+
+
+def test_a_power_of_a_product_is_bounded() -> None:
+    # (2*x)**1000 is 2**1000 * x**1000; its 1000th power is not multiplied out.
+    forms, seconds = rendered("((2*x)**1000)**1000")
+    assert seconds < 1.0
+    assert "(" + str(2**1000) + "*x**1000)**999" in forms.text["x"]
+
+
+def test_numbers_too_long_to_print_exactly_read_as_floats() -> None:
+    # 300 factors of 15 digits: Python prints no integer past 4,300 digits.
+    forms, seconds = rendered("x" + " * 999999999999999" * 300)
+    assert forms.text["x"].startswith("9.99999999999") and "e+4499" in forms.text["x"]
+    assert seconds < 5.0
+
+
+@pytest.mark.parametrize(("formula", "leaf", "text", "latex"), [
+    ("x / 0", "x", "1/0", "\\frac{1}{0}"),
+    ("(x + y) / 0", "y", "1/0", "\\frac{1}{0}"),
+    ("x * log(y * 0)", "x", "log(0)", "\\log{\\left(0 \\right)}"),
+])
+def test_undefined_values_are_kept_as_written_not_zoo(formula: str, leaf: str, text: str,
+                                                      latex: str) -> None:
+    forms, _ = rendered(formula)
+    assert forms.text[leaf] == text and forms.latex[leaf] == latex
+
+
+def test_division_by_zero_end_to_end() -> None:
+    result = cg.differentiate("x / 0", {"x": 2.0}, check="report")
+    assert result.closed_forms["x"] == "1/0" and result.latex["x"] == "\\frac{1}{0}"
+    assert result.gradients["x"] == np.inf  # the numeric side is PyTorch's
+
+
+@pytest.mark.parametrize(("formula", "text"), [
+    ("sin(x**2)", "2*x*cos(x**2)"),
+    ("x**2/3 + x/7", "2*x/3 + 1/7"),
+    ("(x + 1) ** 10", "10*(x + 1)**9"),
+    ("x * 2**10", "1024"),
+])
+def test_ordinary_forms_are_unchanged(formula: str, text: str) -> None:
+    forms, _ = rendered(formula)
+    assert forms.text["x"] == text
