@@ -330,7 +330,8 @@ class Tally:
         default_factory=lambda: defaultdict(Counter))
     unexpected: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     unexpected_sample: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
-    bugs: list[str] = field(default_factory=list)
+    bugs: list[str] = field(default_factory=list)  # a sample of them
+    bug_count: int = 0
     failures: list[str] = field(default_factory=list)
     methods: list[tuple[float, int]] = field(default_factory=list)  # Differentiate check method
     fallback_reasons: Counter[str] = field(default_factory=Counter)
@@ -348,6 +349,8 @@ class Tally:
             key = (kind, call, name, outcome.reason)
             self.unexpected[key] += 1
             self.unexpected_sample.setdefault(key, outcome.details)
+        if is_bug(outcome):
+            self.bug_count += 1
         if is_bug(outcome) and len(self.bugs) < 20:
             self.bugs.append(f"{kind} {call}: {name} {outcome.reason or '(no ErrorInfo)'}: "
                              f"{outcome.details}")
@@ -362,6 +365,7 @@ class Tally:
         for which, sample in other.unexpected_sample.items():
             self.unexpected_sample.setdefault(which, sample)
         self.bugs += other.bugs[:20]
+        self.bug_count += other.bug_count
         self.failures += other.failures
         self.methods += other.methods
         self.fallback_reasons.update(other.fallback_reasons)
@@ -957,83 +961,120 @@ def final_grad(stub: pb_grpc.AutogradServiceStub, session_id: str) -> float | No
     return None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_SECONDS:.0f} s of load")
-    parser.add_argument("--seconds", type=float,
-                        help=f"seconds of load (at most {MAX_SECONDS:.0f})")
-    parser.add_argument("--clients", type=int, default=8, help="client threads")
-    parser.add_argument("--server-cmd", help="the command that starts the server (default: "
-                                             "crossgrad-server); gets --address and limits")
-    parser.add_argument("--rss-growth-mib", type=float, default=100.0,
-                        help="most the server's RSS may grow after the warm-up")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    seconds = args.seconds or (QUICK_SECONDS if args.quick else DEFAULT_SECONDS)
-    if not 5 <= seconds <= MAX_SECONDS or not 1 <= args.clients <= 64:
-        parser.error(f"--seconds within 5-{MAX_SECONDS:.0f}, --clients within 1-64")
-    warmup = min(10.0, max(4.0, seconds * 0.1))
-    kill_period = (2.0, 5.0) if seconds < 60 else (3.0, 8.0)
+@dataclass(frozen=True)
+class Plan:
+    seconds: float  # of load
+    clients: int
+    command: list[str]
+    rss_growth_mib: float
+    seed: int
 
-    command = server_command(args.server_cmd)
-    started = time.monotonic()
-    server = start_server(command)
+    @property
+    def warmup(self) -> float:
+        return min(10.0, max(4.0, self.seconds * 0.1))
+
+    @property
+    def kill_period(self) -> tuple[float, float]:
+        return (2.0, 5.0) if self.seconds < 60 else (3.0, 8.0)
+
+
+@dataclass
+class Result:
+    """Everything the run measured, for the tables and the checks."""
+
+    tally: Tally
+    ledgers: list[Ledger]
+    grads: list[float | None]  # each ledger's final grad (None: unreadable)
+    samples: Samples
+    rss_start: tuple[float, int, int, int]
+    rss_end: tuple[float, int, int, int]
+    health: Health
+    recovered: bool
+    recovery: str
+    alive: bool  # the server was still running after the load
+    stuck: int  # client threads that did not stop
+    oversized_failed: int  # Backwards refused for an answer past the size limit
+    big_grads: list[bool]  # whether their leaf has a grad afterwards (it must not)
+    exit_seconds: float
+    exited: bool  # by itself after SIGTERM, within its grace
+    returncode: int | None
+    log: str  # the server's stderr
+    orphans: dict[int, str]  # workers alive after the server exited
+    load_offset: float  # seconds from the server's start to the load's
+    times: tuple[float, float, float]  # start-up, load, the end
+
+
+def start_ledgers(stub: pb_grpc.AutogradServiceStub) -> list[Ledger]:
+    ledgers = []
+    for k in range(LEDGERS):
+        mode = pb.CHECK_MODE_REPORT if k % 2 == 0 else pb.CHECK_MODE_OFF
+        sid = stub.CreateSession(pb.CreateSessionRequest(
+            dtype=pb.DTYPE_FLOAT64, check_mode=mode,
+            idle_ttl=duration_pb2.Duration(seconds=3600)), timeout=CALL_TIMEOUT).session.id
+        stub.PutLeaf(pb.PutLeafRequest(session_id=sid, name="w", value=tensor(1.0, "float64"),
+                                       requires_grad=True), timeout=CALL_TIMEOUT)
+        ledgers.append(Ledger(sid, mode))
+    return ledgers
+
+
+def settle_the_rest(ledgers: Sequence[Ledger], stub: pb_grpc.AutogradServiceStub,
+                    rng: random.Random, tally: Tally) -> None:
+    """Send the request_ids the load left without a definite answer again (30 s at most)."""
+    settle_by = time.monotonic() + 30
+    for book in ledgers:
+        pending, book.undecided = book.undecided, []
+        for request_id in pending:
+            if time.monotonic() > settle_by or not settle(
+                    book, stub, request_id, rng, tally, 5, gentle=True, stop_at=settle_by):
+                book.undecided.append(request_id)
+
+
+def surviving_workers(samples: Samples) -> dict[int, str]:
+    """Workers seen during the run still alive after the server exited (given 2 s to go)."""
+    def alive() -> dict[int, str]:
+        return {pid: st for pid, st in samples.worker_pids.items()
+                if (f := _stat(pid)) is not None and f[19] == st and f[0] != "Z"}
+
+    left = alive()
+    for _ in range(20):
+        if not left:
+            break
+        time.sleep(0.1)
+        left = alive()
+    return left
+
+
+def run(plan: Plan, server: Server, started: float) -> Result:
+    """The load, the faults and the end; the server is stopped (SIGTERM) on the way out."""
     t0 = time.monotonic()
-    print(f"## crossgrad load and faults ({seconds:.0f} s of load, {args.clients} clients)\n")
-    print(markdown_table(["", "setting"], [
-        ["server", f"`{shlex.join(command)}` at {server.address}, pid {server.pid}"],
-        ["limits", shlex.join(SERVER_FLAGS)],
-        ["mix", ", ".join(f"{k} {v}" for k, v in MIX.items())
-         + f"; worker kills every {kill_period[0]:g}-{kill_period[1]:g} s"],
-        ["machine", f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-                    f"grpcio {grpc.__version__}"],
-        ["newer wire options used", ", ".join(new_fields(True)) or "none"],
-        ["wire fields not used", ", ".join(new_fields(False)) or "none"],
-    ], right=[False, False]))
-    sys.stdout.flush()
-
-    stop = threading.Event()
-    health = Health()
-    samples = Samples()
-    threads: list[threading.Thread] = []
-    clients: list[Client] = []
+    stop, fault_stop = threading.Event(), threading.Event()
+    health, samples = Health(), Samples()
     control = channel(server.address)
     stub = pb_grpc.AutogradServiceStub(control)
-    failures: list[str] = []
     try:
-        ledgers = []
-        for k in range(LEDGERS):
-            mode = pb.CHECK_MODE_REPORT if k % 2 == 0 else pb.CHECK_MODE_OFF
-            sid = stub.CreateSession(pb.CreateSessionRequest(
-                dtype=pb.DTYPE_FLOAT64, check_mode=mode,
-                idle_ttl=duration_pb2.Duration(seconds=3600)), timeout=CALL_TIMEOUT).session.id
-            stub.PutLeaf(pb.PutLeafRequest(session_id=sid, name="w", value=tensor(1.0, "float64"),
-                                           requires_grad=True), timeout=CALL_TIMEOUT)
-            ledgers.append(Ledger(sid, mode))
-        clients = [Client(server.address, i, args.seed, ledgers, health, t0)
-                   for i in range(args.clients)]
-        # Give the workers a moment to start before the first sample.
-        deadline = time.monotonic() + 30
-        while not workers_of(server.pid) and time.monotonic() < deadline:
+        ledgers = start_ledgers(stub)
+        clients = [Client(server.address, i, plan.seed, ledgers, health, t0)
+                   for i in range(plan.clients)]
+        wait_until = time.monotonic() + 30  # the server starts its workers in the background
+        while not workers_of(server.pid) and time.monotonic() < wait_until:
             time.sleep(0.2)
         samples.sample(server.pid, time.monotonic() - t0)
         samples.initial_workers = len(samples.worker_pids)
+
         load_start = time.monotonic()
-        stop_at = load_start + seconds
+        stop_at = load_start + plan.seconds
         background = [
-            threading.Thread(target=sampler, args=(server.pid, samples, t0, stop), daemon=True),
-            threading.Thread(target=watch_workers, args=(server.pid, samples, stop), daemon=True),
-            threading.Thread(target=health_loop, args=(server.address, health, t0, stop),
-                             daemon=True),
-        ]
-        fault_stop = threading.Event()
+            threading.Thread(target=sampler, args=(server.pid, samples, t0, stop)),
+            threading.Thread(target=watch_workers, args=(server.pid, samples, stop)),
+            threading.Thread(target=health_loop, args=(server.address, health, t0, stop))]
         fault_thread = threading.Thread(target=faults, args=(
-            server.pid, samples, random.Random(args.seed + 7), kill_period, fault_stop),
-            daemon=True)
-        threads = [threading.Thread(target=c.run, args=(stop_at,), daemon=True) for c in clients]
+            server.pid, samples, random.Random(plan.seed + 7), plan.kill_period, fault_stop))
+        threads = [threading.Thread(target=c.run, args=(stop_at,)) for c in clients]
+        for thread in [*background, *threads, fault_thread]:
+            thread.daemon = True
         for thread in [*background, *threads]:
             thread.start()
-        time.sleep(warmup)
+        time.sleep(plan.warmup)
         samples.sample(server.pid, time.monotonic() - t0)
         rss_start = samples.rows[-1]
         fault_thread.start()
@@ -1043,21 +1084,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         fault_stop.set()
         fault_thread.join(timeout=5)
         stuck = sum(t.is_alive() for t in threads)
-        load_seconds = time.monotonic() - load_start
         end_start = time.monotonic()
 
-        # The end: settle what the ledgers left undecided, read them, probe the recovery.
-        time.sleep(2.0)
-        end_rng = random.Random(args.seed + 11)
+        time.sleep(2.0)  # let the pool notice the last kill
+        end_rng = random.Random(plan.seed + 11)
         tally = Tally()
-        settle_by = time.monotonic() + 30
-        for book in ledgers:
-            pending, book.undecided = book.undecided, []
-            for request_id in pending:
-                if time.monotonic() > settle_by or not settle(
-                        book, stub, request_id, end_rng, tally, 5, gentle=True,
-                        stop_at=settle_by):
-                    book.undecided.append(request_id)
+        settle_the_rest(ledgers, stub, end_rng, tally)
         recovered, recovery = recovery_probe(stub, end_rng)
         samples.sample(server.pid, time.monotonic() - t0)
         rss_end = samples.rows[-1]
@@ -1066,15 +1098,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop.set()
         for thread in background:
             thread.join(timeout=5)
-        for c in clients:
-            tally.merge(c.tally)
-        oversized_failed = sum(c.oversized_failed_backwards for c in clients)
         big_grads = []
         for c in clients:
-            request = leaf_view(pb.GetLeafRequest(session_id=c.session, name="a"), "GRAD")
-            got = call_once(stub.GetLeaf, request)
+            tally.merge(c.tally)
+            got = call_once(stub.GetLeaf, leaf_view(
+                pb.GetLeafRequest(session_id=c.session, name="a"), "GRAD"))
             big_grads.append(got.code is Code.OK and got.response.leaf.HasField("grad"))
-        for c in clients:
             c.close()
     except BaseException:
         print("\nThe run broke off; the server's stderr ends with:\n" + server.log_text()[-3000:],
@@ -1082,26 +1111,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     finally:
         stop.set()
+        fault_stop.set()
         control.close()
         exit_seconds, exited = server.stop()
-        log = server.log_text()
-        server.log.close()
-
-    def orphans() -> dict[int, str]:
-        return {pid: st for pid, st in samples.worker_pids.items()
-                if (f := _stat(pid)) is not None and f[19] == st and f[0] != "Z"}
-
-    left = orphans()
-    for _ in range(20):  # a worker told to stop may take a moment to go (2 s at most)
-        if not left:
-            break
-        time.sleep(0.1)
-        left = orphans()
-    for pid, start_time in left.items():
+    orphans = surviving_workers(samples)
+    for pid, start_time in orphans.items():
         kill_exactly(pid, start_time)
-    total = time.monotonic() - started
+    now = time.monotonic()
+    return Result(
+        tally, ledgers, grads, samples, rss_start, rss_end, health, recovered, recovery, alive,
+        stuck, sum(c.oversized_failed_backwards for c in clients), big_grads, exit_seconds,
+        exited, server.process.returncode, server.log_text(), orphans, load_start - t0,
+        (load_start - started, end_start - load_start, now - end_start))
 
-    # --- tables ---------------------------------------------------------------------------------
+
+# --- the report --------------------------------------------------------------------------------
+
+def print_answers(tally: Tally, plan: Plan, load_seconds: float) -> None:
     codes = sorted({code for _, code in tally.codes}, key=lambda c: (c != "OK", c))
     kinds = [k for k in MIX if any(kk == k for kk, _ in tally.codes)]
     print("\n### Answers by status code\n")
@@ -1113,7 +1139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          right=[False, *([True] * (len(codes) + 2))]))
     calls = sum(tally.codes.values())
     print(f"\n{calls:,} calls in {load_seconds:.0f} s ({calls / load_seconds:,.0f}/s) from "
-          f"{args.clients} client threads; ledger attempts include retries.")
+          f"{plan.clients} client threads; ledger attempts include retries.")
 
     print("\n### Latency by call\n")
     rows = []
@@ -1133,91 +1159,137 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(markdown_table(["kind", "call", "code", "reason", "n", "a message"], rows,
                              right=[False, False, False, False, True, False]))
 
-    # --- checks -----------------------------------------------------------------------------------
-    checks: list[list[str]] = []
+
+def checks(r: Result, plan: Plan) -> tuple[list[list[str]], list[str]]:
+    """The checks table's rows (what, measured, verdict) and the failures among them."""
+    rows: list[list[str]] = []
+    failures: list[str] = []
 
     def check(what: str, measured: str, ok: bool, why: str = "") -> None:
-        checks.append([what, measured, "PASS" if ok else "FAIL"])
+        rows.append([what, measured, "PASS" if ok else "FAIL"])
         if not ok:
             failures.append(f"{what}: {why or measured}")
 
-    bugs = sum(n for (kind, code), n in tally.codes.items() if code in ("UNKNOWN", "INTERNAL"))
-    allowed_internal = sum(n for (_, _, code, reason), n in tally.unexpected.items()
-                           if code == "INTERNAL" and reason == "CHECK_DISAGREEMENT")
-    real_bugs = len(tally.bugs)
+    def note(what: str, measured: str) -> None:
+        rows.append([what, measured, "—"])
+
+    tally = r.tally
+    bad = sum(n for (_, code), n in tally.codes.items() if code in ("UNKNOWN", "INTERNAL"))
     check("no UNKNOWN, no INTERNAL but CHECK_DISAGREEMENT",
-          f"{bugs:,} UNKNOWN/INTERNAL ({allowed_internal:,} CHECK_DISAGREEMENT)",
-          real_bugs == 0, "; ".join(tally.bugs[:3]))
-    for book, grad in zip(ledgers, grads, strict=True):
+          f"{bad:,} UNKNOWN or INTERNAL, {bad - tally.bug_count:,} of them CHECK_DISAGREEMENT",
+          tally.bug_count == 0, "; ".join(tally.bugs[:3]))
+    for book, grad in zip(r.ledgers, r.grads, strict=True):
         mode = pb.CheckMode.Name(book.check_mode).removeprefix("CHECK_MODE_")
-        n_undecided = len(book.undecided)
-        expected = (f"{book.ok}" if not n_undecided
-                    else f"{book.ok}..{book.ok + n_undecided} ({n_undecided} undecided)")
-        ok = grad is not None and book.ok <= grad <= book.ok + n_undecided
+        open_ids = len(book.undecided)
+        expected = (f"{book.ok}" if not open_ids
+                    else f"{book.ok}..{book.ok + open_ids} ({open_ids} undecided)")
         check(f"ledger {book.session_id[:8]} ({mode}): grad = request_ids answered OK",
               f"expected {expected}, grad {grad if grad is None else f'{grad:g}'}; "
-              f"{book.attempts:,} attempts, definite errors {dict(book.failed) or 0}", ok)
+              f"{book.attempts:,} attempts, definite errors {dict(book.failed) or 0}",
+              grad is not None and book.ok <= grad <= book.ok + open_ids)
     for failure in sorted(set(tally.failures))[:5]:
         check("an answer as the wire API promises", failure[:120], False)
     check("a failed oversized Backward changed nothing",
-          f"{oversized_failed} failed; grads set afterwards: {sum(big_grads)}",
-          not any(big_grads))
-    health_p99 = percentile(health.latency, 99)
+          f"{r.oversized_failed} failed; grads set afterwards: {sum(r.big_grads)}",
+          not any(r.big_grads))
+    latency = r.health.latency
     check("health answers SERVING within 1 s",
-          f"{len(health.latency):,} checks, p50 {ms(percentile(health.latency, 50))}, "
-          f"p99 {ms(health_p99)}, max {ms(max(health.latency, default=float('nan')))}, "
-          f"{len(health.failures)} failed", not health.failures,
-          f"{len(health.failures)} failed, first {health.failures[:3]}")
-    rss_max = max(r[1] for r in samples.rows)
-    growth = rss_end[1] - rss_start[1]
-    check("server memory flat", f"after warm-up {mib(rss_start[1])}, end {mib(rss_end[1])} "
-          f"({growth / 1024:+,.1f} MiB), max {mib(rss_max)}",
-          growth <= args.rss_growth_mib * 1024,
-          f"grew {growth / 1024:,.1f} MiB (> {args.rss_growth_mib:g})")
-    step = max(1, len(samples.rows) // 10)
-    checks.append(["server RSS over the run",
-                   ", ".join(f"{r[0]:.0f} s: {r[1] / 1024:.0f}" for r in samples.rows[::step])
-                   + " MiB", "—"])
-    worker_rows = [r for r in samples.rows if r[3]]
-    checks.append(["workers' memory (all workers summed)",
-                   f"after warm-up {mib(rss_start[2])} ({rss_start[3]} workers), end "
-                   f"{mib(rss_end[2])} ({rss_end[3]}), max "
-                   f"{mib(max((r[2] for r in worker_rows), default=0))}", "—"])
-    restarts = len(samples.worker_pids) - samples.initial_workers
-    checks.append(["worker kills (SIGKILL) / restarts (new pids)",
-                   f"{samples.kills} / {restarts} ({len(samples.worker_pids)} pids seen)", "—"])
-    thirds = [[m for t, m in tally.methods if lo <= t - (load_start - t0) < hi]
-              for lo, hi in ((0, seconds / 3), (seconds / 3, 2 * seconds / 3),
-                             (2 * seconds / 3, 10 * seconds))]
-    checks.append(["valid Differentiate answered by finite differences, by third of the run",
-                   " / ".join(f"{sum(m == pb.CHECK_METHOD_FINITE_DIFFERENCE for m in part)}"
-                              f" of {len(part)}" for part in thirds), "—"])
-    check("after the faults, symbolic derivation works again", recovery, recovered)
-    check("the server is still up after the load", "running" if alive
-          else f"exited with status {server.process.returncode}", alive)
-    check("every client thread stops by itself", f"{stuck} still in a call "
-          f"{3 * CALL_TIMEOUT:.0f} s after the end", stuck == 0)
-    check("SIGTERM: the server exits within its grace", f"exited in {exit_seconds:.1f} s"
-          + ("" if exited else " (killed)") + f", grace {GRACE:g} s", exited)
-    if left:
-        check("no worker outlives the server", f"{len(left)} left 2 s after it exited: "
-              f"{sorted(left)} (killed now)", False)
-    tracebacks = log.count("Traceback")
-    checks.append(["server log", f"{tracebacks} tracebacks, {len(log.splitlines())} lines", "—"])
+          f"{len(latency):,} checks, p50 {ms(percentile(latency, 50))}, "
+          f"p99 {ms(percentile(latency, 99))}, max {ms(max(latency, default=float('nan')))}, "
+          f"{len(r.health.failures)} failed", not r.health.failures,
+          f"{len(r.health.failures)} failed, the first {r.health.failures[:3]}")
+    rows_rss = r.samples.rows
+    growth = r.rss_end[1] - r.rss_start[1]
+    check("server memory flat",
+          f"after warm-up {mib(r.rss_start[1])}, end {mib(r.rss_end[1])} "
+          f"({growth / 1024:+,.1f} MiB), max {mib(max(x[1] for x in rows_rss))}",
+          growth <= plan.rss_growth_mib * 1024,
+          f"grew {growth / 1024:,.1f} MiB (> {plan.rss_growth_mib:g})")
+    step = max(1, -(-len(rows_rss) // 10))  # about ten of them
+    note("server RSS over the run",
+         ", ".join(f"{x[0]:.0f} s: {x[1] / 1024:.0f}" for x in rows_rss[::step]) + " MiB")
+    note("workers' memory (all workers summed)",
+         f"after warm-up {mib(r.rss_start[2])} ({r.rss_start[3]} workers), end "
+         f"{mib(r.rss_end[2])} ({r.rss_end[3]}), max {mib(max(x[2] for x in rows_rss))}")
+    pids = r.samples.worker_pids
+    note("worker kills (SIGKILL) / restarts (new pids)",
+         f"{r.samples.kills} / {len(pids) - r.samples.initial_workers} ({len(pids)} pids seen)")
+    third = plan.seconds / 3
+    parts = [[m for t, m in tally.methods if lo <= t - r.load_offset < hi]
+             for lo, hi in ((0, third), (third, 2 * third), (2 * third, 10 * third))]
+    note("valid Differentiate answered by finite differences, by third of the run",
+         " / ".join(f"{sum(m == pb.CHECK_METHOD_FINITE_DIFFERENCE for m in part)} of {len(part)}"
+                    for part in parts))
+    check("after the faults, symbolic derivation works again", r.recovery, r.recovered)
+    check("the server is still up after the load", "running" if r.alive
+          else f"exited with status {r.returncode}", r.alive)
+    check("every client thread stops by itself",
+          f"{r.stuck} still in a call {3 * CALL_TIMEOUT:.0f} s after the end", r.stuck == 0)
+    check("SIGTERM: the server exits within its grace", f"exited in {r.exit_seconds:.1f} s"
+          + ("" if r.exited else " (killed)") + f", grace {GRACE:g} s", r.exited)
+    if r.orphans:
+        check("no worker outlives the server", f"{len(r.orphans)} left 2 s after it exited: "
+              f"{sorted(r.orphans)} (killed now)", False)
+    note("server log", f"{r.log.count('Traceback')} tracebacks, {len(r.log.splitlines())} lines")
+    return rows, failures
+
+
+def parse(argv: Sequence[str] | None) -> Plan:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_SECONDS:.0f} s of load")
+    parser.add_argument("--seconds", type=float,
+                        help=f"seconds of load (at most {MAX_SECONDS:.0f})")
+    parser.add_argument("--clients", type=int, default=8, help="client threads")
+    parser.add_argument("--server-cmd", help="the command that starts the server (default: "
+                                             "crossgrad-server); gets --address and limits")
+    parser.add_argument("--rss-growth-mib", type=float, default=100.0,
+                        help="most the server's RSS may grow after the warm-up")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    seconds = args.seconds or (QUICK_SECONDS if args.quick else DEFAULT_SECONDS)
+    if not 5 <= seconds <= MAX_SECONDS or not 1 <= args.clients <= 64:
+        parser.error(f"--seconds within 5-{MAX_SECONDS:.0f}, --clients within 1-64")
+    return Plan(seconds, args.clients, server_command(args.server_cmd), args.rss_growth_mib,
+                args.seed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    plan = parse(argv)
+    started = time.monotonic()
+    server = start_server(plan.command)
+    print(f"## crossgrad load and faults ({plan.seconds:.0f} s of load, {plan.clients} "
+          "clients)\n")
+    print(markdown_table(["", "setting"], [
+        ["server", f"`{shlex.join(plan.command)}` at {server.address}, pid {server.pid}"],
+        ["limits", shlex.join(SERVER_FLAGS)],
+        ["mix", ", ".join(f"{k} {v}" for k, v in MIX.items())
+         + f"; worker kills every {plan.kill_period[0]:g}-{plan.kill_period[1]:g} s"],
+        ["machine", f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+                    f"grpcio {grpc.__version__}"],
+        ["newer wire options used", ", ".join(new_fields(True)) or "none"],
+        ["wire fields not used", ", ".join(new_fields(False)) or "none"],
+    ], right=[False, False]))
+    sys.stdout.flush()
+    try:
+        result = run(plan, server, started)
+    finally:
+        server.log.close()
+
+    print_answers(result.tally, plan, result.times[1])
+    rows, failures = checks(result, plan)
     print("\n### Checks\n")
-    print(markdown_table(["check", "measured", "verdict"], checks,
-                         right=[False, False, False]))
-    if tally.fallback_reasons:
+    print(markdown_table(["check", "measured", "verdict"], rows, right=[False, False, False]))
+    if result.tally.fallback_reasons:
         print("\nWhy valid Differentiate calls fell back to finite differences:")
-        for reason, n in tally.fallback_reasons.most_common(4):
+        for reason, n in result.tally.fallback_reasons.most_common(4):
             print(f"- {n:,}x {reason}")
-    if tracebacks:
-        first = log.index("Traceback")
+    if "Traceback" in result.log:
+        first = result.log.index("Traceback")
         print("\nThe server's first traceback (its stderr):\n")
-        print("    " + "\n    ".join(log[first:first + 1500].splitlines()[:20]))
-    print(f"\nTotal time {total:.0f} s: start-up {load_start - started:.0f} s, load "
-          f"{load_seconds:.0f} s, the end (ledgers, recovery, SIGTERM) "
-          f"{time.monotonic() - end_start:.0f} s.")
+        print("    " + "\n    ".join(result.log[first:first + 1500].splitlines()[:20]))
+    startup, load, end = result.times
+    print(f"\nTotal time {time.monotonic() - started:.0f} s: start-up {startup:.0f} s, load "
+          f"{load:.0f} s, the end (ledgers, recovery, SIGTERM) {end:.0f} s.")
     if failures:
         print("\nFAILED:\n" + "\n".join(f"- {f}" for f in failures))
         return 1
