@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from . import dtypes
 from .dtypes import DType
-from .errors import CrossgradError, InvalidArgument, short_name
+from .errors import CrossgradError, InvalidArgument, UsageError, short_name
 from .grad_mode import set_grad_enabled
 from .ops import TABLE, Attr, Op
 from .tensor import Tensor, apply, tensor
@@ -553,8 +553,10 @@ def evaluate(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
     if seed is not None:
         seed = _checked_array(seed, out_type.shape, f"the seed for output {output!r}", output)
     elif math.prod(out_type.shape) != 1 and wanted:
-        raise InvalidArgument(f"the output {output!r} has shape {list(out_type.shape)}; a "
-                              "non-scalar output needs a seed to backpropagate", node=output)
+        # PyTorch's error and message, as Backward gives them: one condition, one status.
+        raise UsageError(f"grad can be implicitly created only for scalar outputs (the output "
+                         f"{output!r} has shape {list(out_type.shape)}: give a seed)",
+                         node=output)
     with np.errstate(all="ignore"), set_grad_enabled(bool(wanted)):
         result = forward(valid, bound)[output]
         if not isinstance(result, Tensor):
