@@ -5,7 +5,7 @@ traffic while its symbolic workers are killed, with an exact accounting check at
         [--rss-growth-mib 100] [--seed 0]
 
 A default run takes about 3 minutes, ``--quick`` about 40 s, ``--seconds N`` runs the load for N
-seconds (at most 270: the whole run stays under 5 minutes). Everything runs on this machine: the
+seconds (at most 250: the whole run stays under 5 minutes). Everything runs on this machine: the
 server is a subprocess listening on 127.0.0.1 (a free port), the clients talk to it alone, and
 every loop stops by itself.
 
@@ -25,16 +25,25 @@ What runs, all at once:
   deadline (slow derivations under 50-200 ms client deadlines, or cancelled after a few ms),
   and ledger (below);
 - a fault thread that SIGKILLs the server's symbolic worker processes (its children running
-  ``-m crossgrad.engine.worker``, found in /proc) at random, counting kills and the distinct
+  crossgrad's worker, ``-m crossgrad.engine.worker`` or ``.../engine/worker.py``, found in
+  /proc) at random, counting kills and the distinct
   worker pids seen (each new pid is a restart);
-- a health thread asking grpc.health.v1 every 0.2 s, each call with a 1 s deadline;
+- a health probe asking grpc.health.v1 every 0.2 s, each call with a 1 s deadline, from a
+  process of its own (this script with ``--health-probe``), so the client threads' own load
+  cannot delay it;
 - a sampler reading the resident set (VmRSS) of the server and of its workers every 2 s.
 
 The ledger: a few sessions each hold a leaf ``w`` (float64, 1.0, requires_grad; check mode
 REPORT or OFF). Clients send Backward of ``w * 1`` (gradient exactly 1) into them, each with a
 fresh request_id, often under a short deadline or cancelled, and retry with the same request_id
-on UNAVAILABLE, DEADLINE_EXCEEDED or CANCELLED until a definite answer. At the end each leaf's
-grad must be exactly the number of request_ids answered OK: nothing lost, nothing doubled.
+on UNAVAILABLE, DEADLINE_EXCEEDED or CANCELLED until a definite answer (OK, or an error that
+is not one of those). At the end each leaf's grad must be exactly the number of request_ids
+answered OK: nothing lost, nothing doubled. (A request_id still without a definite answer after
+its retries would widen that to a range; the report says how many.)
+
+Wire options newer than the first version of the API (GetLeaf's ``view``, ``answer_as_values``)
+are used at random when the generated code has them, never relied on: answers are read in
+either tensor form.
 
 It exits non-zero, saying which, when:
 
@@ -48,7 +57,8 @@ It exits non-zero, saying which, when:
   ``--rss-growth-mib`` (flat memory);
 - after the faults stop, Differentiate of a formula the server has not seen does not get a
   SYMBOLIC check again within 20 s (the worker pool did not recover);
-- the server did not exit within its grace period (plus 10 s) of SIGTERM.
+- the server died during the load, a client thread did not stop, the server did not exit
+  within its grace period (plus 10 s) of SIGTERM, or a worker outlived it.
 
 Expected failures are not errors: a hostile or oversized call gets the status it should
 (INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED...), a deadline call DEADLINE_EXCEEDED or
@@ -581,27 +591,61 @@ def channel(address: str) -> grpc.Channel:
 
 # --- health, the sampler, the faults -----------------------------------------------------------
 
-class Health:
-    """Every health check's latency and whether it answered SERVING within 1 s."""
+def health_probe_main(address: str, seconds: float) -> int:
+    """``--health-probe``: check health every HEALTH_PERIOD for ``seconds`` (or until killed),
+    one line per check: its seconds and SERVING or what went wrong. Run as a process of its own,
+    so the load this script's client threads make cannot delay it."""
+    end = time.monotonic() + seconds
+    with contextlib.closing(channel(address)) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while time.monotonic() < end:
+            started = time.perf_counter()
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(),
+                                    timeout=HEALTH_TIMEOUT).status
+                what = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+            except grpc.RpcError as error:
+                what = outcome_of(error).code.name
+            print(f"{time.perf_counter() - started:.6f} {what}", flush=True)
+            time.sleep(HEALTH_PERIOD)
+    return 0
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
+
+class Health:
+    """The health probe (a subprocess of this script) and what it saw: every check's latency,
+    and the checks that did not answer SERVING within HEALTH_TIMEOUT."""
+
+    def __init__(self, address: str, t0: float, seconds: float) -> None:
         self.latency: list[float] = []
         self.failures: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--health-probe", address,
+             "--seconds", f"{seconds:.0f}"], stdout=subprocess.PIPE, text=True)
+        self.reader = threading.Thread(target=self._read, args=(t0,), daemon=True)
+        self.reader.start()
 
-    def check(self, stub: health_pb2_grpc.HealthStub, at: float) -> None:
-        started = time.perf_counter()
-        try:
-            status = stub.Check(health_pb2.HealthCheckRequest(), timeout=HEALTH_TIMEOUT).status
-            problem = (None if status == health_pb2.HealthCheckResponse.SERVING
-                       else f"answered {health_pb2.HealthCheckResponse.ServingStatus.Name(status)}")
-        except grpc.RpcError as error:
-            problem = outcome_of(error).code.name
-        seconds = time.perf_counter() - started
-        with self.lock:
+    def _read(self, t0: float) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            seconds_text, _, what = line.strip().partition(" ")
+            try:
+                seconds = float(seconds_text)
+            except ValueError:
+                continue
             self.latency.append(seconds)
-            if problem is not None:
-                self.failures.append(f"t={at:.1f} s: {problem} after {seconds * 1e3:.0f} ms")
+            if what != "SERVING":
+                self.failures.append(f"t={time.monotonic() - t0 - seconds:.1f} s: {what} "
+                                     f"after {seconds * 1e3:.0f} ms")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.reader.join(timeout=5)
 
 
 @dataclass
@@ -646,26 +690,18 @@ def faults(server_pid: int, samples: Samples, rng: random.Random, period: tuple[
                 samples.kills += 1
 
 
-def health_loop(address: str, health: Health, t0: float, stop: threading.Event) -> None:
-    with contextlib.closing(channel(address)) as ch:
-        stub = health_pb2_grpc.HealthStub(ch)
-        while not stop.wait(HEALTH_PERIOD):
-            health.check(stub, time.monotonic() - t0)
-
-
 # --- the clients -------------------------------------------------------------------------------
 
 class Client:
     """One client thread: its channel, its session, its random mix of calls."""
 
     def __init__(self, address: str, index: int, seed: int, ledgers: Sequence[Ledger],
-                 health: Health, t0: float) -> None:
+                 t0: float) -> None:
         self.rng = random.Random(seed * 1000 + index)
         self.channel = channel(address)
         self.stub = pb_grpc.AutogradServiceStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
         self.ledgers = ledgers
-        self.health = health
         self.t0 = t0
         self.tally = Tally()
         self.extra_sessions: list[str] = []
@@ -770,8 +806,9 @@ class Client:
             self._call("valid", "ListOps" if rng.random() < 0.5 else "GetSession",
                        *((stub.ListOps, pb.ListOpsRequest()) if rng.random() < 0.5
                          else (stub.GetSession, pb.GetSessionRequest(session_id=s))))
-        else:
-            self.health.check(self.health_stub, time.monotonic() - self.t0)
+        else:  # the verdict on health is the probe's; this one is one more call under load
+            self._call("valid", "Health.Check", self.health_stub.Check,
+                       health_pb2.HealthCheckRequest(), HEALTH_TIMEOUT)
 
     def _differentiate(self, formula: str, values: dict[str, pb.Tensor],
                        hessian: bool = False) -> None:
@@ -968,6 +1005,7 @@ class Plan:
     command: list[str]
     rss_growth_mib: float
     seed: int
+    health_probe: str | None = None  # run as the health probe of this address, nothing else
 
     @property
     def warmup(self) -> float:
@@ -1048,12 +1086,13 @@ def run(plan: Plan, server: Server, started: float) -> Result:
     """The load, the faults and the end; the server is stopped (SIGTERM) on the way out."""
     t0 = time.monotonic()
     stop, fault_stop = threading.Event(), threading.Event()
-    health, samples = Health(), Samples()
+    samples = Samples()
+    health: Health | None = None
     control = channel(server.address)
     stub = pb_grpc.AutogradServiceStub(control)
     try:
         ledgers = start_ledgers(stub)
-        clients = [Client(server.address, i, plan.seed, ledgers, health, t0)
+        clients = [Client(server.address, i, plan.seed, ledgers, t0)
                    for i in range(plan.clients)]
         wait_until = time.monotonic() + 30  # the server starts its workers in the background
         while not workers_of(server.pid) and time.monotonic() < wait_until:
@@ -1065,13 +1104,13 @@ def run(plan: Plan, server: Server, started: float) -> Result:
         stop_at = load_start + plan.seconds
         background = [
             threading.Thread(target=sampler, args=(server.pid, samples, t0, stop)),
-            threading.Thread(target=watch_workers, args=(server.pid, samples, stop)),
-            threading.Thread(target=health_loop, args=(server.address, health, t0, stop))]
+            threading.Thread(target=watch_workers, args=(server.pid, samples, stop))]
         fault_thread = threading.Thread(target=faults, args=(
             server.pid, samples, random.Random(plan.seed + 7), plan.kill_period, fault_stop))
         threads = [threading.Thread(target=c.run, args=(stop_at,)) for c in clients]
         for thread in [*background, *threads, fault_thread]:
             thread.daemon = True
+        health = Health(server.address, t0, min(MAX_SECONDS, plan.seconds + 30))
         for thread in [*background, *threads]:
             thread.start()
         time.sleep(plan.warmup)
@@ -1083,6 +1122,7 @@ def run(plan: Plan, server: Server, started: float) -> Result:
             thread.join(timeout=max(0.1, join_by - time.monotonic()))
         fault_stop.set()
         fault_thread.join(timeout=5)
+        health.stop()
         stuck = sum(t.is_alive() for t in threads)
         end_start = time.monotonic()
 
@@ -1112,6 +1152,8 @@ def run(plan: Plan, server: Server, started: float) -> Result:
     finally:
         stop.set()
         fault_stop.set()
+        if health is not None:
+            health.stop()
         control.close()
         exit_seconds, exited = server.stop()
     orphans = surviving_workers(samples)
@@ -1245,16 +1287,19 @@ def parse(argv: Sequence[str] | None) -> Plan:
     parser.add_argument("--rss-growth-mib", type=float, default=100.0,
                         help="most the server's RSS may grow after the warm-up")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--health-probe", metavar="ADDRESS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     seconds = args.seconds or (QUICK_SECONDS if args.quick else DEFAULT_SECONDS)
     if not 5 <= seconds <= MAX_SECONDS or not 1 <= args.clients <= 64:
         parser.error(f"--seconds within 5-{MAX_SECONDS:.0f}, --clients within 1-64")
     return Plan(seconds, args.clients, server_command(args.server_cmd), args.rss_growth_mib,
-                args.seed)
+                args.seed, args.health_probe)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     plan = parse(argv)
+    if plan.health_probe:
+        return health_probe_main(plan.health_probe, plan.seconds)
     started = time.monotonic()
     server = start_server(plan.command)
     print(f"## crossgrad load and faults ({plan.seconds:.0f} s of load, {plan.clients} "
