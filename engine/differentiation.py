@@ -6,12 +6,17 @@ the CLI call.
    would compute it.
 3. The closed form is derived in a worker under a deadline (or taken from the cache: derivations
    are keyed by structure, never by values), compiled, and evaluated at the same values in
-   float64; past a cap or the deadline, central finite differences check instead.
+   float64; past a cap or the deadline, central finite differences check instead. A derivation
+   the caller stopped waiting for runs on in its worker (up to ``Caps.deadline``) and fills the
+   cache for the next call; one that raised in its worker is not tried again for that graph,
+   while a worker's death or a deadline only costs the one call.
 4. The check compares them (``check.py``); in STRICT mode a disagreement fails the call.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
 import math
 import threading
 from collections import OrderedDict
@@ -23,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import dtypes, formula
-from .budget import DEFAULT_CAPS, Budget, Caps, DeadlineExceeded
+from .budget import DEFAULT_CAPS, Budget, Caps, DeadlineExceeded, TaskFailed, WorkerFailed
 from .check import (
     CheckFailed,
     CheckMode,
@@ -43,6 +48,8 @@ from .symbolic import Derivation, Plan, constants_of, derive
 
 Evaluator = Fused | Program
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,17 @@ def _render_only(plan: Plan, constants: list[np.ndarray]) -> ClosedForms:
     return render(plan, _derivation(plan), constants)
 
 
+def warm_up() -> None:
+    """Runs in a new worker before it takes tasks: a tiny derivation, fused and op by op, so that
+    SymPy's lazy imports and SymEngine's first allocations happen at start-up (off any call's
+    path), not in a first task, and not at the edge of the worker's memory limit."""
+    valid = validate_graph(formula.parse("sum(a @ b)"), {
+        "a": ((1, 1), dtypes.float64), "b": ((1, 1), dtypes.float64)})
+    plan = Plan.of(valid, ["a", "b"])
+    for fused in (False, True):
+        _solve(plan, constants_of(valid), fused, fused)
+
+
 def _derivation(plan: Plan) -> Derivation:
     """The plan's derivation, kept for a later rendering with other constants."""
     return _derivations.get_or_put(plan, lambda: derive(plan))
@@ -135,13 +153,18 @@ def _derivation(plan: Plan) -> Derivation:
 
 class Symbolic:
     """The symbolic side: caps, the worker pool, and caches of compiled closed forms (by
-    structure) and rendered ones (by structure and constant values)."""
+    structure) and rendered ones (by structure and constant values).
+
+    A derivation in flight is shared: callers of the same structure wait on the one task, each
+    for its own deadline, and whichever way it ends the task's result lands in the caches."""
 
     def __init__(self, caps: Caps = DEFAULT_CAPS, cache_size: int = 256) -> None:
         self.caps = caps
-        self.budget = Budget(caps.workers)
+        self.budget = Budget(caps.workers, deadline=caps.deadline, max_memory=caps.max_memory)
         self._evaluators = Cache(cache_size)
         self._forms = Cache(cache_size)
+        self._in_flight: dict[Any, concurrent.futures.Future[Any]] = {}
+        self._in_flight_lock = threading.Lock()
 
     def fused(self, plan: Plan) -> bool:
         outputs = sum(math.prod(s) for n, s in plan.leaves if n in plan.wrt)
@@ -164,16 +187,46 @@ class Symbolic:
         forms_key = (plan, _fingerprint(constants))
         evaluator = self._evaluators.get(plan)
         forms = self._forms.get(forms_key) if fused else None
+        limit = max(deadline, self.caps.deadline)
         if evaluator is None:
-            solved = self.budget.run(_solve, plan, constants, fused, fused, deadline=deadline)
+            def keep_solved(solved: _Solved) -> None:
+                self._evaluators.put(plan, solved.evaluator)
+                if solved.forms is not None:
+                    self._forms.put(forms_key, solved.forms)
+
+            future = self._shared(
+                ("solve", forms_key if fused else plan), keep_solved,
+                lambda: self.budget.submit(_solve, plan, constants, fused, fused, limit=limit))
+            solved: _Solved = self.budget.wait(future, deadline)
             evaluator, forms = solved.evaluator, solved.forms
-            self._evaluators.put(plan, evaluator)
-            if forms is not None:
-                self._forms.put(forms_key, forms)
         elif fused and forms is None:
-            forms = self.budget.run(_render_only, plan, constants, deadline=deadline)
-            self._forms.put(forms_key, forms)
+            future = self._shared(
+                ("render", forms_key), lambda rendered: self._forms.put(forms_key, rendered),
+                lambda: self.budget.submit(_render_only, plan, constants, limit=limit))
+            forms = self.budget.wait(future, deadline)
         return evaluator, forms
+
+    def _shared(self, key: Any, keep: Callable[[Any], None],
+                submit: Callable[[], concurrent.futures.Future[Any]],
+                ) -> concurrent.futures.Future[Any]:
+        """The task in flight for ``key``, or a new one from ``submit``; its result goes to
+        ``keep`` when it arrives, whether anyone still waits for it or not."""
+        with self._in_flight_lock:
+            future = self._in_flight.get(key)
+            if future is not None:
+                return future
+            future = self._in_flight[key] = submit()
+
+        def finished(done: concurrent.futures.Future[Any]) -> None:
+            # Kept before the task leaves the in-flight map: a caller finds one or the other.
+            if not done.cancelled() and done.exception() is None:
+                keep(done.result())
+            with self._in_flight_lock:
+                if self._in_flight.get(key) is done:
+                    del self._in_flight[key]
+
+        future.add_done_callback(finished)
+        return future
 
     def close(self) -> None:
         self.budget.close()
@@ -254,7 +307,9 @@ class GradientCheck:
         self.constants = constants_of(valid)
         self.over_cap = symbolic.over_cap(self.plan)
         self._solved: tuple[Evaluator, ClosedForms | None] | None = None
-        self._unsolvable = ""  # why the derivation failed, once it has: it would fail again
+        # Why the derivation raised in its worker, once it has: it would fail again. A deadline
+        # or a worker's death is not kept: the next call tries again.
+        self._unsolvable = ""
 
     def __call__(self, arrays: Mapping[str, np.ndarray], value: np.ndarray,
                  gradients: Mapping[str, np.ndarray], *, mode: CheckMode = CheckMode.STRICT,
@@ -273,13 +328,13 @@ class GradientCheck:
             try:
                 self._solved = self.symbolic.solve(
                     self.plan, self.constants, deadline or self.symbolic.caps.deadline)
-            except DeadlineExceeded as error:
-                why = error.message  # not kept: a later call may have more time
-            except Exception as error:  # the check falls back; the reason names the failure
-                said = str(error)
-                said = said if len(said) <= 200 else said[:200] + "…"
-                why = self._unsolvable = (f"the symbolic derivation failed "
-                                          f"({type(error).__name__}: {said})")
+            except TaskFailed as error:
+                why = self._unsolvable = error.message
+            except (DeadlineExceeded, WorkerFailed) as error:
+                why = error.message
+            except Exception:  # a fault of this process, not of the graph: not kept either
+                log.exception("the symbolic derivation could not be run")
+                why = "the symbolic derivation could not be run (the error is logged)"
         notes: list[str] = []
         hessian_result = None
         forms = None

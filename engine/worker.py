@@ -1,8 +1,16 @@
-"""A symbolic worker process: ``python -m crossgrad.engine.worker``.
+"""A symbolic worker process: ``python engine/worker.py [MAX_MEMORY_MIB]`` (also runs as
+``python -m crossgrad.engine.worker``).
 
-Reads length-prefixed pickled calls ``(module, function, args)`` on stdin, runs them, and writes
-``(True, result)`` or ``(False, exception)`` on stdout; exits when stdin closes (its parent is
-gone). Only functions of ``crossgrad.engine`` are run. See ``budget.py``.
+It first limits its own address space to ``MAX_MEMORY_MIB`` (none when absent or 0), then imports
+the engine (NumPy, SymPy, SymEngine), warms it up (``differentiation.warm_up``) and writes
+"ready". Then it reads length-prefixed pickled
+calls ``(module, function, args)`` on stdin, runs them, and writes ``(True, result, "")`` or
+``(False, exception, traceback)`` on stdout; a task that runs out of memory gets a bare
+``MemoryError``. It exits when stdin closes (its parent is gone). Only functions of
+``crossgrad.engine`` are run. See ``budget.py``.
+
+Run as a script, it imports nothing heavy before setting its limit (``-m`` would import the
+``crossgrad.engine`` package, SymPy included, first), so the limit covers everything it loads.
 """
 
 from __future__ import annotations
@@ -12,9 +20,26 @@ import os
 import pickle
 import struct
 import sys
+import traceback
 from typing import Any, BinaryIO
 
 _HEADER = struct.Struct("<Q")
+_ENGINE = "crossgrad.engine"
+
+Reply = tuple[bool, Any, str]
+
+
+def limit_memory(mebibytes: int) -> None:
+    """Cap this process's address space: past it, allocations fail with MemoryError."""
+    import resource
+
+    if mebibytes <= 0:
+        return
+    limit = mebibytes << 20
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def _read(stream: BinaryIO, size: int) -> bytes | None:
@@ -22,17 +47,29 @@ def _read(stream: BinaryIO, size: int) -> bytes | None:
     return data if data and len(data) == size else None
 
 
-def _send(stream: BinaryIO, message: Any) -> None:
+def _send(stream: BinaryIO, reply: Reply) -> None:
     try:
-        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as error:  # an exception that does not pickle: send its text
-        payload = pickle.dumps((False, RuntimeError(f"{type(message[1]).__name__}: "
-                                                    f"{message[1]} ({error})")))
+        payload = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+    except MemoryError:
+        payload = pickle.dumps((False, MemoryError(), ""))
+    except Exception as error:  # a result or exception that does not pickle: send its text
+        what = reply[1]
+        payload = pickle.dumps((False, RuntimeError(f"{type(what).__name__}: {what} ({error})"),
+                                reply[2]))
     stream.write(_HEADER.pack(len(payload)) + payload)
     stream.flush()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    limit_memory(int(argv[0]) if argv else 0)
+    if not __package__:
+        # Run as a script, its own directory heads sys.path; the engine's modules are only to
+        # be imported as parts of their package.
+        here = os.path.dirname(os.path.realpath(__file__))
+        sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != here]
+    # The start-up cost is paid before "ready".
+    importlib.import_module(_ENGINE + ".differentiation").warm_up()
     requests = sys.stdin.buffer
     # The protocol owns the original stdout; anything printed goes to stderr instead.
     replies = os.fdopen(os.dup(1), "wb")
@@ -46,20 +83,25 @@ def main() -> None:
 
 
 def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
-    _send(replies, (True, "ready"))
+    _send(replies, (True, "ready", ""))
     while (header := _read(requests, _HEADER.size)) is not None:
         body = _read(requests, _HEADER.unpack(header)[0])
         if body is None:
             break
+        _send(replies, _run(body))
+
+
+def _run(body: bytes) -> Reply:
+    try:
         module, name, args = pickle.loads(body)
-        try:
-            if module != "crossgrad.engine" and not module.startswith("crossgrad.engine."):
-                raise PermissionError(f"{module} is not part of crossgrad.engine")
-            function = getattr(importlib.import_module(module), name)
-            reply: Any = (True, function(*args))
-        except Exception as error:
-            reply = (False, error)
-        _send(replies, reply)
+        if module != _ENGINE and not module.startswith(_ENGINE + "."):
+            raise PermissionError(f"{module} is not part of {_ENGINE}")
+        function = getattr(importlib.import_module(module), name)
+        return True, function(*args), ""
+    except MemoryError:
+        return False, MemoryError(), ""  # no traceback: what it holds is being freed
+    except Exception as error:
+        return False, error, traceback.format_exc()
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ class Config:
     symbolic_max_symbols: int = 50_000
     symbolic_max_elements: int = 200_000
     symbolic_workers: int = 2
+    symbolic_max_memory: int = 1024  # MiB of address space per symbolic worker process
     threads: int = 16  # gRPC worker threads
     grace: float = 10.0  # seconds in-flight calls get to finish after SIGTERM
     reflection: bool = True
@@ -42,7 +43,8 @@ class Config:
     def caps(self) -> Caps:
         return Caps(max_symbols=self.symbolic_max_symbols,
                     max_elements=self.symbolic_max_elements,
-                    deadline=self.symbolic_deadline, workers=self.symbolic_workers)
+                    deadline=self.symbolic_deadline, workers=self.symbolic_workers,
+                    max_memory=self.symbolic_max_memory)
 
 
 _HELP = {
@@ -58,6 +60,7 @@ _HELP = {
     "symbolic_max_symbols": "scalar symbols past which no closed form is derived",
     "symbolic_max_elements": "scalar expressions past which no closed form is derived",
     "symbolic_workers": "worker processes for closed-form derivations",
+    "symbolic_max_memory": "MiB of address space each symbolic worker may use",
     "threads": "gRPC worker threads",
     "grace": "seconds in-flight calls get to finish on SIGTERM",
     "reflection": "serve gRPC server reflection",
