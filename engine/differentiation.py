@@ -433,7 +433,7 @@ def _no_hessian(report: CheckReport) -> Hessian:
 def _hessian(valid: ValidGraph, arrays: Mapping[str, np.ndarray], names: Sequence[str],
              evaluation: Evaluation, forms: ClosedForms | None) -> Hessian:
     """The closed form's Hessian, checked column by column against central differences of the
-    numeric gradient in float64."""
+    numeric gradient in float64 (a SYMBOLIC check: the closed form is what is compared)."""
     wide = _in_float64(valid)
     base = {n: np.asarray(a, dtype=np.float64) if a.dtype.kind == "f" else a
             for n, a in arrays.items()}
@@ -459,8 +459,8 @@ def _hessian(valid: ValidGraph, arrays: Mapping[str, np.ndarray], names: Sequenc
               for key in estimate}
     # Labelled "x,y" for d/dx d/dy; differences of float64 gradients: float32's tolerance.
     report = compare({f"{r},{c}": v for (r, c), v in estimate.items()},
-                           {f"{r},{c}": v for (r, c), v in values.items()}, dtypes.float32,
-                           method=Method.FINITE_DIFFERENCE,
-                           numeric_label="central differences of the numeric gradient")
+                     {f"{r},{c}": v for (r, c), v in values.items()}, dtypes.float32,
+                     method=Method.SYMBOLIC,
+                     numeric_label="central differences of the numeric gradient")
     return Hessian(values, dict(forms.hessian_text) if forms else {},
                    dict(forms.hessian_latex) if forms else {}, report)
