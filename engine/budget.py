@@ -270,10 +270,9 @@ class Budget:
         try:
             return future.result(timeout=max(deadline, 0.0))
         except concurrent.futures.TimeoutError:
-            if future.running():
-                raise DeadlineExceeded(
-                    f"the symbolic derivation passed its deadline of {deadline:g} s (it goes on "
-                    "in the background, for a later call)") from None
+            if future.running():  # it may go on, up to its limit, for a later call
+                raise DeadlineExceeded(f"the symbolic derivation passed its deadline of "
+                                       f"{deadline:g} s") from None
             raise DeadlineExceeded(f"no symbolic worker became free before the deadline of "
                                    f"{deadline:g} s") from None
 
