@@ -15,6 +15,8 @@ from dataclasses import dataclass, fields
 from crossgrad.engine.budget import Caps
 from crossgrad.engine.graph import Limits
 
+from .sessions import StoreConfig
+
 
 @dataclass(frozen=True)
 class Config:
@@ -24,7 +26,11 @@ class Config:
     max_nodes: int = 100_000
     max_elements: int = 1_000_000  # per tensor
     max_sessions: int = 10_000
+    max_sessions_per_client: int = 1_000  # live sessions created from one client address
     max_leaves: int = 10_000  # per session
+    max_session_bytes: int = 512 * 1024 * 1024  # leaf values, grads, remembered answers
+    max_store_bytes: int = 4 * 1024 * 1024 * 1024  # all sessions together
+    max_remembered_bytes: int = 64 * 1024 * 1024  # answers kept for request_id retries
     session_ttl: float = 1800.0  # seconds of idleness before a session expires (default)
     symbolic_deadline: float = 10.0  # seconds per closed-form derivation
     symbolic_max_symbols: int = 50_000
@@ -38,6 +44,16 @@ class Config:
     @property
     def limits(self) -> Limits:
         return Limits(max_nodes=self.max_nodes, max_elements=self.max_elements)
+
+    @property
+    def store_config(self) -> StoreConfig:
+        return StoreConfig(max_sessions=self.max_sessions,
+                           max_sessions_per_client=self.max_sessions_per_client,
+                           max_session_bytes=self.max_session_bytes,
+                           max_store_bytes=self.max_store_bytes,
+                           max_remembered_bytes=self.max_remembered_bytes,
+                           default_idle_ttl=self.session_ttl,
+                           max_idle_ttl=max(self.session_ttl, 86_400.0))
 
     @property
     def caps(self) -> Caps:
@@ -54,7 +70,11 @@ _HELP = {
     "max_nodes": "most nodes in a graph",
     "max_elements": "most elements in one tensor",
     "max_sessions": "most live sessions",
+    "max_sessions_per_client": "most live sessions created from one client address",
     "max_leaves": "most leaves in one session",
+    "max_session_bytes": "most bytes one session holds (leaf values, grads, remembered answers)",
+    "max_store_bytes": "most bytes all sessions hold together",
+    "max_remembered_bytes": "most bytes of answers one session keeps for request_id retries",
     "session_ttl": "default idle TTL of a session, seconds",
     "symbolic_deadline": "seconds a closed-form derivation may take before it is stopped",
     "symbolic_max_symbols": "scalar symbols past which no closed form is derived",

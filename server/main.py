@@ -50,7 +50,6 @@ from .call import Call, ServerDraining
 from .config import Config
 from .memory_store import MemoryStore
 from .servicer import Servicer
-from .sessions import StoreConfig
 from .status import to_status
 
 SERVICE = pb.DESCRIPTOR.services_by_name["AutogradService"]
@@ -249,9 +248,7 @@ class RunningServer:
 
 def serve(config: Config) -> RunningServer:
     """Start a server for ``config`` in this process and return it, serving."""
-    store = MemoryStore(StoreConfig(max_sessions=config.max_sessions,
-                                    default_idle_ttl=config.session_ttl,
-                                    max_idle_ttl=max(config.session_ttl, 86_400.0)))
+    store = MemoryStore(config.store_config)
     symbolic = Symbolic(config.caps)
     symbolic.budget.warm()
     pool = futures.ThreadPoolExecutor(config.threads, thread_name_prefix="crossgrad-call")

@@ -29,6 +29,7 @@ from google.protobuf import any_pb2, message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from .call import ServerDraining
 from .convert import report_to_proto
 from .errors import (
     CallEnded,
@@ -63,6 +64,7 @@ _REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (DeadlineExceeded, "DEADLINE_EXCEEDED"),
     (CallEnded, ""),  # its status: CANCELLED or DEADLINE_EXCEEDED
     (RequestIdReused, "REQUEST_ID_REUSED"),
+    (ServerDraining, "SERVER_DRAINING"),
     (CrossgradError, "INVALID_REQUEST"),
 )
 _PYTHON_EXCEPTIONS = (IndexError, TypeError, ValueError, RuntimeError)

@@ -66,14 +66,16 @@ def test_a_call_past_its_deadline_commits_nothing(
         running_server: RunningServer, stub: Stub, monkeypatch: pytest.MonkeyPatch,
         request_id: str) -> None:
     session = new_session(stub, x=(3.0, True))
+    stub.Backward(pb.BackwardRequest(session_id=new_session(stub, x=(1.0, True)),
+                                     graph=SQUARE))  # the graph's closed form, derived before
     reached, release = _hold_updates(running_server.store, monkeypatch)
     request = pb.BackwardRequest(session_id=session, graph=SQUARE, request_id=request_id)
     with pytest.raises(grpc.RpcError) as failure:
-        threading.Timer(1.5, release.set).start()  # well after the client's deadline
         stub.Backward(request, timeout=0.5)
     assert failure.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-    assert reached.is_set()
-    time.sleep(1.5)  # the server's thread reaches its commit point and refuses it
+    assert reached.wait(WAIT)
+    release.set()  # well after the client's deadline
+    time.sleep(1.0)  # the server's thread reaches its commit point and refuses it
     monkeypatch.undo()
     assert grad_of(stub, session, "x") is None
     # Its retry runs anew, and accumulates once.
@@ -84,6 +86,8 @@ def test_a_call_past_its_deadline_commits_nothing(
 def test_a_cancelled_call_commits_nothing(running_server: RunningServer, stub: Stub,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     session = new_session(stub, x=(3.0, True))
+    stub.Backward(pb.BackwardRequest(session_id=new_session(stub, x=(1.0, True)),
+                                     graph=SQUARE))
     reached, release = _hold_updates(running_server.store, monkeypatch)
     future = stub.Backward.future(pb.BackwardRequest(session_id=session, graph=SQUARE))
     assert reached.wait(WAIT)
@@ -234,3 +238,36 @@ def test_graphs_with_large_constants_are_not_kept(running_server: RunningServer)
     servicer.Evaluate(pb.EvaluateRequest(session_id=session, graph=small), call)
     kept = [key for key, _ in servicer._graphs._items.items()]
     assert len(kept) == 1 and len(kept[0][0]) < 1024
+
+
+# --- byte budgets, through a server --------------------------------------------------------------
+
+def test_byte_budgets_refuse_whole_changes_and_name_the_budget() -> None:
+    mib = 1 << 20
+    server = serve(Config(address="127.0.0.1:0", max_elements=100_000, symbolic_workers=1,
+                          threads=4, max_session_bytes=2 * mib, max_store_bytes=3 * mib))
+    big = tensor(np.zeros(100_000), np.float64)  # 800 kB
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = Stub(channel)
+            first, second = (stub.CreateSession(pb.CreateSessionRequest()).session.id
+                             for _ in range(2))
+            for name in ("a", "b"):
+                stub.PutLeaf(pb.PutLeafRequest(session_id=first, name=name, value=big))
+            refused = []
+            for session, name in ((first, "c"), (second, "a"), (second, "b")):
+                try:
+                    stub.PutLeaf(pb.PutLeafRequest(session_id=session, name=name, value=big))
+                except grpc.RpcError as error:
+                    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                    assert "nothing was changed" in (error.details() or "")
+                    refused.append(_details(error)[0].metadata["limit"])
+            assert refused == ["max_session_bytes", "max_store_bytes"]
+            leaves = stub.GetSession(pb.GetSessionRequest(session_id=first)).leaves
+            assert [leaf.name for leaf in leaves] == ["a", "b"]
+            assert server.store.nbytes == 3 * 800_000
+            stub.DeleteSession(pb.DeleteSessionRequest(session_id=first))
+            stub.PutLeaf(pb.PutLeafRequest(session_id=second, name="b", value=big))
+            assert server.store.nbytes == 2 * 800_000
+    finally:
+        server.stop(0)
