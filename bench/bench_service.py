@@ -464,13 +464,17 @@ def verify(server: str, settings: ServerSettings, cases: Sequence[Example]) -> l
 
 
 class _Context:
-    """The little of grpc.ServicerContext the servicer uses, for calling it without gRPC."""
+    """A call as the servicer sees it (``crossgrad.server.call.Call``), without gRPC: always
+    active, no deadline."""
 
     def time_remaining(self) -> float | None:
         return None
 
-    def abort_with_status(self, status: Any) -> None:
-        raise RuntimeError(f"the servicer aborted: {status}")
+    def is_active(self) -> bool:
+        return True
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:0"
 
 
 @contextmanager

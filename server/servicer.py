@@ -45,7 +45,9 @@ from .sessions import LeafState, Remembered, Session, SessionStore
 Request = TypeVar("Request", bound=message.Message)
 Response = TypeVar("Response", bound=message.Message)
 
-_DEADLINE_MARGIN = 0.05  # seconds kept back from a client's deadline to answer in time
+# Kept back from a client's deadline for what follows the derivation (the check, a
+# finite-difference fallback, the answer): a tenth of it, and at least 50 ms.
+_DEADLINE_SHARE, _DEADLINE_MARGIN = 0.1, 0.05
 _RETRIES = 5  # recomputations of a Backward whose leaves changed under it
 _PER_GRAPH = 16  # tapes and checks kept per known graph
 # Graphs kept validated, and the largest kept (serialized): a graph with large constants costs
@@ -171,7 +173,8 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         configured = self.config.symbolic_deadline
         if remaining is None:
             return configured
-        return max(0.001, min(configured, remaining - _DEADLINE_MARGIN))
+        kept = max(_DEADLINE_MARGIN, _DEADLINE_SHARE * remaining)
+        return max(0.001, min(configured, remaining - kept))
 
     def _answered(self, request: Any, response_type: type[Response]) -> Response | None:
         """The first answer, when this request's request_id has one: looked up before any work,
