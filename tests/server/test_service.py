@@ -236,7 +236,7 @@ def test_list_ops_reports_the_table(stub: Stub) -> None:
     assert {o.name for o in ops} == set(TABLE)
 
 
-def test_a_client_deadline_stops_the_derivation(stub: Stub) -> None:
+def test_a_client_deadline_bounds_the_wait_for_a_derivation(stub: Stub) -> None:
     n = 6000
     values = {"w": tensor(np.linspace(-1, 1, n)), "x": tensor(np.linspace(0, 2, n)),
               "b": tensor(0.1)}
