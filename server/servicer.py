@@ -2,9 +2,9 @@
 
 Each method converts its request (``convert.py``), calls the engine or the store, and converts
 the answer back; it raises on error, and the server's one mapping (``status.py``) makes the
-status. Mutating calls go through the
-store's ``update``, whose change is a pure function of the session snapshot: a call that fails
-changes nothing, and a retried ``request_id`` gets its first answer. A change commits only while
+status. Mutating calls go through the store's ``update``, whose change is a pure function of the
+session snapshot: a call that fails changes nothing, and a retried ``request_id`` gets its first
+answer. A change commits only while
 its call is still active (its client neither gone past its deadline nor cancelled): it is checked
 inside the store's update, the last point before the commit. Every answer is checked against the
 message size limit before it is sent (before the commit, for a change).
