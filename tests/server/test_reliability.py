@@ -4,6 +4,8 @@ agree with themselves, and answers readable without decoding bytes."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import uuid
@@ -269,5 +271,37 @@ def test_byte_budgets_refuse_whole_changes_and_name_the_budget() -> None:
             stub.DeleteSession(pb.DeleteSessionRequest(session_id=first))
             stub.PutLeaf(pb.PutLeafRequest(session_id=second, name="b", value=big))
             assert server.store.nbytes == 2 * 800_000
+    finally:
+        server.stop(0)
+
+
+# --- the symbolic workers, killed under a running server -----------------------------------------
+
+def test_the_server_recovers_from_its_workers_being_killed() -> None:
+    server = serve(Config(address="127.0.0.1:0", symbolic_workers=2, threads=4))
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = Stub(channel)
+            budget = server.symbolic.budget
+            for round_ in range(2):  # an OOM kill or a native crash, twice
+                deadline = time.monotonic() + WAIT
+                while len(budget.pids()) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                pids = budget.pids()
+                assert len(pids) == 2, pids
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                # A structure never derived before: it must come back SYMBOLIC, not fall back to
+                # finite differences for good.
+                deadline = time.monotonic() + WAIT
+                while True:
+                    response = stub.Differentiate(pb.DifferentiateRequest(
+                        formula=f"sin(x ** {round_ + 3}) * x", values={"x": pb.Tensor(
+                            values=[0.5])}), timeout=WAIT)
+                    if response.check.method == pb.CHECK_METHOD_SYMBOLIC:
+                        break
+                    assert time.monotonic() < deadline, response.check.reason
+                    time.sleep(0.2)
+                assert set(budget.pids()).isdisjoint(pids)
     finally:
         server.stop(0)
