@@ -425,8 +425,10 @@ def check_mode_to_proto(mode: CheckMode | str) -> pb.CheckMode:
     return _CHECK_MODE_TO_PROTO[CheckMode.of(mode)]
 
 
-def report_to_proto(report: CheckReport, out: pb.CheckReport | None = None) -> pb.CheckReport:
-    """A check report on the wire (into ``out``, a message's field, when given)."""
+def report_to_proto(report: CheckReport, out: pb.CheckReport | None = None, *,
+                    notes: Sequence[str] = ()) -> pb.CheckReport:
+    """A check report on the wire (into ``out``, a message's field, when given); ``notes`` (why
+    no closed form is shown, ...) follow its reason, each as a clause of its own."""
     message = pb.CheckReport() if out is None else out
     message.method = _METHODS[report.method]
     message.status = _STATUSES[report.status]
@@ -434,7 +436,7 @@ def report_to_proto(report: CheckReport, out: pb.CheckReport | None = None) -> p
     message.max_rel_error = report.max_rel_error
     message.atol = report.atol
     message.rtol = report.rtol
-    message.reason = report.reason
+    message.reason = "; ".join(part for part in (report.reason, *notes) if part)
     return message
 
 
@@ -460,9 +462,7 @@ def differentiate_response(result: Result, order: Sequence[str], *,
         if value is not None:
             array_to_tensor(value, gradient.value, as_values=as_values)
         gradients.append(gradient)
-    check = report_to_proto(result.check)
-    if result.notes:
-        check.reason = " ".join(part for part in (check.reason, *result.notes) if part)
+    check = report_to_proto(result.check, notes=result.notes)
     response = pb.DifferentiateResponse(gradients=gradients, check=check)
     array_to_tensor(result.value, response.output, as_values=as_values)
     hessian = result.hessian

@@ -456,7 +456,7 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                     convert.array_to_tensor(leaf.grad, message.grad, as_values=as_values)
             for node_id, grad in sweep.retained.items():
                 convert.array_to_tensor(grad, response.retained[node_id], as_values=as_values)
-            convert.report_to_proto(checked.check, response.check)
+            convert.report_to_proto(checked.check, response.check, notes=checked.notes)
             return current.with_leaves(updated), response
 
         return self._mutate(request, change, pb.BackwardResponse, call)

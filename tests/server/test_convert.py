@@ -671,7 +671,7 @@ def test_differentiate_response_hessian_dtypes_and_absence() -> None:
 def test_differentiate_response_notes_join_the_reason() -> None:
     response = convert.differentiate_response(fake_result(notes=("closed forms too big",)),
                                               ["a"])
-    assert response.check.reason == "fine closed forms too big"
+    assert response.check.reason == "fine; closed forms too big"  # two clauses, not run together
     assert convert.differentiate_response(fake_result(), ["a"]).check.reason == "fine"
 
 
