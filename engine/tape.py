@@ -109,6 +109,8 @@ class Tape:
         order = [node for node in valid.order if node.id in needed]
         slot = {node.id: i for i, node in enumerate(order)}
         self._env, failure = _static_values(valid, order)  # None where a value depends on a leaf
+        # What keeping the tape costs: a small graph of constants can compute large values.
+        self.static_nbytes = sum(v.nbytes for v in self._env if isinstance(v, np.ndarray))
         self._leaves = [(slot[n.id], n.name) for n in order if type(n) is Leaf]
         self._leaf_dtypes = {name: dtype.numpy for name, (_, dtype) in valid.leaves.items()}
         self._output = slot[valid.output]

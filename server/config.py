@@ -17,6 +17,8 @@ from crossgrad.engine.graph import Limits
 
 from .sessions import StoreConfig
 
+_STORE = StoreConfig()  # the store's defaults are the flags' defaults
+
 
 @dataclass(frozen=True)
 class Config:
@@ -25,13 +27,13 @@ class Config:
     max_message_bytes: int = 64 * 1024 * 1024
     max_nodes: int = 100_000
     max_elements: int = 1_000_000  # per tensor
-    max_sessions: int = 10_000
-    max_sessions_per_client: int = 1_000  # live sessions created from one client address
+    max_sessions: int = _STORE.max_sessions
+    max_sessions_per_client: int = _STORE.max_sessions_per_client  # by client address
     max_leaves: int = 10_000  # per session
-    max_session_bytes: int = 512 * 1024 * 1024  # leaf values, grads, remembered answers
-    max_store_bytes: int = 4 * 1024 * 1024 * 1024  # all sessions together
-    max_remembered_bytes: int = 64 * 1024 * 1024  # answers kept for request_id retries
-    session_ttl: float = 1800.0  # seconds of idleness before a session expires (default)
+    max_session_bytes: int = _STORE.max_session_bytes  # leaf values, grads, remembered answers
+    max_store_bytes: int = _STORE.max_store_bytes  # all sessions together
+    max_remembered_bytes: int = _STORE.max_remembered_bytes  # answers kept for retries
+    session_ttl: float = _STORE.default_idle_ttl  # seconds idle before a session expires
     symbolic_deadline: float = 10.0  # seconds per closed-form derivation
     symbolic_max_symbols: int = 50_000
     symbolic_max_elements: int = 200_000

@@ -79,12 +79,14 @@ class MemoryStore:
 
     def create(self, dtype: DType = dtypes.float32, check: CheckMode = "STRICT",
                idle_ttl: float | None = None, *, owner: str | None = None,
-               request_id: str | None = None, client: str | None = None) -> Session:
+               request_id: str | None = None, client: str | None = None,
+               before_commit: Callable[[], None] | None = None) -> Session:
         ttl = self.config.default_idle_ttl if idle_ttl is None else min(
             idle_ttl, self.config.max_idle_ttl)
         session = Session(new_session_id(), dtype, check, ttl, owner)  # validates the settings
-        # The request_id is the secret that gets the session back: keep only a digest of it.
-        key = ("create", owner, None if request_id is None else
+        # The request_id is the secret that gets the session back: keep only a digest of it, and
+        # only for the client that sent it.
+        key = ("create", owner, client, None if request_id is None else
                hashlib.blake2b(request_id.encode()).hexdigest())
         asked = (dtype, check, idle_ttl)
         with self._lock:
@@ -101,6 +103,8 @@ class MemoryStore:
                                      f"client: at most {self.config.max_sessions_per_client:,} "
                                      "live at once; delete unused sessions or wait for idle ones "
                                      "to expire")
+            if before_commit is not None:
+                before_commit()
             self._slots[session.id] = _Slot(session, now + ttl, client=client)
             if client is not None:
                 self._per_client[client] = self._per_client.get(client, 0) + 1
@@ -142,7 +146,8 @@ class MemoryStore:
                     slot.deadline = self._clock() + slot.session.idle_ttl
 
     def delete(self, session_id: str, request_id: str | None = None, *,
-               owner: str | None = None) -> None:
+               owner: str | None = None, before_commit: Callable[[], None] | None = None,
+               ) -> None:
         key = ("delete", owner, session_id, request_id)
         with self._lock:
             now = self._sweep()
@@ -151,6 +156,8 @@ class MemoryStore:
             slot = self._live(session_id, owner, now)
             if request_id is not None and request_id in slot.results:
                 raise RequestIdReused(request_id)  # the session's own calls share its keys
+            if before_commit is not None:
+                before_commit()
             self._drop(slot)
             if request_id is not None:
                 self._remember(key, session_id, None, now)

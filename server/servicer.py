@@ -54,6 +54,9 @@ _PER_GRAPH = 16  # tapes and checks kept per known graph
 # its size to validate anyway, and the cache must stay small in bytes (keys are whole graphs).
 _KNOWN_GRAPHS = 256
 _KNOWN_GRAPH_BYTES = 64 * 1024
+# The most a kept tape may hold in values computed from constants alone (a 16 kB graph can
+# broadcast its constants to megabytes): a larger one is built for its call and not kept.
+_KEPT_TAPE_BYTES = 16 * 1024
 MAX_REQUEST_ID_CHARS = 128
 # CreateSession's request_id gets a session back: as strong as a session id (128+ random bits:
 # a UUID's 36 characters, 32 hex digits).
@@ -99,7 +102,12 @@ class _Known:
 
     def tape(self, tracking: tuple[str, ...], retain: Sequence[str]) -> Tape:
         key = (tracking, tuple(retain))
-        return self.tapes.get_or_put(key, lambda: Tape(self.valid, tracking, key[1]))
+        tape: Tape | None = self.tapes.get(key)
+        if tape is None:
+            tape = Tape(self.valid, tracking, key[1])
+            if tape.static_nbytes <= _KEPT_TAPE_BYTES:
+                self.tapes.put(key, tape)
+        return tape
 
 
 def _client(call: Call) -> str:
@@ -125,9 +133,6 @@ def _commit_point(call: Call) -> None:
     if not call.is_active():
         remaining = call.time_remaining()
         raise CallEnded(cancelled=remaining is None or remaining > 0)
-    remaining = call.time_remaining()
-    if remaining is not None and remaining <= 0:
-        raise CallEnded(cancelled=False)
 
 
 def _fingerprint(request: message.Message) -> str:
@@ -225,6 +230,13 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                 f"message size limit of {self.config.max_message_bytes:,}"
                 f"{'; nothing was changed' if changing else ''}{hint}")
 
+    def _check_tensors(self, arrays: Sequence[np.ndarray], as_values: bool, *,
+                       changing: bool = False, hint: str = "") -> None:
+        """Refuse an answer whose tensors alone pass the message size limit, before building it
+        (a few small requests must not make the server build gigabytes it will not send)."""
+        size = sum(a.size * (8 if as_values else a.itemsize) for a in arrays)
+        self._check_size(size, changing=changing, hint=hint)
+
     def _answer(self, response: Response, hint: str = "") -> Response:
         """A read-only answer, once it is known to fit in a message."""
         self._check_size(response.ByteSize(), hint=hint)
@@ -272,7 +284,8 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                 "the session back on a retry, so it must be as hard to guess as a session id: "
                 f"at least {MIN_CREATE_REQUEST_ID_CHARS} characters (a random UUID)")
         session = self.store.create(dtype, mode.value, ttl, request_id=request_id,
-                                    client=_client(call))
+                                    client=_client(call),
+                                    before_commit=lambda: _commit_point(call))
         return pb.CreateSessionResponse(session=_session_to_proto(session))
 
     def GetSession(self, request: pb.GetSessionRequest, call: Call,
@@ -284,7 +297,8 @@ class Servicer(pb_grpc.AutogradServiceServicer):
 
     def DeleteSession(self, request: pb.DeleteSessionRequest, call: Call,
                       ) -> pb.DeleteSessionResponse:
-        self.store.delete(_session_id(request), _request_id(request))
+        self.store.delete(_session_id(request), _request_id(request),
+                          before_commit=lambda: _commit_point(call))
         return pb.DeleteSessionResponse()
 
     # --- leaves -----------------------------------------------------------------------------------
@@ -385,18 +399,20 @@ class Servicer(pb_grpc.AutogradServiceServicer):
         values = {name: session.leaves[name].value for name in valid.leaves}
         tracking = {n for n in valid.leaves if session.leaves[n].requires_grad}
         _, env = graphs.run(valid, values, tracking, ids, checked=True)
+        arrays = [env[node_id].detach().numpy() if isinstance(env[node_id], Tensor) else
+                  np.asarray(env[node_id], dtype=valid.types[node_id].dtype.numpy)
+                  for node_id in ids]
+        hint = "; ask for fewer nodes"
+        self._check_tensors(arrays, request.answer_as_values, hint=hint)
         response = pb.EvaluateResponse()
-        for node_id in ids:
+        for node_id, array in zip(ids, arrays, strict=True):
             result = env[node_id]
             out = response.values.add(id=node_id)
             if isinstance(result, Tensor):
-                array = result.detach().numpy()
                 out.requires_grad = result.requires_grad
                 out.grad_fn = result.grad_fn.name() if result.grad_fn is not None else ""
-            else:
-                array = np.asarray(result, dtype=valid.types[node_id].dtype.numpy)
             convert.array_to_tensor(array, out.value, as_values=request.answer_as_values)
-        return self._answer(response, hint="; ask for fewer nodes")
+        return self._answer(response, hint=hint)
 
     def Backward(self, request: pb.BackwardRequest, call: Call,
                  ) -> pb.BackwardResponse:
@@ -443,9 +459,12 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                 if leaf is None or leaf.version != versions[name]:
                     raise _Stale
                 updated[name] = leaf.accumulate(grad)
+            as_values = request.answer_as_values
+            self._check_tensors([checked.value, *(leaf.grad for leaf in updated.values()
+                                                  if leaf.grad is not None),
+                                 *sweep.retained.values()], as_values, changing=True)
             # Built in place: a submessage given to a constructor is copied.
             response = pb.BackwardResponse()
-            as_values = request.answer_as_values
             convert.array_to_tensor(checked.value, response.output, as_values=as_values)
             for name, leaf in sorted(updated.items()):
                 if leaf.grad is not None:

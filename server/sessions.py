@@ -274,15 +274,17 @@ class SessionStore(Protocol):
 
     def create(self, dtype: DType = dtypes.float32, check: CheckMode = "STRICT",
                idle_ttl: float | None = None, *, owner: str | None = None,
-               request_id: str | None = None, client: str | None = None) -> Session:
+               request_id: str | None = None, client: str | None = None,
+               before_commit: Callable[[], None] | None = None) -> Session:
         """A new, empty session (``idle_ttl`` None: the store's default; capped at its maximum).
 
         Raises LimitExceeded at the live-session cap, in all or for ``client`` (who asks: its
-        address, or its API key), InvalidArgument for bad settings. A retry (same owner and
-        request_id, within ``request_id_ttl``) returns the session the first call created, as it
-        is now, or SessionNotFound if it is gone; RequestIdReused if it asks for other settings.
-        The request_id is then the secret that gets the session: the caller makes sure it is as
-        strong as a session id, and the store keeps only a digest of it.
+        address, or its API key), InvalidArgument for bad settings. A retry (same owner, client
+        and request_id, within ``request_id_ttl``) returns the session the first call created, as
+        it is now, or SessionNotFound if it is gone; RequestIdReused if it asks for other
+        settings. The request_id is then the secret that gets the session: the caller makes sure
+        it is as strong as a session id, and the store keeps only a digest of it.
+        ``before_commit`` runs last, before the session is stored; if it raises, nothing is.
         """
         ...
 
@@ -315,8 +317,10 @@ class SessionStore(Protocol):
         ...
 
     def delete(self, session_id: str, request_id: str | None = None, *,
-               owner: str | None = None) -> None:
-        """Remove the session; a retry with the same request_id succeeds again."""
+               owner: str | None = None, before_commit: Callable[[], None] | None = None,
+               ) -> None:
+        """Remove the session; a retry with the same request_id succeeds again.
+        ``before_commit`` runs last, before the session is removed; if it raises, nothing is."""
         ...
 
     def close(self) -> None:

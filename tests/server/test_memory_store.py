@@ -658,3 +658,27 @@ def test_a_create_request_id_is_kept_only_as_a_digest(store: MemoryStore) -> Non
     secret = "a-request-id-that-is-long-and-random-0123456789"
     store.create(request_id=secret)
     assert secret not in repr(store._requests)
+
+
+def test_a_create_request_id_belongs_to_its_client(store: MemoryStore) -> None:
+    secret = "the-same-deterministic-key-0000000000000001"
+    mine = store.create(request_id=secret, client="ipv4:10.0.0.1").id
+    theirs = store.create(request_id=secret, client="ipv4:10.0.0.2").id
+    assert theirs != mine
+    assert store.create(request_id=secret, client="ipv4:10.0.0.1").id == mine
+
+
+def test_nothing_is_created_or_deleted_when_the_commit_check_refuses(store: MemoryStore) -> None:
+    class Gone(Exception):
+        pass
+
+    def refuse() -> None:
+        raise Gone
+
+    with pytest.raises(Gone):
+        store.create(request_id="k" * 40, before_commit=refuse)
+    assert len(store._slots) == 0 and store.create(request_id="k" * 40).id  # not remembered
+    session = store.create().id
+    with pytest.raises(Gone):
+        store.delete(session, before_commit=refuse)
+    store.get(session)  # still there

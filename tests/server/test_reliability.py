@@ -48,19 +48,23 @@ def _details(error: grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo,
 
 # --- a call that cannot answer commits nothing ---------------------------------------------------
 
-def _hold_updates(store: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event,
-                                                                        threading.Event]:
-    """Make the store's next update wait (``reached`` set) until ``release`` is set."""
-    reached, release = threading.Event(), threading.Event()
+def _hold_updates(store: Any, monkeypatch: pytest.MonkeyPatch,
+                  ) -> tuple[threading.Event, threading.Event, threading.Event]:
+    """Make the store's updates wait (``reached`` set) until ``release`` is set; ``done`` is set
+    once an update has returned or raised."""
+    reached, release, done = threading.Event(), threading.Event(), threading.Event()
     update = store.update
 
     def held(*args: Any, **kwargs: Any) -> Any:
         reached.set()
         assert release.wait(WAIT)
-        return update(*args, **kwargs)
+        try:
+            return update(*args, **kwargs)
+        finally:
+            done.set()
 
     monkeypatch.setattr(store, "update", held)
-    return reached, release
+    return reached, release, done
 
 
 @pytest.mark.parametrize("request_id", ["", "deadline-1"])
@@ -70,14 +74,14 @@ def test_a_call_past_its_deadline_commits_nothing(
     session = new_session(stub, x=(3.0, True))
     stub.Backward(pb.BackwardRequest(session_id=new_session(stub, x=(1.0, True)),
                                      graph=SQUARE))  # the graph's closed form, derived before
-    reached, release = _hold_updates(running_server.store, monkeypatch)
+    reached, release, done = _hold_updates(running_server.store, monkeypatch)
     request = pb.BackwardRequest(session_id=session, graph=SQUARE, request_id=request_id)
     with pytest.raises(grpc.RpcError) as failure:
         stub.Backward(request, timeout=0.5)
     assert failure.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert reached.wait(WAIT)
-    release.set()  # well after the client's deadline
-    time.sleep(1.0)  # the server's thread reaches its commit point and refuses it
+    release.set()  # after the client's deadline: the update reaches its commit point, refused
+    assert done.wait(WAIT)
     monkeypatch.undo()
     assert grad_of(stub, session, "x") is None
     # Its retry runs anew, and accumulates once.
@@ -90,13 +94,13 @@ def test_a_cancelled_call_commits_nothing(running_server: RunningServer, stub: S
     session = new_session(stub, x=(3.0, True))
     stub.Backward(pb.BackwardRequest(session_id=new_session(stub, x=(1.0, True)),
                                      graph=SQUARE))
-    reached, release = _hold_updates(running_server.store, monkeypatch)
+    reached, release, done = _hold_updates(running_server.store, monkeypatch)
     future = stub.Backward.future(pb.BackwardRequest(session_id=session, graph=SQUARE))
     assert reached.wait(WAIT)
     future.cancel()
     time.sleep(1.0)  # the cancellation reaches the server before the update goes on
     release.set()
-    time.sleep(1.0)
+    assert done.wait(WAIT)
     monkeypatch.undo()
     assert grad_of(stub, session, "x") is None
 
@@ -225,6 +229,25 @@ class _Call:
 
     def peer(self) -> str:
         return "ipv4:127.0.0.1:1"
+
+
+def test_tapes_with_large_values_of_constants_are_not_kept(running_server: RunningServer,
+                                                            ) -> None:
+    servicer = Servicer(TEST_CONFIG, running_server.store, running_server.symbolic)
+    call = _Call()
+    session = servicer.CreateSession(pb.CreateSessionRequest(check_mode=pb.CHECK_MODE_OFF),
+                                     call).session.id
+    servicer.PutLeaf(pb.PutLeafRequest(session_id=session, name="x", value=tensor(2.0),
+                                       requires_grad=True), call)
+    for size in (10, 300):  # [size, 1] * [1, size]: 400 B, then 360 kB, from a small graph
+        column = const("a", np.ones((size, 1), np.float32))
+        row = const("b", np.full((1, size), 2.0, np.float32))
+        square = graph(leaf("x"), column, row, op("ab", "mul", "a", "b"), op("s", "sum", "ab"),
+                       op("y", "mul", "x", "s"))
+        grad = servicer.Backward(pb.BackwardRequest(session_id=session, graph=square), call)
+        assert np.frombuffer(grad.leaves[0].grad.data, np.float32)[0] > 0
+    kept = [known.tapes._items for known in servicer._graphs._items.values()]
+    assert [len(tapes) for tapes in kept] == [1, 0]
 
 
 def test_graphs_with_large_constants_are_not_kept(running_server: RunningServer) -> None:
