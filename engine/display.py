@@ -11,7 +11,16 @@ the expression bottom-up and, where SymPy would compute an exact power (or ``exp
 of a log) past ``_MAX_DIGITS`` digits, or a value with no meaning (``1/0``, ``log(0)``), keeps
 that part as written: ``9**1000000000*x``, ``1/0``. Larger exact numbers from sums and products
 (cheap to compute, but Python will not print an integer past 4,300 digits) read as floats.
-Simplifying is skipped where it could expand a large power.
+Simplifying is skipped where it could expand a large power, including one with a symbolic
+exponent (``powsimp`` turns ``9**(1000000000*y)`` into ``(9**1000000000)**y``).
+
+A large power is kept as a ``_HeldPower``, an expression of its own with no arithmetic, not as
+``UnevaluatedExpr(Pow(...))``: the printers look inside an ``UnevaluatedExpr``, and LaTeX's
+``_print_Mul`` splits ``7**-1000000000`` into a fraction by building ``Pow(7, 1000000000)``,
+which evaluates. A ``_HeldPower`` has a positive exponent only, and prints itself as the
+unevaluated ``Pow`` it stands for (a positive power never evaluates while printing); a negative
+exponent is kept as its reciprocal, ``1/_HeldPower(7, 1000000000)``, which SymPy's arithmetic,
+printers and ``simplify`` handle like any ``1/x``, never looking inside.
 """
 
 from __future__ import annotations
@@ -24,6 +33,9 @@ from typing import Any
 import mpmath
 import numpy as np
 import sympy
+from sympy.printing.precedence import PRECEDENCE
+from sympy.printing.printer import Printer
+from sympy.printing.str import StrPrinter
 
 from .symbolic import Derivation, Plan
 
@@ -97,8 +109,9 @@ def _number(value: Any) -> sympy.Expr:
 def _readable(expression: Any, names: Mapping[sympy.Symbol, Any], simplify: bool = True) -> Any:
     readable = _substitute(expression._sympy_(), names)
     if (simplify and sympy.count_ops(readable) <= _SIMPLIFY_MAX_OPS
-            and not readable.has(sympy.UnevaluatedExpr)
-            and _degree(readable) <= _SIMPLIFY_MAX_DEGREE):
+            and not readable.has(sympy.UnevaluatedExpr, _HeldPower)
+            and _degree(readable) <= _SIMPLIFY_MAX_DEGREE
+            and _symbolic_power_digits(readable) <= _MAX_DIGITS):
         readable = sympy.simplify(readable)
     return readable
 
@@ -126,7 +139,10 @@ def _substitute(root: sympy.Basic, names: Mapping[sympy.Symbol, Any]) -> sympy.B
 def _build(func: Any, args: list[sympy.Basic]) -> sympy.Basic:
     """``func(*args)`` as SymPy evaluates it, except what would be too large or meaningless."""
     if func is sympy.Pow and _power_digits(*args) > _MAX_DIGITS:
-        return sympy.UnevaluatedExpr(sympy.Pow(*args, evaluate=False))
+        base, exponent = args
+        if exponent.is_negative:
+            return 1 / _HeldPower(base, -exponent)
+        return _HeldPower(base, exponent)
     if func is sympy.exp and _exp_digits(args[0]) > _MAX_DIGITS:  # exp(n*log(9)) is 9**n
         return sympy.UnevaluatedExpr(sympy.exp(args[0], evaluate=False))
     built = func(*args)
@@ -145,6 +161,38 @@ def _build(func: Any, args: list[sympy.Basic]) -> sympy.Basic:
     return built
 
 
+class _HeldPower(sympy.Expr):
+    """``base**exponent`` (``exponent`` positive), never computed: it has no arithmetic of its
+    own, and prints as the unevaluated ``Pow`` it stands for."""
+
+    is_commutative = True
+    # Parenthesized as a power: (9**1000000000)**2, 2*9**1000000000.
+    precedence = PRECEDENCE["Pow"]
+
+    def _written(self) -> sympy.Pow:
+        return sympy.Pow(*self.args, evaluate=False)
+
+    def _sympystr(self, printer: Printer) -> str:
+        return str(printer._print(self._written()))
+
+    def _latex(self, printer: Printer) -> str:
+        return str(printer._print(self._written()))
+
+
+class _TextPrinter(StrPrinter):
+    """``sympy.sstr``, but a held power's lone reciprocal reads ``1/7**1000000000``, as it does in
+    ``x/7**1000000000``: ``sstr`` brackets the base of a lone ``1/b`` when ``b`` is a power."""
+
+    def _print_Pow(self, expr: sympy.Pow, rational: bool = False) -> str:
+        if expr.exp is sympy.S.NegativeOne and isinstance(expr.base, _HeldPower):
+            return "1/" + self._print(expr.base)
+        return str(super()._print_Pow(expr, rational))
+
+
+def _text(expression: Any) -> str:
+    return _TextPrinter().doprint(expression)
+
+
 def _float(number: sympy.Rational) -> sympy.Float:
     # Through mpmath: sympy.Float(Integer) goes through the integer's decimal text.
     return sympy.Float(mpmath.mpf(number.p) / number.q, 15)
@@ -158,8 +206,8 @@ def _digits(number: sympy.Rational) -> float:
 def _exact_digits(expression: sympy.Basic) -> float:
     """About how many digits of exact number raising ``expression`` to a power would compute
     per unit of exponent: ``(2*x)**n`` computes ``2**n``, ``sqrt(2)**n`` computes ``2**(n/2)``."""
-    if expression.is_Rational:
-        return _digits(expression) if abs(expression) != 1 else 0.0
+    if expression.is_Rational:  # 0**n and 1**n are cheap
+        return _digits(expression) if abs(expression) not in (0, 1) else 0.0
     if expression.is_Pow and expression.base.is_Rational and expression.exp.is_Rational:
         return float(abs(expression.exp)) * _exact_digits(expression.base)
     if expression.is_Mul:
@@ -188,11 +236,21 @@ def _degree(expression: sympy.Basic) -> float:
                if power.exp.is_Rational and not (power.base.is_Symbol or power.base.is_Indexed))
 
 
+def _symbolic_power_digits(expression: sympy.Basic) -> float:
+    """A bound on the digits of an exact power that simplifying may take out of a symbolic
+    exponent: ``9**(1000000000*y)`` as ``(9**1000000000)**y``, ``exp(n*y*log(9))`` likewise."""
+    digits = [_exp_digits(e.args[0]) for e in expression.atoms(sympy.exp)]
+    for power in expression.atoms(sympy.Pow):
+        largest = max((abs(float(r)) for r in power.exp.atoms(sympy.Rational)), default=0.0)
+        digits.append(largest * _exact_digits(power.base))
+    return max(digits, default=0.0)
+
+
 def _render(elements: Sequence[Any], shape: tuple[int, ...],
             names: Mapping[sympy.Symbol, Any]) -> tuple[str, str]:
     forms = [_readable(e, names) for e in elements]
     if not shape:
-        return sympy.sstr(forms[0]), sympy.latex(forms[0])
+        return _text(forms[0]), sympy.latex(forms[0])
     nested = np.array(forms, dtype=object).reshape(shape)
     if len(shape) <= 2:
         matrix = sympy.Matrix(nested.reshape(shape[0], -1) if len(shape) == 2 else nested)
@@ -204,5 +262,5 @@ def _render(elements: Sequence[Any], shape: tuple[int, ...],
 
 def _nested_text(array: np.ndarray) -> str:
     if array.ndim == 1:
-        return "[" + ", ".join(sympy.sstr(e) for e in array) + "]"
+        return "[" + ", ".join(_text(e) for e in array) + "]"
     return "[" + ", ".join(_nested_text(part) for part in array) + "]"

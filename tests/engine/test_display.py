@@ -45,6 +45,49 @@ def test_huge_exact_numbers_are_kept_as_written(formula: str, text: str, latex: 
     assert seconds < 1.0
 
 
+@pytest.mark.parametrize(("formula", "leaf", "text", "latex"), [
+    # A negative exponent: LaTeX's fraction would rebuild 7**1000000000 and compute it.
+    ("x * 7 ** (y*0 - 1000000000)", "x", "1/7**1000000000", "\\frac{1}{7^{1000000000}}"),
+    ("x / 7 ** (y*0 + 1000000000)", "x", "1/7**1000000000", "\\frac{1}{7^{1000000000}}"),
+    ("x * 3 / 7 ** (y*0 + 1000000000)", "x", "3/7**1000000000", "\\frac{3}{7^{1000000000}}"),
+    ("x * (0 - 7) ** (y*0 - 1000000001)", "x", "1/(-7)**1000000001",
+     "\\frac{1}{\\left(-7\\right)^{1000000001}}"),
+    ("x * sqrt(2 + y*0) ** (y*0 - 100001)", "x", "1/2**(100001/2)",
+     "\\frac{1}{2^{\\frac{100001}{2}}}"),
+    # Powers of powers, products and quotients of them.
+    ("x * (7 ** (y*0 - 100000)) ** (y*0 + 100000)", "x", "(7**100000)**(-100000)",
+     "\\frac{1}{\\left(7^{100000}\\right)^{100000}}"),
+    ("x * 9**(y*0 + 1000000000) / 7**(y*0 + 1000000000)", "x", "9**1000000000/7**1000000000",
+     "\\frac{9^{1000000000}}{7^{1000000000}}"),
+    ("x * 9**(y*0 + 1000000000) / 9**(y*0 + 1000000000)", "x", "1", "1"),
+    ("x * 9**(y*0 + 1000000000) * 9**(y*0 + 1000000000)", "x", "(9**1000000000)**2",
+     "\\left(9^{1000000000}\\right)^{2}"),
+    ("x * (y*0) ** (y*0 + 1000000000)", "x", "0", "0"),
+    # SymPy keeps exp of an integer symbolic.
+    ("x * exp(y*0 + 1000000000)", "x", "exp(1000000000)", "e^{1000000000}"),
+    ("x * exp(-(y*0 + 1000000000))", "x", "exp(-1000000000)", "e^{-1000000000}"),
+    ("x / exp(log(9) * (y*0 + 1000000000))", "x", "exp(-1000000000*log(9))",
+     "e^{- 1000000000 \\log{\\left(9 \\right)}}"),
+    # Through the chain rule, with a symbolic exponent: simplify would take 9**1000000000 out.
+    ("9 ** (y * 1000000000)", "y", "1000000000*9**(1000000000*y)*log(9)",
+     "1000000000 \\cdot 9^{1000000000 y} \\log{\\left(9 \\right)}"),
+    ("x / 7 ** (y * 1000000000)", "y", "-1000000000*x*log(7)/7**(1000000000*y)",
+     "- 1000000000 \\cdot 7^{- 1000000000 y} x \\log{\\left(7 \\right)}"),
+])
+def test_huge_powers_render_quickly_in_every_printer(formula: str, leaf: str, text: str,
+                                                     latex: str) -> None:
+    forms, seconds = rendered(formula)
+    assert forms.text[leaf] == text and forms.latex[leaf] == latex
+    assert seconds < 5.0  # computing the power takes minutes
+
+
+def test_a_huge_power_of_a_fraction_reads_as_a_float() -> None:
+    # 2/3 is folded to a float, whose power mpmath computes at once.
+    forms, seconds = rendered("x * (2/3) ** (y*0 + 1000000000)")
+    assert forms.text["x"].startswith("8.79667841925552") and "e-176091260" in forms.text["x"]
+    assert seconds < 5.0
+
+
 def test_a_power_of_a_product_is_bounded() -> None:
     # (2*x)**1000 is 2**1000 * x**1000; its 1000th power is not multiplied out.
     forms, seconds = rendered("((2*x)**1000)**1000")
