@@ -11,7 +11,9 @@ process that starts a worker, hands it queued tasks one at a time and, whenever 
 (killed by the system, out of memory, a crash in native code, past its deadline), starts a new
 one: so replacements happen in the background, never on a caller's path, and at most ``workers``
 processes exist at once, starting ones included. A start is bounded (``startup_timeout``); one
-that fails is retried after a growing pause, so a broken environment does not spin.
+that fails is retried after a growing pause, so a broken environment does not spin. A worker
+is killed by the kernel when the slot thread that started it ends, so a server that is killed
+leaves no worker computing on (Linux; elsewhere a worker exits when it next reads its stdin).
 
 A task is a future. The caller waits on it for its own deadline; past that, it gets
 ``DeadlineExceeded`` but the task runs on in its worker up to the pool's deadline (the task's
@@ -121,15 +123,17 @@ class _Worker:
     reaps and closes it; other threads may only ``signal`` it."""
 
     def __init__(self, max_memory: int) -> None:
-        # Unbuffered stdin: a write reaches the pipe at once, and closing it flushes nothing, so
-        # closing it after the worker died raises no BrokenPipeError.
+        # Unbuffered stdin: nothing is left to flush when it is closed after the worker died.
         self.process = subprocess.Popen(
-            [sys.executable, _WORKER_SCRIPT, str(max_memory)], bufsize=0,
+            [sys.executable, _WORKER_SCRIPT, str(max_memory), str(os.getpid())], bufsize=0,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             env={**os.environ, **_WORKER_ENVIRONMENT})
         assert self.process.stdin is not None and self.process.stdout is not None
         self.pid = self.process.pid
-        self._in = self.process.stdin
+        self._in = self.process.stdin.fileno()
+        # A write takes what the pipe has room for, so that one to a worker that does not read
+        # (stopped, stuck) cannot block past its deadline.
+        os.set_blocking(self._in, False)
         self._out = self.process.stdout.fileno()
 
     def wait_ready(self, end: float) -> None:
@@ -138,12 +142,9 @@ class _Worker:
 
     def call(self, payload: bytes, end: float) -> tuple[bool, Any, str]:
         """(True, result, "") or (False, the task's exception, the worker's traceback);
-        ``TimeoutError`` past ``end``, ``WorkerFailed`` if the worker dies."""
-        try:
-            self._in.write(_HEADER.pack(len(payload)) + payload)
-        except OSError:
-            raise WorkerFailed(f"a symbolic worker died before taking its task "
-                               f"({self._exit_status()})") from None
+        ``TimeoutError`` past ``end``, ``WorkerFailed`` if the worker dies or does not take the
+        task by ``end``."""
+        self._write(_HEADER.pack(len(payload)) + payload, end)
         reply: tuple[bool, Any, str] = self._receive(end)
         return reply
 
@@ -151,6 +152,21 @@ class _Worker:
         # An idle worker writes nothing: a readable stdout means it closed (the worker died).
         return (self.process.poll() is None
                 and not select.select([self._out], [], [], 0)[0])
+
+    def _write(self, data: bytes, end: float) -> None:
+        view = memoryview(data)
+        while view:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([], [self._in], [], left)[1]:
+                raise WorkerFailed("a symbolic worker did not take its task before its "
+                                   "deadline")
+            try:
+                view = view[os.write(self._in, view):]
+            except BlockingIOError:
+                continue
+            except OSError:
+                raise WorkerFailed(f"a symbolic worker died before taking its task "
+                                   f"({self._exit_status()})") from None
 
     def _receive(self, end: float) -> Any:
         size, = _HEADER.unpack(self._read(_HEADER.size, end))
@@ -165,7 +181,8 @@ class _Worker:
             chunk = os.read(self._out, min(size, 1 << 20))
             if not chunk:
                 self.process.wait()
-                raise WorkerFailed(f"a symbolic worker died ({self._exit_status()})")
+                status = self._exit_status()
+                raise WorkerFailed(f"a symbolic worker died ({status})")
             chunks.append(chunk)
             size -= len(chunk)
         return b"".join(chunks)
@@ -319,7 +336,8 @@ class Budget:
     # --- the slots' side -------------------------------------------------------------------------
 
     def _start_slots(self) -> None:
-        """Called holding the lock: the slot threads, on first use."""
+        """Called holding the lock: the slot threads, on first use. A slot's thread outlives
+        every worker it starts: the kernel kills a worker when the thread that started it ends."""
         if self._slots or self._closed:
             return
         for k in range(self.capacity):

@@ -1,7 +1,9 @@
-"""A symbolic worker process: ``python engine/worker.py [MAX_MEMORY_MIB]`` (also runs as
-``python -m crossgrad.engine.worker``).
+"""A symbolic worker process: ``python engine/worker.py [MAX_MEMORY_MIB [PARENT_PID]]`` (also
+runs as ``python -m crossgrad.engine.worker``).
 
-It first limits its own address space to ``MAX_MEMORY_MIB`` (none when absent or 0), then imports
+It first arranges to be killed when ``PARENT_PID`` (the pool's process) dies, even while busy in
+SymPy, when it would not notice its stdin closing (``die_with_parent``; Linux only), and limits
+its own address space to ``MAX_MEMORY_MIB`` (none when absent or 0); then it imports
 the engine (NumPy, SymPy, SymEngine), warms it up (``differentiation.warm_up``) and writes
 "ready". Then it reads length-prefixed pickled
 calls ``(module, function, args)`` on stdin, runs them, and writes ``(True, result, "")`` or
@@ -18,6 +20,7 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import signal
 import struct
 import sys
 import traceback
@@ -27,6 +30,25 @@ _HEADER = struct.Struct("<Q")
 _ENGINE = "crossgrad.engine"
 
 Reply = tuple[bool, Any, str]
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when its parent ends (the parent thread, in fact:
+    the pool starts workers from threads that outlive them). Then, if the parent is no longer
+    ``parent``, it died before the request took effect: exit now. A no-op off Linux."""
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl: the worker ends when it next reads stdin
+        return
+    if os.getppid() != parent:
+        os._exit(0)
 
 
 def limit_memory(mebibytes: int) -> None:
@@ -62,6 +84,7 @@ def _send(stream: BinaryIO, reply: Reply) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    die_with_parent(int(argv[1]) if len(argv) > 1 else 0)
     limit_memory(int(argv[0]) if argv else 0)
     if not __package__:
         # Run as a script, its own directory heads sys.path; the engine's modules are only to

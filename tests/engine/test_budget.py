@@ -7,8 +7,11 @@ only runs the engine's own functions.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -294,3 +297,57 @@ def test_a_task_that_raises_keeps_its_worker_and_says_so_in_words() -> None:
         assert budget.pids() == [pid] and budget.busy == 0 and budget.idle == 1
     finally:
         budget.close()
+
+
+# --- pipes ---------------------------------------------------------------------------------------
+
+def test_a_worker_that_does_not_read_its_task_is_stopped_at_the_deadline() -> None:
+    budget = Budget(1, deadline=1.0)
+    try:
+        ready(budget)
+        (pid,) = budget.pids()
+        os.kill(pid, signal.SIGSTOP)
+        plan, _, fused, show = matmul_task(2)
+        # Far more than a pipe holds: its write cannot complete.
+        future = budget.submit(_solve, plan, [np.zeros(1 << 20)], fused, show)
+        error = future.exception(timeout=30)
+        assert isinstance(error, WorkerFailed)
+        assert "did not take its task before its deadline" in error.message
+        wait_until(lambda: not alive(pid))
+        wait_until(lambda: budget.idle == 1)
+    finally:
+        budget.close()
+
+
+_PARENT = """
+import sys, time
+from crossgrad.engine.budget import Budget
+from crossgrad.engine.differentiation import _solve
+from tests.engine.test_budget import matmul_task
+budget = Budget(1, deadline=600)
+budget.submit(_solve, *matmul_task(60))
+while budget.busy < 1:
+    time.sleep(0.02)
+print(budget.pids()[0], flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
+def test_workers_die_with_the_process_that_started_them() -> None:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT], cwd=root,
+                              stdout=subprocess.PIPE)
+    pid = 0
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())  # once busy with a derivation of many seconds
+        parent.kill()
+        parent.wait()
+        wait_until(lambda: not alive(pid), 10.0)
+    finally:
+        parent.kill()
+        parent.wait()
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
