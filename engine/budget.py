@@ -15,15 +15,27 @@ that fails is retried after a growing pause, so a broken environment does not sp
 is killed by the kernel when the slot thread that started it ends, so a server that is killed
 leaves no worker computing on (Linux; elsewhere a worker exits when it next reads its stdin).
 
-A task is a future. The caller waits on it for its own deadline; past that, it gets
-``DeadlineExceeded`` but the task runs on in its worker up to the pool's deadline (the task's
-``limit``), so that a result arriving late still reaches whoever kept the future (the closed-form
-caches in ``differentiation.py``): a short client deadline costs no worker. Only a task past its
-limit is killed.
+A task is a future with a count of the callers waiting for it: its submitter, and whoever
+``join``s it (``Symbolic`` shares one task between the callers of one structure). Each caller
+waits for its own deadline; the task may run for the longer of that and the pool's deadline
+(``Caps.deadline``), so that a result arriving after its callers left still reaches whoever
+kept the future (the closed-form caches in ``differentiation.py``): a short client deadline
+costs no worker start. But callers that left must not hold workers that live callers wait for:
+
+- a task whose last caller leaves before it started is dropped (its future cancelled), so the
+  queue only ever holds tasks someone waits for, and is bounded by the callers waiting;
+- a running task nobody waits for any more runs on only while no queued task needs its worker:
+  when one does, the oldest such task is stopped (its worker killed and replaced). Its result
+  would only have filled a cache, and a later call of its structure may ask again.
+
+A task is killed past its limit. One that runs out of memory is run once more on a fresh
+worker (the first one's heap may have been fragmented, or filled by earlier derivations) before
+that is taken to be the task's own doing.
 
 Errors a caller sees: ``TaskFailed`` (the task itself raised in its worker: running it again
-would fail again), ``DeadlineExceeded`` and ``WorkerFailed`` (this attempt could not finish: a
-later one may).
+would fail again), ``DeadlineExceeded`` (its ``limit`` set when the task itself ran past its
+limit, not when a caller stopped waiting) and ``WorkerFailed`` (this attempt could not finish: a
+later one may; its ``died`` set when the worker died while running the task).
 
 The workers are plain subprocesses (``python engine/worker.py``) talking length-prefixed pickles
 over pipes, not ``multiprocessing``: its "spawn" and "forkserver" start methods re-import the
@@ -77,7 +89,8 @@ class Caps:
     (the expressions built); ``fused_max_*``: up to where the whole closed form is compiled into
     one function (fast calls, slow to compile) and shown as text; beyond, it is evaluated op by op.
     ``deadline``: seconds a derivation may run in its worker before the worker is killed (a
-    caller may stop waiting sooner); ``max_memory``: MiB of address space per worker process.
+    caller may stop waiting sooner, or allow it longer); ``max_memory``: MiB of address space per
+    worker process.
     """
 
     max_symbols: int = 50_000
@@ -94,17 +107,26 @@ DEFAULT_CAPS = Caps()
 
 
 class DeadlineExceeded(CrossgradError):
-    """The symbolic derivation did not finish before a deadline (the caller's, or the pool's:
-    then its worker was stopped)."""
+    """The symbolic derivation did not finish before a deadline: a caller's (it stopped waiting),
+    or the task's own ``limit`` (then set: its worker was stopped)."""
 
     status = "DEADLINE_EXCEEDED"
 
+    def __init__(self, message: str, limit: float | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+
 
 class WorkerFailed(CrossgradError):
-    """No worker could finish the task: it died (killed by the system, a crash in native code),
-    none could start, or the pool was closed."""
+    """No worker could finish the task: it died (killed by the system, a crash in native code:
+    ``died`` says how, when it died running the task), none could start, the task was stopped to
+    free its worker, or the pool was closed."""
 
     status = "INTERNAL"
+
+    def __init__(self, message: str, died: str = "") -> None:
+        super().__init__(message)
+        self.died = died
 
 
 class TaskFailed(CrossgradError):
@@ -182,7 +204,7 @@ class _Worker:
             if not chunk:
                 self.process.wait()
                 status = self._exit_status()
-                raise WorkerFailed(f"a symbolic worker died ({status})")
+                raise WorkerFailed(f"a symbolic worker died ({status})", died=status)
             chunks.append(chunk)
             size -= len(chunk)
         return b"".join(chunks)
@@ -211,34 +233,50 @@ class _Worker:
 
 @dataclass(eq=False)
 class _Task:
+    """A task from its submission until its future is settled (or it is dropped)."""
+
     payload: bytes
     name: str  # the function's, for the log
     limit: float  # seconds it may run in a worker (and wait in the queue)
     queued_at: float = field(default_factory=time.monotonic)
     future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+    waiters: int = 1  # callers that wait or will wait for it: its submitter, and those who join
+    started_at: float = 0.0  # when a slot took it: the oldest running task is stopped first
+    worker: _Worker | None = None  # the worker running it (None while a fresh one starts)
+    dropped: bool = False  # left before it started: it never will
+    stopped: bool = False  # stopped running, nobody waiting for it, to free its worker
+    retried: bool = False  # run again on a fresh worker after it ran out of memory
+
+
+_STOPPED = ("the symbolic derivation was stopped: nobody waited for it any more and a call "
+            "needed its worker")
 
 
 class Budget:
-    """A pool of up to ``workers`` worker processes that run tasks under deadlines.
+    """A pool of ``caps.workers`` worker processes that run tasks under deadlines.
 
     ``run`` calls a function in a worker and waits; ``submit`` returns the task's future, which
-    ``wait`` waits on. ``deadline`` is how long a task may run (and wait for a worker) before it
-    is dropped or its worker killed, whoever waits for it; ``max_memory`` the MiB of address
-    space of each worker; ``startup_timeout`` the seconds a worker may take to start.
+    ``wait`` waits on, and which other callers may ``join``. A task may wait for a worker and run
+    for the longer of its caller's deadline and ``caps.deadline``, whoever waits for it; each
+    worker has ``caps.max_memory`` MiB of address space; ``startup_timeout`` is the seconds a
+    worker may take to start.
     """
 
-    def __init__(self, workers: int = DEFAULT_CAPS.workers, *,
-                 deadline: float = DEFAULT_CAPS.deadline,
-                 max_memory: int = DEFAULT_CAPS.max_memory,
+    def __init__(self, caps: Caps = DEFAULT_CAPS, *,
                  startup_timeout: float = _STARTUP_TIMEOUT) -> None:
-        self.capacity = workers
-        self.deadline = deadline
-        self.max_memory = max_memory
+        self.caps = caps
         self.startup_timeout = startup_timeout
-        self.tasks = 0  # tasks submitted: what the tests count to see a cache at work
-        self.started = 0  # worker processes started, replacements included
+        # What the tests count: tasks submitted (to see a cache at work), worker processes
+        # started (replacements included), tasks dropped unstarted and stopped running because
+        # nobody waited for them.
+        self.tasks = 0
+        self.started = 0
+        self.dropped = 0
+        self.preempted = 0
         self._state = threading.Condition()
         self._queue: deque[_Task] = deque()
+        self._tasks: dict[concurrent.futures.Future[Any], _Task] = {}  # until settled
+        self._running: list[_Task] = []  # in the order they started, retries included
         self._processes: dict[int, _Worker] = {}  # every live worker, starting ones included
         self._idle = 0  # started and waiting for a task
         self._busy = 0  # running a task
@@ -247,26 +285,34 @@ class Budget:
         self._broken = ""  # why the last start failed, while no worker is up
         _budgets.add(self)
 
+    @property
+    def capacity(self) -> int:
+        return self.caps.workers
+
     # --- the callers' side ---------------------------------------------------------------------
 
     def run(self, function: Callable[..., T], *args: Any, deadline: float) -> T:
         """``function(*args)`` in a worker. ``function`` must be importable by module and name.
 
         Waiting for a worker (starting or busy) and running the task count against
-        ``deadline``; past it ``DeadlineExceeded`` is raised, while the task itself may run on
-        up to the pool's deadline (its result is then lost: ``submit`` keeps it)."""
-        future = self.submit(function, *args, limit=max(deadline, self.deadline))
-        result: T = self.wait(future, deadline)
+        ``deadline``; past it ``DeadlineExceeded`` is raised (the task's result is then lost:
+        ``submit`` keeps it)."""
+        result: T = self.wait(self.submit(function, *args, deadline=deadline), deadline)
         return result
 
     def submit(self, function: Callable[..., Any], *args: Any,
-               limit: float | None = None) -> concurrent.futures.Future[Any]:
-        """Queue ``function(*args)`` for the next free worker; ``limit``: seconds it may take
-        (the pool's deadline by default). The future fails with ``TaskFailed``,
-        ``DeadlineExceeded`` or ``WorkerFailed``."""
+               deadline: float | None = None) -> concurrent.futures.Future[Any]:
+        """Queue ``function(*args)`` for the next free worker, for a caller that waits up to
+        ``deadline`` seconds (the pool's by default) and counts as its first waiter until its
+        ``wait`` ends. The task may take the longer of that and the pool's deadline, so that a
+        short caller's derivation still completes for a later one. The future fails with
+        ``TaskFailed``, ``DeadlineExceeded`` or ``WorkerFailed``, or is cancelled when every
+        waiter left before it started."""
+        limit = self.caps.deadline if deadline is None else max(deadline, self.caps.deadline)
         payload = pickle.dumps((function.__module__, function.__qualname__, args),
                                protocol=pickle.HIGHEST_PROTOCOL)
-        task = _Task(payload, function.__qualname__, self.deadline if limit is None else limit)
+        task = _Task(payload, function.__qualname__, limit)
+        stop: list[_Worker] = []
         with self._state:
             if self._closed:
                 refusal = "the symbolic workers are stopped"
@@ -276,14 +322,30 @@ class Budget:
                 refusal = ""
                 self.tasks += 1
                 self._queue.append(task)
+                self._tasks[task.future] = task
                 self._start_slots()
                 self._state.notify()
+                stop = self._make_room()
+        _signal(stop)
         if refusal:
             task.future.set_exception(WorkerFailed(refusal))
         return task.future
 
+    def join(self, future: concurrent.futures.Future[Any]) -> bool:
+        """Count one more caller that will ``wait`` for ``future``; False when its task was
+        dropped or stopped for want of callers (it will not complete: submit a new one)."""
+        with self._state:
+            task = self._tasks.get(future)
+            if task is None:  # settled
+                return not future.cancelled()
+            if task.dropped or task.stopped:
+                return False
+            task.waiters += 1
+            return True
+
     def wait(self, future: concurrent.futures.Future[T], deadline: float) -> T:
-        """The task's result, waiting at most ``deadline`` seconds (the task goes on)."""
+        """The task's result, waiting at most ``deadline`` seconds; the caller then stops
+        counting as one of its waiters (it was counted by ``submit`` or ``join``)."""
         try:
             return future.result(timeout=max(deadline, 0.0))
         except concurrent.futures.TimeoutError:
@@ -292,6 +354,8 @@ class Budget:
                                        f"{deadline:g} s") from None
             raise DeadlineExceeded(f"no symbolic worker became free before the deadline of "
                                    f"{deadline:g} s") from None
+        finally:
+            self._leave(future)
 
     def warm(self) -> None:
         """Start the workers now, in the background, so the first derivation does not wait a
@@ -325,13 +389,65 @@ class Budget:
             self._queue.clear()
             slots = list(self._slots)
             self._state.notify_all()
-        for worker in workers:
-            worker.signal()  # its slot reaps it, and fails the task it was running
+        _signal(workers)  # their slots reap them, and fail the tasks they were running
         for task in queued:
-            _fail(task, WorkerFailed("the symbolic workers are stopped"))
+            self._settle(task, WorkerFailed("the symbolic workers are stopped"))
         for slot in slots:
             if slot is not threading.current_thread():
                 slot.join(timeout=5.0)
+
+    def _leave(self, future: concurrent.futures.Future[Any]) -> None:
+        """A waiter of ``future``'s task is gone: if it was the last, the task is dropped
+        (queued) or may be stopped for a caller waiting for a worker (running)."""
+        stop: list[_Worker] = []
+        with self._state:
+            task = self._tasks.get(future)
+            if task is None or task.future.done():
+                return
+            task.waiters -= 1
+            if task.waiters > 0:
+                return
+            if task in self._queue:
+                self._queue.remove(task)
+                task.dropped = True
+                self.dropped += 1
+            else:
+                stop = self._make_room()
+        _signal(stop)
+        if task.dropped:
+            log.info("symbolic task %s dropped before it started: its callers left", task.name)
+            self._settle(task, None)
+
+    def _make_room(self) -> list[_Worker]:
+        """Called holding the lock: marks stopped the running tasks nobody waits for, oldest
+        first, as long as queued tasks (each with a caller waiting) outnumber the workers that
+        will be free for them; returns their workers, to be signalled once the lock is let go."""
+        free = self.capacity - sum(1 for task in self._running if not task.stopped)
+        short = len(self._queue) - free
+        workers = []
+        for task in [t for t in self._running if not t.waiters and not t.stopped][:short]:
+            task.stopped = True
+            self.preempted += 1
+            log.info("stopping symbolic task %s: nobody waits for it and a call needs its "
+                     "worker", task.name)
+            if task.worker is not None:
+                workers.append(task.worker)
+        return workers
+
+    def _settle(self, task: _Task, error: BaseException | None, result: Any = None) -> None:
+        """Complete the task's future, then forget the task. Never called holding the lock: the
+        future's callbacks run here (``Symbolic``'s take their own lock, then call ``join``).
+        ``error`` None and the task dropped: its future is cancelled."""
+        if task.dropped:
+            task.future.cancel()
+        else:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                if error is None:
+                    task.future.set_result(result)
+                else:
+                    task.future.set_exception(error)
+        with self._state:
+            self._tasks.pop(task.future, None)
 
     # --- the slots' side -------------------------------------------------------------------------
 
@@ -350,17 +466,30 @@ class Budget:
         """One slot: keep a worker up and give it tasks, until the pool closes."""
         pause = _RETRY_FIRST
         worker: _Worker | None = None
+        again: _Task | None = None  # to run once more, on the next (fresh) worker
         while True:
             if worker is None:
                 worker = self._start()
                 if worker is None:
+                    if again is not None:
+                        self._give_up(again, WorkerFailed(
+                            "the symbolic workers were stopped" if self._closed else
+                            "no symbolic worker could start to run the derivation again after "
+                            "it ran out of memory"))
+                        again = None
                     with self._state:
                         if self._closed or self._state.wait_for(lambda: self._closed, pause):
                             return
                     pause = min(2 * pause, _RETRY_MOST)
                     continue
                 pause = _RETRY_FIRST
-            task = self._take(worker)
+            if again is not None:
+                task: _Task | None = again if self._resume(worker, again) else None
+                again = None
+                if task is None:
+                    continue
+            else:
+                task = self._take(worker)
             if task is None:  # closed, or the worker died while idle
                 worker.kill()
                 with self._state:
@@ -371,7 +500,8 @@ class Budget:
                             worker.pid, worker._exit_status())
                 worker = None
                 continue
-            worker = self._run(worker, task)
+            worker, retry = self._run(worker, task)
+            again = task if retry else None
 
     def _start(self) -> _Worker | None:
         """A new ready worker, or None (the reason logged, waiting tasks failed if no worker
@@ -380,7 +510,7 @@ class Budget:
             if self._closed:
                 return None
         try:
-            worker = _Worker(self.max_memory)
+            worker = _Worker(self.caps.max_memory)
         except OSError as error:
             self._start_failed(f"cannot run {sys.executable}: {error}")
             return None
@@ -397,7 +527,7 @@ class Budget:
                           "and was stopped")
             except WorkerFailed:
                 reason = (f"a symbolic worker exited while starting ({worker._exit_status()}, "
-                          f"with a memory limit of {self.max_memory} MiB)")
+                          f"with a memory limit of {self.caps.max_memory} MiB)")
             except Exception as error:  # a garbled "ready": a broken environment
                 reason = f"a symbolic worker failed to start ({error!r})"
         with self._state:
@@ -424,7 +554,7 @@ class Budget:
             waiting = list(self._queue)
             self._queue.clear()
         for task in waiting:
-            _fail(task, WorkerFailed(f"no symbolic worker could start ({reason})"))
+            self._settle(task, WorkerFailed(f"no symbolic worker could start ({reason})"))
 
     def _take(self, worker: _Worker) -> _Task | None:
         """The next task for ``worker`` (counted busy), or None when the pool closes or the
@@ -441,30 +571,58 @@ class Budget:
                         if time.monotonic() - task.queued_at > task.limit:
                             expired.append(task)
                         elif task.future.set_running_or_notify_cancel():
-                            self._idle -= 1
-                            self._busy += 1
+                            self._running.append(task)
+                            self._begin(worker, task)
                             return task
                     self._state.wait(_IDLE_CHECK)
         finally:
             for task in expired:
-                _fail(task, DeadlineExceeded(f"no symbolic worker became free within "
-                                             f"{task.limit:g} s"))
+                self._settle(task, DeadlineExceeded(f"no symbolic worker became free within "
+                                                    f"{task.limit:g} s"))
 
-    def _run(self, worker: _Worker, task: _Task) -> _Worker | None:
-        """Run ``task`` on ``worker`` and complete its future; the worker if it can take
-        another task, else None (it was killed)."""
+    def _resume(self, worker: _Worker, task: _Task) -> bool:
+        """Hand ``task`` (already running: a retry) to the fresh ``worker``, unless it was
+        stopped (or the pool closed) meanwhile: then it is settled so and False returned."""
+        with self._state:
+            if not (self._closed or task.stopped):
+                self._begin(worker, task)
+                return True
+        self._give_up(task, WorkerFailed("the symbolic workers were stopped" if self._closed
+                                          else _STOPPED))
+        return False
+
+    def _begin(self, worker: _Worker, task: _Task) -> None:
+        """Called holding the lock: ``worker`` runs ``task``."""
+        self._idle -= 1
+        self._busy += 1
+        task.worker = worker
+        task.started_at = time.monotonic()
+
+    def _give_up(self, task: _Task, error: BaseException) -> None:
+        """Settle a running task that has no worker."""
+        with self._state:
+            self._running.remove(task)
+        self._settle(task, error)
+
+    def _run(self, worker: _Worker, task: _Task) -> tuple[_Worker | None, bool]:
+        """Run ``task`` on ``worker`` and settle its future, unless it ran out of memory for the
+        first time: then it is to run again on a fresh worker (the second value, True). The
+        first value is the worker if it can take another task, else None (it was killed)."""
         error: BaseException = WorkerFailed("the symbolic worker failed unexpectedly")
         result: Any = None
-        succeeded = healthy = False
+        succeeded = healthy = again = False
         try:
             ok, value, detail = worker.call(task.payload, time.monotonic() + task.limit)
             if ok:
                 result, succeeded, healthy = value, True, True
             elif isinstance(value, MemoryError):  # its heap may be in pieces: a fresh worker
+                again = not task.retried
+                task.retried = True
                 error = TaskFailed(f"the symbolic derivation ran out of its memory limit of "
-                                   f"{self.max_memory} MiB", value)
-                log.warning("symbolic task %s ran out of memory (%d MiB); replacing its worker",
-                            task.name, self.max_memory)
+                                   f"{self.caps.max_memory} MiB, on a fresh worker too", value)
+                log.warning("symbolic task %s ran out of memory (%d MiB); replacing its worker%s",
+                            task.name, self.caps.max_memory,
+                            " and running it again" if again else "")
             else:
                 error = TaskFailed("the symbolic derivation failed on this graph (the error "
                                    "is logged)", value)
@@ -473,14 +631,16 @@ class Budget:
                             type(value).__name__, value, detail)
         except TimeoutError:
             error = DeadlineExceeded(f"the symbolic derivation passed its deadline of "
-                                     f"{task.limit:g} s; its worker was stopped")
+                                     f"{task.limit:g} s; its worker was stopped", task.limit)
             log.info("symbolic task %s passed %g s; stopping worker %d", task.name, task.limit,
                      worker.pid)
         except WorkerFailed as failure:
-            error = failure
             if self._closed:
                 error = WorkerFailed("the symbolic workers were stopped")
+            elif task.stopped:
+                error = WorkerFailed(_STOPPED)
             else:
+                error = failure
                 log.warning("symbolic worker %d died running %s: %s", worker.pid, task.name,
                             failure.message)
         except Exception as failure:  # a garbled reply: the worker is not to be trusted
@@ -496,17 +656,22 @@ class Budget:
                     self._idle += 1
                 else:
                     self._processes.pop(worker.pid, None)
+                task.worker = None
+                if not again:
+                    self._running.remove(task)
                 self._state.notify_all()
-            if succeeded:
-                task.future.set_result(result)
+            if again:
+                pass  # the slot runs it again once its next worker is up
+            elif succeeded:
+                self._settle(task, None, result)
             else:
-                _fail(task, error)
-        return worker if healthy else None
+                self._settle(task, error)
+        return (worker if healthy else None), again
 
 
-def _fail(task: _Task, error: BaseException) -> None:
-    with contextlib.suppress(concurrent.futures.InvalidStateError):
-        task.future.set_exception(error)
+def _signal(workers: list[_Worker]) -> None:
+    for worker in workers:
+        worker.signal()
 
 
 _budgets: weakref.WeakSet[Budget] = weakref.WeakSet()

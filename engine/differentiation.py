@@ -8,8 +8,10 @@ the CLI call.
    are keyed by structure, never by values), compiled, and evaluated at the same values in
    float64; past a cap or the deadline, central finite differences check instead. A derivation
    the caller stopped waiting for runs on in its worker (up to ``Caps.deadline``) and fills the
-   cache for the next call; one that raised in its worker is not tried again for that graph,
-   while a worker's death or a deadline only costs the one call.
+   cache for the next call. What a structure's derivation did is remembered (``Symbolic``): one
+   that raised in its worker or killed it twice in a row is not tried again, one that passed the
+   pool's deadline not within that deadline; a single death or a caller's deadline costs only
+   the one call.
 4. The check compares them (``check.py``); in STRICT mode a disagreement fails the call.
 """
 
@@ -98,6 +100,10 @@ class Cache:
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
 
+    def pop(self, key: Any) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
     def get_or_put(self, key: Any, make: Callable[[], T]) -> T:
         """The item for ``key``, made and kept first if there is none (two threads may both
         make it: the last one kept wins)."""
@@ -151,18 +157,45 @@ def _derivation(plan: Plan) -> Derivation:
 
 # --- the caller's side ---------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _Verdict:
+    """Why a structure's derivation is not asked for again: for good (``deadline`` None), or by
+    a call that allows it no more than ``deadline`` seconds (the longest it was given and
+    passed)."""
+
+    reason: str
+    deadline: float | None = None
+
+    def refuse(self, deadline: float) -> None:
+        if self.deadline is None:
+            raise TaskFailed(self.reason)
+        if deadline <= self.deadline:
+            raise DeadlineExceeded(self.reason)
+
+
 class Symbolic:
     """The symbolic side: caps, the worker pool, and caches of compiled closed forms (by
     structure) and rendered ones (by structure and constant values).
 
     A derivation in flight is shared: callers of the same structure wait on the one task, each
-    for its own deadline, and whichever way it ends the task's result lands in the caches."""
+    for its own deadline, and whichever way it ends the task's result lands in the caches.
+
+    What a task's end says about its structure (the plan; for a rendering, the plan and the
+    constants) is remembered, in LRU maps as bounded as the caches, so that a formula sent again
+    and again does not take a worker each time: a derivation that raised in its worker, or
+    killed its worker twice in a row (a crash in native code that it causes), is not asked for
+    again; one that passed the pool's deadline is not asked for again by a call that allows it
+    no longer. A single death says nothing about the graph (the system may kill any worker),
+    nor does a caller that stopped waiting (the task runs on and its result is cached).
+    """
 
     def __init__(self, caps: Caps = DEFAULT_CAPS, cache_size: int = 256) -> None:
         self.caps = caps
-        self.budget = Budget(caps.workers, deadline=caps.deadline, max_memory=caps.max_memory)
+        self.budget = Budget(caps)
         self._evaluators = Cache(cache_size)
         self._forms = Cache(cache_size)
+        self._verdicts = Cache(cache_size)  # structure -> _Verdict
+        self._deaths = Cache(cache_size)  # structure -> its worker's deaths in a row
         self._in_flight: dict[Any, concurrent.futures.Future[Any]] = {}
         self._in_flight_lock = threading.Lock()
 
@@ -183,50 +216,84 @@ class Symbolic:
 
     def solve(self, plan: Plan, constants: list[np.ndarray], deadline: float,
               ) -> tuple[Evaluator, ClosedForms | None]:
+        """The plan's evaluator and, for a fused plan, its closed forms with these constants,
+        waiting at most ``deadline`` seconds for a worker to derive them."""
         fused = self.fused(plan)
         forms_key = (plan, _fingerprint(constants))
         evaluator = self._evaluators.get(plan)
         forms = self._forms.get(forms_key) if fused else None
-        limit = max(deadline, self.caps.deadline)
         if evaluator is None:
             def keep_solved(solved: _Solved) -> None:
                 self._evaluators.put(plan, solved.evaluator)
                 if solved.forms is not None:
                     self._forms.put(forms_key, solved.forms)
 
-            future = self._shared(
-                ("solve", forms_key if fused else plan), keep_solved,
-                lambda: self.budget.submit(_solve, plan, constants, fused, fused, limit=limit))
-            solved: _Solved = self.budget.wait(future, deadline)
+            # One task per plan and constants when it renders too; remembered per plan.
+            solved: _Solved = self._ask(("solve", forms_key if fused else plan), ("solve", plan),
+                                        keep_solved, deadline, _solve, plan, constants, fused,
+                                        fused)
             evaluator, forms = solved.evaluator, solved.forms
         elif fused and forms is None:
-            future = self._shared(
-                ("render", forms_key), lambda rendered: self._forms.put(forms_key, rendered),
-                lambda: self.budget.submit(_render_only, plan, constants, limit=limit))
-            forms = self.budget.wait(future, deadline)
+            forms = self._ask(("render", forms_key), ("render", forms_key),
+                              lambda rendered: self._forms.put(forms_key, rendered), deadline,
+                              _render_only, plan, constants)
         return evaluator, forms
 
-    def _shared(self, key: Any, keep: Callable[[Any], None],
-                submit: Callable[[], concurrent.futures.Future[Any]],
-                ) -> concurrent.futures.Future[Any]:
-        """The task in flight for ``key``, or a new one from ``submit``; its result goes to
-        ``keep`` when it arrives, whether anyone still waits for it or not."""
+    def _ask(self, key: Any, structure: Any, keep: Callable[[Any], None], deadline: float,
+             function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)``'s result, from the task in flight for ``key`` or a new one,
+        unless what is remembered of ``structure`` refuses it at once; ``keep`` gets the result
+        whether anyone still waits for it or not."""
+        verdict: _Verdict | None = self._verdicts.get(structure)
+        if verdict is not None:
+            verdict.refuse(deadline)
         with self._in_flight_lock:
             future = self._in_flight.get(key)
-            if future is not None:
-                return future
-            future = self._in_flight[key] = submit()
+            # Joined under the lock, so that its last waiter cannot drop it in between.
+            if future is None or not self.budget.join(future):
+                future = self._in_flight[key] = self.budget.submit(function, *args,
+                                                                   deadline=deadline)
+                fresh = True
+            else:
+                fresh = False
+        if fresh:
+            def finished(done: concurrent.futures.Future[Any]) -> None:
+                # Kept before the task leaves the in-flight map: a caller finds one or the other.
+                if not done.cancelled() and done.exception() is None:
+                    keep(done.result())
+                self._judge(structure, done)
+                with self._in_flight_lock:
+                    if self._in_flight.get(key) is done:
+                        del self._in_flight[key]
 
-        def finished(done: concurrent.futures.Future[Any]) -> None:
-            # Kept before the task leaves the in-flight map: a caller finds one or the other.
-            if not done.cancelled() and done.exception() is None:
-                keep(done.result())
+            future.add_done_callback(finished)
+        return self.budget.wait(future, deadline)
+
+    def _judge(self, structure: Any, done: concurrent.futures.Future[Any]) -> None:
+        """Remember what the end of a task for ``structure`` says about it (see the class)."""
+        error = None if done.cancelled() else done.exception()
+        if isinstance(error, WorkerFailed) and error.died:
             with self._in_flight_lock:
-                if self._in_flight.get(key) is done:
-                    del self._in_flight[key]
-
-        future.add_done_callback(finished)
-        return future
+                deaths = (self._deaths.get(structure) or 0) + 1
+                self._deaths.put(structure, deaths)
+            if deaths >= 2:
+                self._verdicts.put(structure, _Verdict(
+                    f"the symbolic derivation of this graph killed its worker twice in a row "
+                    f"(the last time: {error.died}); not tried again"))
+            return
+        if done.cancelled() or isinstance(error, WorkerFailed):
+            return  # dropped, stopped, or the pool's fault: nothing about the graph
+        if isinstance(error, DeadlineExceeded) and error.limit is None:
+            return  # expired in the queue
+        self._deaths.pop(structure)  # it ran to an end without killing its worker
+        if isinstance(error, TaskFailed):
+            self._verdicts.put(structure, _Verdict(error.message))
+        elif isinstance(error, DeadlineExceeded) and error.limit is not None:
+            self._verdicts.put(structure, _Verdict(
+                f"the symbolic derivation of this graph passed the deadline of "
+                f"{error.limit:g} s before; not tried again within that deadline", error.limit))
+        else:
+            self._verdicts.pop(structure)
 
     def close(self) -> None:
         self.budget.close()
@@ -307,9 +374,6 @@ class GradientCheck:
         self.constants = constants_of(valid)
         self.over_cap = symbolic.over_cap(self.plan)
         self._solved: tuple[Evaluator, ClosedForms | None] | None = None
-        # Why the derivation raised in its worker, once it has: it would fail again. A deadline
-        # or a worker's death is not kept: the next call tries again.
-        self._unsolvable = ""
 
     def __call__(self, arrays: Mapping[str, np.ndarray], value: np.ndarray,
                  gradients: Mapping[str, np.ndarray], *, mode: CheckMode = CheckMode.STRICT,
@@ -323,14 +387,12 @@ class GradientCheck:
                           _no_hessian(report) if self.hessian else None, wrt=wrt)
         seed_array = None if seed is None else np.asarray(seed, dtype=np.float64)
         dtype = _precision(gradients)
-        why = self.over_cap or self._unsolvable
+        why = self.over_cap
         if not why and self._solved is None:
             try:
                 self._solved = self.symbolic.solve(
                     self.plan, self.constants, deadline or self.symbolic.caps.deadline)
-            except TaskFailed as error:
-                why = self._unsolvable = error.message
-            except (DeadlineExceeded, WorkerFailed) as error:
+            except (TaskFailed, DeadlineExceeded, WorkerFailed) as error:
                 why = error.message
             except Exception:  # a fault of this process, not of the graph: not kept either
                 log.exception("the symbolic derivation could not be run")

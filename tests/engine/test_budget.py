@@ -156,15 +156,26 @@ def killed_mid_task(pool: Symbolic) -> None:
     # Not remembered as unsolvable: the next call asks for the derivation again.
     tasks = budget.tasks
     assert "deadline" in matmul(deadline=0.05).check.reason and budget.tasks == tasks + 1
+    # A second death in a row, though, is a crash the graph causes: not tried again.
+    wait_until(lambda: budget.busy == 1)
+    time.sleep(0.2)
+    (pid,) = budget.pids()
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: budget.idle == 1)  # after the task's end was judged
+    report = Matmul(pool, 36)(deadline=60).check  # a new check of the same structure
+    assert report.reason.startswith("no closed form: the symbolic derivation of this graph "
+                                    "killed its worker twice in a row (the last time: killed "
+                                    "by signal 9); not tried again")
+    assert budget.tasks == tasks + 1
 
 
 def test_a_task_past_the_pools_deadline_is_killed_and_its_worker_replaced() -> None:
-    symbolic = Symbolic(Caps(workers=1))
+    symbolic = Symbolic(Caps(workers=1, deadline=0.3))
     budget = symbolic.budget
     try:
         ready(budget)
         (pid,) = budget.pids()
-        future = budget.submit(_solve, *matmul_task(40), limit=0.3)
+        future = budget.submit(_solve, *matmul_task(40))
         error = future.exception(timeout=30)
         assert isinstance(error, DeadlineExceeded)
         assert "passed its deadline of 0.3 s; its worker was stopped" in error.message
@@ -178,7 +189,7 @@ def test_a_task_past_the_pools_deadline_is_killed_and_its_worker_replaced() -> N
 
 def test_a_start_that_times_out_is_stopped_reported_and_retried_later() -> None:
     others = worker_processes()
-    budget = Budget(1, startup_timeout=0.01)  # no interpreter imports SymPy that fast
+    budget = Budget(Caps(workers=1), startup_timeout=0.01)  # no interpreter imports SymPy that fast
     try:
         future = budget.submit(_solve, *matmul_task(2))
         error = future.exception(timeout=30)
@@ -233,9 +244,12 @@ def test_a_derivation_past_the_memory_limit_fails_with_that_reason() -> None:
         assert report.method is Method.FINITE_DIFFERENCE
         assert "the symbolic derivation ran out of its memory limit of 320 MiB" in report.reason
         assert 0 < peak[0] <= 320 * 1024  # kB
+        assert "on a fresh worker too" in report.reason
         assert budget.busy == 0
         wait_until(lambda: budget.idle == 1)
-        assert budget.pids() != [pid]  # replaced: its heap may be in pieces
+        # Run again on a fresh worker before it was taken to be the graph's doing; both
+        # workers were replaced, as their heaps may be in pieces.
+        assert budget.pids() != [pid] and budget.started == 3 and budget.tasks == 1
         symbolic_within(symbolic, 20.0)
         # A derivation that raised in its worker would raise again: not tried again.
         tasks = budget.tasks
@@ -284,7 +298,7 @@ def test_close_stops_busy_workers_and_waiting_callers_return() -> None:
 
 
 def test_a_task_that_raises_keeps_its_worker_and_says_so_in_words() -> None:
-    budget = Budget(1)
+    budget = Budget(Caps(workers=1))
     try:
         ready(budget)
         (pid,) = budget.pids()
@@ -299,10 +313,79 @@ def test_a_task_that_raises_keeps_its_worker_and_says_so_in_words() -> None:
         budget.close()
 
 
+# --- callers that left, and deadlines remembered -------------------------------------------------
+
+def test_a_queued_task_is_dropped_when_its_last_caller_leaves() -> None:
+    budget = Budget(Caps(workers=1, deadline=60))
+    try:
+        ready(budget)
+        # Its holder never says it left: it keeps the worker.
+        blocker = budget.submit(_solve, *matmul_task(40))
+        wait_until(lambda: budget.busy == 1)
+        queued = budget.submit(_solve, *matmul_task(2), deadline=0.2)
+        assert budget.join(queued)  # a second caller
+        with pytest.raises(DeadlineExceeded, match="no symbolic worker became free"):
+            budget.wait(queued, 0.2)
+        assert not queued.done()  # the second caller still waits for it
+        with pytest.raises(DeadlineExceeded, match="no symbolic worker became free"):
+            budget.wait(queued, 0.2)
+        assert queued.cancelled() and budget.dropped == 1
+        assert not budget.join(queued)  # it will never run: a new caller submits anew
+        assert budget.preempted == 0 and not blocker.done() and budget.busy == 1
+    finally:
+        budget.close()
+
+
+def test_a_live_caller_gets_a_worker_from_tasks_whose_callers_left() -> None:
+    symbolic = Symbolic(Caps(workers=2, deadline=120))
+    budget = symbolic.budget
+    try:
+        ready(budget)
+        for k, n in enumerate((56, 57, 58, 59)):  # each takes a worker for well over 10 s
+            report = Matmul(symbolic, n)(deadline=0.5).check
+            assert report.method is Method.FINITE_DIFFERENCE, report.reason
+            if k == 1:
+                wait_until(lambda: budget.busy == 2)
+        # The two queued ones were never started; one running one gives its worker up.
+        assert budget.dropped == 2 and budget.tasks == 4
+        symbolic_within(symbolic, 20.0)
+        assert budget.preempted == 1 and budget.busy == 1
+    finally:
+        symbolic.close()
+
+
+def test_a_derivation_past_the_pools_deadline_is_not_tried_again_within_it() -> None:
+    symbolic = Symbolic(Caps(workers=1, deadline=2.0))
+    budget = symbolic.budget
+    try:
+        ready(budget)
+        first = Matmul(symbolic, 56)().check  # over ten seconds of work
+        assert "deadline of 2 s" in first.reason
+        wait_until(lambda: budget.idle == 1)  # its worker replaced, its end judged
+        remembered = ("no closed form: the symbolic derivation of this graph passed the "
+                      "deadline of 2 s before; not tried again within that deadline")
+        # Per structure: a new check (a new call of the server's) falls back at once too.
+        for deadline in (None, 2.0, 0.3):
+            matmul = Matmul(symbolic, 56)
+            started = time.monotonic()
+            report = matmul(deadline=deadline).check
+            assert report.reason.startswith(remembered), report.reason
+            assert time.monotonic() - started < 1.5
+        assert budget.tasks == 1
+        # A longer deadline asks again, and is then what is remembered.
+        assert "deadline of 3 s" in Matmul(symbolic, 56)(deadline=3.0).check.reason
+        assert budget.tasks == 2
+        wait_until(lambda: budget.idle == 1)
+        assert "deadline of 3 s before" in Matmul(symbolic, 56)(deadline=3.0).check.reason
+        assert budget.tasks == 2
+    finally:
+        symbolic.close()
+
+
 # --- pipes ---------------------------------------------------------------------------------------
 
 def test_a_worker_that_does_not_read_its_task_is_stopped_at_the_deadline() -> None:
-    budget = Budget(1, deadline=1.0)
+    budget = Budget(Caps(workers=1, deadline=1.0))
     try:
         ready(budget)
         (pid,) = budget.pids()
@@ -311,7 +394,7 @@ def test_a_worker_that_does_not_read_its_task_is_stopped_at_the_deadline() -> No
         # Far more than a pipe holds: its write cannot complete.
         future = budget.submit(_solve, plan, [np.zeros(1 << 20)], fused, show)
         error = future.exception(timeout=30)
-        assert isinstance(error, WorkerFailed)
+        assert isinstance(error, WorkerFailed) and not error.died
         assert "did not take its task before its deadline" in error.message
         wait_until(lambda: not alive(pid))
         wait_until(lambda: budget.idle == 1)
@@ -321,10 +404,10 @@ def test_a_worker_that_does_not_read_its_task_is_stopped_at_the_deadline() -> No
 
 _PARENT = """
 import sys, time
-from crossgrad.engine.budget import Budget
+from crossgrad.engine.budget import Budget, Caps
 from crossgrad.engine.differentiation import _solve
 from tests.engine.test_budget import matmul_task
-budget = Budget(1, deadline=600)
+budget = Budget(Caps(workers=1, deadline=600))
 budget.submit(_solve, *matmul_task(60))
 while budget.busy < 1:
     time.sleep(0.02)

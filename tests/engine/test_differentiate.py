@@ -225,6 +225,25 @@ def test_a_failed_derivation_is_not_tried_again(symbolic: Symbolic) -> None:
     assert symbolic.budget.tasks == tasks  # the worker was not asked again
 
 
+def test_failures_are_remembered_per_structure_in_a_bounded_map() -> None:
+    side = Symbolic(Caps(workers=1), cache_size=1)
+    g = Graph([Leaf("e", "e"), Operation("s", "sum", ("e",))], "s")
+
+    def check(shape: tuple[int, ...]) -> str:
+        """A new GradientCheck per call, as the server's Differentiate makes."""
+        return differentiate(g, {"e": np.zeros(shape, np.float32)}, symbolic=side).check.reason
+
+    try:
+        first = check((0,))
+        assert "derivation failed" in first and side.budget.tasks == 1
+        assert check((0,)) == first and side.budget.tasks == 1  # not asked again
+        check((0, 2))  # another structure that fails: the first one's failure is forgotten
+        assert side.budget.tasks == 2
+        assert check((0,)) == first and side.budget.tasks == 3
+    finally:
+        side.close()
+
+
 def test_nothing_to_differentiate_is_no_check(symbolic: Symbolic) -> None:
     # Int leaves get no gradient, so a non-scalar output needs no seed and nothing is checked.
     g = Graph([Leaf("i", "i"), Operation("l", "log", ("i",))], "l")
