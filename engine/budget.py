@@ -248,6 +248,12 @@ class _Task:
     retried: bool = False  # run again on a fresh worker after it ran out of memory
 
 
+# A task nobody waits for any more may run on (its result is kept for the next call on its
+# structure), but after this many seconds of running gives its worker up to a caller waiting for
+# one; waiting callers look for such a worker this often.
+_STOP_AFTER = 2.0
+_RECHECK = 0.25
+
 _STOPPED = ("the symbolic derivation was stopped: nobody waited for it any more and a call "
             "needed its worker")
 
@@ -345,9 +351,19 @@ class Budget:
 
     def wait(self, future: concurrent.futures.Future[T], deadline: float) -> T:
         """The task's result, waiting at most ``deadline`` seconds; the caller then stops
-        counting as one of its waiters (it was counted by ``submit`` or ``join``)."""
+        counting as one of its waiters (it was counted by ``submit`` or ``join``). While it
+        waits, it looks now and then for a worker that a task nobody waits for may give up."""
+        end = time.monotonic() + max(deadline, 0.0)
         try:
-            return future.result(timeout=max(deadline, 0.0))
+            while True:
+                try:
+                    return future.result(timeout=max(0.0, min(_RECHECK, end - time.monotonic())))
+                except concurrent.futures.TimeoutError:
+                    if time.monotonic() >= end:
+                        raise
+                with self._state:
+                    stop = self._make_room()
+                _signal(stop)
         except concurrent.futures.TimeoutError:
             if future.running():  # it may go on, up to its limit, for a later call
                 raise DeadlineExceeded(f"the symbolic derivation passed its deadline of "
@@ -419,13 +435,20 @@ class Budget:
             self._settle(task, None)
 
     def _make_room(self) -> list[_Worker]:
-        """Called holding the lock: marks stopped the running tasks nobody waits for, oldest
-        first, as long as queued tasks (each with a caller waiting) outnumber the workers that
-        will be free for them; returns their workers, to be signalled once the lock is let go."""
+        """Called holding the lock: marks stopped the running tasks nobody waits for that have
+        run at least ``_STOP_AFTER`` seconds, oldest first, as long as queued tasks (each with a
+        caller waiting) outnumber the workers that will be free for them; returns their workers,
+        to be signalled once the lock is let go. A younger task may be about to finish, and a
+        stopped one costs a new worker's start (a second of CPU): callers that wait call this
+        again every ``_RECHECK`` seconds."""
         free = self.capacity - sum(1 for task in self._running if not task.stopped)
         short = len(self._queue) - free
+        if short <= 0:
+            return []
+        old = time.monotonic() - _STOP_AFTER
         workers = []
-        for task in [t for t in self._running if not t.waiters and not t.stopped][:short]:
+        for task in [t for t in self._running if not t.waiters and not t.stopped
+                     and t.started_at <= old][:short]:
             task.stopped = True
             self.preempted += 1
             log.info("stopping symbolic task %s: nobody waits for it and a call needs its "

@@ -356,6 +356,21 @@ def test_a_live_caller_gets_a_worker_from_tasks_whose_callers_left() -> None:
         symbolic.close()
 
 
+def test_a_task_its_callers_just_left_is_not_stopped_at_once() -> None:
+    # A task may be about to finish, and stopping it costs a new worker's start: one that has
+    # run less than a couple of seconds keeps its worker, and the caller falls back instead.
+    symbolic = Symbolic(Caps(workers=1, deadline=120))
+    budget = symbolic.budget
+    try:
+        ready(budget)
+        assert Matmul(symbolic, 56)(deadline=0.3).check.method is Method.FINITE_DIFFERENCE
+        report = differentiate("sin(x**2)", {"x": 4.0}, symbolic=symbolic, deadline=0.5).check
+        assert report.method is Method.FINITE_DIFFERENCE
+        assert budget.preempted == 0 and budget.started == 1
+    finally:
+        symbolic.close()
+
+
 def test_a_derivation_past_the_pools_deadline_is_not_tried_again_within_it() -> None:
     symbolic = Symbolic(Caps(workers=1, deadline=2.0))
     budget = symbolic.budget
