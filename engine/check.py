@@ -9,6 +9,14 @@ person can act on. Two checks exist:
   a random direction against central differences of the engine's own forward
   (``FINITE_DIFFERENCE``): an independent check of the backward pass that costs two forwards.
 
+A float32 gradient that misses the closed form by more than the tolerance is judged once more,
+by what float32 rounding does in this function (``within_rounding``): the same engine's gradient
+in float64 is compared with the closed form at float64's tolerance. If it agrees, the derivation
+is right and the float32 error is rounding the function amplified (``sin(exp(x) * 2)`` at 5,
+whose condition is in the thousands): AGREE, with the condition estimated from the float32 and
+float64 gradients' spread. A wrong derivation is as wrong in float64 and stays a DISAGREE. The
+float64 gradient is computed only then, so a check that agrees at once costs nothing more.
+
 Non-finite values agree only when both sides give the same one (nan and nan, inf and inf). Where
 one side is finite and the other is not, the status is ``SINGULAR``, not ``DISAGREE``: the usual
 cause is a removable singularity of one derivation (the numeric chain rule multiplies
@@ -22,11 +30,12 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .dtypes import DType, float32
+from .dtypes import float64 as float64_dtype
 from .errors import CrossgradError, InvalidArgument
 
 
@@ -213,6 +222,48 @@ def _index_of(flat: int, shape: tuple[int, ...]) -> str:
 
 def _at(values: np.ndarray, mask: np.ndarray) -> str:
     return repr(float(values[mask].ravel()[0]))
+
+
+_UNIT_ROUNDOFF_32 = 2.0 ** -24
+
+
+def within_rounding(strict: CheckReport, numeric: Mapping[str, np.ndarray],
+                    wide: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
+                    ) -> CheckReport:
+    """A float32 DISAGREE (``strict``) judged again: ``wide`` is the same engine's gradient
+    computed in float64 at the same point. If it matches the closed form within float64's
+    tolerance, the float32 gradient is within float32's rounding for this function: AGREE, the
+    reason saying the condition (the float32-float64 spread in units of float32's roundoff) and
+    how far the float32 gradient could be before it would be a disagreement (twice the spread
+    past the plain tolerance). Otherwise the DISAGREE stands, its reason saying float64 misses
+    too."""
+    again = compare(wide, reference, float64_dtype, numeric_label="the numeric gradient in "
+                    "float64")
+    if again.status is not Status.AGREE:
+        return replace(strict, reason=f"{strict.reason}; computed in float64 it misses the "
+                       f"closed form too ({again.reason}): a derivation is wrong")
+    condition = spread = allowed = 0.0
+    for name, got in numeric.items():
+        exact = wide.get(name)
+        if exact is None:
+            continue
+        g, w = np.asarray(got, np.float64), np.asarray(exact, np.float64)
+        gap = np.abs(g - w)
+        magnitude = np.abs(w)
+        scale = max(1.0, float(magnitude.max(initial=0.0)))
+        spread = max(spread, float(gap.max(initial=0.0)))
+        condition = max(condition, float(np.max(
+            gap / (_UNIT_ROUNDOFF_32 * np.maximum(magnitude, 1.0)), initial=0.0)))
+        allowed = max(allowed, float(np.max(strict.atol * scale + strict.rtol * magnitude
+                                            + 2 * gap, initial=0.0)))
+    return replace(strict, status=Status.AGREE, reason=(
+        f"the numeric gradient is within float32's rounding for this function: condition "
+        f"~{condition:.0e} (float32 and float64 gradients differ by up to {spread:.3g}; the "
+        f"float64 one matches the closed form; a disagreement would be an error past "
+        f"{allowed:.3g}){_FEW_DIGITS if condition > 1e5 else ''}"))
+
+
+_FEW_DIGITS = "; float32 keeps few correct digits here, float64 would keep more"
 
 
 def finite_difference(forward: Callable[[Mapping[str, np.ndarray]], float],

@@ -68,6 +68,39 @@ def test_a_wrong_vjp_is_caught(symbolic: Symbolic, monkeypatch: pytest.MonkeyPat
     assert failure.value.status == "INTERNAL" and failure.value.report.status is Status.DISAGREE
 
 
+def test_float32_rounding_amplified_by_the_function_is_not_a_disagreement(
+        symbolic: Symbolic) -> None:
+    # exp(5) * 2 inside sin: float32's rounding of the argument moves the gradient's fourth
+    # digit (PyTorch's float32 gradient is the engine's, 16.0745678), while the closed form in
+    # float64 says 16.0764234.
+    result = differentiate("sin(exp(x)*2)+2", {"x": np.float32(5.0)}, symbolic=symbolic)
+    assert float(result.gradients["x"]) == pytest.approx(16.074567794799805, abs=1e-6)
+    report = result.check
+    assert report.status is Status.AGREE and report.method is Method.SYMBOLIC
+    assert "within float32's rounding for this function: condition ~2e+03" in report.reason
+    assert "a disagreement would be an error past" in report.reason
+    assert report.max_abs_error > 1e-3  # the float32 error is there, and said
+    # In float64 the plain tolerance holds: no second look needed.
+    wide = differentiate("sin(exp(x)*2)+2", {"x": 5.0}, symbolic=symbolic).check
+    assert wide.status is Status.AGREE and "within tolerance" in wide.reason
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("formula, at", [("sin(x**2)", 1.3), ("sin(exp(x)*2)+2", 5.0)])
+def test_a_vjp_off_by_a_thousandth_is_caught_in_both_dtypes(
+        symbolic: Symbolic, monkeypatch: pytest.MonkeyPatch, dtype: type, formula: str,
+        at: float) -> None:
+    """Well conditioned or not, a derivation 1e-3 off is as wrong in float64: the second look
+    at a float32 gradient does not excuse it as rounding."""
+    sin = ops.TABLE["sin"]
+    wrong = dataclasses.replace(sin, vjps=(lambda g, out, x: g * np.cos(x) * (1 + 1e-3),))
+    monkeypatch.setitem(ops.TABLE, "sin", wrong)
+    report = differentiate(formula, {"x": dtype(at)}, check="report", symbolic=symbolic).check
+    assert report.status is Status.DISAGREE and report.method is Method.SYMBOLIC, report.reason
+    if dtype is np.float32:
+        assert "computed in float64 it misses the closed form too" in report.reason
+
+
 def test_a_wrong_vjp_is_caught_by_finite_differences_past_a_cap(
         monkeypatch: pytest.MonkeyPatch) -> None:
     side = Symbolic(Caps(max_symbols=1, workers=1))
