@@ -25,7 +25,8 @@ costs no worker start. But callers that left must not hold workers that live cal
 - a task whose last caller leaves before it started is dropped (its future cancelled), so the
   queue only ever holds tasks someone waits for, and is bounded by the callers waiting;
 - a running task nobody waits for any more runs on only while no queued task needs its worker:
-  when one does, the oldest such task is stopped (its worker killed and replaced). Its result
+  when one does, the oldest such task that has run two seconds is stopped (its worker killed and
+  replaced; a younger one may be about to finish, and a stop costs a worker's start). Its result
   would only have filled a cache, and a later call of its structure may ask again.
 
 A task is killed past its limit. One that runs out of memory is run once more on a fresh
@@ -683,12 +684,8 @@ class Budget:
                 if not again:
                     self._running.remove(task)
                 self._state.notify_all()
-            if again:
-                pass  # the slot runs it again once its next worker is up
-            elif succeeded:
-                self._settle(task, None, result)
-            else:
-                self._settle(task, error)
+            if not again:  # else the slot runs it again once its next worker is up
+                self._settle(task, None if succeeded else error, result)
         return (worker if healthy else None), again
 
 

@@ -175,8 +175,7 @@ class _HeldPower(sympy.Expr):
     def _sympystr(self, printer: Printer) -> str:
         return str(printer._print(self._written()))
 
-    def _latex(self, printer: Printer) -> str:
-        return str(printer._print(self._written()))
+    _latex = _sympystr  # each printer prints the written power its own way
 
 
 class _TextPrinter(StrPrinter):

@@ -3,13 +3,12 @@ runs as ``python -m crossgrad.engine.worker``).
 
 It first arranges to be killed when ``PARENT_PID`` (the pool's process) dies, even while busy in
 SymPy, when it would not notice its stdin closing (``die_with_parent``; Linux only), and limits
-its own address space to ``MAX_MEMORY_MIB`` (none when absent or 0); then it imports
-the engine (NumPy, SymPy, SymEngine), warms it up (``differentiation.warm_up``) and writes
-"ready". Then it reads length-prefixed pickled
-calls ``(module, function, args)`` on stdin, runs them, and writes ``(True, result, "")`` or
-``(False, exception, traceback)`` on stdout; a task that runs out of memory gets a bare
-``MemoryError``. It exits when stdin closes (its parent is gone). Only functions of
-``crossgrad.engine`` are run. See ``budget.py``.
+its own address space to ``MAX_MEMORY_MIB`` (none when absent or 0); then it imports the engine
+(NumPy, SymPy, SymEngine), warms it up (``differentiation.warm_up``) and writes "ready". Then it
+reads length-prefixed pickled calls ``(module, function, args)`` on stdin, runs them, and writes
+``(True, result, "")`` or ``(False, exception, traceback)`` on stdout; a task that runs out of
+memory gets a bare ``MemoryError``. It exits when stdin closes (its parent is gone). Only
+functions of ``crossgrad.engine`` are run. See ``budget.py``.
 
 Run as a script, it imports nothing heavy before setting its limit (``-m`` would import the
 ``crossgrad.engine`` package, SymPy included, first), so the limit covers everything it loads.

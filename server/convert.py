@@ -583,11 +583,14 @@ def session_to_proto(session: Session, expire_time: float | None = None) -> pb.S
     return message
 
 
+_NANOS_PER_SECOND = 1_000_000_000
+
+
 def _split(seconds: float) -> tuple[int, int]:
     whole = math.floor(seconds)
     nanos = round((seconds - whole) * 1e9)
-    if nanos >= 1_000_000_000:
-        whole, nanos = whole + 1, nanos - 1_000_000_000
+    if nanos >= _NANOS_PER_SECOND:
+        whole, nanos = whole + 1, nanos - _NANOS_PER_SECOND
     return whole, nanos
 
 
@@ -601,9 +604,6 @@ def timestamp_to_proto(seconds: float) -> timestamp_pb2.Timestamp:
     """Seconds since the epoch as a ``Timestamp``."""
     whole, nanos = _split(seconds)
     return timestamp_pb2.Timestamp(seconds=whole, nanos=nanos)
-
-
-_NANOS_PER_SECOND = 1_000_000_000
 
 
 def duration_from_proto(duration: duration_pb2.Duration, *, field: str) -> float | None:

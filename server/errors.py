@@ -76,12 +76,20 @@ class BudgetExceeded(LimitExceeded):
         self.limit = limit
 
 
-class CallEnded(CrossgradError):
-    """The client's deadline passed, or it cancelled, before the call committed its change: the
-    change is dropped (a client that retries with its request_id finds nothing done)."""
+class CallCancelled(CrossgradError):
+    """The client cancelled before the call committed its change: the change is dropped (a
+    client that retries with its request_id finds nothing done)."""
 
-    def __init__(self, cancelled: bool) -> None:
-        super().__init__("the call was cancelled before it committed; nothing was changed"
-                         if cancelled else "the call's deadline passed before it committed; "
-                         "nothing was changed")
-        self.status = "CANCELLED" if cancelled else "DEADLINE_EXCEEDED"
+    status = "CANCELLED"
+
+    def __init__(self) -> None:
+        super().__init__("the call was cancelled before it committed; nothing was changed")
+
+
+class CallExpired(CrossgradError):
+    """The client's deadline passed before the call committed its change: dropped, likewise."""
+
+    status = "DEADLINE_EXCEEDED"
+
+    def __init__(self) -> None:
+        super().__init__("the call's deadline passed before it committed; nothing was changed")

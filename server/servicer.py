@@ -4,10 +4,10 @@ Each method converts its request (``convert.py``), calls the engine or the store
 the answer back; it raises on error, and the server's one mapping (``status.py``) makes the
 status. Mutating calls go through the store's ``update``, whose change is a pure function of the
 session snapshot: a call that fails changes nothing, and a retried ``request_id`` gets its first
-answer. A change commits only while
-its call is still active (its client neither gone past its deadline nor cancelled): it is checked
-inside the store's update, the last point before the commit. Every answer is checked against the
-message size limit before it is sent (before the commit, for a change).
+answer. A change commits only while its call is still active (its client neither gone past its
+deadline nor cancelled): it is checked inside the store's update, the last point before the
+commit. Every answer is checked against the message size limit before it is sent (before the
+commit, for a change).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from . import convert
 from .config import Config
 from .errors import (
     BudgetExceeded,
-    CallEnded,
+    CallCancelled,
+    CallExpired,
     LeafNotFound,
     RequestIdReused,
     SessionBusy,
@@ -132,7 +133,7 @@ def _commit_point(call: Call) -> None:
     cancelled. The answer would be lost, and a retry without a request_id would apply it twice."""
     if not call.is_active():
         remaining = call.time_remaining()
-        raise CallEnded(cancelled=remaining is None or remaining > 0)
+        raise CallCancelled() if remaining is None or remaining > 0 else CallExpired()
 
 
 def _fingerprint(request: message.Message) -> str:
@@ -172,8 +173,8 @@ class Servicer(pb_grpc.AutogradServiceServicer):
     # --- helpers ----------------------------------------------------------------------------------
 
     def _deadline(self, call: Call) -> float:
-        """Seconds the symbolic derivation may take: the configured deadline, or less when the
-        client's own deadline comes first (the worker is then stopped in time)."""
+        """Seconds this call waits for a symbolic derivation: the configured deadline, or less
+        when the client's own deadline comes first (the derivation may go on for a later call)."""
         remaining = call.time_remaining()
         configured = self.config.symbolic_deadline
         if remaining is None:

@@ -32,7 +32,8 @@ from grpc_status import rpc_status
 from .call import ServerDraining
 from .convert import report_to_proto
 from .errors import (
-    CallEnded,
+    CallCancelled,
+    CallExpired,
     LeafNotFound,
     RequestIdReused,
     SessionBusy,
@@ -62,7 +63,8 @@ _REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (VersionMismatch, "VERSION_MISMATCH"),
     (SessionBusy, "SESSION_BUSY"),
     (DeadlineExceeded, "DEADLINE_EXCEEDED"),
-    (CallEnded, ""),  # its status: CANCELLED or DEADLINE_EXCEEDED
+    (CallExpired, "DEADLINE_EXCEEDED"),
+    (CallCancelled, "CANCELLED"),
     (RequestIdReused, "REQUEST_ID_REUSED"),
     (ServerDraining, "SERVER_DRAINING"),
     (CrossgradError, "INVALID_REQUEST"),
@@ -78,7 +80,7 @@ def to_status(error: BaseException, request: message.Message | None = None) -> g
         return _status(grpc.StatusCode.INTERNAL, "internal error: the server could not complete "
                        "the call; nothing was changed", "INTERNAL", {})
     code = grpc.StatusCode[error.status]
-    reason = next(r for cls, r in _REASONS if isinstance(error, cls)) or error.status
+    reason = next(r for cls, r in _REASONS if isinstance(error, cls))
     metadata = {}
     if error.node is not None:
         metadata["node"] = _bounded(str(error.node), _METADATA_BYTES)
@@ -110,11 +112,10 @@ def _field_of_node(node: str | None, request: message.Message | None) -> str:
     the formula it was parsed from."""
     if request is None:
         return ""
-    source = request.WhichOneof("source") if "source" in request.DESCRIPTOR.oneofs_by_name \
-        else "graph" if "graph" in request.DESCRIPTOR.fields_by_name else None
-    if source == "formula":
+    fields = request.DESCRIPTOR.fields_by_name
+    if "formula" in fields and request.HasField("formula"):
         return "formula"
-    if source != "graph" or node is None:
+    if node is None or "graph" not in fields:
         return ""
     graph = getattr(request, "graph")  # noqa: B009 (a field of some request types only)
     for index, candidate in enumerate(graph.nodes):
