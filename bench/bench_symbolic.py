@@ -41,10 +41,10 @@ import numpy as np
 import symengine as se
 import sympy
 from _timing import fmt_ratio, fmt_time, markdown_table, measure, verdict
-from crossgrad.engine import closed_form, dtypes, formula, graph, symbolic
+from crossgrad.engine import closed_form, differentiation, dtypes, formula, graph, symbolic
 from crossgrad.engine.budget import DEFAULT_CAPS
 from crossgrad.engine.closed_form import Fused
-from crossgrad.engine.differentiation import Symbolic, _solve, differentiate
+from crossgrad.engine.differentiation import Symbolic, _compile, differentiate
 from crossgrad.engine.graph import Constant, Graph, Leaf, Operation
 from crossgrad.engine.symbolic import Plan, constants_of, derive
 
@@ -76,6 +76,7 @@ def _cold() -> None:
     """Forget every derived rule (and SymPy's own cache), so a derivation pays for all of its
     computer algebra."""
     sympy.core.cache.clear_cache()
+    differentiation._derivations.clear()
     symbolic.elementwise_rule.cache_clear()
     symbolic.structural_rule.cache_clear()
     closed_form._compiled_rule.cache_clear()
@@ -84,11 +85,10 @@ def _cold() -> None:
 
 def crossgrad_compile(valid: Any, plan: Plan) -> Callable[[], object]:
     fused = Symbolic().fused(plan)  # the route differentiate takes for this plan
-    constants = constants_of(valid)
 
     def run() -> object:
         _cold()
-        return _solve(plan, constants, fused, False)
+        return _compile(plan, fused)
 
     return run
 
@@ -506,7 +506,7 @@ def judge(chain: Chain, side: Symbolic, torch: Any) -> Outcome:
         # The closed form the check compared with: cached by structure now, so cheap.
         valid = graph.validate(formula.parse(chain.text), {"x": ((), F32)})
         plan = Plan.of(valid, ["x"])
-        evaluator, _ = side.solve(plan, constants_of(valid), side.caps.deadline)
+        evaluator = side.evaluator(plan, side.caps.deadline)
         evaluation = evaluator([np.asarray(values["x"])], constants_of(valid))
         outcome.closed = float(evaluation.gradients["x"])
     return outcome
@@ -603,7 +603,7 @@ def _anchor_compile(plan: Plan, library: Any) -> Callable[[], object]:
 
 
 def _cold_compile(plan: Plan) -> Callable[[], object]:
-    """What a worker does for a new small structure (``_solve``'s fused route) without the
+    """What a worker does for a new small structure (``_compile``'s fused route) without the
     worker's cache of whole derivations, so that a repeated structure is derived again."""
     def run() -> object:
         return Fused(plan, derive(plan))

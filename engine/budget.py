@@ -90,8 +90,9 @@ class Caps:
     (the expressions built); ``fused_max_*``: up to where the whole closed form is compiled into
     one function (fast calls, slow to compile) and shown as text; beyond, it is evaluated op by op.
     ``deadline``: seconds a derivation may run in its worker before the worker is killed (a
-    caller may stop waiting sooner, or allow it longer); ``max_memory``: MiB of address space per
-    worker process.
+    caller may stop waiting sooner, or allow it longer); ``simplify_seconds``: how long
+    simplifying a closed form for reading may take before it is shown unsimplified (the check
+    never waits on it); ``max_memory``: MiB of address space per worker process.
     """
 
     max_symbols: int = 50_000
@@ -100,6 +101,7 @@ class Caps:
     fused_max_depth: int = 64
     max_hessian_variables: int = 64
     deadline: float = 10.0  # seconds, per derivation
+    simplify_seconds: float = 0.5
     workers: int = 2
     max_memory: int = 1024  # MiB
 
@@ -238,6 +240,7 @@ class _Task:
 
     payload: bytes
     name: str  # the function's, for the log
+    what: str  # what it does, for a person: "the symbolic derivation"
     limit: float  # seconds it may run in a worker (and wait in the queue)
     queued_at: float = field(default_factory=time.monotonic)
     future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
@@ -255,8 +258,7 @@ class _Task:
 _STOP_AFTER = 2.0
 _RECHECK = 0.25
 
-_STOPPED = ("the symbolic derivation was stopped: nobody waited for it any more and a call "
-            "needed its worker")
+_STOPPED = "was stopped: nobody waited for it any more and a call needed its worker"
 
 
 class Budget:
@@ -307,18 +309,18 @@ class Budget:
         result: T = self.wait(self.submit(function, *args, deadline=deadline), deadline)
         return result
 
-    def submit(self, function: Callable[..., Any], *args: Any,
-               deadline: float | None = None) -> concurrent.futures.Future[Any]:
+    def submit(self, function: Callable[..., Any], *args: Any, deadline: float | None = None,
+               what: str = "the symbolic derivation") -> concurrent.futures.Future[Any]:
         """Queue ``function(*args)`` for the next free worker, for a caller that waits up to
         ``deadline`` seconds (the pool's by default) and counts as its first waiter until its
         ``wait`` ends. The task may take the longer of that and the pool's deadline, so that a
         short caller's derivation still completes for a later one. The future fails with
-        ``TaskFailed``, ``DeadlineExceeded`` or ``WorkerFailed``, or is cancelled when every
-        waiter left before it started."""
+        ``TaskFailed``, ``DeadlineExceeded`` or ``WorkerFailed`` (their messages name the task
+        by ``what``), or is cancelled when every waiter left before it started."""
         limit = self.caps.deadline if deadline is None else max(deadline, self.caps.deadline)
         payload = pickle.dumps((function.__module__, function.__qualname__, args),
                                protocol=pickle.HIGHEST_PROTOCOL)
-        task = _Task(payload, function.__qualname__, limit)
+        task = _Task(payload, function.__qualname__, what, limit)
         stop: list[_Worker] = []
         with self._state:
             if self._closed:
@@ -367,8 +369,9 @@ class Budget:
                 _signal(stop)
         except concurrent.futures.TimeoutError:
             if future.running():  # it may go on, up to its limit, for a later call
-                raise DeadlineExceeded(f"the symbolic derivation passed its deadline of "
-                                       f"{deadline:g} s") from None
+                task = self._tasks.get(future)
+                raise DeadlineExceeded(f"{task.what if task else 'the task'} passed its deadline "
+                                       f"of {deadline:g} s") from None
             raise DeadlineExceeded(f"no symbolic worker became free before the deadline of "
                                    f"{deadline:g} s") from None
         finally:
@@ -612,7 +615,7 @@ class Budget:
                 self._begin(worker, task)
                 return True
         self._give_up(task, WorkerFailed("the symbolic workers were stopped" if self._closed
-                                          else _STOPPED))
+                                          else f"{task.what} {_STOPPED}"))
         return False
 
     def _begin(self, worker: _Worker, task: _Task) -> None:
@@ -642,27 +645,27 @@ class Budget:
             elif isinstance(value, MemoryError):  # its heap may be in pieces: a fresh worker
                 again = not task.retried
                 task.retried = True
-                error = TaskFailed(f"the symbolic derivation ran out of its memory limit of "
+                error = TaskFailed(f"{task.what} ran out of its memory limit of "
                                    f"{self.caps.max_memory} MiB, on a fresh worker too", value)
                 log.warning("symbolic task %s ran out of memory (%d MiB); replacing its worker%s",
                             task.name, self.caps.max_memory,
                             " and running it again" if again else "")
             else:
-                error = TaskFailed("the symbolic derivation failed on this graph (the error "
-                                   "is logged)", value)
+                error = TaskFailed(f"{task.what} failed on this graph (the error is logged)",
+                                   value)
                 healthy = True
                 log.warning("symbolic task %s failed in its worker: %s: %s\n%s", task.name,
                             type(value).__name__, value, detail)
         except TimeoutError:
-            error = DeadlineExceeded(f"the symbolic derivation passed its deadline of "
-                                     f"{task.limit:g} s; its worker was stopped", task.limit)
+            error = DeadlineExceeded(f"{task.what} passed its deadline of {task.limit:g} s; "
+                                     f"its worker was stopped", task.limit)
             log.info("symbolic task %s passed %g s; stopping worker %d", task.name, task.limit,
                      worker.pid)
         except WorkerFailed as failure:
             if self._closed:
                 error = WorkerFailed("the symbolic workers were stopped")
             elif task.stopped:
-                error = WorkerFailed(_STOPPED)
+                error = WorkerFailed(f"{task.what} {_STOPPED}")
             else:
                 error = failure
                 log.warning("symbolic worker %d died running %s: %s", worker.pid, task.name,

@@ -13,6 +13,9 @@ the CLI call.
    pool's deadline not within that deadline; a single death or a caller's deadline costs only
    the one call.
 4. The check compares them (``check.py``); in STRICT mode a disagreement fails the call.
+5. Only then is the closed form rendered as text, in a task of its own, after the compiled one:
+   the check never waits on text, and simplifying the text for reading is bounded apart
+   (``Caps.simplify_seconds``; past it the form is shown unsimplified, and the result says so).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import concurrent.futures
 import logging
 import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -105,6 +109,10 @@ class Cache:
         with self._lock:
             self._items.pop(key, None)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
     def get_or_put(self, key: Any, make: Callable[[], T]) -> T:
         """The item for ``key``, made and kept first if there is none (two threads may both
         make it: the last one kept wins)."""
@@ -117,27 +125,18 @@ class Cache:
 
 # --- the worker's side ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Solved:
-    evaluator: Evaluator
-    forms: ClosedForms | None
-
-
-
-
 _derivations = Cache(32)  # per worker process
 
 
-def _solve(plan: Plan, constants: list[np.ndarray], fused: bool, show: bool) -> _Solved:
-    """Runs in a worker: derive, compile, and render the closed forms."""
-    if not fused:
-        return _Solved(Program(plan), None)
-    derivation = _derivation(plan)
-    return _Solved(Fused(plan, derivation), render(plan, derivation, constants) if show else None)
+def _compile(plan: Plan, fused: bool) -> Evaluator:
+    """Runs in a worker: derive and compile the closed form the check evaluates."""
+    return Fused(plan, _derivation(plan)) if fused else Program(plan)
 
 
-def _render_only(plan: Plan, constants: list[np.ndarray]) -> ClosedForms:
-    return render(plan, _derivation(plan), constants)
+def _render(plan: Plan, constants: list[np.ndarray], simplify_seconds: float | None,
+            ) -> ClosedForms:
+    """Runs in a worker, after ``_compile``: the closed forms as text, with these constants."""
+    return render(plan, _derivation(plan), constants, simplify_seconds)
 
 
 def warm_up() -> None:
@@ -148,11 +147,12 @@ def warm_up() -> None:
         "a": ((1, 1), dtypes.float64), "b": ((1, 1), dtypes.float64)})
     plan = Plan.of(valid, ["a", "b"])
     for fused in (False, True):
-        _solve(plan, constants_of(valid), fused, fused)
+        _compile(plan, fused)
+    _render(plan, constants_of(valid), None)
 
 
 def _derivation(plan: Plan) -> Derivation:
-    """The plan's derivation, kept for a later rendering with other constants."""
+    """The plan's derivation, kept for its rendering (with these constants or others)."""
     return _derivations.get_or_put(plan, lambda: derive(plan))
 
 
@@ -215,45 +215,42 @@ class Symbolic:
                     f"{self.caps.max_elements}")
         return ""
 
-    def solve(self, plan: Plan, constants: list[np.ndarray], deadline: float,
-              ) -> tuple[Evaluator, ClosedForms | None]:
-        """The plan's evaluator and, for a fused plan, its closed forms with these constants,
-        waiting at most ``deadline`` seconds for a worker to derive them."""
-        fused = self.fused(plan)
-        forms_key = (plan, _fingerprint(constants))
-        evaluator = self._evaluators.get(plan)
-        forms = self._forms.get(forms_key) if fused else None
-        if evaluator is None:
-            def keep_solved(solved: _Solved) -> None:
-                self._evaluators.put(plan, solved.evaluator)
-                if solved.forms is not None:
-                    self._forms.put(forms_key, solved.forms)
+    def evaluator(self, plan: Plan, deadline: float) -> Evaluator:
+        """The plan's compiled closed form, waiting at most ``deadline`` seconds for a worker to
+        derive and compile it."""
+        found: Evaluator | None = self._evaluators.get(plan)
+        if found is None:
+            found = self._ask(("compile", plan), "the symbolic derivation",
+                              lambda compiled: self._evaluators.put(plan, compiled), deadline,
+                              _compile, plan, self.fused(plan))
+        return found
 
-            # One task per plan and constants when it renders too; remembered per plan.
-            solved: _Solved = self._ask(("solve", forms_key if fused else plan), ("solve", plan),
-                                        keep_solved, deadline, _solve, plan, constants, fused,
-                                        fused)
-            evaluator, forms = solved.evaluator, solved.forms
-        elif fused and forms is None:
-            forms = self._ask(("render", forms_key), ("render", forms_key),
-                              lambda rendered: self._forms.put(forms_key, rendered), deadline,
-                              _render_only, plan, constants)
-        return evaluator, forms
+    def forms(self, plan: Plan, constants: list[np.ndarray], deadline: float) -> ClosedForms:
+        """A fused plan's closed forms with these constants, for reading, waiting at most
+        ``deadline`` seconds; simplifying them is bounded apart (``Caps.simplify_seconds``).
+        Asked for after ``evaluator``, so that the check never waits on text."""
+        key = (plan, _fingerprint(constants))
+        found: ClosedForms | None = self._forms.get(key)
+        if found is None:
+            found = self._ask(("render", key), "the rendering of its closed form",
+                              lambda rendered: self._forms.put(key, rendered), deadline,
+                              _render, plan, constants, self.caps.simplify_seconds)
+        return found
 
-    def _ask(self, key: Any, structure: Any, keep: Callable[[Any], None], deadline: float,
+    def _ask(self, key: Any, what: str, keep: Callable[[Any], None], deadline: float,
              function: Callable[..., Any], *args: Any) -> Any:
-        """``function(*args)``'s result, from the task in flight for ``key`` or a new one,
-        unless what is remembered of ``structure`` refuses it at once; ``keep`` gets the result
-        whether anyone still waits for it or not."""
-        verdict: _Verdict | None = self._verdicts.get(structure)
+        """``function(*args)``'s result (``what`` it is, for errors), from the task in flight
+        for ``key`` or a new one, unless what is remembered of ``key`` refuses it at once;
+        ``keep`` gets the result whether anyone still waits for it or not."""
+        verdict: _Verdict | None = self._verdicts.get(key)
         if verdict is not None:
             verdict.refuse(deadline)
         with self._in_flight_lock:
             future = self._in_flight.get(key)
             # Joined under the lock, so that its last waiter cannot drop it in between.
             if future is None or not self.budget.join(future):
-                future = self._in_flight[key] = self.budget.submit(function, *args,
-                                                                   deadline=deadline)
+                future = self._in_flight[key] = self.budget.submit(
+                    function, *args, deadline=deadline, what=what)
                 fresh = True
             else:
                 fresh = False
@@ -262,7 +259,7 @@ class Symbolic:
                 # Kept before the task leaves the in-flight map: a caller finds one or the other.
                 if not done.cancelled() and done.exception() is None:
                     keep(done.result())
-                self._judge(structure, done)
+                self._judge(key, what, done)
                 with self._in_flight_lock:
                     if self._in_flight.get(key) is done:
                         del self._in_flight[key]
@@ -270,7 +267,7 @@ class Symbolic:
             future.add_done_callback(finished)
         return self.budget.wait(future, deadline)
 
-    def _judge(self, structure: Any, done: concurrent.futures.Future[Any]) -> None:
+    def _judge(self, structure: Any, what: str, done: concurrent.futures.Future[Any]) -> None:
         """Remember what the end of a task for ``structure`` says about it (see the class)."""
         error = None if done.cancelled() else done.exception()
         if isinstance(error, WorkerFailed) and error.died:
@@ -279,7 +276,7 @@ class Symbolic:
                 self._deaths.put(structure, deaths)
             if deaths >= 2:
                 self._verdicts.put(structure, _Verdict(
-                    f"the symbolic derivation of this graph killed its worker twice in a row "
+                    f"{what} of this graph killed its worker twice in a row "
                     f"(the last time: {error.died}); not tried again"))
             return
         if done.cancelled() or isinstance(error, WorkerFailed):
@@ -291,7 +288,7 @@ class Symbolic:
             self._verdicts.put(structure, _Verdict(error.message))
         elif isinstance(error, DeadlineExceeded) and error.limit is not None:
             self._verdicts.put(structure, _Verdict(
-                f"the symbolic derivation of this graph passed the deadline of "
+                f"{what} of this graph passed the deadline of "
                 f"{error.limit:g} s before; not tried again within that deadline", error.limit))
         else:
             self._verdicts.pop(structure)
@@ -360,8 +357,8 @@ def check_gradients(valid: ValidGraph, arrays: Mapping[str, np.ndarray], value: 
 
 class GradientCheck:
     """``check_gradients`` for one validated graph and set of leaves, keeping what depends on
-    them alone (the plan, the constants, the solved closed form) for the next call: the server
-    checks the same graph call after call."""
+    them alone (the plan, the constants, the compiled and rendered closed forms) for the next
+    call: the server checks the same graph call after call."""
 
     def __init__(self, valid: ValidGraph, wrt: Sequence[str], symbolic: Symbolic,
                  hessian: bool = False) -> None:
@@ -374,7 +371,9 @@ class GradientCheck:
             _check_hessian_size(self.plan, symbolic.caps)
         self.constants = constants_of(valid)
         self.over_cap = symbolic.over_cap(self.plan)
-        self._solved: tuple[Evaluator, ClosedForms | None] | None = None
+        self.shown = symbolic.fused(self.plan)  # small enough for its closed form to be shown
+        self._evaluator: Evaluator | None = None
+        self._forms: ClosedForms | None = None
 
     def __call__(self, arrays: Mapping[str, np.ndarray], value: np.ndarray,
                  gradients: Mapping[str, np.ndarray], *, mode: CheckMode = CheckMode.STRICT,
@@ -386,13 +385,14 @@ class GradientCheck:
                              "no leaf is differentiated: there is no gradient to check")
             return Result(value, gradients, {}, {}, report,
                           _no_hessian(report) if self.hessian else None, wrt=wrt)
+        deadline = deadline or self.symbolic.caps.deadline
+        ends = time.monotonic() + deadline
         seed_array = None if seed is None else np.asarray(seed, dtype=np.float64)
         dtype = _precision(gradients)
         why = self.over_cap
-        if not why and self._solved is None:
+        if not why and self._evaluator is None:
             try:
-                self._solved = self.symbolic.solve(
-                    self.plan, self.constants, deadline or self.symbolic.caps.deadline)
+                self._evaluator = self.symbolic.evaluator(self.plan, deadline)
             except (TaskFailed, DeadlineExceeded, WorkerFailed) as error:
                 why = error.message
             except Exception:  # a fault of this process, not of the graph: not kept either
@@ -401,21 +401,21 @@ class GradientCheck:
         notes: list[str] = []
         hessian_result = None
         forms = None
-        if self._solved is None:
+        evaluation = None
+        if self._evaluator is None:
             report = finite_difference(_scalar_forward(self.valid, arrays, seed_array), arrays,
                                        gradients, dtype, f"no closed form: {why}")
             if self.hessian:
                 hessian_result = _no_hessian(skipped(f"no closed form: {why}"))
         else:
-            evaluator, forms = self._solved
             leaves = [arrays[name] for name, _ in self.plan.leaves]
             if self.plan.seeded:
-                evaluation = evaluator(leaves, self.constants, seed_array)
+                evaluation = self._evaluator(leaves, self.constants, seed_array)
                 reference = evaluation.gradients
             else:
                 # A one-element output's closed form is d(out)/d(leaf) itself; backward's
                 # explicit gradient, if any, scales it.
-                evaluation = evaluator(leaves, self.constants)
+                evaluation = self._evaluator(leaves, self.constants)
                 scale = 1.0 if seed_array is None else float(seed_array.reshape(()))
                 reference = (evaluation.gradients if scale == 1.0 else
                              {n: g * scale for n, g in evaluation.gradients.items()})
@@ -425,18 +425,35 @@ class GradientCheck:
                 _, wide = evaluate(_in_float64(self.valid), _widened(arrays), list(wrt),
                                    seed_array)
                 report = within_rounding(report, gradients, wide, reference)
-            if self.hessian:
-                hessian_result = _hessian(self.valid, arrays, list(wrt), evaluation, forms)
-            if forms is None:
-                caps = self.symbolic.caps
-                notes.append("closed forms are shown for graphs of up to "
-                             f"{caps.fused_max_outputs} gradient elements and depth "
-                             f"{caps.fused_max_depth}; this one is evaluated op by op")
         if mode is CheckMode.STRICT and report.status is Status.DISAGREE:
             raise CheckFailed(report)
+        if evaluation is not None:
+            # The text comes last: the check above never waits on it.
+            forms, note = self._rendered(ends - time.monotonic())
+            if note:
+                notes.append(note)
+            if self.hessian:
+                hessian_result = _hessian(self.valid, arrays, list(wrt), evaluation, forms)
         text = dict(forms.text) if forms else {}
         latex = dict(forms.latex) if forms else {}
         return Result(value, gradients, text, latex, report, hessian_result, tuple(notes), wrt)
+
+    def _rendered(self, deadline: float) -> tuple[ClosedForms | None, str]:
+        """The closed forms to show, if any, and a note on how (or why not) they are shown."""
+        if not self.shown:
+            caps = self.symbolic.caps
+            return None, (f"closed forms are shown for graphs of up to {caps.fused_max_outputs} "
+                          f"gradient elements and depth {caps.fused_max_depth}; this one is "
+                          f"evaluated op by op")
+        if self._forms is None:
+            try:
+                self._forms = self.symbolic.forms(self.plan, self.constants, deadline)
+            except (TaskFailed, DeadlineExceeded, WorkerFailed) as error:
+                return None, f"no closed form is shown: {error.message}"
+            except Exception:
+                log.exception("the closed form could not be rendered")
+                return None, "no closed form is shown: rendering it failed (the error is logged)"
+        return self._forms, self._forms.note
 
 
 def _as_array(name: str, value: npt.ArrayLike) -> np.ndarray:

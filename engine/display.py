@@ -5,6 +5,12 @@ leaf elements get their names back (``x`` for a 0-d leaf, ``x[0, 2]`` for a tens
 constants are replaced by their values (integral ones as integers, so ``x**2`` reads ``2*x``), a
 ``detach`` result shows as ``detach(...)``, and small expressions are simplified.
 
+Simplifying is only for reading, and SymPy's ``simplify`` can take seconds on a seven-op formula
+(``exptrigsimp`` on nested exponentials), so ``render`` may be given a bound: past it, the forms
+are shown as substituted, unsimplified, and ``ClosedForms.note`` says so. SymPy cannot be
+interrupted from another thread, so the bound is a timer signal in the calling thread, which must
+be a process's main thread (a symbolic worker's); elsewhere a bounded rendering does not simplify.
+
 Substituting values lets SymPy evaluate, and it evaluates exactly: ``9**(0*y + 1000000000)`` would
 become a number of a billion digits, ``1/0`` would become ``zoo``. So the substitution rebuilds
 the expression bottom-up and, where SymPy would compute an exact power (or ``exp`` of a multiple
@@ -26,9 +32,12 @@ printers and ``simplify`` handle like any ``1/x``, never looking inside.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import mpmath
 import numpy as np
@@ -47,6 +56,10 @@ _SIMPLIFY_MAX_DEGREE = 100
 _MAX_DIGITS = 2000
 _UNDEFINED = frozenset({sympy.zoo, sympy.nan, sympy.oo, -sympy.oo})
 _detach = sympy.Function("detach")
+# Seconds between the timer's reminders, should SymPy swallow the first one in a broad except.
+_REMIND = 0.05
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,19 +70,84 @@ class ClosedForms:
     latex: dict[str, str]
     hessian_text: dict[tuple[str, str], str]
     hessian_latex: dict[tuple[str, str], str]
+    note: str = ""  # why the forms are shown unsimplified, if they are
 
 
-def render(plan: Plan, derivation: Derivation, constants: Sequence[np.ndarray]) -> ClosedForms:
+def render(plan: Plan, derivation: Derivation, constants: Sequence[np.ndarray],
+           simplify_seconds: float | None = None) -> ClosedForms:
+    """The derivation's gradient (and Hessian) for reading, simplified within
+    ``simplify_seconds`` (unbounded when None), else shown unsimplified and said so."""
     names = _names(plan, derivation, constants)
     shapes = dict(plan.leaves)
+    gradients = {leaf: [_readable(e, names) for e in gradient]
+                 for leaf, gradient in derivation.gradients.items()}
+    hessian = {pair: [_readable(e, names) for e in block]
+               for pair, block in derivation.hessian.items()}
+
+    def simplify_all() -> tuple[dict[str, list[Any]], dict[tuple[str, str], list[Any]]]:
+        return ({leaf: [_simplified(e) for e in forms] for leaf, forms in gradients.items()},
+                {pair: [_simplified(e) for e in forms] for pair, forms in hessian.items()})
+
+    note = ""
+    if simplify_seconds is None:
+        gradients, hessian = simplify_all()
+    elif threading.current_thread() is not threading.main_thread():
+        note = ("the closed form is shown unsimplified: a bounded simplification runs only in "
+                "a process's main thread")
+    elif (simplified := _within(simplify_seconds, simplify_all)) is not None:
+        gradients, hessian = simplified
+    else:
+        note = (f"the closed form is shown unsimplified: simplifying it for reading passed "
+                f"its bound of {simplify_seconds:g} s")
     text, latex = {}, {}
-    for leaf, gradient in derivation.gradients.items():
-        text[leaf], latex[leaf] = _render(gradient, shapes[leaf], names)
+    for leaf, forms in gradients.items():
+        text[leaf], latex[leaf] = _render(forms, shapes[leaf])
     hessian_text, hessian_latex = {}, {}
-    for (row, column), block in derivation.hessian.items():
-        shape = shapes[row] + shapes[column]
-        hessian_text[row, column], hessian_latex[row, column] = _render(block, shape, names)
-    return ClosedForms(text, latex, hessian_text, hessian_latex)
+    for (row, column), forms in hessian.items():
+        hessian_text[row, column], hessian_latex[row, column] = _render(
+            forms, shapes[row] + shapes[column])
+    return ClosedForms(text, latex, hessian_text, hessian_latex, note)
+
+
+class _OutOfTime(BaseException):
+    """Raised by the timer in ``_within``'s thread: a ``BaseException``, so that SymPy's broad
+    ``except Exception`` clauses do not swallow it."""
+
+
+_expiry: float | None = None  # when ``_within``'s bound passes; None outside it
+
+
+def _expire(signum: int, frame: Any) -> None:
+    global _expiry
+    if _expiry is not None and time.monotonic() >= _expiry:
+        _expiry = time.monotonic() + _REMIND  # raised again only if this one is swallowed
+        raise _OutOfTime
+
+
+def _within(seconds: float, compute: Callable[[], T]) -> T | None:
+    """``compute()``, or None once ``seconds`` have passed. In the main thread only: a timer
+    signal reaches no other."""
+    global _expiry
+    previous = signal.signal(signal.SIGALRM, _expire)
+    try:
+        try:
+            _expiry = time.monotonic() + seconds
+            signal.setitimer(signal.ITIMER_REAL, seconds, _REMIND)
+            return compute()
+        finally:
+            _disarm(previous)
+    except _OutOfTime:
+        # Raised in compute(), or as the finally began: disarmed again (_expire put the next
+        # reminder _REMIND away, far more than this takes).
+        _disarm(previous)
+        return None
+
+
+def _disarm(previous: Any) -> None:
+    global _expiry
+    _expiry = None  # from here on, a reminder still due raises nothing
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
 
 
 def _names(plan: Plan, derivation: Derivation, constants: Sequence[np.ndarray],
@@ -90,7 +168,7 @@ def _names(plan: Plan, derivation: Derivation, constants: Sequence[np.ndarray],
         for k in range(int(np.prod(plan.nodes[plan.output].shape))):
             names[sympy.Symbol(f"S{k}")] = seed[k]
     for symbol, expression in derivation.detached:
-        names[sympy.Symbol(str(symbol))] = _detach(_readable(expression, names, simplify=False))
+        names[sympy.Symbol(str(symbol))] = _detach(_readable(expression, names))
     return names
 
 
@@ -106,13 +184,19 @@ def _number(value: Any) -> sympy.Expr:
                        if abs(number) >= 1e-4 else str(value))
 
 
-def _readable(expression: Any, names: Mapping[sympy.Symbol, Any], simplify: bool = True) -> Any:
-    readable = _substitute(expression._sympy_(), names)
-    if (simplify and sympy.count_ops(readable) <= _SIMPLIFY_MAX_OPS
+def _readable(expression: Any, names: Mapping[sympy.Symbol, Any]) -> Any:
+    """A derived expression in the graph's names and values."""
+    return _substitute(expression._sympy_(), names)
+
+
+def _simplified(readable: Any) -> Any:
+    """``readable`` simplified, where that is cheap enough to try and can expand no huge
+    power."""
+    if (sympy.count_ops(readable) <= _SIMPLIFY_MAX_OPS
             and not readable.has(sympy.UnevaluatedExpr, _HeldPower)
             and _degree(readable) <= _SIMPLIFY_MAX_DEGREE
             and _symbolic_power_digits(readable) <= _MAX_DIGITS):
-        readable = sympy.simplify(readable)
+        return sympy.simplify(readable)
     return readable
 
 
@@ -245,9 +329,8 @@ def _symbolic_power_digits(expression: sympy.Basic) -> float:
     return max(digits, default=0.0)
 
 
-def _render(elements: Sequence[Any], shape: tuple[int, ...],
-            names: Mapping[sympy.Symbol, Any]) -> tuple[str, str]:
-    forms = [_readable(e, names) for e in elements]
+def _render(forms: Sequence[Any], shape: tuple[int, ...]) -> tuple[str, str]:
+    """Text and LaTeX of a block of readable forms of ``shape``."""
     if not shape:
         return _text(forms[0]), sympy.latex(forms[0])
     nested = np.array(forms, dtype=object).reshape(shape)

@@ -26,12 +26,13 @@ from crossgrad.engine.differentiation import (
     GradientCheck,
     Result,
     Symbolic,
-    _solve,
+    _compile,
+    _render,
     differentiate,
 )
 from crossgrad.engine.dtypes import float64
 from crossgrad.engine.graph import evaluate, validate
-from crossgrad.engine.symbolic import Plan, constants_of
+from crossgrad.engine.symbolic import Plan
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
 
@@ -75,9 +76,9 @@ def worker_processes() -> set[int]:
 
 
 def matmul_task(n: int) -> tuple[Any, ...]:
-    """The arguments of ``_solve`` for the matmul's derivation."""
+    """The arguments of ``_compile`` for the matmul's op-by-op evaluator."""
     valid = validate(formula.parse("sum(A @ B)"), {"A": ((n, n), float64), "B": ((n, n), float64)})
-    return Plan.of(valid, ["A", "B"]), constants_of(valid), False, False
+    return Plan.of(valid, ["A", "B"]), False
 
 
 class Matmul:
@@ -175,7 +176,7 @@ def test_a_task_past_the_pools_deadline_is_killed_and_its_worker_replaced() -> N
     try:
         ready(budget)
         (pid,) = budget.pids()
-        future = budget.submit(_solve, *matmul_task(40))
+        future = budget.submit(_compile, *matmul_task(40))
         error = future.exception(timeout=30)
         assert isinstance(error, DeadlineExceeded)
         assert "passed its deadline of 0.3 s; its worker was stopped" in error.message
@@ -191,14 +192,14 @@ def test_a_start_that_times_out_is_stopped_reported_and_retried_later() -> None:
     others = worker_processes()
     budget = Budget(Caps(workers=1), startup_timeout=0.01)  # no interpreter imports SymPy that fast
     try:
-        future = budget.submit(_solve, *matmul_task(2))
+        future = budget.submit(_compile, *matmul_task(2))
         error = future.exception(timeout=30)
         assert isinstance(error, WorkerFailed)
         assert "took over 0.01 s to start and was stopped" in error.message
         # A broken pool answers at once rather than at the caller's deadline.
         started = time.monotonic()
         with pytest.raises(WorkerFailed, match="no symbolic worker could start"):
-            budget.run(_solve, *matmul_task(2), deadline=10)
+            budget.run(_compile, *matmul_task(2), deadline=10)
         assert time.monotonic() - started < 5
         time.sleep(1.0)
         # Retried with growing pauses (0.5 s, 1 s, ...), not in a loop; none left running.
@@ -207,8 +208,7 @@ def test_a_start_that_times_out_is_stopped_reported_and_retried_later() -> None:
         budget.startup_timeout = 60.0
         wait_until(lambda: budget.idle == 1)
         assert len(worker_processes() - others) == 1 and budget.busy == 0
-        solved = budget.run(_solve, *matmul_task(2), deadline=10)
-        assert solved.evaluator is not None
+        assert budget.run(_compile, *matmul_task(2), deadline=10) is not None
     finally:
         budget.close()
     assert not worker_processes() - others
@@ -281,8 +281,8 @@ def test_close_stops_busy_workers_and_waiting_callers_return() -> None:
     budget = symbolic.budget
     try:
         ready(budget)
-        running = budget.submit(_solve, *matmul_task(40))
-        queued = budget.submit(_solve, *matmul_task(41))
+        running = budget.submit(_compile, *matmul_task(40))
+        queued = budget.submit(_compile, *matmul_task(41))
         wait_until(lambda: budget.busy == 1)
         pids = budget.pids()
     finally:
@@ -293,7 +293,7 @@ def test_close_stops_busy_workers_and_waiting_callers_return() -> None:
     assert time.monotonic() - started < 10
     assert not any(alive(pid) for pid in pids) and not worker_processes() & set(pids)
     assert budget.busy == 0
-    refused = budget.submit(_solve, *matmul_task(2))
+    refused = budget.submit(_compile, *matmul_task(2))
     assert isinstance(refused.exception(timeout=1), WorkerFailed)
 
 
@@ -320,9 +320,9 @@ def test_a_queued_task_is_dropped_when_its_last_caller_leaves() -> None:
     try:
         ready(budget)
         # Its holder never says it left: it keeps the worker.
-        blocker = budget.submit(_solve, *matmul_task(40))
+        blocker = budget.submit(_compile, *matmul_task(40))
         wait_until(lambda: budget.busy == 1)
-        queued = budget.submit(_solve, *matmul_task(2), deadline=0.2)
+        queued = budget.submit(_compile, *matmul_task(2), deadline=0.2)
         assert budget.join(queued)  # a second caller
         with pytest.raises(DeadlineExceeded, match="no symbolic worker became free"):
             budget.wait(queued, 0.2)
@@ -407,9 +407,9 @@ def test_a_worker_that_does_not_read_its_task_is_stopped_at_the_deadline() -> No
         ready(budget)
         (pid,) = budget.pids()
         os.kill(pid, signal.SIGSTOP)
-        plan, _, fused, show = matmul_task(2)
+        plan, _ = matmul_task(2)
         # Far more than a pipe holds: its write cannot complete.
-        future = budget.submit(_solve, plan, [np.zeros(1 << 20)], fused, show)
+        future = budget.submit(_render, plan, [np.zeros(1 << 20)], None)
         error = future.exception(timeout=30)
         assert isinstance(error, WorkerFailed) and not error.died
         assert "did not take its task before its deadline" in error.message
@@ -422,10 +422,10 @@ def test_a_worker_that_does_not_read_its_task_is_stopped_at_the_deadline() -> No
 _PARENT = """
 import sys, time
 from crossgrad.engine.budget import Budget, Caps
-from crossgrad.engine.differentiation import _solve
+from crossgrad.engine.differentiation import _compile
 from tests.engine.test_budget import matmul_task
 budget = Budget(Caps(workers=1, deadline=600))
-budget.submit(_solve, *matmul_task(60))
+budget.submit(_compile, *matmul_task(60))
 while budget.busy < 1:
     time.sleep(0.02)
 print(budget.pids()[0], flush=True)

@@ -140,6 +140,49 @@ def test_a_derivation_past_the_callers_deadline_falls_back_and_the_pool_serves_o
     assert after.check.method is Method.SYMBOLIC and after.check.status is Status.AGREE
 
 
+# Seven ops whose closed form SymPy takes seconds to simplify for reading.
+SLOW_TO_SIMPLIFY = "exp(sigmoid(exp(cos(x) + 5) + 2)) + 4"
+
+
+def test_a_closed_form_slow_to_simplify_is_shown_unsimplified_and_checked_symbolically(
+        symbolic: Symbolic) -> None:
+    result = differentiate(SLOW_TO_SIMPLIFY, {"x": np.float32(0.7)}, symbolic=symbolic)
+    assert result.check.method is Method.SYMBOLIC and result.check.status is Status.AGREE
+    assert "sin(x)" in result.closed_forms["x"]
+    assert result.notes == ("the closed form is shown unsimplified: simplifying it for reading "
+                            f"passed its bound of {symbolic.caps.simplify_seconds:g} s",)
+    # The text is kept with the compiled form: the next call asks no worker for either.
+    tasks = symbolic.budget.tasks
+    again = differentiate(SLOW_TO_SIMPLIFY, {"x": np.float32(0.7)}, symbolic=symbolic)
+    assert symbolic.budget.tasks == tasks and again.notes == result.notes
+    assert again.closed_forms == result.closed_forms
+
+
+def test_a_rendering_past_the_calls_deadline_leaves_the_check_symbolic() -> None:
+    side = Symbolic(Caps(workers=1, simplify_seconds=120.0))  # simplifying runs to its end
+    try:
+        side.budget.warm()
+        end = time.monotonic() + 60
+        while side.budget.idle < 1:
+            assert time.monotonic() < end, "no worker started"
+            time.sleep(0.02)
+        result = differentiate(SLOW_TO_SIMPLIFY, {"x": np.float32(0.7)}, symbolic=side,
+                               deadline=2.0)
+        assert result.check.method is Method.SYMBOLIC and result.check.status is Status.AGREE
+        assert result.closed_forms == {}
+        # Waited for what was left of the call's deadline after the derivation.
+        (note,) = result.notes
+        assert note.startswith("no closed form is shown: the rendering of its closed form "
+                               "passed its deadline of ")
+        # The rendering went on in its worker: a later call waits for it, derives nothing.
+        later = differentiate(SLOW_TO_SIMPLIFY, {"x": np.float32(0.7)}, symbolic=side,
+                              deadline=60.0)
+        assert later.closed_forms["x"] and later.notes == ()
+        assert side.budget.tasks == 2  # one derivation, one rendering
+    finally:
+        side.close()
+
+
 def test_workers_can_be_started_ahead_of_the_first_derivation() -> None:
     side = Symbolic(Caps(workers=1))
     try:
@@ -163,11 +206,12 @@ def test_the_cache_derives_once_per_structure(symbolic: Symbolic) -> None:
         1 - np.tanh(-1.5) ** 2))
     assert again.check.status is Status.AGREE
     new_constant = differentiate("tanh(x) * 3", {"x": 0.5}, symbolic=symbolic)
-    # Same structure as "tanh(x) * x"? No: a leaf is not a constant. A new derivation.
-    assert symbolic.budget.tasks == tasks + 1
+    # Same structure as "tanh(x) * x"? No: a leaf is not a constant. A new derivation (and
+    # compilation), then its rendering.
+    assert symbolic.budget.tasks == tasks + 2
     third = differentiate("tanh(x) * 4", {"x": 0.5}, symbolic=symbolic)
     # Only the closed form's text changes with a constant: rendered, not derived again.
-    assert symbolic.budget.tasks == tasks + 2
+    assert symbolic.budget.tasks == tasks + 3
     assert new_constant.closed_forms["x"] != third.closed_forms["x"]
     assert third.closed_forms["x"] == "4/cosh(x)**2" or "4" in third.closed_forms["x"]
 

@@ -3,26 +3,33 @@ meaningless ones, whatever the formula."""
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 
 import crossgrad.engine as cg
 import numpy as np
 import pytest
-from crossgrad.engine.display import ClosedForms, render
+import sympy
+from crossgrad.engine.display import ClosedForms, _within, render
 from crossgrad.engine.formula import parse
 from crossgrad.engine.graph import Leaf, validate
 from crossgrad.engine.symbolic import Plan, constants_of, derive
 
 
-def rendered(formula: str) -> tuple[ClosedForms, float]:
+def rendered(formula: str, simplify_seconds: float | None = None) -> tuple[ClosedForms, float]:
     """The closed forms of every leaf's gradient, rendered in this process, and the seconds."""
     start = time.perf_counter()
     graph = parse(formula)
     leaves = sorted(n.name for n in graph.nodes if isinstance(n, Leaf))
     valid = validate(graph, {name: ((), cg.float64) for name in leaves})
     plan = Plan.of(valid, leaves)
-    forms = render(plan, derive(plan), constants_of(valid))
+    forms = render(plan, derive(plan), constants_of(valid), simplify_seconds)
     return forms, time.perf_counter() - start
+
+
+# Seven ops whose simplification takes SymPy seconds (exptrigsimp on nested exponentials).
+SLOW_TO_SIMPLIFY = "exp(sigmoid(exp(cos(x) + 5) + 2)) + 4"
 
 
 @pytest.mark.parametrize(("formula", "text", "latex"), [
@@ -128,3 +135,50 @@ def test_division_by_zero_end_to_end() -> None:
 def test_ordinary_forms_are_unchanged(formula: str, text: str) -> None:
     forms, _ = rendered(formula)
     assert forms.text["x"] == text
+
+
+def test_simplifying_past_its_bound_shows_the_form_unsimplified_and_says_so() -> None:
+    handler = signal.getsignal(signal.SIGALRM)
+    forms, seconds = rendered(SLOW_TO_SIMPLIFY, simplify_seconds=0.2)
+    assert forms.note == ("the closed form is shown unsimplified: simplifying it for reading "
+                          "passed its bound of 0.2 s")
+    assert seconds < 5.0  # simplifying it without a bound takes several times longer
+    # Still the right derivative: the text read back (ours, not a client's) at a point.
+    x = sympy.Symbol("x")
+    shown = sympy.sympify(forms.text["x"], locals={"x": x})
+    point = 0.3
+    expected = float(cg.differentiate(SLOW_TO_SIMPLIFY, {"x": point}).gradients["x"])
+    assert float(shown.subs(x, point)) == pytest.approx(expected, rel=1e-12)
+    # The timer is off and the handler is the one there was.
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) is handler
+
+
+def test_a_form_within_the_bound_is_simplified() -> None:
+    forms, _ = rendered("sin(exp(x) * 2) + 2", simplify_seconds=5.0)
+    assert forms.text["x"] == "2*exp(x)*cos(2*exp(x))" and not forms.note
+
+
+def test_a_bounded_computation_stops_even_when_it_catches_every_exception() -> None:
+    def stubborn() -> None:
+        while True:
+            try:
+                while True:
+                    pass
+            except Exception:  # as some of SymPy's clauses do
+                pass
+
+    started = time.monotonic()
+    assert _within(0.1, stubborn) is None
+    assert time.monotonic() - started < 5.0
+    assert _within(5.0, lambda: 42) == 42
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_off_the_main_thread_a_bounded_rendering_does_not_simplify() -> None:
+    out: list[ClosedForms] = []
+    thread = threading.Thread(target=lambda: out.append(rendered("sin(x**2)", 5.0)[0]))
+    thread.start()
+    thread.join()
+    assert out[0].note.endswith("a bounded simplification runs only in a process's main thread")
+    assert out[0].text["x"] == "2*x*cos(x**2)"
