@@ -90,9 +90,10 @@ class Caps:
     (the expressions built); ``fused_max_*``: up to where the whole closed form is compiled into
     one function (fast calls, slow to compile) and shown as text; beyond, it is evaluated op by op.
     ``deadline``: seconds a derivation may run in its worker before the worker is killed (a
-    caller may stop waiting sooner, or allow it longer); ``simplify_seconds``: how long
-    simplifying a closed form for reading may take before it is shown unsimplified (the check
-    never waits on it); ``max_memory``: MiB of address space per worker process.
+    caller may stop waiting sooner, or allow it longer); ``render_seconds``: how long making a
+    closed form readable (SymPy reading and simplifying it) may take before it is shown as far
+    as it got (the check never waits on it); ``max_memory``: MiB of address space per worker
+    process.
     """
 
     max_symbols: int = 50_000
@@ -101,7 +102,7 @@ class Caps:
     fused_max_depth: int = 64
     max_hessian_variables: int = 64
     deadline: float = 10.0  # seconds, per derivation
-    simplify_seconds: float = 0.5
+    render_seconds: float = 0.5
     workers: int = 2
     max_memory: int = 1024  # MiB
 

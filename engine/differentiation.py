@@ -14,8 +14,9 @@ the CLI call.
    the one call.
 4. The check compares them (``check.py``); in STRICT mode a disagreement fails the call.
 5. Only then is the closed form rendered as text, in a task of its own, after the compiled one:
-   the check never waits on text, and simplifying the text for reading is bounded apart
-   (``Caps.simplify_seconds``; past it the form is shown unsimplified, and the result says so).
+   the check never waits on text, and making the text readable is bounded apart
+   (``Caps.render_seconds``; past it the form is shown unsimplified or as SymEngine prints it,
+   and the result says so).
 """
 
 from __future__ import annotations
@@ -133,10 +134,9 @@ def _compile(plan: Plan, fused: bool) -> Evaluator:
     return Fused(plan, _derivation(plan)) if fused else Program(plan)
 
 
-def _render(plan: Plan, constants: list[np.ndarray], simplify_seconds: float | None,
-            ) -> ClosedForms:
+def _render(plan: Plan, constants: list[np.ndarray], seconds: float | None) -> ClosedForms:
     """Runs in a worker, after ``_compile``: the closed forms as text, with these constants."""
-    return render(plan, _derivation(plan), constants, simplify_seconds)
+    return render(plan, _derivation(plan), constants, seconds)
 
 
 def warm_up() -> None:
@@ -227,14 +227,14 @@ class Symbolic:
 
     def forms(self, plan: Plan, constants: list[np.ndarray], deadline: float) -> ClosedForms:
         """A fused plan's closed forms with these constants, for reading, waiting at most
-        ``deadline`` seconds; simplifying them is bounded apart (``Caps.simplify_seconds``).
+        ``deadline`` seconds; making them readable is bounded apart (``Caps.render_seconds``).
         Asked for after ``evaluator``, so that the check never waits on text."""
         key = (plan, _fingerprint(constants))
         found: ClosedForms | None = self._forms.get(key)
         if found is None:
             found = self._ask(("render", key), "the rendering of its closed form",
                               lambda rendered: self._forms.put(key, rendered), deadline,
-                              _render, plan, constants, self.caps.simplify_seconds)
+                              _render, plan, constants, self.caps.render_seconds)
         return found
 
     def _ask(self, key: Any, what: str, keep: Callable[[Any], None], deadline: float,

@@ -5,11 +5,12 @@ leaf elements get their names back (``x`` for a 0-d leaf, ``x[0, 2]`` for a tens
 constants are replaced by their values (integral ones as integers, so ``x**2`` reads ``2*x``), a
 ``detach`` result shows as ``detach(...)``, and small expressions are simplified.
 
-Simplifying is only for reading, and SymPy's ``simplify`` can take seconds on a seven-op formula
-(``exptrigsimp`` on nested exponentials), so ``render`` may be given a bound: past it, the forms
-are shown as substituted, unsimplified, and ``ClosedForms.note`` says so. SymPy cannot be
-interrupted from another thread, so the bound is a timer signal in the calling thread, which must
-be a process's main thread (a symbolic worker's); elsewhere a bounded rendering does not simplify.
+All of this is only for reading, and SymPy can take seconds on a seven-op formula: reading the
+Piecewise forms of nested clamps, or simplifying nested exponentials (``exptrigsimp``). So
+``render`` may be given a bound: past it, the forms are shown as substituted but unsimplified,
+or, when SymPy had not read them yet, as SymEngine prints them, and ``ClosedForms.note`` says
+so. SymPy cannot be interrupted from another thread, so the bound is a timer signal in the
+calling thread, which must be a process's main thread (a symbolic worker's).
 
 Substituting values lets SymPy evaluate, and it evaluates exactly: ``9**(0*y + 1000000000)`` would
 become a number of a billion digits, ``1/0`` would become ``zoo``. So the substitution rebuilds
@@ -41,6 +42,7 @@ from typing import Any, TypeVar
 
 import mpmath
 import numpy as np
+import symengine as se
 import sympy
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.printer import Printer
@@ -74,31 +76,38 @@ class ClosedForms:
 
 
 def render(plan: Plan, derivation: Derivation, constants: Sequence[np.ndarray],
-           simplify_seconds: float | None = None) -> ClosedForms:
-    """The derivation's gradient (and Hessian) for reading, simplified within
-    ``simplify_seconds`` (unbounded when None), else shown unsimplified and said so."""
-    names = _names(plan, derivation, constants)
-    shapes = dict(plan.leaves)
-    gradients = {leaf: [_readable(e, names) for e in gradient]
-                 for leaf, gradient in derivation.gradients.items()}
-    hessian = {pair: [_readable(e, names) for e in block]
-               for pair, block in derivation.hessian.items()}
+           seconds: float | None = None) -> ClosedForms:
+    """The derivation's gradient (and Hessian) for reading, within ``seconds`` (unbounded when
+    None): SymPy reads the forms and they are simplified; past the bound they are shown
+    unsimplified, or as SymEngine prints them if SymPy had not even read them, and the note
+    says so."""
+    ends = None if seconds is None else time.monotonic() + seconds
 
-    def simplify_all() -> tuple[dict[str, list[Any]], dict[tuple[str, str], list[Any]]]:
-        return ({leaf: [_simplified(e) for e in forms] for leaf, forms in gradients.items()},
-                {pair: [_simplified(e) for e in forms] for pair, forms in hessian.items()})
+    def bounded(compute: Callable[[], T]) -> T | None:
+        return compute() if ends is None else _within(ends - time.monotonic(), compute)
 
+    if ends is not None and threading.current_thread() is not threading.main_thread():
+        return _as_symengine_prints(plan, derivation, constants, "a bounded rendering with "
+                                    "SymPy runs only in a process's main thread")
+    try:
+        read = bounded(lambda: _read(plan, derivation, constants))
+    except (TypeError, ValueError, ZeroDivisionError) as error:  # SymPy's, on a form it folds
+        return _as_symengine_prints(plan, derivation, constants,
+                                    f"SymPy could not read it ({error})")
+    if read is None:
+        return _as_symengine_prints(plan, derivation, constants,
+                                    f"reading it into SymPy passed the bound of {seconds:g} s")
+    gradients, hessian = read
     note = ""
-    if simplify_seconds is None:
-        gradients, hessian = simplify_all()
-    elif threading.current_thread() is not threading.main_thread():
-        note = ("the closed form is shown unsimplified: a bounded simplification runs only in "
-                "a process's main thread")
-    elif (simplified := _within(simplify_seconds, simplify_all)) is not None:
-        gradients, hessian = simplified
+    simplified = bounded(lambda: (
+        {leaf: [_simplified(e) for e in forms] for leaf, forms in gradients.items()},
+        {pair: [_simplified(e) for e in forms] for pair, forms in hessian.items()}))
+    if simplified is None:
+        note = (f"the closed form is shown unsimplified: simplifying it for reading passed the "
+                f"bound of {seconds:g} s")
     else:
-        note = (f"the closed form is shown unsimplified: simplifying it for reading passed "
-                f"its bound of {simplify_seconds:g} s")
+        gradients, hessian = simplified
+    shapes = dict(plan.leaves)
     text, latex = {}, {}
     for leaf, forms in gradients.items():
         text[leaf], latex[leaf] = _render(forms, shapes[leaf])
@@ -107,6 +116,16 @@ def render(plan: Plan, derivation: Derivation, constants: Sequence[np.ndarray],
         hessian_text[row, column], hessian_latex[row, column] = _render(
             forms, shapes[row] + shapes[column])
     return ClosedForms(text, latex, hessian_text, hessian_latex, note)
+
+
+def _read(plan: Plan, derivation: Derivation, constants: Sequence[np.ndarray],
+          ) -> tuple[dict[str, list[Any]], dict[tuple[str, str], list[Any]]]:
+    """The gradient's and the Hessian's forms in SymPy, in the graph's names and values."""
+    names = _names(plan, derivation, constants)
+    return ({leaf: [_readable(e, names) for e in gradient]
+             for leaf, gradient in derivation.gradients.items()},
+            {pair: [_readable(e, names) for e in block]
+             for pair, block in derivation.hessian.items()})
 
 
 class _OutOfTime(BaseException):
@@ -128,6 +147,8 @@ def _within(seconds: float, compute: Callable[[], T]) -> T | None:
     """``compute()``, or None once ``seconds`` have passed. In the main thread only: a timer
     signal reaches no other."""
     global _expiry
+    if seconds <= 0:
+        return None  # setitimer takes 0 to mean "no timer"
     previous = signal.signal(signal.SIGALRM, _expire)
     try:
         try:
@@ -148,6 +169,38 @@ def _disarm(previous: Any) -> None:
     _expiry = None  # from here on, a reminder still due raises nothing
     signal.setitimer(signal.ITIMER_REAL, 0)
     signal.signal(signal.SIGALRM, previous)
+
+
+def _as_symengine_prints(plan: Plan, derivation: Derivation, constants: Sequence[np.ndarray],
+                         why: str) -> ClosedForms:
+    """The closed forms as SymEngine prints them, names and values substituted in SymEngine, and
+    no LaTeX: for forms SymPy does not read in time (the Piecewise of a few nested clamps can
+    take it seconds) or cannot read (it folds the Piecewise of ``abs(log(abs(x)))``'s gradient
+    into the condition ``0 < log(0)``, and raises)."""
+    table: dict[Any, Any] = {}
+    for leaf, symbols in derivation.leaf_symbols.items():
+        for index, symbol in np.ndenumerate(symbols):
+            name = f"{leaf}[{', '.join(map(str, index))}]" if symbols.shape else leaf
+            table[symbol] = se.Symbol(name)
+    for symbols, value in zip(derivation.constant_symbols, constants, strict=True):
+        for symbol, number in zip(symbols.reshape(-1), np.ravel(value), strict=True):
+            table[symbol] = se.sympify(_number(number))
+    if plan.seeded:
+        for k in range(int(np.prod(plan.nodes[plan.output].shape))):
+            table[se.Symbol(f"S{k}")] = se.Symbol(f"seed[{k}]")
+    for symbol, expression in derivation.detached:
+        table[symbol] = se.function_symbol("detach", expression.subs(table))
+    shapes = dict(plan.leaves)
+
+    def printed(elements: Sequence[Any], shape: tuple[int, ...]) -> str:
+        forms = np.array([str(e.subs(table)) for e in elements], dtype=object).reshape(shape)
+        return str(forms[()]) if not shape else _nested_text(forms, str)
+
+    note = f"the closed form is shown as SymEngine prints it, without LaTeX: {why}"
+    return ClosedForms(
+        {leaf: printed(g, shapes[leaf]) for leaf, g in derivation.gradients.items()}, {},
+        {(r, c): printed(b, shapes[r] + shapes[c]) for (r, c), b in derivation.hessian.items()},
+        {}, note)
 
 
 def _names(plan: Plan, derivation: Derivation, constants: Sequence[np.ndarray],
@@ -342,7 +395,7 @@ def _render(forms: Sequence[Any], shape: tuple[int, ...]) -> tuple[str, str]:
     return _nested_text(nested), latex
 
 
-def _nested_text(array: np.ndarray) -> str:
+def _nested_text(array: np.ndarray, show: Callable[[Any], str] = _text) -> str:
     if array.ndim == 1:
-        return "[" + ", ".join(_text(e) for e in array) + "]"
-    return "[" + ", ".join(_nested_text(part) for part in array) + "]"
+        return "[" + ", ".join(show(e) for e in array) + "]"
+    return "[" + ", ".join(_nested_text(part, show) for part in array) + "]"

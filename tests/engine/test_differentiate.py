@@ -150,7 +150,7 @@ def test_a_closed_form_slow_to_simplify_is_shown_unsimplified_and_checked_symbol
     assert result.check.method is Method.SYMBOLIC and result.check.status is Status.AGREE
     assert "sin(x)" in result.closed_forms["x"]
     assert result.notes == ("the closed form is shown unsimplified: simplifying it for reading "
-                            f"passed its bound of {symbolic.caps.simplify_seconds:g} s",)
+                            f"passed the bound of {symbolic.caps.render_seconds:g} s",)
     # The text is kept with the compiled form: the next call asks no worker for either.
     tasks = symbolic.budget.tasks
     again = differentiate(SLOW_TO_SIMPLIFY, {"x": np.float32(0.7)}, symbolic=symbolic)
@@ -159,7 +159,7 @@ def test_a_closed_form_slow_to_simplify_is_shown_unsimplified_and_checked_symbol
 
 
 def test_a_rendering_past_the_calls_deadline_leaves_the_check_symbolic() -> None:
-    side = Symbolic(Caps(workers=1, simplify_seconds=120.0))  # simplifying runs to its end
+    side = Symbolic(Caps(workers=1, render_seconds=120.0))  # rendering runs to its end
     try:
         side.budget.warm()
         end = time.monotonic() + 60
