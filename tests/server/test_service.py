@@ -229,6 +229,17 @@ def test_differentiate_a_graph(stub: Stub) -> None:
     assert got == pytest.approx({"w": 6.6918, "b": 0.9988}, abs=1e-4)
 
 
+def test_a_closed_form_slow_to_render_is_checked_and_shown_unsimplified(stub: Stub) -> None:
+    # SymPy takes seconds to simplify this one: the check does not wait on the text.
+    response = stub.Differentiate(pb.DifferentiateRequest(
+        formula="exp(sigmoid(exp(cos(x) + 5) + 2)) + 4", values={"x": tensor(0.7)}))
+    assert response.check.method == pb.CHECK_METHOD_SYMBOLIC
+    assert response.check.status == pb.CHECK_STATUS_AGREE
+    (gradient,) = response.gradients
+    assert "sin(x)" in gradient.closed_form and gradient.latex
+    assert "the closed form is shown unsimplified" in response.check.reason
+
+
 def test_list_ops_reports_the_table(stub: Stub) -> None:
     from crossgrad.engine.ops import TABLE
 
