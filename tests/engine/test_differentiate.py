@@ -159,7 +159,8 @@ def test_a_closed_form_slow_to_simplify_is_shown_unsimplified_and_checked_symbol
 
 
 def test_a_rendering_past_the_calls_deadline_leaves_the_check_symbolic() -> None:
-    side = Symbolic(Caps(workers=1, render_seconds=120.0))  # rendering runs to its end
+    # Rendering runs to its end (seconds; more on a busy machine), within the pool's deadline.
+    side = Symbolic(Caps(workers=1, deadline=120.0, render_seconds=120.0))
     try:
         side.budget.warm()
         end = time.monotonic() + 60
@@ -176,7 +177,7 @@ def test_a_rendering_past_the_calls_deadline_leaves_the_check_symbolic() -> None
                                "passed its deadline of ")
         # The rendering went on in its worker: a later call waits for it, derives nothing.
         later = differentiate(SLOW_TO_SIMPLIFY, {"x": np.float32(0.7)}, symbolic=side,
-                              deadline=60.0)
+                              deadline=120.0)
         assert later.closed_forms["x"] and later.notes == ()
         assert side.budget.tasks == 2  # one derivation, one rendering
     finally:
