@@ -485,7 +485,7 @@ def servicer_calls(cases: Sequence[Example],
     the calls by case label (none if the servicer cannot be built here) and a note."""
     closing: list[Callable[[], None]] = []
     try:
-        from crossgrad.engine.differentiation import Symbolic
+        from crossgrad.engine.solver import Symbolic
         from crossgrad.server.config import Config
         from crossgrad.server.memory_store import MemoryStore
         from crossgrad.server.servicer import Servicer

@@ -43,11 +43,12 @@ import numpy as np
 import symengine as se
 import sympy
 from _timing import fmt_ratio, fmt_time, markdown_table, measure, verdict
-from crossgrad.engine import closed_form, differentiation, dtypes, formula, graph, symbolic
+from crossgrad.engine import closed_form, dtypes, formula, graph, solver, symbolic
 from crossgrad.engine.budget import DEFAULT_CAPS
 from crossgrad.engine.closed_form import Fused
-from crossgrad.engine.differentiation import Symbolic, _compile, differentiate
+from crossgrad.engine.differentiation import differentiate
 from crossgrad.engine.graph import Constant, Graph, Leaf, Operation
+from crossgrad.engine.solver import Symbolic, _compile
 from crossgrad.engine.symbolic import Plan, constants_of, derive
 
 F32 = dtypes.float32
@@ -78,7 +79,7 @@ def _cold() -> None:
     """Forget every derived rule (and SymPy's own cache), so a derivation pays for all of its
     computer algebra."""
     sympy.core.cache.clear_cache()
-    differentiation._derivations.clear()
+    solver._derivations.clear()
     symbolic.elementwise_rule.cache_clear()
     symbolic.structural_rule.cache_clear()
     closed_form._compiled_rule.cache_clear()

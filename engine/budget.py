@@ -19,7 +19,7 @@ A task is a future with a count of the callers waiting for it: its submitter, an
 ``join``s it (``Symbolic`` shares one task between the callers of one structure). Each caller
 waits for its own deadline; the task may run for the longer of that and the pool's deadline
 (``Caps.deadline``), so that a result arriving after its callers left still reaches whoever
-kept the future (the closed-form caches in ``differentiation.py``): a short client deadline
+kept the future (the closed-form caches in ``solver.py``): a short client deadline
 costs no worker start. But callers that left must not hold workers that live callers wait for:
 
 - a task whose last caller leaves before it started is dropped (its future cancelled), so the

@@ -4,7 +4,7 @@ runs as ``python -m crossgrad.engine.worker``).
 It first arranges to be killed when ``PARENT_PID`` (the pool's process) dies, even while busy in
 SymPy, when it would not notice its stdin closing (``die_with_parent``; Linux only), and limits
 its own address space to ``MAX_MEMORY_MIB`` (none when absent or 0); then it imports the engine
-(NumPy, SymPy, SymEngine), warms it up (``differentiation.warm_up``) and writes "ready". Then it
+(NumPy, SymPy, SymEngine), warms it up (``solver.warm_up``) and writes "ready". Then it
 reads length-prefixed pickled calls ``(module, function, args)`` on stdin, runs them, and writes
 ``(True, result, "")`` or ``(False, exception, traceback)`` on stdout; a task that runs out of
 memory gets a bare ``MemoryError``. It exits when stdin closes (its parent is gone). Only
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         here = os.path.dirname(os.path.realpath(__file__))
         sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != here]
     # The start-up cost is paid before "ready".
-    importlib.import_module(_ENGINE + ".differentiation").warm_up()
+    importlib.import_module(_ENGINE + ".solver").warm_up()
     requests = sys.stdin.buffer
     # The protocol owns the original stdout; anything printed goes to stderr instead.
     replies = os.fdopen(os.dup(1), "wb")

@@ -37,8 +37,8 @@ from concurrent import futures
 from typing import Any
 
 import grpc
-from crossgrad.engine.differentiation import Symbolic
 from crossgrad.engine.errors import InvalidArgument
+from crossgrad.engine.solver import Symbolic
 from crossgrad.v1 import crossgrad_pb2 as pb
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass

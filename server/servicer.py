@@ -19,11 +19,13 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from crossgrad.engine import graph as graphs
+from crossgrad.engine.cache import Cache
 from crossgrad.engine.check import CheckMode
-from crossgrad.engine.differentiation import Cache, GradientCheck, Symbolic, differentiate
+from crossgrad.engine.differentiation import GradientCheck, differentiate
 from crossgrad.engine.dtypes import DType
 from crossgrad.engine.errors import CrossgradError, InvalidArgument, UsageError, short_name
 from crossgrad.engine.graph import MAX_NAME_CHARS, Graph, Leaf, ValidGraph
+from crossgrad.engine.solver import Symbolic
 from crossgrad.engine.tape import Tape
 from crossgrad.engine.tensor import Tensor
 from crossgrad.v1 import crossgrad_pb2 as pb

@@ -22,16 +22,10 @@ import pytest
 from crossgrad.engine import formula
 from crossgrad.engine.budget import Budget, Caps, DeadlineExceeded, TaskFailed, WorkerFailed
 from crossgrad.engine.check import CheckMode, Method, Status
-from crossgrad.engine.differentiation import (
-    GradientCheck,
-    Result,
-    Symbolic,
-    _compile,
-    _render,
-    differentiate,
-)
+from crossgrad.engine.differentiation import GradientCheck, Result, differentiate
 from crossgrad.engine.dtypes import float64
 from crossgrad.engine.graph import evaluate, validate
+from crossgrad.engine.solver import Symbolic, _compile, _render
 from crossgrad.engine.symbolic import Plan
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
@@ -422,7 +416,7 @@ def test_a_worker_that_does_not_read_its_task_is_stopped_at_the_deadline() -> No
 _PARENT = """
 import sys, time
 from crossgrad.engine.budget import Budget, Caps
-from crossgrad.engine.differentiation import _compile
+from crossgrad.engine.solver import _compile
 from tests.engine.test_budget import matmul_task
 budget = Budget(Caps(workers=1, deadline=600))
 budget.submit(_compile, *matmul_task(60))

@@ -18,7 +18,8 @@ import pytest
 from crossgrad.engine import ops, symbolic
 from crossgrad.engine.budget import Caps
 from crossgrad.engine.check import Method, Status
-from crossgrad.engine.differentiation import Symbolic, differentiate
+from crossgrad.engine.differentiation import differentiate
+from crossgrad.engine.solver import Symbolic
 
 pytestmark = pytest.mark.torch
 

@@ -12,10 +12,11 @@ import pytest
 from crossgrad.engine import ops
 from crossgrad.engine.budget import Caps
 from crossgrad.engine.check import CheckFailed, CheckMode, Method, Status
-from crossgrad.engine.differentiation import GradientCheck, Symbolic, differentiate
+from crossgrad.engine.differentiation import GradientCheck, differentiate
 from crossgrad.engine.dtypes import float32
 from crossgrad.engine.errors import InvalidArgument
 from crossgrad.engine.graph import Constant, Graph, Leaf, LimitExceeded, Operation, validate
+from crossgrad.engine.solver import Symbolic
 
 BCE = ("-(y * log(clamp(sigmoid(w * x + b), 1e-8, 0.99999999))"
        " + (1 - y) * log(1 - clamp(sigmoid(w * x + b), 1e-8, 0.99999999)))")

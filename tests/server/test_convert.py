@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from crossgrad.engine import dtypes
 from crossgrad.engine.check import CheckMode, CheckReport, Method, Status
-from crossgrad.engine.differentiation import Hessian, Result
+from crossgrad.engine.differentiation import Result
 from crossgrad.engine.dtypes import DType
 from crossgrad.engine.errors import InvalidArgument
 from crossgrad.engine.graph import (
@@ -24,6 +24,7 @@ from crossgrad.engine.graph import (
     Operation,
     validate,
 )
+from crossgrad.engine.hessian import Hessian
 from crossgrad.engine.ops import TABLE
 from crossgrad.server import convert
 from crossgrad.server.convert import FieldLimitExceeded, InvalidField
