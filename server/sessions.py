@@ -259,7 +259,11 @@ class StoreConfig:
 
 
 class SessionStore(Protocol):
-    """Where sessions live between calls: the servicer's only access to session state.
+    """Where sessions live between calls: the service's only access to session state.
+
+    The interface every store implements (``memory_store.MemoryStore`` in this process; a Redis
+    store, shared by replicas, next), structurally: a store need not inherit from it. The service
+    is given a ``SessionStore`` and never learns which store it is.
 
     Unknown, deleted, expired and other owners' sessions all raise ``SessionNotFound`` (a caller
     cannot tell whether someone else's session exists). Every call on a session refreshes its idle
@@ -269,7 +273,7 @@ class SessionStore(Protocol):
     Mutating calls take an optional ``request_id``: a retry with the same id returns the first
     call's result and applies nothing twice, also when the two run concurrently. A call that raised
     is not remembered, so its retry runs again. One id returns one result whatever the change: the
-    servicer keeps in the result what identifies its request, to refuse an id sent with another.
+    service keeps in the result what identifies its request, to refuse an id sent with another.
     """
 
     def create(self, dtype: DType = dtypes.float32, check: CheckMode = "STRICT",
