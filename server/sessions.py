@@ -176,17 +176,6 @@ class Session:
             for name, leaf in leaves.items())
         return _evolve(self, leaves=MappingProxyType({**old, **leaves}), nbytes=nbytes)
 
-    def put_leaf(self, name: str, value: npt.ArrayLike, requires_grad: bool = False) -> Session:
-        """The session with a fresh leaf ``name`` (no grad), replacing any leaf of that name.
-
-        A replacement continues the old leaf's version count: a gradient computed from the old
-        leaf must not pass a version check against the new one.
-        """
-        old = self.leaves.get(name)
-        version = 0 if old is None else old.version + 1
-        leaf = LeafState(frozen_array(value), requires_grad, None, version)
-        return self.with_leaves({name: leaf})
-
 
 def _evolve(instance: T, **changes: Any) -> T:
     """A copy of an already valid snapshot with some fields changed, without validating it all
