@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 import numpy as np
-from crossgrad.engine.check import CheckMode, CheckReport
+from crossgrad.engine.check import CheckMode
 from crossgrad.engine.differentiation import Result
 from crossgrad.engine.dtypes import DType
 from crossgrad.engine.graph import Graph
@@ -185,21 +185,10 @@ class EvaluateResult:
 
 
 @dataclass(slots=True)
-class LeafGradient:
-    name: str
-    version: int
-    grad: np.ndarray  # the leaf's accumulated grad
-    closed_form: str
-    latex: str
-
-
-@dataclass(slots=True)
 class BackwardResult:
-    output: np.ndarray
-    leaves: Sequence[LeafGradient]  # by name
+    checked: Result  # the output's value, the check, the closed forms
+    leaves: Mapping[str, LeafState]  # the leaves differentiated, their gradients accumulated
     retained: Mapping[str, np.ndarray]
-    check: CheckReport
-    notes: Sequence[str]
     as_values: bool
 
 

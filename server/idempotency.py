@@ -71,11 +71,9 @@ def fingerprint(request: message.Message) -> str:
     return digest.hexdigest()
 
 
-def recall(store: SessionStore, session_id: str, key: Key | None,
+def recall(store: SessionStore, session_id: str, key: Key,
            decode: Callable[[bytes], M]) -> M | None:
-    """The first answer, when this request's request_id has one."""
-    if key is None:
-        return None
+    """The first answer, when ``key``'s request_id has one."""
     remembered = store.recall(session_id, key.request_id)
     return None if remembered is None else replay(remembered, key, decode)
 

@@ -697,17 +697,19 @@ def evaluate_to_proto(result: commands.EvaluateResult) -> pb.EvaluateResponse:
 
 
 def backward_to_proto(result: commands.BackwardResult) -> pb.BackwardResponse:
-    as_values = result.as_values
+    checked, as_values = result.checked, result.as_values
     # Built in place: a submessage given to a constructor is copied.
     response = pb.BackwardResponse()
-    tensor_to_proto(result.output, response.output, as_values=as_values)
-    for leaf in result.leaves:
-        message = response.leaves.add(name=leaf.name, version=leaf.version,
-                                      closed_form=leaf.closed_form, latex=leaf.latex)
-        tensor_to_proto(leaf.grad, message.grad, as_values=as_values)
+    tensor_to_proto(checked.value, response.output, as_values=as_values)
+    for name, leaf in sorted(result.leaves.items()):
+        if leaf.grad is not None:
+            message = response.leaves.add(name=name, version=leaf.version,
+                                          closed_form=checked.closed_forms.get(name, ""),
+                                          latex=checked.latex.get(name, ""))
+            tensor_to_proto(leaf.grad, message.grad, as_values=as_values)
     for node_id, grad in result.retained.items():
         tensor_to_proto(grad, response.retained[node_id], as_values=as_values)
-    check_report_to_proto(result.check, response.check, notes=result.notes)
+    check_report_to_proto(checked.check, response.check, notes=checked.notes)
     return response
 
 

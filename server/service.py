@@ -41,7 +41,6 @@ from .commands import (
     GetLeaf,
     GetLeafResult,
     GetSession,
-    LeafGradient,
     NodeValue,
     PutLeaf,
     PutLeafResult,
@@ -223,13 +222,11 @@ class Service:
                 if leaf is None or leaf.version != versions[name]:
                     raise _Stale
                 updated[name] = leaf.accumulate(grad)
-            grads = [LeafGradient(name, leaf.version, leaf.grad,
-                                  checked.closed_forms.get(name, ""), checked.latex.get(name, ""))
-                     for name, leaf in sorted(updated.items()) if leaf.grad is not None]
-            self._check_tensors([checked.value, *(g.grad for g in grads),
+            self._check_tensors([checked.value, *(leaf.grad for leaf in updated.values()
+                                                  if leaf.grad is not None),
                                  *sweep.retained.values()], as_values, changing=True)
-            return current.with_leaves(updated), BackwardResult(
-                checked.value, grads, sweep.retained, checked.check, checked.notes, as_values)
+            return current.with_leaves(updated), BackwardResult(checked, updated, sweep.retained,
+                                                                as_values)
 
         return self._commit(command.session_id, command.key, change, answer, call)
 
@@ -262,6 +259,8 @@ class Service:
     def _recall(self, session_id: str, key: Key | None, answer: Answer[R, M]) -> M | None:
         """The first answer of a retried request_id: looked up before any work, so a retry gets
         it whatever the session's state is now."""
+        if key is None:
+            return None
         return idempotency.recall(self._store, session_id, key, answer.decode)
 
     def _commit(self, session_id: str, key: Key | None, change: Change[R],

@@ -33,7 +33,6 @@ from crossgrad.server.commands import (
     DifferentiateResult,
     EvaluateResult,
     GetLeafResult,
-    LeafGradient,
     NodeValue,
     PutLeafResult,
     ZeroGradResult,
@@ -919,11 +918,11 @@ def test_differentiate_request() -> None:
 
 def test_backward_answer_round_trip() -> None:
     report = CheckReport(Method.SYMBOLIC, Status.AGREE, reason="fine")
-    result = BackwardResult(
-        output=np.array(9.0, np.float32),
-        leaves=[LeafGradient("w", 3, np.array([1.0, 2.0], np.float32), "2*w", "2 w")],
-        retained={"h": np.array([0.5], np.float32)}, check=report, notes=("a note",),
-        as_values=False)
+    checked = Result(np.array(9.0, np.float32), {}, {"w": "2*w"}, {"w": "2 w"}, report,
+                     notes=("a note",))
+    leaves = {"w": LeafState(np.zeros(2, np.float32), True, np.array([1.0, 2.0], np.float32), 3),
+              "v": LeafState(np.zeros(1, np.float32), True)}  # no grad: not answered
+    result = BackwardResult(checked, leaves, {"h": np.array([0.5], np.float32)}, as_values=False)
     response = serde.BACKWARD.decode(serde.BACKWARD.encode(result).SerializeToString())
     assert decode(response.output).tolist() == 9.0
     (gradient,) = response.leaves

@@ -40,7 +40,7 @@ from crossgrad.server.errors import (
 from crossgrad.server.idempotency import Key
 from crossgrad.server.memory_store import MemoryStore
 from crossgrad.server.service import Service
-from crossgrad.server.sessions import Change, R
+from crossgrad.server.sessions import Change, LeafState, R
 from crossgrad.v1 import crossgrad_pb2 as pb
 
 from .conftest import TEST_CONFIG
@@ -147,9 +147,13 @@ def backward(service: Service, session_id: str, *, key: Key | None = None,
     return result
 
 
-def grad(service: Service, session_id: str, name: str = "x") -> Any:
-    leaf = service.get_leaf(GetLeaf(session_id, name, True, True, False), Pickled).result.leaf
+def grad_list(leaf: LeafState) -> Any:
     return None if leaf.grad is None else leaf.grad.tolist()
+
+
+def grad(service: Service, session_id: str, name: str = "x") -> Any:
+    return grad_list(service.get_leaf(GetLeaf(session_id, name, True, True, False),
+                                      Pickled).result.leaf)
 
 
 # --- what PutLeaf may do to a leaf ---------------------------------------------------------------
@@ -226,8 +230,9 @@ def test_backward_accumulates_into_the_leaves(service: Service) -> None:
     sid = session(service)
     put(service, sid, value=np.float32(3.0), requires_grad=True)
     result = backward(service, sid)
-    assert result.output.tolist() == 9.0
-    assert [(g.name, g.version, g.grad.tolist()) for g in result.leaves] == [("x", 1, 6.0)]
+    assert result.checked.value.tolist() == 9.0
+    assert [(name, leaf.version, grad_list(leaf)) for name, leaf in result.leaves.items()] == [
+        ("x", 1, 6.0)]
     backward(service, sid)
     assert grad(service, sid) == 12.0
 
@@ -256,8 +261,8 @@ def test_backward_computes_again_from_a_leaf_changed_under_it(
         symbolic: Symbolic, monkeypatch: pytest.MonkeyPatch) -> None:
     service, sid = _raced(symbolic, monkeypatch, 2)
     result = backward(service, sid)
-    assert result.output.tolist() == 25.0  # x = 5 after two changes
-    assert [(g.version, g.grad.tolist()) for g in result.leaves] == [(3, 10.0)]
+    assert result.checked.value.tolist() == 25.0  # x = 5 after two changes
+    assert (result.leaves["x"].version, grad_list(result.leaves["x"])) == (3, 10.0)
 
 
 def test_backward_gives_up_when_the_leaves_keep_changing(
@@ -277,7 +282,7 @@ def test_a_retried_request_id_gets_its_first_answer_and_applies_once(service: Se
     first = backward(service, sid, key=key)
     put(service, sid, value=np.float32(10.0))  # the session moves on
     again = backward(service, sid, key=key)
-    assert again.output.tolist() == first.output.tolist() == 9.0
+    assert again.checked.value.tolist() == first.checked.value.tolist() == 9.0
     assert grad(service, sid) == 6.0
     with pytest.raises(RequestIdReused):
         backward(service, sid, key=Key("step-1", "another request"))
