@@ -239,12 +239,15 @@ def tensor_to_proto(array: npt.ArrayLike, out: pb.Tensor | None = None, *,
     array = np.asarray(array)
     dtype = dtype_of(array)
     tensor = pb.Tensor() if out is None else out
-    tensor.shape[:] = array.shape
+    if array.ndim or tensor.shape:  # a scalar into a new field (most outputs): nothing to set
+        tensor.shape[:] = array.shape
     tensor.dtype = _DTYPE_TO_PROTO[dtype]
     if as_values:
         tensor.values[:] = array.astype(np.float64).ravel().tolist()
     else:
-        tensor.data = array.astype(_LITTLE_ENDIAN[dtype], copy=False).tobytes()
+        wire = _LITTLE_ENDIAN[dtype]
+        # Native arrays on a little-endian machine are already in the wire's order.
+        tensor.data = (array if array.dtype == wire else array.astype(wire)).tobytes()
     return tensor
 
 
@@ -627,7 +630,8 @@ def backward_from_proto(request: pb.BackwardRequest, limits: Limits) -> commands
         gradient=(tensor_from_proto(request.gradient, field="gradient", default_dtype=FLOAT64,
                                     max_elements=limits.max_elements)
                   if request.HasField("gradient") else None),
-        retain=tuple(request.retain),
+        # Most retain nothing, and copying even an empty repeated field costs a microsecond.
+        retain=tuple(request.retain) if request.retain else (),
         check=check_mode_from_proto(request.check_mode),
         as_values=request.answer_as_values,
         key=key)
