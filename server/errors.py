@@ -1,7 +1,8 @@
 """The server's typed errors, beside the engine's (``crossgrad.engine.errors``).
 
-Like the engine's, each names its gRPC status as a plain string; the servicer maps ``.status`` to a
-code in one place. Messages are for clients: short, no stack traces, no full session tokens.
+Like the engine's, each names its gRPC status as a plain string; ``status.py`` maps ``.status`` to
+a code, the one place that does. Messages are for clients: short, no stack traces, no full session
+tokens.
 """
 
 from __future__ import annotations
@@ -17,6 +18,26 @@ def short_id(session_id: str) -> str:
     error trackers keep it; a prefix still tells a user which of their sessions is meant.
     """
     return session_id if len(session_id) <= 8 else session_id[:8] + "…"
+
+
+class InvalidField(InvalidArgument):
+    """A malformed request field: ``field`` is its path (``values['x'].data``,
+    ``graph.nodes[3].op.attrs['dim']``), which the message starts with; ``node`` the graph node,
+    if any."""
+
+    def __init__(self, field: str, problem: str, *, node: str | None = None) -> None:
+        where = field if node is None else f"{field} (node {short_name(node)})"
+        super().__init__(f"{where}: {problem}", node=node)
+        self.field = field
+
+
+class FieldLimitExceeded(LimitExceeded, InvalidField):
+    """A request field past a size limit; ``limit`` names the limit (for ErrorInfo metadata)."""
+
+    def __init__(self, field: str, problem: str, *, limit: str,
+                 node: str | None = None) -> None:
+        super().__init__(field, problem, node=node)
+        self.limit = limit
 
 
 class SessionNotFound(CrossgradError):

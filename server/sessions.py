@@ -176,17 +176,6 @@ class Session:
             for name, leaf in leaves.items())
         return _evolve(self, leaves=MappingProxyType({**old, **leaves}), nbytes=nbytes)
 
-    def put_leaf(self, name: str, value: npt.ArrayLike, requires_grad: bool = False) -> Session:
-        """The session with a fresh leaf ``name`` (no grad), replacing any leaf of that name.
-
-        A replacement continues the old leaf's version count: a gradient computed from the old
-        leaf must not pass a version check against the new one.
-        """
-        old = self.leaves.get(name)
-        version = 0 if old is None else old.version + 1
-        leaf = LeafState(frozen_array(value), requires_grad, None, version)
-        return self.with_leaves({name: leaf})
-
 
 def _evolve(instance: T, **changes: Any) -> T:
     """A copy of an already valid snapshot with some fields changed, without validating it all
@@ -259,7 +248,11 @@ class StoreConfig:
 
 
 class SessionStore(Protocol):
-    """Where sessions live between calls: the servicer's only access to session state.
+    """Where sessions live between calls: the service's only access to session state.
+
+    The interface every store implements (``memory_store.MemoryStore`` in this process; a Redis
+    store, shared by replicas, next), structurally: a store need not inherit from it. The service
+    is given a ``SessionStore`` and never learns which store it is.
 
     Unknown, deleted, expired and other owners' sessions all raise ``SessionNotFound`` (a caller
     cannot tell whether someone else's session exists). Every call on a session refreshes its idle
@@ -269,7 +262,7 @@ class SessionStore(Protocol):
     Mutating calls take an optional ``request_id``: a retry with the same id returns the first
     call's result and applies nothing twice, also when the two run concurrently. A call that raised
     is not remembered, so its retry runs again. One id returns one result whatever the change: the
-    servicer keeps in the result what identifies its request, to refuse an id sent with another.
+    service keeps in the result what identifies its request, to refuse an id sent with another.
     """
 
     def create(self, dtype: DType = dtypes.float32, check: CheckMode = "STRICT",

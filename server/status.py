@@ -30,7 +30,6 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from .call import ServerDraining
-from .convert import report_to_proto
 from .errors import (
     CallCancelled,
     CallExpired,
@@ -40,6 +39,7 @@ from .errors import (
     SessionNotFound,
     VersionMismatch,
 )
+from .serde import check_report_to_proto
 
 log = logging.getLogger("crossgrad.server")
 
@@ -103,7 +103,7 @@ def to_status(error: BaseException, request: message.Message | None = None) -> g
             error_details_pb2.BadRequest.FieldViolation(field=_bounded(where, _METADATA_BYTES),
                                                         description=text)]))
     if isinstance(error, CheckFailed):
-        extra.append(report_to_proto(error.report))
+        extra.append(check_report_to_proto(error.report))
     return _status(code, text, reason, metadata, *extra)
 
 

@@ -249,9 +249,6 @@ def test_versions_count_value_and_requires_grad_changes_only() -> None:
     assert leaf.version == 2 and leaf.value.tolist() == [1.0, 1.0]
     leaf = leaf.accumulate(np.ones(2)).accumulate(np.ones(2)).with_grad(None).accumulate(np.ones(2))
     assert leaf.version == 2 and leaf.grad is not None and leaf.grad.tolist() == [1.0, 1.0]
-    session = Session("id", leaves={"w": leaf}).put_leaf("w", np.zeros(3))
-    replaced = session.leaf("w")
-    assert replaced.version == 3 and replaced.grad is None and not replaced.requires_grad
 
 
 def test_grad_must_match_the_value_shape() -> None:
@@ -260,7 +257,8 @@ def test_grad_must_match_the_value_shape() -> None:
 
 
 def test_sessions_pickle_and_stay_immutable() -> None:
-    session = Session("id", cg.float64, "OFF", 5.0, "alice").put_leaf("w", np.arange(3.0), True)
+    session = Session("id", cg.float64, "OFF", 5.0, "alice").with_leaves(
+        {"w": LeafState(np.arange(3.0), True)})
     copy = pickle.loads(pickle.dumps(session))
     assert (copy.id, copy.dtype, copy.check, copy.idle_ttl, copy.owner) == (
         "id", cg.float64, "OFF", 5.0, "alice")

@@ -17,14 +17,12 @@ import numpy as np
 import pytest
 from crossgrad.server.config import Config
 from crossgrad.server.main import RunningServer, serve
-from crossgrad.server.servicer import Servicer
 from crossgrad.v1 import crossgrad_pb2 as pb
 from crossgrad.v1 import crossgrad_pb2_grpc as pb_grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from .conftest import TEST_CONFIG
-from .test_service import SQUARE, const, grad_of, graph, leaf, new_session, op, tensor
+from .test_service import SQUARE, grad_of, graph, leaf, new_session, op, tensor
 
 Stub = pb_grpc.AutogradServiceStub
 WAIT = 30.0
@@ -214,55 +212,6 @@ def test_error_details_follow_one_form(stub: Stub) -> None:
         assert "grad can be implicitly created only for scalar outputs" in (
             failure.value.details() or "")
     assert codes == {(grpc.StatusCode.FAILED_PRECONDITION, "USAGE_ERROR", "RuntimeError")}
-
-
-# --- the known-graph cache is bounded in bytes ---------------------------------------------------
-
-class _Call:
-    """A call that is always active, from one client, without gRPC."""
-
-    def time_remaining(self) -> float | None:
-        return None
-
-    def is_active(self) -> bool:
-        return True
-
-    def peer(self) -> str:
-        return "ipv4:127.0.0.1:1"
-
-
-def test_tapes_with_large_values_of_constants_are_not_kept(running_server: RunningServer,
-                                                            ) -> None:
-    servicer = Servicer(TEST_CONFIG, running_server.store, running_server.symbolic)
-    call = _Call()
-    session = servicer.CreateSession(pb.CreateSessionRequest(check_mode=pb.CHECK_MODE_OFF),
-                                     call).session.id
-    servicer.PutLeaf(pb.PutLeafRequest(session_id=session, name="x", value=tensor(2.0),
-                                       requires_grad=True), call)
-    for size in (10, 300):  # [size, 1] * [1, size]: 400 B, then 360 kB, from a small graph
-        column = const("a", np.ones((size, 1), np.float32))
-        row = const("b", np.full((1, size), 2.0, np.float32))
-        square = graph(leaf("x"), column, row, op("ab", "mul", "a", "b"), op("s", "sum", "ab"),
-                       op("y", "mul", "x", "s"))
-        grad = servicer.Backward(pb.BackwardRequest(session_id=session, graph=square), call)
-        assert np.frombuffer(grad.leaves[0].grad.data, np.float32)[0] > 0
-    kept = [known.tapes._items for known in servicer._graphs._items.values()]
-    assert [len(tapes) for tapes in kept] == [1, 0]
-
-
-def test_graphs_with_large_constants_are_not_kept(running_server: RunningServer) -> None:
-    servicer = Servicer(TEST_CONFIG, running_server.store, running_server.symbolic)
-    call = _Call()
-    session = servicer.CreateSession(pb.CreateSessionRequest(), call).session.id
-    servicer.PutLeaf(pb.PutLeafRequest(session_id=session, name="x", value=tensor(2.0)), call)
-    small = graph(leaf("x"), const("c", 3.0), op("y", "mul", "x", "c"))
-    for k in range(20):  # distinct 400 kB constants: each graph is new
-        big = graph(leaf("x"), const("c", np.full(100_000, float(k), np.float32)),
-                    op("y", "mul", "x", "c"))
-        servicer.Evaluate(pb.EvaluateRequest(session_id=session, graph=big), call)
-    servicer.Evaluate(pb.EvaluateRequest(session_id=session, graph=small), call)
-    kept = [key for key, _ in servicer._graphs._items.items()]
-    assert len(kept) == 1 and len(kept[0][0]) < 1024
 
 
 # --- byte budgets, through a server --------------------------------------------------------------

@@ -591,14 +591,14 @@ def test_sigterm_drains_then_exits() -> None:
 
 def test_a_backward_whose_leaves_keep_changing_is_aborted(stub: Stub,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from crossgrad.server import servicer
+    from crossgrad.server import service
 
     session = new_session(stub, x=(3.0, True))
 
     def always_stale(*args: Any) -> None:
-        raise servicer._Stale  # as if a PutLeaf landed during every attempt
+        raise service._Stale  # as if a PutLeaf landed during every attempt
 
-    monkeypatch.setattr(servicer.Servicer, "_backward", always_stale)
+    monkeypatch.setattr(service.Service, "_backward", always_stale)
     with pytest.raises(grpc.RpcError) as busy:
         stub.Backward(pb.BackwardRequest(session_id=session, graph=SQUARE))
     assert busy.value.code() is grpc.StatusCode.ABORTED

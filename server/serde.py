@@ -1,4 +1,10 @@
-"""Protobuf messages <-> engine values: the one module that knows both.
+"""Protobuf messages <-> the service's commands and results: the one module that reads or builds a
+message's fields.
+
+``x_from_proto`` reads a message, ``x_to_proto`` builds one. Each request is decoded once, by
+``<method>_from_proto``, into its command (``commands.py``); each result is encoded by
+``<method>_to_proto`` into its response (``Answer``s for the changes, whose first answer a retry
+reads back).
 
 Pure functions. Every refusal of a request is an ``InvalidField`` (an ``InvalidArgument``) whose
 message starts with the path of the offending request field (``values['x'].data: ...``,
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,40 +32,22 @@ import numpy as np
 import numpy.typing as npt
 from crossgrad.engine import dtypes
 from crossgrad.engine.check import CheckMode, CheckReport, Method, Status
-from crossgrad.engine.differentiation import Result
 from crossgrad.engine.dtypes import DType
 from crossgrad.engine.errors import InvalidArgument, short_name
-from crossgrad.engine.graph import Constant, Graph, Leaf, LimitExceeded, Limits, Node, Operation
+from crossgrad.engine.graph import Constant, Graph, Leaf, Limits, Node, Operation
 from crossgrad.engine.ops import TABLE, Op
 from crossgrad.v1 import crossgrad_pb2 as pb
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from . import commands, idempotency
+from .commands import Answer
+from .errors import FieldLimitExceeded, InvalidField
 from .sessions import LeafState, Session
 
 FLOAT32, FLOAT64, INT64, BOOL = dtypes.float32, dtypes.float64, dtypes.int64, dtypes.bool_
 
 _MAX_NDIM = 64  # NumPy's limit on dimensions
 _INT64_MIN, _INT64_END = -(2.0**63), 2.0**63  # the doubles that convert to int64
-
-
-# --- errors --------------------------------------------------------------------------------------
-
-class InvalidField(InvalidArgument):
-    """A malformed request field: ``field`` is its path, ``node`` the graph node, if any."""
-
-    def __init__(self, field: str, problem: str, *, node: str | None = None) -> None:
-        where = field if node is None else f"{field} (node {short_name(node)})"
-        super().__init__(f"{where}: {problem}", node=node)
-        self.field = field
-
-
-class FieldLimitExceeded(LimitExceeded, InvalidField):
-    """A request field past a size limit; ``limit`` names the limit (for ErrorInfo metadata)."""
-
-    def __init__(self, field: str, problem: str, *, limit: str,
-                 node: str | None = None) -> None:
-        super().__init__(field, problem, node=node)
-        self.limit = limit
 
 
 def map_field(field: str, key: str) -> str:
@@ -116,9 +105,9 @@ def dtype_of(array: np.ndarray) -> DType:
 
 # --- tensors -------------------------------------------------------------------------------------
 
-def tensor_to_array(tensor: pb.Tensor, *, field: str, default_dtype: DType | None = None,
-                    max_elements: int, finite: bool = True,
-                    node: str | None = None) -> np.ndarray:
+def tensor_from_proto(tensor: pb.Tensor, *, field: str, default_dtype: DType | None = None,
+                      max_elements: int, finite: bool = True,
+                      node: str | None = None) -> np.ndarray:
     """A wire tensor as a native-endian, C-contiguous, read-only array, checked as the proto says.
 
     ``field``: the tensor's path in the request, for messages. ``default_dtype``: what
@@ -237,7 +226,7 @@ def _from_values(values: Iterable[float], shape: tuple[int, ...], numel: int, dt
     return (numbers == 1).reshape(shape)
 
 
-def array_to_tensor(array: npt.ArrayLike, out: pb.Tensor | None = None, *,
+def tensor_to_proto(array: npt.ArrayLike, out: pb.Tensor | None = None, *,
                     as_values: bool = False) -> pb.Tensor:
     """An array (any byte order or layout) as a wire tensor: shape, dtype, and the elements as
     raw little-endian ``data``, or as numbers in ``values`` when ``as_values`` (for clients that
@@ -250,12 +239,15 @@ def array_to_tensor(array: npt.ArrayLike, out: pb.Tensor | None = None, *,
     array = np.asarray(array)
     dtype = dtype_of(array)
     tensor = pb.Tensor() if out is None else out
-    tensor.shape[:] = array.shape
+    if array.ndim or tensor.shape:  # a scalar into a new field (most outputs): nothing to set
+        tensor.shape[:] = array.shape
     tensor.dtype = _DTYPE_TO_PROTO[dtype]
     if as_values:
         tensor.values[:] = array.astype(np.float64).ravel().tolist()
     else:
-        tensor.data = array.astype(_LITTLE_ENDIAN[dtype], copy=False).tobytes()
+        wire = _LITTLE_ENDIAN[dtype]
+        # Native arrays on a little-endian machine are already in the wire's order.
+        tensor.data = (array if array.dtype == wire else array.astype(wire)).tobytes()
     return tensor
 
 
@@ -298,9 +290,9 @@ def graph_from_proto(graph: pb.Graph, limits: Limits, *, default_dtype: DType = 
                 raise InvalidField(f"{path}.leaf", "a leaf needs a non-empty name", node=node_id)
             nodes.append(Leaf(node_id, message.leaf))
         elif kind == "constant":
-            value = tensor_to_array(message.constant, field=f"{path}.constant",
-                                    default_dtype=default_dtype,
-                                    max_elements=limits.max_elements, node=node_id)
+            value = tensor_from_proto(message.constant, field=f"{path}.constant",
+                                      default_dtype=default_dtype,
+                                      max_elements=limits.max_elements, node=node_id)
             elements += value.size
             if elements > limits.max_total_elements:
                 raise FieldLimitExceeded(f"{path}.constant", "the graph's constants hold more "
@@ -322,25 +314,32 @@ def _operation(message: pb.Operation, node_id: str, path: str) -> Operation:
         attr_path = f"{path}.attrs[{short_name(name)}]"
         value = message.attrs[name]
         which = value.WhichOneof("value")
-        if which is None:
-            raise InvalidField(attr_path, "no value set", node=node_id)
         spec = op.attrs.get(name) if op is not None else None
         accepted = _ACCEPTS.get(spec.kind) if spec is not None else None
-        if spec is not None and accepted is not None and which not in accepted:
+        if which is not None and spec is not None and accepted is not None and (
+                which not in accepted):
             raise InvalidField(attr_path, f"{message.op}'s attribute {name!r} is of kind "
                                f"{spec.kind!r}, which takes {' or '.join(accepted)}; got "
                                f"{which}", node=node_id)
-        if which == "number":
-            if not math.isfinite(value.number):
-                raise InvalidField(attr_path, f"{value.number} is not finite", node=node_id)
-            attrs[name] = float(value.number)
-        elif which == "integer":
-            attrs[name] = int(value.integer)
-        elif which == "integers":
-            attrs[name] = tuple(int(i) for i in value.integers.values)
-        else:
-            attrs[name] = bool(value.flag)
+        attrs[name] = attr_from_proto(value, field=attr_path, node=node_id)
     return Operation(node_id, message.op, tuple(message.inputs), attrs)
+
+
+def attr_from_proto(value: pb.AttrValue, *, field: str, node: str | None = None) -> Any:
+    """An ``AttrValue`` as an attribute value: number -> float (finite), integer -> int,
+    integers -> a tuple of ints, flag -> bool."""
+    which = value.WhichOneof("value")
+    if which == "number":
+        if not math.isfinite(value.number):
+            raise InvalidField(field, f"{value.number} is not finite", node=node)
+        return float(value.number)
+    if which == "integer":
+        return int(value.integer)
+    if which == "integers":
+        return tuple(int(i) for i in value.integers.values)
+    if which == "flag":
+        return bool(value.flag)
+    raise InvalidField(field, "no value set", node=node)
 
 
 def graph_to_proto(graph: Graph) -> pb.Graph:
@@ -350,7 +349,7 @@ def graph_to_proto(graph: Graph) -> pb.Graph:
         if isinstance(node, Leaf):
             nodes.append(pb.Node(id=node.id, leaf=node.name))
         elif isinstance(node, Constant):
-            nodes.append(pb.Node(id=node.id, constant=array_to_tensor(node.value)))
+            nodes.append(pb.Node(id=node.id, constant=tensor_to_proto(node.value)))
         else:
             attrs = {}
             for name, value in node.attrs.items():
@@ -425,8 +424,8 @@ def check_mode_to_proto(mode: CheckMode | str) -> pb.CheckMode:
     return _CHECK_MODE_TO_PROTO[CheckMode.of(mode)]
 
 
-def report_to_proto(report: CheckReport, out: pb.CheckReport | None = None, *,
-                    notes: Sequence[str] = ()) -> pb.CheckReport:
+def check_report_to_proto(report: CheckReport, out: pb.CheckReport | None = None, *,
+                          notes: Sequence[str] = ()) -> pb.CheckReport:
     """A check report on the wire (into ``out``, a message's field, when given); ``notes`` (why
     no closed form is shown, ...) follow its reason, each as a clause of its own."""
     message = pb.CheckReport() if out is None else out
@@ -440,31 +439,307 @@ def report_to_proto(report: CheckReport, out: pb.CheckReport | None = None, *,
     return message
 
 
-# --- Differentiate -------------------------------------------------------------------------------
+# --- sessions and leaves -------------------------------------------------------------------------
 
-def differentiate_response(result: Result, order: Sequence[str], *,
-                           leaf_dtypes: Mapping[str, DType] | None = None,
-                           as_values: bool = False) -> pb.DifferentiateResponse:
-    """``differentiate``'s result on the wire: one ``Gradient`` per leaf of ``order`` (without a
-    value for a leaf the output does not depend on), and the Hessian's blocks row-major over
-    ``order`` when there is a Hessian.
+# Each LeafView as (with the value, with the grad).
+_LEAF_VIEWS: Mapping[int, tuple[bool, bool]] = {
+    pb.LEAF_VIEW_UNSPECIFIED: (True, True),
+    pb.LEAF_VIEW_FULL: (True, True),
+    pb.LEAF_VIEW_VALUE: (True, False),
+    pb.LEAF_VIEW_GRAD: (False, True),
+}
 
-    ``leaf_dtypes``: each leaf's dtype, so that a Hessian block comes in the wider of its two
-    leaves' dtypes as the proto says (by default a leaf's dtype is its gradient's).
+
+def leaf_to_proto(name: str, leaf: LeafState, out: pb.Leaf | None = None, *,
+                  with_value: bool = True, with_grad: bool = True,
+                  as_values: bool = False) -> pb.Leaf:
+    """A session leaf (into ``out`` when given), with its value and grad unless told otherwise;
+    ``grad`` absent when it is None. ``as_values``: see ``tensor_to_proto``."""
+    message = pb.Leaf() if out is None else out
+    message.name = name
+    message.requires_grad = leaf.requires_grad
+    message.version = leaf.version
+    if with_value:
+        tensor_to_proto(leaf.value, message.value, as_values=as_values)
+    if with_grad and leaf.grad is not None:
+        tensor_to_proto(leaf.grad, message.grad, as_values=as_values)
+    return message
+
+
+def leaf_view_from_proto(value: int, *, field: str = "view") -> tuple[bool, bool]:
+    """The ``LeafView`` asked for, as (with the value, with the grad); UNSPECIFIED is FULL, an
+    unknown value is refused."""
+    try:
+        return _LEAF_VIEWS[value]
+    except KeyError:
+        raise InvalidField(field, f"unknown leaf view {value}; expected one of "
+                           f"{', '.join(pb.LeafView.keys())}") from None
+
+
+def leaf_info_to_proto(name: str, leaf: LeafState) -> pb.LeafInfo:
+    """A session leaf without its value and grad."""
+    return pb.LeafInfo(name=name, shape=leaf.value.shape,
+                       dtype=dtype_to_proto(dtype_of(leaf.value)),
+                       requires_grad=leaf.requires_grad, has_grad=leaf.grad is not None,
+                       version=leaf.version)
+
+
+def session_to_proto(session: Session, expire_time: float | None = None) -> pb.Session:
+    """A session's settings; ``expire_time`` in seconds since the epoch (None: not sent)."""
+    message = pb.Session(id=session.id, dtype=dtype_to_proto(session.dtype),
+                         check_mode=check_mode_to_proto(session.check),
+                         idle_ttl=duration_to_proto(session.idle_ttl))
+    if expire_time is not None:
+        message.expire_time.CopyFrom(timestamp_to_proto(expire_time))
+    return message
+
+
+def _session_now_to_proto(session: Session) -> pb.Session:
+    # This call restarted the session's idle timer.
+    return session_to_proto(session, expire_time=time.time() + session.idle_ttl)
+
+
+_NANOS_PER_SECOND = 1_000_000_000
+
+
+def _split(seconds: float) -> tuple[int, int]:
+    whole = math.floor(seconds)
+    nanos = round((seconds - whole) * 1e9)
+    if nanos >= _NANOS_PER_SECOND:
+        whole, nanos = whole + 1, nanos - _NANOS_PER_SECOND
+    return whole, nanos
+
+
+def duration_to_proto(seconds: float) -> duration_pb2.Duration:
+    """Non-negative seconds as a ``Duration``."""
+    whole, nanos = _split(seconds)
+    return duration_pb2.Duration(seconds=whole, nanos=nanos)
+
+
+def timestamp_to_proto(seconds: float) -> timestamp_pb2.Timestamp:
+    """Seconds since the epoch as a ``Timestamp``."""
+    whole, nanos = _split(seconds)
+    return timestamp_pb2.Timestamp(seconds=whole, nanos=nanos)
+
+
+def duration_from_proto(duration: duration_pb2.Duration, *, field: str) -> float | None:
+    """A requested duration in seconds; None when absent or zero (the server's default).
+    Negative ones are refused, and so are malformed ones (google.protobuf.Duration's rules:
+    ``nanos`` within ±999,999,999 and of the same sign as ``seconds``)."""
+    if not -_NANOS_PER_SECOND < duration.nanos < _NANOS_PER_SECOND:
+        raise InvalidField(f"{field}.nanos", f"{duration.nanos:,} nanoseconds; a Duration's "
+                           "nanos are within ±999,999,999")
+    if duration.seconds * duration.nanos < 0:
+        raise InvalidField(field, f"seconds {duration.seconds} and nanos {duration.nanos} have "
+                           "different signs; a Duration's two parts share one sign")
+    seconds = duration.seconds + duration.nanos / 1e9
+    if seconds < 0:
+        raise InvalidField(field, f"{seconds:g} seconds; a duration must not be negative")
+    return seconds or None
+
+
+# --- requests: each decoded once into its command ------------------------------------------------
+
+def _session_id(value: str) -> str:
+    """A request's session_id, which every session call needs."""
+    if not value:
+        raise InvalidField("session_id", "the session's id is required (CreateSession gives one)")
+    return value
+
+
+@dataclass(slots=True)
+class _WireGraph:
+    """A request's graph, decoded only when the service has no validated copy of it."""
+
+    message: pb.Graph
+    limits: Limits
+    key: bytes
+
+    def decode(self, default_dtype: DType) -> Graph:
+        return graph_from_proto(self.message, self.limits, default_dtype=default_dtype)
+
+
+def _graph_source(graph: pb.Graph, limits: Limits) -> _WireGraph:
+    return _WireGraph(graph, limits, graph.SerializeToString(deterministic=True))
+
+
+@dataclass(slots=True)
+class _WireTensor:
+    """A request's tensor whose dtype, when it names none, is the session's."""
+
+    message: pb.Tensor
+    field: str
+    max_elements: int
+
+    def decode(self, default_dtype: DType) -> np.ndarray:
+        return tensor_from_proto(self.message, field=self.field, default_dtype=default_dtype,
+                                 max_elements=self.max_elements)
+
+
+def create_session_from_proto(request: pb.CreateSessionRequest) -> commands.CreateSession:
+    return commands.CreateSession(
+        dtype=dtype_from_proto(request.dtype, default=FLOAT32, field="dtype"),
+        check=check_mode_from_proto(request.check_mode),
+        idle_ttl=duration_from_proto(request.idle_ttl, field="idle_ttl"),
+        request_id=idempotency.create_request_id(request.request_id))
+
+
+def get_session_from_proto(request: pb.GetSessionRequest) -> commands.GetSession:
+    return commands.GetSession(_session_id(request.session_id))
+
+
+def delete_session_from_proto(request: pb.DeleteSessionRequest) -> commands.DeleteSession:
+    return commands.DeleteSession(_session_id(request.session_id),
+                                  idempotency.request_id(request.request_id))
+
+
+def put_leaf_from_proto(request: pb.PutLeafRequest, limits: Limits) -> commands.PutLeaf:
+    key = idempotency.key(request, request.request_id)
+    return commands.PutLeaf(
+        session_id=_session_id(request.session_id), name=request.name,
+        value=(_WireTensor(request.value, "value", limits.max_elements)
+               if request.HasField("value") else None),
+        requires_grad=request.requires_grad if request.HasField("requires_grad") else None,
+        expected_version=(request.expected_version if request.HasField("expected_version")
+                          else None),
+        key=key)
+
+
+def get_leaf_from_proto(request: pb.GetLeafRequest) -> commands.GetLeaf:
+    with_value, with_grad = leaf_view_from_proto(request.view)
+    return commands.GetLeaf(_session_id(request.session_id), request.name, with_value,
+                            with_grad, request.answer_as_values)
+
+
+def zero_grad_from_proto(request: pb.ZeroGradRequest) -> commands.ZeroGrad:
+    session_id = _session_id(request.session_id)
+    return commands.ZeroGrad(session_id, tuple(request.names), request.set_to_none,
+                             idempotency.key(request, request.request_id))
+
+
+def evaluate_from_proto(request: pb.EvaluateRequest, limits: Limits) -> commands.Evaluate:
+    return commands.Evaluate(_session_id(request.session_id), _graph_source(request.graph, limits),
+                             tuple(request.nodes), request.answer_as_values)
+
+
+def backward_from_proto(request: pb.BackwardRequest, limits: Limits) -> commands.Backward:
+    key = idempotency.key(request, request.request_id)
+    return commands.Backward(
+        session_id=_session_id(request.session_id),
+        graph=_graph_source(request.graph, limits),
+        gradient=(tensor_from_proto(request.gradient, field="gradient", default_dtype=FLOAT64,
+                                    max_elements=limits.max_elements)
+                  if request.HasField("gradient") else None),
+        # Most retain nothing, and copying even an empty repeated field costs a microsecond.
+        retain=tuple(request.retain) if request.retain else (),
+        check=check_mode_from_proto(request.check_mode),
+        as_values=request.answer_as_values,
+        key=key)
+
+
+def differentiate_from_proto(request: pb.DifferentiateRequest,
+                             limits: Limits) -> commands.Differentiate:
+    source: Graph | str
+    which = request.WhichOneof("source")
+    if which == "formula":
+        source = request.formula
+    elif which == "graph":
+        source = graph_from_proto(request.graph, limits)
+    else:
+        raise InvalidArgument("give a graph or a formula")
+    values = {name: tensor_from_proto(tensor, field=map_field("values", name),
+                                      default_dtype=FLOAT32, max_elements=limits.max_elements)
+              for name, tensor in request.values.items()}
+    seed = (tensor_from_proto(request.seed, field="seed", default_dtype=FLOAT64,
+                              max_elements=limits.max_elements)
+            if request.HasField("seed") else None)
+    return commands.Differentiate(
+        source=source, values=values, wrt=tuple(request.wrt), seed=seed,
+        check=check_mode_from_proto(request.check_mode), hessian=request.hessian,
+        as_values=request.answer_as_values)
+
+
+# --- answers: each result encoded into its response ----------------------------------------------
+
+def create_session_to_proto(session: Session) -> pb.CreateSessionResponse:
+    return pb.CreateSessionResponse(session=_session_now_to_proto(session))
+
+
+def get_session_to_proto(session: Session) -> pb.GetSessionResponse:
+    return pb.GetSessionResponse(
+        session=_session_now_to_proto(session),
+        leaves=[leaf_info_to_proto(n, leaf) for n, leaf in sorted(session.leaves.items())])
+
+
+def delete_session_to_proto() -> pb.DeleteSessionResponse:
+    return pb.DeleteSessionResponse()
+
+
+def put_leaf_to_proto(result: commands.PutLeafResult) -> pb.PutLeafResponse:
+    return pb.PutLeafResponse(leaf=leaf_info_to_proto(result.name, result.leaf),
+                              created=result.created)
+
+
+def get_leaf_to_proto(result: commands.GetLeafResult) -> pb.GetLeafResponse:
+    response = pb.GetLeafResponse()
+    leaf_to_proto(result.name, result.leaf, response.leaf, with_value=result.with_value,
+                  with_grad=result.with_grad, as_values=result.as_values)
+    return response
+
+
+def zero_grad_to_proto(result: commands.ZeroGradResult) -> pb.ZeroGradResponse:
+    return pb.ZeroGradResponse(leaves=[leaf_info_to_proto(n, leaf) for n, leaf in result.leaves])
+
+
+def evaluate_to_proto(result: commands.EvaluateResult) -> pb.EvaluateResponse:
+    response = pb.EvaluateResponse()
+    for node in result.values:
+        out = response.values.add(id=node.id, requires_grad=node.requires_grad,
+                                  grad_fn=node.grad_fn)
+        tensor_to_proto(node.value, out.value, as_values=result.as_values)
+    return response
+
+
+def backward_to_proto(result: commands.BackwardResult) -> pb.BackwardResponse:
+    checked, as_values = result.checked, result.as_values
+    # Built in place: a submessage given to a constructor is copied.
+    response = pb.BackwardResponse()
+    tensor_to_proto(checked.value, response.output, as_values=as_values)
+    for name, leaf in sorted(result.leaves.items()):
+        if leaf.grad is not None:
+            message = response.leaves.add(name=name, version=leaf.version,
+                                          closed_form=checked.closed_forms.get(name, ""),
+                                          latex=checked.latex.get(name, ""))
+            tensor_to_proto(leaf.grad, message.grad, as_values=as_values)
+    for node_id, grad in result.retained.items():
+        tensor_to_proto(grad, response.retained[node_id], as_values=as_values)
+    check_report_to_proto(checked.check, response.check, notes=checked.notes)
+    return response
+
+
+def differentiate_to_proto(answer: commands.DifferentiateResult) -> pb.DifferentiateResponse:
+    """``differentiate``'s result on the wire: one ``Gradient`` per leaf of ``answer.order``
+    (without a value for a leaf the output does not depend on), and the Hessian's blocks
+    row-major over that order when there is a Hessian.
+
+    ``answer.leaf_dtypes``: each leaf's dtype, so that a Hessian block comes in the wider of its
+    two leaves' dtypes as the proto says (by default a leaf's dtype is its gradient's).
     The result's notes (why no closed form is shown) are added to the check's reason.
-    ``as_values``: tensors as numbers (see ``array_to_tensor``).
+    ``answer.as_values``: tensors as numbers (see ``tensor_to_proto``).
     """
+    result, order, leaf_dtypes = answer.result, answer.order, answer.leaf_dtypes
+    as_values = answer.as_values
     gradients = []
     for name in order:
         gradient = pb.Gradient(leaf=name, closed_form=result.closed_forms.get(name, ""),
                                latex=result.latex.get(name, ""))
         value = result.gradients.get(name)
         if value is not None:
-            array_to_tensor(value, gradient.value, as_values=as_values)
+            tensor_to_proto(value, gradient.value, as_values=as_values)
         gradients.append(gradient)
-    check = report_to_proto(result.check, notes=result.notes)
+    check = check_report_to_proto(result.check, notes=result.notes)
     response = pb.DifferentiateResponse(gradients=gradients, check=check)
-    array_to_tensor(result.value, response.output, as_values=as_values)
+    tensor_to_proto(result.value, response.output, as_values=as_values)
     hessian = result.hessian
     if hessian is not None:
         known = dict(leaf_dtypes or {})
@@ -483,11 +758,17 @@ def differentiate_response(result: Result, order: Sequence[str], *,
                     row=row, column=column,
                     closed_form=hessian.closed_forms.get((row, column), ""),
                     latex=hessian.latex.get((row, column), ""))
-                array_to_tensor(block, message.value, as_values=as_values)
+                tensor_to_proto(block, message.value, as_values=as_values)
                 blocks.append(message)
         response.hessian.CopyFrom(pb.Hessian(blocks=blocks,
-                                             check=report_to_proto(hessian.check)))
+                                             check=check_report_to_proto(hessian.check)))
     return response
+
+
+# The changes' answers, which a retried request_id reads back.
+PUT_LEAF = Answer(put_leaf_to_proto, pb.PutLeafResponse.FromString)
+ZERO_GRAD = Answer(zero_grad_to_proto, pb.ZeroGradResponse.FromString)
+BACKWARD = Answer(backward_to_proto, pb.BackwardResponse.FromString)
 
 
 # --- ListOps -------------------------------------------------------------------------------------
@@ -530,93 +811,9 @@ def _ops() -> pb.ListOpsResponse:
     return pb.ListOpsResponse(ops=ops)
 
 
-def list_ops_response() -> pb.ListOpsResponse:
+def list_ops_to_proto() -> pb.ListOpsResponse:
     """The op table, sorted by name. ``grad_fn`` is PyTorch's name for the op on tensor operands
     (matmul: on matrices); NodeValue.grad_fn gives the name a particular call gets."""
     response = pb.ListOpsResponse()
     response.CopyFrom(_ops())
     return response
-
-
-# --- sessions ------------------------------------------------------------------------------------
-
-def leaf_to_proto(name: str, leaf: LeafState, out: pb.Leaf | None = None, *,
-                  view: int = pb.LEAF_VIEW_FULL, as_values: bool = False) -> pb.Leaf:
-    """A session leaf (into ``out`` when given): its value and grad as ``view`` asks (a
-    ``LeafView``); ``grad`` absent when it is None. ``as_values``: see ``array_to_tensor``."""
-    message = pb.Leaf() if out is None else out
-    message.name = name
-    message.requires_grad = leaf.requires_grad
-    message.version = leaf.version
-    if view != pb.LEAF_VIEW_GRAD:
-        array_to_tensor(leaf.value, message.value, as_values=as_values)
-    if view != pb.LEAF_VIEW_VALUE and leaf.grad is not None:
-        array_to_tensor(leaf.grad, message.grad, as_values=as_values)
-    return message
-
-
-def leaf_view_from_proto(value: int, *, field: str = "view") -> int:
-    """The ``LeafView`` asked for (UNSPECIFIED: FULL); an unknown value is refused."""
-    if value == pb.LEAF_VIEW_UNSPECIFIED:
-        return pb.LEAF_VIEW_FULL
-    if value not in pb.LeafView.values():
-        raise InvalidField(field, f"unknown leaf view {value}; expected one of "
-                           f"{', '.join(pb.LeafView.keys())}")
-    return value
-
-
-def leaf_info(name: str, leaf: LeafState) -> pb.LeafInfo:
-    """A session leaf without its value and grad."""
-    return pb.LeafInfo(name=name, shape=leaf.value.shape,
-                       dtype=dtype_to_proto(dtype_of(leaf.value)),
-                       requires_grad=leaf.requires_grad, has_grad=leaf.grad is not None,
-                       version=leaf.version)
-
-
-def session_to_proto(session: Session, expire_time: float | None = None) -> pb.Session:
-    """A session's settings; ``expire_time`` in seconds since the epoch (None: not sent)."""
-    message = pb.Session(id=session.id, dtype=dtype_to_proto(session.dtype),
-                         check_mode=check_mode_to_proto(session.check),
-                         idle_ttl=duration_to_proto(session.idle_ttl))
-    if expire_time is not None:
-        message.expire_time.CopyFrom(timestamp_to_proto(expire_time))
-    return message
-
-
-_NANOS_PER_SECOND = 1_000_000_000
-
-
-def _split(seconds: float) -> tuple[int, int]:
-    whole = math.floor(seconds)
-    nanos = round((seconds - whole) * 1e9)
-    if nanos >= _NANOS_PER_SECOND:
-        whole, nanos = whole + 1, nanos - _NANOS_PER_SECOND
-    return whole, nanos
-
-
-def duration_to_proto(seconds: float) -> duration_pb2.Duration:
-    """Non-negative seconds as a ``Duration``."""
-    whole, nanos = _split(seconds)
-    return duration_pb2.Duration(seconds=whole, nanos=nanos)
-
-
-def timestamp_to_proto(seconds: float) -> timestamp_pb2.Timestamp:
-    """Seconds since the epoch as a ``Timestamp``."""
-    whole, nanos = _split(seconds)
-    return timestamp_pb2.Timestamp(seconds=whole, nanos=nanos)
-
-
-def duration_from_proto(duration: duration_pb2.Duration, *, field: str) -> float | None:
-    """A requested duration in seconds; None when absent or zero (the server's default).
-    Negative ones are refused, and so are malformed ones (google.protobuf.Duration's rules:
-    ``nanos`` within ±999,999,999 and of the same sign as ``seconds``)."""
-    if not -_NANOS_PER_SECOND < duration.nanos < _NANOS_PER_SECOND:
-        raise InvalidField(f"{field}.nanos", f"{duration.nanos:,} nanoseconds; a Duration's "
-                           "nanos are within ±999,999,999")
-    if duration.seconds * duration.nanos < 0:
-        raise InvalidField(field, f"seconds {duration.seconds} and nanos {duration.nanos} have "
-                           "different signs; a Duration's two parts share one sign")
-    seconds = duration.seconds + duration.nanos / 1e9
-    if seconds < 0:
-        raise InvalidField(field, f"{seconds:g} seconds; a duration must not be negative")
-    return seconds or None
