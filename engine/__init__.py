@@ -18,12 +18,13 @@ table, and for the closed forms' derivation a pool of worker processes under a d
 """
 
 from . import autograd, formula, graph, ops
-from .check import CheckFailed, CheckMode, CheckReport
+from .check import CheckMode, CheckReport
 from .differentiation import Result, differentiate
 from .dtypes import DType, Size, float32, float64, int64
 from .dtypes import DType as dtype
 from .dtypes import bool_ as bool
 from .errors import (
+    CheckFailed,
     CrossgradError,
     DimensionError,
     DTypeError,

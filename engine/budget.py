@@ -65,7 +65,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .errors import CrossgradError
+from .errors import DeadlineExceeded, TaskFailed, WorkerFailed
 
 T = TypeVar("T")
 
@@ -108,40 +108,6 @@ class Caps:
 
 
 DEFAULT_CAPS = Caps()
-
-
-class DeadlineExceeded(CrossgradError):
-    """The symbolic derivation did not finish before a deadline: a caller's (it stopped waiting),
-    or the task's own ``limit`` (then set: its worker was stopped)."""
-
-    status = "DEADLINE_EXCEEDED"
-
-    def __init__(self, message: str, limit: float | None = None) -> None:
-        super().__init__(message)
-        self.limit = limit
-
-
-class WorkerFailed(CrossgradError):
-    """No worker could finish the task: it died (killed by the system, a crash in native code:
-    ``died`` says how, when it died running the task), none could start, the task was stopped to
-    free its worker, or the pool was closed."""
-
-    status = "INTERNAL"
-
-    def __init__(self, message: str, died: str = "") -> None:
-        super().__init__(message)
-        self.died = died
-
-
-class TaskFailed(CrossgradError):
-    """The task itself raised in its worker (``error``, when it could be sent back): it would
-    fail the same way again."""
-
-    status = "INTERNAL"
-
-    def __init__(self, message: str, error: BaseException | None = None) -> None:
-        super().__init__(message)
-        self.error = error
 
 
 class _Worker:

@@ -36,7 +36,7 @@ import numpy as np
 
 from .dtypes import DType, float32
 from .dtypes import float64 as float64_dtype
-from .errors import CrossgradError, InvalidArgument
+from .errors import InvalidArgument
 
 
 class CheckMode(str, enum.Enum):
@@ -78,21 +78,6 @@ class CheckReport:
     atol: float = 0.0
     rtol: float = 0.0
     reason: str = ""
-
-
-class CheckFailed(CrossgradError):
-    """A STRICT check found the two derivations disagreeing: the gradient is not returned.
-
-    A disagreement means one derivation is wrong, a fault of crossgrad's and not of the request,
-    hence INTERNAL; the report says where.
-    """
-
-    status = "INTERNAL"
-
-    def __init__(self, report: CheckReport) -> None:
-        super().__init__(f"the numeric and closed-form gradients disagree, so none is returned "
-                         f"(check mode STRICT): {report.reason}")
-        self.report = report
 
 
 def tolerance(dtype: DType) -> tuple[float, float]:

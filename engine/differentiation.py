@@ -31,9 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import dtypes, formula
-from .budget import DeadlineExceeded, TaskFailed, WorkerFailed
 from .check import (
-    CheckFailed,
     CheckMode,
     CheckReport,
     Status,
@@ -43,7 +41,7 @@ from .check import (
     within_rounding,
 )
 from .display import ClosedForms
-from .errors import InvalidArgument
+from .errors import CheckFailed, DeadlineExceeded, InvalidArgument, TaskFailed, WorkerFailed
 from .graph import DEFAULT_LIMITS, Graph, Limits, ValidGraph, evaluate
 from .graph import validate as validate_graph
 from .hessian import Hessian, check_hessian_size, hessian_of, no_hessian

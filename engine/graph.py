@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from . import dtypes
 from .dtypes import DType
-from .errors import CrossgradError, InvalidArgument, UsageError, short_name
+from .errors import CrossgradError, InvalidArgument, LimitExceeded, UsageError, short_name
 from .grad_mode import set_grad_enabled
 from .ops import TABLE, Attr, Op
 from .tensor import Tensor, apply, tensor
@@ -41,12 +41,6 @@ Number = int | float | bool
 _MAX_NDIM = 64  # NumPy's own limit on dimensions
 MAX_NAME_CHARS = 256  # node ids and leaf names: errors quote them, and a status must stay small
 _INT64 = (-(2**63), 2**63 - 1)
-
-
-class LimitExceeded(InvalidArgument):
-    """A request past a configured limit (nodes, elements, formula length or nesting)."""
-
-    status = "RESOURCE_EXHAUSTED"
 
 
 @dataclass(frozen=True)

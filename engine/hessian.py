@@ -14,8 +14,8 @@ from .budget import Caps
 from .check import CheckReport, Method, compare
 from .closed_form import Evaluation
 from .display import ClosedForms
-from .errors import InvalidArgument
-from .graph import LimitExceeded, ValidGraph, evaluate
+from .errors import InvalidArgument, LimitExceeded
+from .graph import ValidGraph, evaluate
 from .symbolic import Plan
 from .widening import in_float64
 

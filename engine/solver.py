@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from . import dtypes, formula
-from .budget import DEFAULT_CAPS, Budget, Caps, DeadlineExceeded, TaskFailed, WorkerFailed
+from .budget import DEFAULT_CAPS, Budget, Caps
 from .cache import Cache
 from .closed_form import Fused, Program
 from .display import ClosedForms, render
+from .errors import DeadlineExceeded, TaskFailed, WorkerFailed
 from .graph import validate as validate_graph
 from .symbolic import Derivation, Plan, constants_of, derive
 

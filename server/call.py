@@ -10,17 +10,6 @@ from __future__ import annotations
 
 import time
 
-from crossgrad.engine.errors import CrossgradError
-
-
-class ServerDraining(CrossgradError):
-    """A call that arrived after the server began shutting down: another replica can take it."""
-
-    status = "UNAVAILABLE"
-
-    def __init__(self) -> None:
-        super().__init__("the server is shutting down; retry on another replica")
-
 
 class Call:
     """A call's deadline and liveness, safe to read from any thread.

@@ -1,14 +1,13 @@
 """The server's typed errors, beside the engine's (``crossgrad.engine.errors``).
 
-Like the engine's, each names its gRPC status as a plain string; ``status.py`` maps ``.status`` to
-a code, the one place that does. Messages are for clients: short, no stack traces, no full session
-tokens.
+Like the engine's, each names its gRPC status as a plain string and its ErrorInfo reason;
+``status.py`` maps ``.status`` to a code, the one place that does. Messages are for clients:
+short, no stack traces, no full session tokens.
 """
 
 from __future__ import annotations
 
-from crossgrad.engine.errors import CrossgradError, InvalidArgument, short_name
-from crossgrad.engine.graph import LimitExceeded
+from crossgrad.engine.errors import CrossgradError, InvalidArgument, LimitExceeded, short_name
 
 
 def short_id(session_id: str) -> str:
@@ -44,6 +43,7 @@ class SessionNotFound(CrossgradError):
     """No live session has this id: never created, deleted, or expired after its idle TTL."""
 
     status = "NOT_FOUND"
+    reason = "SESSION_NOT_FOUND"
 
     def __init__(self, session_id: str) -> None:
         super().__init__(f"session {short_name(short_id(session_id))} not found: it does not "
@@ -55,6 +55,7 @@ class LeafNotFound(CrossgradError):
     """The session has no leaf of this name (``node``: the graph node that named it, if any)."""
 
     status = "NOT_FOUND"
+    reason = "LEAF_NOT_FOUND"
 
     def __init__(self, name: str, *, node: str | None = None) -> None:
         where = f"node {short_name(node)}: " if node is not None else ""
@@ -66,6 +67,7 @@ class VersionMismatch(CrossgradError):
     """PutLeaf's ``expected_version`` is not the leaf's version (0: the leaf does not exist)."""
 
     status = "ABORTED"
+    reason = "VERSION_MISMATCH"
 
     def __init__(self, name: str, expected: int, version: int) -> None:
         super().__init__(f"leaf {short_name(name)} is at version {version}, not the expected "
@@ -86,6 +88,8 @@ class SessionBusy(CrossgradError):
     """A call gave up after the session's leaves kept changing under it: retrying may succeed."""
 
     status = "ABORTED"
+    reason = "REQUEST_ID_REUSED"
+    reason = "SESSION_BUSY"
 
 
 class BudgetExceeded(LimitExceeded):
@@ -102,6 +106,7 @@ class CallCancelled(CrossgradError):
     client that retries with its request_id finds nothing done)."""
 
     status = "CANCELLED"
+    reason = "CANCELLED"
 
     def __init__(self) -> None:
         super().__init__("the call was cancelled before it committed; nothing was changed")
@@ -111,6 +116,17 @@ class CallExpired(CrossgradError):
     """The client's deadline passed before the call committed its change: dropped, likewise."""
 
     status = "DEADLINE_EXCEEDED"
+    reason = "DEADLINE_EXCEEDED"
 
     def __init__(self) -> None:
         super().__init__("the call's deadline passed before it committed; nothing was changed")
+
+
+class ServerDraining(CrossgradError):
+    """A call that arrived after the server began shutting down: another replica can take it."""
+
+    status = "UNAVAILABLE"
+    reason = "SERVER_DRAINING"
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down; retry on another replica")

@@ -46,8 +46,9 @@ from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from . import config as configuration
-from .call import Call, ServerDraining
+from .call import Call
 from .config import Config
+from .errors import ServerDraining
 from .memory_store import MemoryStore
 from .servicer import Servicer
 from .status import to_status

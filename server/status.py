@@ -1,13 +1,13 @@
 """Errors to gRPC statuses: the one place where an exception becomes a status code and details.
 
 Every error the engine and the server raise on purpose is a ``CrossgradError`` naming its status
-(``.status``); here it becomes the code, an ``ErrorInfo`` as AIP-193 lays it out (the service's
-name as domain, an UPPER_SNAKE_CASE reason, lowerCamelCase metadata: the node, the leaf, the Python
-exception type PyTorch raises, the limit), a ``BadRequest`` field violation for INVALID_ARGUMENT
-(the request field's path: repeated fields by index, so a node is ``graph.nodes[3]``, and anything
-in a formula is ``formula``), and the check report for a STRICT disagreement. Anything else is a
-bug: it is logged here with its stack trace and answered INTERNAL with a message that carries none,
-so no call ever ends in UNKNOWN.
+(``.status``) and reason (``.reason``); here they become the code, an ``ErrorInfo`` as AIP-193
+lays it out (the service's name as domain, the reason, lowerCamelCase metadata: the node, the
+leaf, the Python exception type PyTorch raises, the limit), a ``BadRequest`` field violation for
+INVALID_ARGUMENT (the request field's path: repeated fields by index, so a node is
+``graph.nodes[3]``, and anything in a formula is ``formula``), and the check report for a STRICT
+disagreement. Anything else is a bug: it is logged here with its stack trace and answered
+INTERNAL with a message that carries none, so no call ever ends in UNKNOWN.
 """
 
 from __future__ import annotations
@@ -15,30 +15,12 @@ from __future__ import annotations
 import logging
 
 import grpc
-from crossgrad.engine.budget import DeadlineExceeded
-from crossgrad.engine.check import CheckFailed
-from crossgrad.engine.errors import (
-    CrossgradError,
-    DimensionError,
-    DTypeError,
-    ShapeError,
-    UsageError,
-)
-from crossgrad.engine.graph import LimitExceeded
+from crossgrad.engine.errors import CheckFailed, CrossgradError
 from google.protobuf import any_pb2, message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from .call import ServerDraining
-from .errors import (
-    CallCancelled,
-    CallExpired,
-    LeafNotFound,
-    RequestIdReused,
-    SessionBusy,
-    SessionNotFound,
-    VersionMismatch,
-)
+from .errors import VersionMismatch
 from .serde import check_report_to_proto
 
 log = logging.getLogger("crossgrad.server")
@@ -50,25 +32,6 @@ DOMAIN = "crossgrad.v1.AutogradService"  # AIP-193: the service's registered nam
 _MESSAGE_BYTES = 1000
 _METADATA_BYTES = 256
 
-# Most specific first: the first class an error is an instance of gives its reason.
-_REASONS: tuple[tuple[type[BaseException], str], ...] = (
-    (CheckFailed, "CHECK_DISAGREEMENT"),
-    (LimitExceeded, "LIMIT_EXCEEDED"),
-    (ShapeError, "SHAPE_MISMATCH"),
-    (DimensionError, "DIMENSION_OUT_OF_RANGE"),
-    (DTypeError, "DTYPE_MISMATCH"),
-    (UsageError, "USAGE_ERROR"),
-    (SessionNotFound, "SESSION_NOT_FOUND"),
-    (LeafNotFound, "LEAF_NOT_FOUND"),
-    (VersionMismatch, "VERSION_MISMATCH"),
-    (SessionBusy, "SESSION_BUSY"),
-    (DeadlineExceeded, "DEADLINE_EXCEEDED"),
-    (CallExpired, "DEADLINE_EXCEEDED"),
-    (CallCancelled, "CANCELLED"),
-    (RequestIdReused, "REQUEST_ID_REUSED"),
-    (ServerDraining, "SERVER_DRAINING"),
-    (CrossgradError, "INVALID_REQUEST"),
-)
 _PYTHON_EXCEPTIONS = (IndexError, TypeError, ValueError, RuntimeError)
 
 
@@ -80,7 +43,7 @@ def to_status(error: BaseException, request: message.Message | None = None) -> g
         return _status(grpc.StatusCode.INTERNAL, "internal error: the server could not complete "
                        "the call; nothing was changed", "INTERNAL", {})
     code = grpc.StatusCode[error.status]
-    reason = next(r for cls, r in _REASONS if isinstance(error, cls))
+    reason = error.reason
     metadata = {}
     if error.node is not None:
         metadata["node"] = _bounded(str(error.node), _METADATA_BYTES)

@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 import pytest
 from crossgrad.engine import formula
-from crossgrad.engine.budget import Budget, Caps, DeadlineExceeded, TaskFailed, WorkerFailed
+from crossgrad.engine.budget import Budget, Caps
 from crossgrad.engine.check import CheckMode, Method, Status
 from crossgrad.engine.differentiation import GradientCheck, Result, differentiate
 from crossgrad.engine.dtypes import float64
+from crossgrad.engine.errors import DeadlineExceeded, TaskFailed, WorkerFailed
 from crossgrad.engine.graph import evaluate, validate
 from crossgrad.engine.solver import Symbolic, _compile, _render
 from crossgrad.engine.symbolic import Plan

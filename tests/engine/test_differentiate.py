@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from crossgrad.engine import ops
 from crossgrad.engine.budget import Caps
-from crossgrad.engine.check import CheckFailed, CheckMode, Method, Status
+from crossgrad.engine.check import CheckMode, Method, Status
 from crossgrad.engine.differentiation import GradientCheck, differentiate
 from crossgrad.engine.dtypes import float32
-from crossgrad.engine.errors import InvalidArgument
-from crossgrad.engine.graph import Constant, Graph, Leaf, LimitExceeded, Operation, validate
+from crossgrad.engine.errors import CheckFailed, InvalidArgument, LimitExceeded
+from crossgrad.engine.graph import Constant, Graph, Leaf, Operation, validate
 from crossgrad.engine.solver import Symbolic
 
 BCE = ("-(y * log(clamp(sigmoid(w * x + b), 1e-8, 0.99999999))"

@@ -12,8 +12,7 @@ from typing import Any, cast
 import crossgrad.engine as cg
 import numpy as np
 import pytest
-from crossgrad.engine.errors import CrossgradError, InvalidArgument
-from crossgrad.engine.graph import LimitExceeded
+from crossgrad.engine.errors import CrossgradError, InvalidArgument, LimitExceeded
 from crossgrad.server.errors import LeafNotFound, RequestIdReused, SessionNotFound
 from crossgrad.server.memory_store import MemoryStore
 from crossgrad.server.sessions import (
