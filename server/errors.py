@@ -79,6 +79,8 @@ class VersionMismatch(CrossgradError):
 class RequestIdReused(InvalidArgument):
     """A request_id sent again with a different request."""
 
+    reason = "REQUEST_ID_REUSED"
+
     def __init__(self, request_id: str) -> None:
         super().__init__(f"request_id {request_id[:64]!r} was already used for a different "
                          "request; use a new request_id for a new request")
@@ -88,7 +90,6 @@ class SessionBusy(CrossgradError):
     """A call gave up after the session's leaves kept changing under it: retrying may succeed."""
 
     status = "ABORTED"
-    reason = "REQUEST_ID_REUSED"
     reason = "SESSION_BUSY"
 
 

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from crossgrad.engine import dtypes
+from crossgrad.engine.check import CheckMode
 from crossgrad.engine.dtypes import DType
 
 from .errors import BudgetExceeded, RequestIdReused, SessionNotFound
 from .sessions import (
     Change,
-    CheckMode,
     R,
     Session,
     StoreConfig,
@@ -77,7 +77,7 @@ class MemoryStore:
         self._per_client: dict[str, int] = {}  # live sessions by the client that created them
         self.nbytes = 0  # what all live sessions hold (see ``_Slot.nbytes``)
 
-    def create(self, dtype: DType = dtypes.float32, check: CheckMode = "STRICT",
+    def create(self, dtype: DType = dtypes.float32, check: CheckMode = CheckMode.STRICT,
                idle_ttl: float | None = None, *, owner: str | None = None,
                request_id: str | None = None, client: str | None = None,
                before_commit: Callable[[], None] | None = None) -> Session:

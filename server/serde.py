@@ -419,9 +419,8 @@ def check_mode_from_proto(value: int, *, field: str = "check_mode") -> CheckMode
                            f"{', '.join(pb.CheckMode.Name(k) for k in _CHECK_MODES)}") from None
 
 
-def check_mode_to_proto(mode: CheckMode | str) -> pb.CheckMode:
-    """The wire ``CheckMode`` of an engine mode or a session's "STRICT"/"REPORT"/"OFF"."""
-    return _CHECK_MODE_TO_PROTO[CheckMode.of(mode)]
+def check_mode_to_proto(mode: CheckMode) -> pb.CheckMode:
+    return _CHECK_MODE_TO_PROTO[mode]
 
 
 def check_report_to_proto(report: CheckReport, out: pb.CheckReport | None = None, *,

@@ -207,7 +207,7 @@ class Service:
         tracking = tuple(sorted(n for n in valid.leaves if leaves[n].requires_grad))
         seed = command.gradient
         sweep = known.tape(tracking, command.retain)(values, seed)
-        mode = command.check or CheckMode(session.check)
+        mode = command.check or session.check
         checked = known.check(tracking)(values, sweep.value, sweep.grads, mode=mode, seed=seed,
                                         deadline=self._deadline(call))
         versions = {name: leaves[name].version for name in sweep.grads}

@@ -13,18 +13,17 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Literal, Protocol, TypeVar, get_args
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from crossgrad.engine import dtypes
+from crossgrad.engine.check import CheckMode
 from crossgrad.engine.dtypes import DType
 from crossgrad.engine.errors import InvalidArgument
 
 from .errors import LeafNotFound
 
-CheckMode = Literal["STRICT", "REPORT", "OFF"]
-CHECK_MODES: tuple[CheckMode, ...] = get_args(CheckMode)
 SESSION_DTYPES = (dtypes.float32, dtypes.float64)
 DEFAULT_IDLE_TTL = 1800.0  # seconds
 
@@ -35,15 +34,6 @@ T = TypeVar("T")
 def new_session_id() -> str:
     """An unguessable session id (192 random bits): knowing one session's id reveals no other."""
     return secrets.token_urlsafe(24)
-
-
-def check_mode(name: str) -> CheckMode:
-    """``name`` as a check mode, or InvalidArgument (for values that come off the wire)."""
-    for mode in CHECK_MODES:
-        if name == mode:
-            return mode
-    raise InvalidArgument(f"unknown check mode {str(name)[:32]!r}; "
-                          f"expected one of {list(CHECK_MODES)}")
 
 
 def frozen_array(value: npt.ArrayLike) -> np.ndarray:
@@ -134,7 +124,7 @@ class Session:
 
     id: str
     dtype: DType = dtypes.float32
-    check: CheckMode = "STRICT"
+    check: CheckMode = CheckMode.STRICT
     idle_ttl: float = DEFAULT_IDLE_TTL  # seconds without a call before the session expires
     owner: str | None = None
     leaves: Mapping[str, LeafState] = field(default_factory=dict)
@@ -145,7 +135,7 @@ class Session:
             raise InvalidArgument("a session id must not be empty")
         if self.dtype not in SESSION_DTYPES:
             raise InvalidArgument(f"a session's dtype must be float32 or float64, not {self.dtype}")
-        check_mode(self.check)
+        object.__setattr__(self, "check", CheckMode.of(self.check))
         if not (math.isfinite(self.idle_ttl) and self.idle_ttl > 0):
             raise InvalidArgument(f"idle_ttl must be a positive number of seconds, "
                                   f"not {self.idle_ttl}")
@@ -265,7 +255,7 @@ class SessionStore(Protocol):
     service keeps in the result what identifies its request, to refuse an id sent with another.
     """
 
-    def create(self, dtype: DType = dtypes.float32, check: CheckMode = "STRICT",
+    def create(self, dtype: DType = dtypes.float32, check: CheckMode = CheckMode.STRICT,
                idle_ttl: float | None = None, *, owner: str | None = None,
                request_id: str | None = None, client: str | None = None,
                before_commit: Callable[[], None] | None = None) -> Session:

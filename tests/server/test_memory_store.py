@@ -12,6 +12,7 @@ from typing import Any, cast
 import crossgrad.engine as cg
 import numpy as np
 import pytest
+from crossgrad.engine.check import CheckMode
 from crossgrad.engine.errors import CrossgradError, InvalidArgument, LimitExceeded
 from crossgrad.server.errors import LeafNotFound, RequestIdReused, SessionNotFound
 from crossgrad.server.memory_store import MemoryStore
@@ -22,7 +23,6 @@ from crossgrad.server.sessions import (
     Session,
     SessionStore,
     StoreConfig,
-    check_mode,
 )
 
 WAIT = 10.0  # seconds before a test that should not block gives up: a hang fails, never a slow run
@@ -142,10 +142,10 @@ def test_an_idle_ttl_past_the_maximum_is_capped(store: MemoryStore, asked: float
     assert store.create(idle_ttl=asked).idle_ttl == store.config.max_idle_ttl
 
 
-def test_check_mode_parses_wire_names() -> None:
-    assert check_mode("OFF") == "OFF"
-    with pytest.raises(InvalidArgument, match="unknown check mode"):
-        check_mode("strict")
+def test_a_sessions_check_mode_is_the_engines() -> None:
+    assert Session("s", check="OFF").check is CheckMode.OFF
+    with pytest.raises(InvalidArgument, match="unknown check mode 'strictest'"):
+        Session("s", check="strictest")
 
 
 def test_delete_removes_the_session(store: MemoryStore) -> None:
