@@ -32,6 +32,9 @@ from .errors import (
     ShapeError,
     UsageError,
 )
+from .factories import from_numpy, is_tensor, ones, ones_like, zeros, zeros_like
+
+# --- generated: op-functions (scripts/generate_surface.py writes them from the op table) ---
 from .functional import (
     abs,
     add,
@@ -40,15 +43,11 @@ from .functional import (
     detach,
     div,
     exp,
-    from_numpy,
-    is_tensor,
     log,
     matmul,
     mean,
     mul,
     neg,
-    ones,
-    ones_like,
     permute,
     pow,
     relu,
@@ -61,9 +60,9 @@ from .functional import (
     tan,
     tanh,
     transpose,
-    zeros,
-    zeros_like,
 )
+
+# --- end generated: op-functions ---
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .tensor import Tensor, tensor
 
@@ -85,19 +84,12 @@ __all__ = [
     "Size",
     "Tensor",
     "UsageError",
-    "abs",
-    "add",
     "autograd",
     "bool",
-    "clamp",
-    "cos",
-    "detach",
     "differentiate",
-    "div",
     "double",
     "dtype",
     "enable_grad",
-    "exp",
     "float",
     "float32",
     "float64",
@@ -107,21 +99,35 @@ __all__ = [
     "int64",
     "is_grad_enabled",
     "is_tensor",
-    "log",
     "long",
-    "matmul",
-    "mean",
-    "mul",
-    "neg",
     "no_grad",
     "ones",
     "ones_like",
     "ops",
+    "set_grad_enabled",
+    "tensor",
+    "zeros",
+    "zeros_like",
+]
+
+# --- generated: op-exports (scripts/generate_surface.py writes them from the op table) ---
+__all__ += [
+    "abs",
+    "add",
+    "clamp",
+    "cos",
+    "detach",
+    "div",
+    "exp",
+    "log",
+    "matmul",
+    "mean",
+    "mul",
+    "neg",
     "permute",
     "pow",
     "relu",
     "reshape",
-    "set_grad_enabled",
     "sigmoid",
     "sin",
     "sqrt",
@@ -129,8 +135,6 @@ __all__ = [
     "sum",
     "tan",
     "tanh",
-    "tensor",
     "transpose",
-    "zeros",
-    "zeros_like",
 ]
+# --- end generated: op-exports ---

@@ -30,7 +30,6 @@ from .symbolic import (
     Plan,
     PlanNode,
     elementwise_rule,
-    is_elementwise,
     structural_rule,
 )
 
@@ -49,9 +48,9 @@ class Fused:
     """The whole closed form as one compiled function of every symbol's value."""
 
     def __init__(self, plan: Plan, derivation: Derivation) -> None:
-        # Detached values were constants for differentiation; now they are just their values.
+        # Held values were constants for differentiation; now they are just their values.
         substitution: dict[Any, Any] = {}
-        for symbol, expression in derivation.detached:
+        for symbol, expression, _ in derivation.held:
             substitution[symbol] = expression.subs(substitution) if substitution else expression
         outputs = list(derivation.value)
         shapes = dict(plan.leaves)
@@ -100,7 +99,8 @@ class Fused:
 
 @functools.lru_cache(maxsize=256)
 def _compiled_rule(op_name: str, attrs: tuple[tuple[str, Any], ...]) -> Any:
-    """An elementwise op's forward and partials, compiled once: (..., arity) -> (..., 1 + arity)."""
+    """An elementwise op's forward and partials, compiled once: (..., arity) -> (..., 1 + arity)
+    (just the forward for an op that stops the gradient)."""
     rule = elementwise_rule(op_name, attrs)
     return se.Lambdify(list(rule.symbols), [rule.forward, *rule.partials], real=True, cse=True)
 
@@ -157,11 +157,11 @@ class Program:
         self._rules: list[Any] = []
         for node in plan.nodes:
             rule: Any = None
-            if node.kind == "op" and node.op != "detach":
+            if node.kind == "op":
                 op = TABLE[node.op]
-                if is_elementwise(op):
+                if op.elementwise:
                     rule = _compiled_rule(node.op, node.attrs)
-                else:
+                elif not op.stops_gradient:  # one that does needs its value only
                     rule = _gathers(node.op, node.attrs,
                                     tuple(plan.nodes[i].shape for i in node.inputs), node.shape)
             self._rules.append(rule)
@@ -180,8 +180,6 @@ class Program:
                     values.append(by_name[node.name])
                 elif node.kind == "const":
                     values.append(np.asarray(next(next_constant), dtype=np.float64))
-                elif node.op == "detach":
-                    values.append(values[node.inputs[0]])
                 else:
                     values.append(self._forward(k, node, values, partials))
             gradients = self._backward(values, partials, seed)
@@ -191,7 +189,7 @@ class Program:
                  partials: dict[int, np.ndarray]) -> np.ndarray:
         rule = self._rules[k]
         inputs = [values[i] for i in node.inputs]
-        if isinstance(rule, _Gathers):
+        if rule is None or isinstance(rule, _Gathers):
             return np.asarray(TABLE[node.op].sympy(*inputs, **dict(node.attrs)),
                               dtype=np.float64)
         stacked = np.stack(np.broadcast_arrays(*inputs), axis=-1).reshape(-1, len(inputs))

@@ -3,7 +3,8 @@
 The derivation works on internal symbols (``L0_3``, ``C1_0``) with constants left symbolic; here
 leaf elements get their names back (``x`` for a 0-d leaf, ``x[0, 2]`` for a tensor's element),
 constants are replaced by their values (integral ones as integers, so ``x**2`` reads ``2*x``), a
-``detach`` result shows as ``detach(...)``, and small expressions are simplified.
+result whose gradient an op stopped shows as a call of that op (``detach(...)``), and small
+expressions are simplified.
 
 All of this is only for reading, and SymPy can take seconds on a seven-op formula: reading the
 Piecewise forms of nested clamps, or simplifying nested exponentials (``exptrigsimp``). So
@@ -57,7 +58,6 @@ _SIMPLIFY_MAX_DEGREE = 100
 # Digits of an exact number SymPy may compute while substituting values.
 _MAX_DIGITS = 2000
 _UNDEFINED = frozenset({sympy.zoo, sympy.nan, sympy.oo, -sympy.oo})
-_detach = sympy.Function("detach")
 # Seconds between the timer's reminders, should SymPy swallow the first one in a broad except.
 _REMIND = 0.05
 
@@ -188,8 +188,8 @@ def _as_symengine_prints(plan: Plan, derivation: Derivation, constants: Sequence
     if plan.seeded:
         for k in range(int(np.prod(plan.nodes[plan.output].shape))):
             table[se.Symbol(f"S{k}")] = se.Symbol(f"seed[{k}]")
-    for symbol, expression in derivation.detached:
-        table[symbol] = se.function_symbol("detach", expression.subs(table))
+    for symbol, expression, op in derivation.held:
+        table[symbol] = se.function_symbol(op, expression.subs(table))
     shapes = dict(plan.leaves)
 
     def printed(elements: Sequence[Any], shape: tuple[int, ...]) -> str:
@@ -220,8 +220,8 @@ def _names(plan: Plan, derivation: Derivation, constants: Sequence[np.ndarray],
     if plan.seeded:
         for k in range(int(np.prod(plan.nodes[plan.output].shape))):
             names[sympy.Symbol(f"S{k}")] = seed[k]
-    for symbol, expression in derivation.detached:
-        names[sympy.Symbol(str(symbol))] = _detach(_readable(expression, names))
+    for symbol, expression, op in derivation.held:
+        names[sympy.Symbol(str(symbol))] = sympy.Function(op)(_readable(expression, names))
     return names
 
 

@@ -1,11 +1,12 @@
 """Formulas as text, e.g. ``"sin(x**2)"``, parsed safely into a ``Graph``.
 
 Python's ``ast`` reads the text; a whitelist decides what it may hold: int and float literals,
-names (the leaves), the operators ``+ - * / ** @``, unary ``-`` and ``+``, and calls of the op
-table's functions by name (``clamp(x, min=0, max=1)``, ``sum(x, 0)``, ``mean(x)``), with the
-op's attributes as keywords or as literal arguments after the operands, in the table's order, as
-in PyTorch's signatures. Everything else is refused with an ``InvalidArgument`` naming it and its
-column. Nothing in the text is ever evaluated: no ``eval``, no ``compile``, no ``sympify``.
+names (the leaves), the operators that write the op table's ops (``+ - * / ** @``, unary ``-``),
+unary ``+``, and calls of the op table's functions by name (``clamp(x, min=0, max=1)``,
+``sum(x, 0)``, ``mean(x)``), with the op's attributes as keywords or as literal arguments after
+the operands, in the table's order, as in PyTorch's signatures. Everything else is refused with
+an ``InvalidArgument`` naming it and its column. Nothing in the text is ever evaluated: no
+``eval``, no ``compile``, no ``sympify``.
 
 Arithmetic of numbers alone (``1 - 1e-8``, ``2**-3``, ``1000 * 1000``, ``-(1/3)``) is folded into
 one constant, as Python computes it before PyTorch sees it: an int stays an int, ``/`` gives a
@@ -47,16 +48,17 @@ from .graph import (
     Operation,
     normalize_attrs,
 )
-from .ops import TABLE, Op
+from .ops import OPERATORS, TABLE, Op
 
 Number = int | float
 
-_BINARY = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow",
-           ast.MatMult: "matmul"}
-_FOLDED = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
-_OPERATOR_TEXT = {ast.FloorDiv: "//", ast.Mod: "%", ast.LShift: "<<", ast.RShift: ">>",
-                  ast.BitOr: "|", ast.BitXor: "^", ast.BitAnd: "&", ast.Not: "not",
-                  ast.Invert: "~"}
+# Python's operators as written; the op table says which ops they write (its ``operator``).
+_OPERATOR_TEXT = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**",
+                  ast.MatMult: "@", ast.FloorDiv: "//", ast.Mod: "%", ast.LShift: "<<",
+                  ast.RShift: ">>", ast.BitOr: "|", ast.BitXor: "^", ast.BitAnd: "&",
+                  ast.USub: "-", ast.UAdd: "+", ast.Not: "not", ast.Invert: "~"}
+# Arithmetic of numbers alone is folded as Python computes it.
+_FOLDED = frozenset({ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow})
 _REFUSED = {
     ast.Attribute: "attribute access", ast.Subscript: "subscript", ast.Lambda: "lambda",
     ast.ListComp: "comprehension", ast.SetComp: "comprehension", ast.DictComp: "comprehension",
@@ -229,12 +231,12 @@ class _Builder:
     def _operands(self, expr: ast.expr) -> list[ast.expr]:
         """Refuse what the whitelist does not hold; the operands to build first."""
         if isinstance(expr, ast.BinOp):
-            if type(expr.op) not in _BINARY:
-                self._refuse(f"the operator {_OPERATOR_TEXT.get(type(expr.op), '?')}", expr)
+            if not _op_of(expr.op, 2):
+                self._refuse(f"the operator {_text(expr.op)}", expr)
             return [expr.left, expr.right]
         if isinstance(expr, ast.UnaryOp):
-            if not isinstance(expr.op, (ast.USub, ast.UAdd)):
-                self._refuse(f"the operator {_OPERATOR_TEXT.get(type(expr.op), '?')}", expr)
+            if not isinstance(expr.op, ast.UAdd) and not _op_of(expr.op, 1):
+                self._refuse(f"the operator {_text(expr.op)}", expr)
             return [expr.operand]
         if isinstance(expr, ast.Call):
             return self._check_call(expr)
@@ -357,7 +359,7 @@ class _Builder:
 
     def _fold(self, expr: ast.BinOp, left: Number, right: Number) -> Number:
         """``left <op> right`` as Python computes it, within the limits of a written number."""
-        what = f"{left!r} {_FOLDED[type(expr.op)]} {right!r}"
+        what = f"{left!r} {_text(expr.op)} {right!r}"
         op = expr.op
         try:
             if isinstance(op, ast.Pow):
@@ -414,7 +416,7 @@ class _Builder:
             operand = self._id(expr.operand)
             if isinstance(expr.op, ast.UAdd):
                 return operand  # +x is x, as in PyTorch
-            return self._operation(expr, "neg", [operand], {})
+            return self._operation(expr, _op_of(expr.op, 1), [operand], {})
         if isinstance(expr, ast.BinOp):
             if type(expr.op) in _FOLDED and expr.left in self.folded and expr.right in self.folded:
                 self.folded[expr] = self._fold(expr, self.folded[expr.left],
@@ -423,7 +425,7 @@ class _Builder:
             left, right = self._id(expr.left), self._id(expr.right)
             if isinstance(expr.op, ast.Pow):
                 self._check_power(expr, left, right)
-            return self._operation(expr, _BINARY[type(expr.op)], [left, right], {})
+            return self._operation(expr, _op_of(expr.op, 2), [left, right], {})
         assert isinstance(expr, ast.Call)
         op, attrs = self.calls[expr]
         return self._operation(expr, op.name, [self._id(a) for a in expr.args[:op.arity]], attrs)
@@ -482,6 +484,15 @@ class _Builder:
 
     def _fail(self, message: str, node: ast.AST) -> NoReturn:
         raise InvalidArgument(f"{message} (at {self._where(node)})")
+
+
+def _text(operator: ast.AST) -> str:
+    return _OPERATOR_TEXT.get(type(operator), "?")
+
+
+def _op_of(operator: ast.AST, arity: int) -> str:
+    """The op that Python's ``operator`` writes on ``arity`` operands ("" where there is none)."""
+    return OPERATORS.get((_text(operator), arity), "")
 
 
 def _is_number(expr: ast.expr) -> TypeGuard[ast.Constant]:

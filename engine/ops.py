@@ -1,9 +1,10 @@
 """The op table: every operation crossgrad knows, declared once.
 
-Each row carries what every part of crossgrad needs of an op, so adding an op is adding a row:
+Each row carries what every part of crossgrad needs of an op, so adding an op is adding a row.
+Rows are written with named fields:
 
-- ``name``: the wire name (ops travel as strings, as in ONNX);
-- ``attrs``: the attributes it takes, with their kinds and defaults;
+- ``name``: the wire name (ops travel as strings, as in ONNX), and the name of the module
+  function and Tensor method;
 - ``forward``: the NumPy forward, ``forward(*inputs, **attrs) -> array`` (arithmetic uses Python's
   operators, which NumPy serves several times faster than the ufunc calls on scalars);
 - ``vjps``: one hand-written vector-Jacobian product per input,
@@ -14,16 +15,38 @@ Each row carries what every part of crossgrad needs of an op, so adding an op is
 - ``sympy``: the forward over NumPy object arrays of SymPy expressions. Forward only: SymPy derives
   the closed form itself, so the two derivations stay independent. At kinks it is written to
   agree with PyTorch (``Piecewise``, not SymPy's ``Max``/``Heaviside``, which give 1/2 at 0);
+- ``elementwise``: each result element depends only on the same-position elements of the
+  (broadcast) operands, so the closed form derives the op once on scalar symbols rather than
+  over arrays of placeholders;
+- ``stops_gradient``: the value passes and no gradient flows back (``detach``): the closed form
+  holds the result as a constant equal to its value;
 - ``grad_fn``: the PyTorch 2.13 ``grad_fn`` name, or a function of the call that picks it
   (``1 - x`` is ``RsubBackward1``, ``2 / x`` is ``MulBackward0``, matmul depends on the ranks);
+  ``tensor_grad_fn``: the name on tensor operands with the default attributes (on matrices for
+  matmul), which is what ``ListOps`` lists; it defaults to ``grad_fn`` when that is a name;
 - ``shape``: the shape rule (``shapes.py``), ``kink``: the convention at non-differentiable
   points, ``domain``: per input, the range the tests draw values from;
+- ``attrs``: the attributes it takes, each of a kind of ``ATTR_KINDS``, with a default;
 - ``saves``: whether backward needs saved values, so a second backward without ``retain_graph``
-  fails exactly where PyTorch's does (``x + 1`` can be backpropagated twice, ``x * 2`` cannot).
+  fails exactly where PyTorch's does (``x + 1`` can be backpropagated twice, ``x * 2`` cannot);
+  ``saves_output``: backward reads the forward's result, so an in-place change of the result is
+  refused; ``floating``: integer inputs give a floating result (sin of an int64 tensor is
+  float32); ``promoting``: attributes that take part in type promotion as Python numbers do.
+
+The Python surface (the module function, the Tensor method, operators; generated from these rows
+by ``scripts/generate_surface.py``) reads the rest: ``operands``, PyTorch's parameter names for the
+operands (``input``, ``other`` unless given); ``operator``, the Python operator that writes the op
+(``+``; ``-`` is ``sub`` with two operands and ``neg`` with one), which the formula parser reads
+too; ``in_place``, whether it has an in-place method (``add_``); ``method``, False where Tensor
+writes the method itself (``detach`` shares the tensor's storage and version counter, which no op
+application does); ``refuses_integers`` and ``needs_one_of``, what PyTorch refuses of a call that
+a graph accepts (``mean`` of an int64 tensor; ``clamp`` without bounds); ``doc``, the docstring.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +59,7 @@ from . import shapes
 
 Array = Any  # np.ndarray, a NumPy scalar, or a Python number for a constant operand
 Vjp = Callable[..., Array]
+Dims = int | Sequence[int] | None
 
 
 class Call(Protocol):
@@ -54,36 +78,180 @@ class Call(Protocol):
     def targets(self) -> Sequence[Any]: ...  # per operand, None where it needs no gradient
 
 
+# --- attribute kinds ------------------------------------------------------------------------------
+
+class _AllDims:
+    """The default of ``sum``/``mean``'s ``dim`` in a Python call: no dim given (not even
+    ``None``, which is PyTorch's other overload)."""
+
+    def __repr__(self) -> str:
+        return "all dims"
+
+
+ALL_DIMS: Any = _AllDims()
+MAX_NDIM = 64  # NumPy's own limit on dimensions
+
+
+class IllTyped(ValueError):
+    """A value that is not of an attribute's kind."""
+
+
+@dataclass(frozen=True)
+class AttrKind:
+    """A kind of op attribute, as each part of crossgrad reads it.
+
+    ``text`` says what a value must be (for errors). In a graph, ``normalize`` checks a value and
+    gives its canonical form (``None`` stays for the optional kinds, whose names end in "?"); on
+    the wire, ``wire`` names the fields of the proto's ``AttrValue`` that may carry it. In a
+    Python call (the generated surface), ``python`` is its type and ``python_default`` its default
+    when the attribute's own would not do; ``from_python`` turns the call's argument into the
+    attribute's value, where it is not the value as given; ``varargs``: a method takes it as
+    separate arguments or as one sequence (``x.reshape(2, 3)``, ``x.reshape((2, 3))``), as
+    PyTorch's do.
+    """
+
+    name: str
+    text: str
+    wire: tuple[str, ...]
+    check: Callable[[Any], Any]  # a value other than None, in canonical form, or IllTyped
+    python: str
+    from_python: Callable[[Any], Any] | None = None  # None: the argument is the value
+    python_default: str = ""
+    varargs: bool = False
+
+    @property
+    def optional(self) -> bool:
+        return self.name.endswith("?")
+
+    def normalize(self, value: Any) -> Any:
+        """``value`` in canonical form: floats for numbers, tuples of ints for dims; raises
+        ``IllTyped`` for a value not of this kind."""
+        if value is None and self.optional:
+            return None
+        return self.check(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _finite_number(value: Any) -> float:
+    if (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value):
+        return float(value)
+    raise IllTyped(value)
+
+
+def _dims(value: Any) -> tuple[int, ...]:
+    if _is_int(value):
+        return (int(value),)
+    if (isinstance(value, (list, tuple)) and len(value) <= MAX_NDIM
+            and all(_is_int(d) for d in value)):
+        return tuple(int(d) for d in value)
+    raise IllTyped(value)
+
+
+def _int(value: Any) -> int:
+    if _is_int(value):
+        return int(value)
+    raise IllTyped(value)
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise IllTyped(value)
+
+
+def _dims_or_all(dim: Any) -> tuple[int, ...] | None:
+    # No dim at all is PyTorch's reduce-everything overload; an explicit ``dim=None`` is the
+    # other overload (its own grad_fn name), passed on as ``dim=()``, which also reduces all.
+    if dim is ALL_DIMS:
+        return None
+    if dim is None:
+        return ()
+    return (dim,) if isinstance(dim, int) else tuple(dim)
+
+
+def _sizes(values: tuple[Any, ...]) -> tuple[int, ...]:
+    # A method's arguments: the sizes themselves, or one sequence of them.
+    one = len(values) == 1 and not isinstance(values[0], int)
+    return tuple(int(d) for d in (values[0] if one else values))
+
+
+ATTR_KINDS: Mapping[str, AttrKind] = {kind.name: kind for kind in (
+    AttrKind("number?", "a finite number or None", ("number", "integer"), _finite_number,
+             "float | None"),
+    AttrKind("dims?", "an int, a sequence of ints or None", ("integers", "integer"), _dims,
+             "Dims", _dims_or_all, python_default="ALL_DIMS"),
+    AttrKind("dims", "an int or a sequence of ints", ("integers", "integer"), _dims,
+             "Sequence[int]", _sizes, varargs=True),
+    AttrKind("int", "an int", ("integer",), _int, "int"),
+    AttrKind("bool", "a bool", ("flag",), _bool, "bool", bool),
+)}
+
+
 @dataclass(frozen=True)
 class Attr:
-    """An op attribute: ``kind`` is one of "number?", "dims?", "dims", "int", "bool"."""
+    """An op attribute: ``kind`` is a key of ``ATTR_KINDS``."""
 
     kind: str
     default: Any = None
     required: bool = False
 
+    def __post_init__(self) -> None:
+        if self.kind not in ATTR_KINDS:
+            raise ValueError(f"unknown attribute kind {self.kind!r}; the kinds are "
+                             f"{', '.join(ATTR_KINDS)}")
 
-@dataclass(frozen=True)
+
+# --- rows -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
 class Op:
-    """One row of the table."""
+    """One row of the table (the fields are described in the module's docstring)."""
 
     name: str
     forward: Callable[..., Array]
     vjps: tuple[Vjp | None, ...]
     sympy: Callable[..., Any]
+    elementwise: bool
     grad_fn: str | Callable[[Call], str] | None
     shape: Callable[..., shapes.Shape]
     domain: tuple[tuple[float, float], ...]
     attrs: Mapping[str, Attr] = field(default_factory=dict)
     kink: str = ""
+    stops_gradient: bool = False
+    tensor_grad_fn: str = ""
     saves: bool = True
-    # Integer inputs give a floating result (sin of an int64 tensor is float32, as in PyTorch).
-    floating: bool = False
-    # Backward reads the forward's result, so an in-place change of the result is refused.
     saves_output: bool = False
-    # Attributes that take part in type promotion as Python numbers do (clamp's bounds: an
-    # int64 tensor clamped to 0.5 is float32, as in PyTorch).
+    floating: bool = False
     promoting: tuple[str, ...] = ()
+    operands: tuple[str, ...] = ()
+    operator: str = ""
+    in_place: bool = False
+    method: bool = True
+    refuses_integers: bool = False
+    needs_one_of: tuple[str, ...] = ()
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.stops_gradient != all(vjp is None for vjp in self.vjps):
+            raise ValueError(f"{self.name}: a row stops the gradient exactly when none of its "
+                             "inputs has a VJP")
+        if self.stops_gradient and self.grad_fn:
+            raise ValueError(f"{self.name}: a row that stops the gradient has no backward node")
+        if not self.tensor_grad_fn:
+            if callable(self.grad_fn):
+                raise ValueError(f"{self.name}: a grad_fn picked by the call needs the name on "
+                                 "tensor operands in tensor_grad_fn")
+            object.__setattr__(self, "tensor_grad_fn", self.grad_fn or "")
+        if not self.operands:
+            if self.arity > 2:
+                raise ValueError(f"{self.name}: name the operands of an op of {self.arity}")
+            object.__setattr__(self, "operands", ("input", "other")[:self.arity])
+        if len(self.operands) != self.arity:
+            raise ValueError(f"{self.name}: {len(self.operands)} operand names for "
+                             f"{self.arity} operands")
 
     @property
     def arity(self) -> int:
@@ -92,6 +260,12 @@ class Op:
     def number_types(self, attrs: Mapping[str, Any]) -> list[type]:
         """The types of the promoting attributes given in ``attrs``."""
         return [type(attrs[name]) for name in self.promoting if attrs.get(name) is not None]
+
+    @functools.cached_property
+    def python_forms(self) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+        """Per attribute whose kind converts a Python call's argument, its converter."""
+        return tuple((name, convert) for name, attr in self.attrs.items()
+                     if (convert := ATTR_KINDS[attr.kind].from_python) is not None)
 
     def grad_fn_name(self, call: Call) -> str:
         """PyTorch's name for the backward node of this call."""
@@ -255,94 +429,142 @@ _POSITIVE = ((0.1, 3.0),)
 _REDUCTION_ATTRS = {"dim": Attr("dims?"), "keepdim": Attr("bool", False)}
 
 OPS: tuple[Op, ...] = (
-    Op("add", operator.add, (lambda g, out, a, b: g, lambda g, out, a, b: g),
-       lambda a, b: a + b, "AddBackward0", shapes.broadcast, _REAL * 2, saves=False),
-    Op("sub", operator.sub, (lambda g, out, a, b: g, lambda g, out, a, b: -g),
-       lambda a, b: a - b,
-       lambda call: "RsubBackward1" if _is_number(call.values[0]) else "SubBackward0",
-       shapes.broadcast, _REAL * 2, saves=False),
+    Op(name="add", operator="+", in_place=True, elementwise=True,
+       forward=operator.add, vjps=(lambda g, out, a, b: g, lambda g, out, a, b: g),
+       sympy=lambda a, b: a + b, grad_fn="AddBackward0",
+       shape=shapes.broadcast, domain=_REAL * 2, saves=False),
+    Op(name="sub", operator="-", in_place=True, elementwise=True,
+       forward=operator.sub, vjps=(lambda g, out, a, b: g, lambda g, out, a, b: -g),
+       sympy=lambda a, b: a - b,
+       grad_fn=lambda call: "RsubBackward1" if _is_number(call.values[0]) else "SubBackward0",
+       tensor_grad_fn="SubBackward0", shape=shapes.broadcast, domain=_REAL * 2, saves=False),
     # d(ab) = b da + a db
-    Op("mul", operator.mul, (lambda g, out, a, b: g * b, lambda g, out, a, b: g * a),
-       lambda a, b: a * b, "MulBackward0", shapes.broadcast, _REAL * 2),
+    Op(name="mul", operator="*", in_place=True, elementwise=True,
+       forward=operator.mul, vjps=(lambda g, out, a, b: g * b, lambda g, out, a, b: g * a),
+       sympy=lambda a, b: a * b, grad_fn="MulBackward0",
+       shape=shapes.broadcast, domain=_REAL * 2),
     # d(a/b) = da / b - a db / b^2; PyTorch computes number / x as x.reciprocal() * number
-    Op("div", operator.truediv,
-       (lambda g, out, a, b: g / b, lambda g, out, a, b: -g * a / (b * b)),
-       lambda a, b: a / b,
-       lambda call: "MulBackward0" if _is_number(call.values[0]) else "DivBackward0",
-       shapes.broadcast, ((-3.0, 3.0), (0.5, 3.0)), floating=True),
-    Op("neg", operator.neg, (lambda g, out, x: -g,), lambda x: -x, "NegBackward0",
-       shapes.broadcast, _REAL, saves=False),
-    Op("pow", operator.pow, (_pow_base_vjp, _pow_exponent_vjp), lambda a, b: a ** b,
-       lambda call: ("PowBackward0" if _is_number(call.values[1]) else
-                     "PowBackward2" if _is_number(call.values[0]) else "PowBackward1"),
-       shapes.broadcast, ((0.2, 3.0), (-2.0, 2.0)),
+    Op(name="div", operator="/", in_place=True, elementwise=True,
+       forward=operator.truediv,
+       vjps=(lambda g, out, a, b: g / b, lambda g, out, a, b: -g * a / (b * b)),
+       sympy=lambda a, b: a / b,
+       grad_fn=lambda call: "MulBackward0" if _is_number(call.values[0]) else "DivBackward0",
+       tensor_grad_fn="DivBackward0", shape=shapes.broadcast, domain=((-3.0, 3.0), (0.5, 3.0)),
+       floating=True),
+    Op(name="neg", operator="-", elementwise=True,
+       forward=operator.neg, vjps=(lambda g, out, x: -g,), sympy=lambda x: -x,
+       grad_fn="NegBackward0", shape=shapes.broadcast, domain=_REAL, saves=False),
+    Op(name="pow", operator="**", operands=("input", "exponent"), elementwise=True,
+       forward=operator.pow, vjps=(_pow_base_vjp, _pow_exponent_vjp), sympy=lambda a, b: a ** b,
+       grad_fn=lambda call: ("PowBackward0" if _is_number(call.values[1]) else
+                             "PowBackward2" if _is_number(call.values[0]) else "PowBackward1"),
+       tensor_grad_fn="PowBackward1", shape=shapes.broadcast, domain=((0.2, 3.0), (-2.0, 2.0)),
        kink="numeric: d/dx is 0 where y == 0, d/dy is 0 where x == 0 and y >= 0 (PyTorch's); "
             "the closed form x**y leaves these undefined (nan) at x == 0", saves_output=True),
-    Op("exp", np.exp, (lambda g, out, x: g * out,), _elementwise(sympy.exp), "ExpBackward0",
-       shapes.broadcast, _REAL, floating=True, saves_output=True),
-    Op("log", np.log, (lambda g, out, x: g / x,), _elementwise(sympy.log), "LogBackward0",
-       shapes.broadcast, _POSITIVE, floating=True),
-    Op("sin", np.sin, (lambda g, out, x: g * np.cos(x),), _elementwise(sympy.sin),
-       "SinBackward0", shapes.broadcast, _REAL, floating=True),
-    Op("cos", np.cos, (lambda g, out, x: -g * np.sin(x),), _elementwise(sympy.cos),
-       "CosBackward0", shapes.broadcast, _REAL, floating=True),
+    Op(name="exp", elementwise=True,
+       forward=np.exp, vjps=(lambda g, out, x: g * out,), sympy=_elementwise(sympy.exp),
+       grad_fn="ExpBackward0", shape=shapes.broadcast, domain=_REAL,
+       floating=True, saves_output=True),
+    Op(name="log", elementwise=True,
+       forward=np.log, vjps=(lambda g, out, x: g / x,), sympy=_elementwise(sympy.log),
+       grad_fn="LogBackward0", shape=shapes.broadcast, domain=_POSITIVE, floating=True),
+    Op(name="sin", elementwise=True,
+       forward=np.sin, vjps=(lambda g, out, x: g * np.cos(x),), sympy=_elementwise(sympy.sin),
+       grad_fn="SinBackward0", shape=shapes.broadcast, domain=_REAL, floating=True),
+    Op(name="cos", elementwise=True,
+       forward=np.cos, vjps=(lambda g, out, x: -g * np.sin(x),), sympy=_elementwise(sympy.cos),
+       grad_fn="CosBackward0", shape=shapes.broadcast, domain=_REAL, floating=True),
     # tan' = 1 + tan^2
-    Op("tan", np.tan, (lambda g, out, x: g * (1 + out * out),), _elementwise(sympy.tan),
-       "TanBackward0", shapes.broadcast, ((-1.2, 1.2),), floating=True, saves_output=True),
+    Op(name="tan", elementwise=True,
+       forward=np.tan, vjps=(lambda g, out, x: g * (1 + out * out),),
+       sympy=_elementwise(sympy.tan), grad_fn="TanBackward0",
+       shape=shapes.broadcast, domain=((-1.2, 1.2),), floating=True, saves_output=True),
     # tanh' = 1 - tanh^2
-    Op("tanh", np.tanh, (lambda g, out, x: g * (1 - out * out),), _elementwise(sympy.tanh),
-       "TanhBackward0", shapes.broadcast, _REAL, floating=True, saves_output=True),
+    Op(name="tanh", elementwise=True,
+       forward=np.tanh, vjps=(lambda g, out, x: g * (1 - out * out),),
+       sympy=_elementwise(sympy.tanh), grad_fn="TanhBackward0",
+       shape=shapes.broadcast, domain=_REAL, floating=True, saves_output=True),
     # sigmoid' = sigmoid (1 - sigmoid)
-    Op("sigmoid", _sigmoid, (lambda g, out, x: g * out * (1 - out),),
-       _elementwise(lambda x: 1 / (1 + sympy.exp(-x))), "SigmoidBackward0",
-       shapes.broadcast, _REAL, floating=True, saves_output=True),
-    Op("relu", lambda x: np.maximum(x, 0), (lambda g, out, x: g * (x > 0),),
-       _elementwise(_positive_part), "ReluBackward0", shapes.broadcast, _REAL,
-       kink="relu'(0) = 0"),
-    Op("abs", np.abs, (lambda g, out, x: g * np.sign(x),), _elementwise(_abs), "AbsBackward0",
-       shapes.broadcast, _REAL, kink="abs'(0) = 0"),
+    Op(name="sigmoid", elementwise=True,
+       forward=_sigmoid, vjps=(lambda g, out, x: g * out * (1 - out),),
+       sympy=_elementwise(lambda x: 1 / (1 + sympy.exp(-x))), grad_fn="SigmoidBackward0",
+       shape=shapes.broadcast, domain=_REAL, floating=True, saves_output=True),
+    Op(name="relu", elementwise=True,
+       forward=lambda x: np.maximum(x, 0), vjps=(lambda g, out, x: g * (x > 0),),
+       sympy=_elementwise(_positive_part), grad_fn="ReluBackward0",
+       shape=shapes.broadcast, domain=_REAL, kink="relu'(0) = 0"),
+    Op(name="abs", elementwise=True,
+       forward=np.abs, vjps=(lambda g, out, x: g * np.sign(x),), sympy=_elementwise(_abs),
+       grad_fn="AbsBackward0", shape=shapes.broadcast, domain=_REAL, kink="abs'(0) = 0"),
     # sqrt' = 1 / (2 sqrt)
-    Op("sqrt", np.sqrt, (lambda g, out, x: g / (2 * out),), _elementwise(sympy.sqrt),
-       "SqrtBackward0", shapes.broadcast, _POSITIVE, floating=True, saves_output=True,
-       kink="sqrt'(0) = inf"),
-    Op("clamp", lambda x, min=None, max=None: np.clip(x, min, max),
-       (lambda g, out, x, min=None, max=None: g * (
+    Op(name="sqrt", elementwise=True,
+       forward=np.sqrt, vjps=(lambda g, out, x: g / (2 * out),), sympy=_elementwise(sympy.sqrt),
+       grad_fn="SqrtBackward0", shape=shapes.broadcast, domain=_POSITIVE,
+       floating=True, saves_output=True, kink="sqrt'(0) = inf"),
+    Op(name="clamp", elementwise=True,
+       forward=lambda x, min=None, max=None: np.clip(x, min, max),
+       vjps=(lambda g, out, x, min=None, max=None: g * (
            (True if min is None else x >= min) & (True if max is None else x <= max)),),
-       lambda x, min=None, max=None: _elementwise(
+       sympy=lambda x, min=None, max=None: _elementwise(
            lambda e: _clamp_symbolic(e, min, max))(x),
-       "ClampBackward1", shapes.same, _REAL,
+       grad_fn="ClampBackward1", shape=shapes.same, domain=_REAL,
        attrs={"min": Attr("number?"), "max": Attr("number?")}, promoting=("min", "max"),
-       kink="the gradient passes where min <= x <= max, bounds included"),
-    Op("sum", _sum, (lambda g, out, x, dim=None, keepdim=False: _sum_back(g, x, dim, keepdim),),
-       _sum, _by_dim("SumBackward0", "SumBackward1"), shapes.reduce, _REAL,
-       attrs=_REDUCTION_ATTRS, saves=False),
-    Op("mean", _mean,
-       (lambda g, out, x, dim=None, keepdim=False: _sum_back(
+       needs_one_of=("min", "max"),
+       kink="the gradient passes where min <= x <= max, bounds included",
+       doc="Limit values to ``[min, max]``; the gradient passes where ``min <= x <= max``."),
+    Op(name="sum", elementwise=False,
+       forward=_sum,
+       vjps=(lambda g, out, x, dim=None, keepdim=False: _sum_back(g, x, dim, keepdim),),
+       sympy=_sum, grad_fn=_by_dim("SumBackward0", "SumBackward1"),
+       tensor_grad_fn="SumBackward0", shape=shapes.reduce, domain=_REAL,
+       attrs=_REDUCTION_ATTRS, saves=False,
+       doc="The sum of all elements, or over the dimensions ``dim``."),
+    Op(name="mean", elementwise=False,
+       forward=_mean,
+       vjps=(lambda g, out, x, dim=None, keepdim=False: _sum_back(
            g / _reduced_count(x, dim), x, dim, keepdim),),
-       _mean_symbolic, _by_dim("MeanBackward0", "MeanBackward1"), shapes.reduce, _REAL,
-       attrs=_REDUCTION_ATTRS, saves=False, floating=True),
-    Op("matmul", np.matmul, (_matmul_vjp_a, _matmul_vjp_b), np.matmul, _matmul_grad_fn,
-       shapes.matmul, _REAL * 2),
+       sympy=_mean_symbolic, grad_fn=_by_dim("MeanBackward0", "MeanBackward1"),
+       tensor_grad_fn="MeanBackward0", shape=shapes.reduce, domain=_REAL,
+       attrs=_REDUCTION_ATTRS, saves=False, floating=True, refuses_integers=True,
+       doc="The mean of all elements, or over the dimensions ``dim``."),
+    Op(name="matmul", operator="@", elementwise=False,
+       forward=np.matmul, vjps=(_matmul_vjp_a, _matmul_vjp_b), sympy=np.matmul,
+       grad_fn=_matmul_grad_fn, tensor_grad_fn="MmBackward0",
+       shape=shapes.matmul, domain=_REAL * 2,
+       doc="The matrix product (1-D operands promoted, batch dimensions broadcast)."),
     # The shape rule runs on every call: NumPy would read any negative size as "infer".
-    Op("reshape", lambda x, shape: np.reshape(x, shapes.reshape(np.shape(x), shape)),
-       (lambda g, out, x, shape: np.reshape(g, np.shape(x)),),
-       lambda x, shape: np.reshape(x, shapes.reshape(np.shape(x), shape)), _reshape_grad_fn,
-       shapes.reshape, _REAL,
-       attrs={"shape": Attr("dims", required=True)}, saves=False),
-    Op("transpose", _transpose, (lambda g, out, x, dim0, dim1: _transpose(g, dim0, dim1),),
-       _transpose, "TransposeBackward0",
-       shapes.transpose, _REAL, attrs={"dim0": Attr("int", required=True),
-                                       "dim1": Attr("int", required=True)}, saves=False),
-    Op("permute", lambda x, dims: np.transpose(x, dims),
-       (lambda g, out, x, dims: np.transpose(g, _inverse_permutation(dims)),),
-       lambda x, dims: np.transpose(x, dims), "PermuteBackward0", shapes.permute, _REAL,
-       attrs={"dims": Attr("dims", required=True)}, saves=False),
-    # Stops the gradient: the value passes, nothing flows back; the symbolic side treats the
-    # result as a constant.
-    Op("detach", lambda x: x, (None,), lambda x: x, None, shapes.broadcast, _REAL, saves=False),
+    Op(name="reshape", elementwise=False,
+       forward=lambda x, shape: np.reshape(x, shapes.reshape(np.shape(x), shape)),
+       vjps=(lambda g, out, x, shape: np.reshape(g, np.shape(x)),),
+       sympy=lambda x, shape: np.reshape(x, shapes.reshape(np.shape(x), shape)),
+       grad_fn=_reshape_grad_fn, tensor_grad_fn="ViewBackward0",
+       shape=shapes.reshape, domain=_REAL,
+       attrs={"shape": Attr("dims", required=True)}, saves=False,
+       doc="The same values in a new shape (one size may be -1: inferred)."),
+    Op(name="transpose", elementwise=False,
+       forward=_transpose, vjps=(lambda g, out, x, dim0, dim1: _transpose(g, dim0, dim1),),
+       sympy=_transpose, grad_fn="TransposeBackward0",
+       shape=shapes.transpose, domain=_REAL,
+       attrs={"dim0": Attr("int", required=True), "dim1": Attr("int", required=True)},
+       saves=False, doc="Dimensions ``dim0`` and ``dim1`` swapped."),
+    Op(name="permute", elementwise=False,
+       forward=lambda x, dims: np.transpose(x, dims),
+       vjps=(lambda g, out, x, dims: np.transpose(g, _inverse_permutation(dims)),),
+       sympy=lambda x, dims: np.transpose(x, dims), grad_fn="PermuteBackward0",
+       shape=shapes.permute, domain=_REAL,
+       attrs={"dims": Attr("dims", required=True)}, saves=False,
+       doc="The dimensions reordered: dimension ``i`` of the result is ``dims[i]`` of the input."),
+    # The value passes, nothing flows back; Tensor.detach also shares the version counter.
+    Op(name="detach", stops_gradient=True, method=False, elementwise=True,
+       forward=lambda x: x, vjps=(None,), sympy=lambda x: x, grad_fn=None,
+       shape=shapes.broadcast, domain=_REAL, saves=False,
+       doc="A new leaf sharing the input's values, out of the graph."),
 )
 
 TABLE: Mapping[str, Op] = {op.name: op for op in OPS}
+# Python's operators by (operator, number of operands): the op each one writes.
+OPERATORS: Mapping[tuple[str, int], str] = {(op.operator, op.arity): op.name for op in OPS
+                                            if op.operator}
 
 
 def get(name: str) -> Op:

@@ -24,14 +24,13 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import symengine as se
 import sympy
 from symengine.lib.symengine_wrapper import sympy2symengine
 
-from . import shapes
 from .graph import Constant, Leaf, ValidGraph
 from .ops import TABLE, Op
 
@@ -126,14 +125,14 @@ class Plan:
         return depth[self.output]
 
     def live(self) -> list[bool]:
-        """Per node, whether it depends on a leaf in ``wrt`` (through no ``detach``): the nodes
-        a gradient flows through."""
+        """Per node, whether it depends on a leaf in ``wrt`` through no op that stops the
+        gradient (``detach``): the nodes a gradient flows through."""
         wrt = set(self.wrt)
         live = [False] * len(self.nodes)
         for k, node in enumerate(self.nodes):
             if node.kind == "leaf":
                 live[k] = node.name in wrt
-            elif node.kind == "op" and node.op != "detach":
+            elif node.kind == "op" and not TABLE[node.op].stops_gradient:
                 live[k] = any(live[i] for i in node.inputs)
         return live
 
@@ -196,18 +195,19 @@ class _Elementwise:
 
 @functools.lru_cache(maxsize=256)
 def elementwise_rule(op_name: str, attrs: tuple[tuple[str, Any], ...]) -> _Elementwise:
-    """``sympy.diff`` of the op's SymPy forward, per input, once per op and attributes."""
+    """``sympy.diff`` of the op's SymPy forward, per input, once per op and attributes (no
+    partials for an op that stops the gradient)."""
     op = TABLE[op_name]
     symbols = sympy.symbols(f"t0:{op.arity}", real=True)
     forward = op.sympy(*symbols, **dict(attrs))
-    partials = tuple(sympy.diff(forward, s) for s in symbols)
+    partials = () if op.stops_gradient else tuple(sympy.diff(forward, s) for s in symbols)
     return _Elementwise(tuple(sympy2symengine(s) for s in symbols), sympy2symengine(forward),
                         tuple(sympy2symengine(p) for p in partials))
 
 
 def is_elementwise(op: Op) -> bool:
-    """Each result element depends on the same-position elements of the (broadcast) operands."""
-    return op.shape is shapes.broadcast or op.shape is shapes.same
+    """The row's ``elementwise`` (the benchmarks ask it here)."""
+    return op.elementwise
 
 
 @dataclass(frozen=True)
@@ -246,20 +246,30 @@ def _sorted_symbols(element: Expr, among: Mapping[Expr, tuple[int, int]]) -> lis
 
 # --- derivation ----------------------------------------------------------------------------------
 
+class Held(NamedTuple):
+    """A symbol standing for an element of a result whose gradient is stopped: the element's
+    value, and the op that stopped it."""
+
+    symbol: Expr
+    value: Expr
+    op: str
+
+
 @dataclass
 class Derivation:
     """The closed forms of a plan, over its symbols.
 
     ``inputs``: the symbols in the order an evaluator takes their values (leaf elements by leaf,
     then constant elements by constant node, then seed elements when ``Plan.seeded``).
-    ``detached``: symbols standing for ``detach`` results, each with its value's expression
-    (over the inputs and earlier detached symbols), in order. ``value``: the output, flat.
+    ``held``: symbols standing for the results of ops that stop the gradient (``detach``),
+    each with its value's expression (over the inputs and earlier held symbols) and the op's name,
+    in order. ``value``: the output, flat.
     ``gradients``: per leaf in ``wrt`` that the output depends on, the flat gradient.
     ``hessian``: per pair of such leaves, the flat block (row leaf's shape + column leaf's).
     """
 
     inputs: list[Expr]
-    detached: list[tuple[Expr, Expr]]
+    held: list[Held]
     value: list[Expr]
     gradients: dict[str, list[Expr]]
     hessian: dict[tuple[str, str], list[Expr]] = field(default_factory=dict)
@@ -271,7 +281,7 @@ def derive(plan: Plan) -> Derivation:
     """The value, gradient (and Hessian if the plan asks) of the plan's output, in closed form."""
     leaves = {name: leaf_symbols(k, shape) for k, (name, shape) in enumerate(plan.leaves)}
     constants: list[Objects] = []
-    detached: list[tuple[Expr, Expr]] = []
+    held: list[Held] = []
     values: list[Objects] = []
     for k, node in enumerate(plan.nodes):
         if node.kind == "leaf":
@@ -279,15 +289,15 @@ def derive(plan: Plan) -> Derivation:
         elif node.kind == "const":
             constants.append(constant_symbols(len(constants), node.shape))
             values.append(constants[-1])
-        elif node.op == "detach":
-            # A constant for differentiation, equal in value to its input.
-            held = _symbols(f"D{k}_", node.shape)
-            detached.extend(zip(held.reshape(-1), values[node.inputs[0]].reshape(-1),
-                                strict=True))
-            values.append(held)
         else:
-            values.append(_forward(node, [values[i] for i in node.inputs],
-                                   [plan.nodes[i].shape for i in node.inputs]))
+            value = _forward(node, [values[i] for i in node.inputs])
+            if TABLE[node.op].stops_gradient:
+                # A constant for differentiation, equal to the op's value.
+                symbols = _symbols(f"D{k}_", node.shape)
+                held.extend(Held(s, e, node.op) for s, e in zip(
+                    symbols.reshape(-1), value.reshape(-1), strict=True))
+                value = symbols
+            values.append(value)
     seed = _symbols("S", plan.nodes[plan.output].shape) if plan.seeded else None
     inputs = [s for name, _ in plan.leaves for s in leaves[name].reshape(-1)]
     inputs += [s for array in constants for s in array.reshape(-1)]
@@ -298,16 +308,16 @@ def derive(plan: Plan) -> Derivation:
     for name in plan.wrt:
         if name in adjoints:
             gradients[name] = list(adjoints[name].reshape(-1))
-    derivation = Derivation(inputs, detached, list(values[plan.output].reshape(-1)), gradients,
+    derivation = Derivation(inputs, held, list(values[plan.output].reshape(-1)), gradients,
                             leaf_symbols=leaves, constant_symbols=constants)
     if plan.hessian:
         derivation.hessian = _hessian(gradients, leaves)
     return derivation
 
 
-def _forward(node: PlanNode, inputs: list[Objects], shapes_in: list[Shape]) -> Objects:
+def _forward(node: PlanNode, inputs: list[Objects]) -> Objects:
     op = TABLE[node.op]
-    if is_elementwise(op):
+    if op.elementwise:
         rule = elementwise_rule(node.op, node.attrs)
         operands = np.broadcast_arrays(*inputs) if len(inputs) > 1 else inputs
         out = np.empty(node.shape, dtype=object)
@@ -353,7 +363,7 @@ def _propagate(plan: Plan, node: PlanNode, adjoint: Objects, values: list[Object
     """Add this node's contribution to the adjoint terms of its live inputs."""
     op = TABLE[node.op]
     shapes_in = [plan.nodes[i].shape for i in node.inputs]
-    if is_elementwise(op):
+    if op.elementwise:
         rule_e = elementwise_rule(node.op, node.attrs)
         inputs = [values[i] for i in node.inputs]
         operands = np.broadcast_arrays(*inputs) if len(inputs) > 1 else inputs

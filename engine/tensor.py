@@ -18,7 +18,7 @@ from .autograd import Node, backpropagate, legacy_type_name
 from .dtypes import DType, Size
 from .errors import DTypeError, ShapeError, UsageError
 from .grad_mode import _enabled
-from .ops import TABLE, Op
+from .ops import ALL_DIMS, TABLE, Dims, Op
 from .printing import format_tensor
 
 Array = Any
@@ -40,17 +40,6 @@ _T_NOT_2D = (
     "matrices or `x.permute(*torch.arange(x.ndim - 1, -1, -1))` to reverse the dimensions of a "
     "tensor.")
 _PYTHON_DATA = (list, tuple, int, float, bool)
-
-
-class _AllDims:
-    """The default of ``sum``/``mean``'s ``dim``: no dim given (not even ``None``)."""
-
-    def __repr__(self) -> str:
-        return "all dims"
-
-
-ALL_DIMS: Any = _AllDims()
-Dims = int | Sequence[int] | None
 
 
 class Tensor:
@@ -307,154 +296,18 @@ class Tensor:
         _bump_version(self)
         return self
 
-    def add_(self, other: Operand) -> Tensor:
-        return self._in_place(TABLE["add"], other)
-
-    def sub_(self, other: Operand) -> Tensor:
-        return self._in_place(TABLE["sub"], other)
-
-    def mul_(self, other: Operand) -> Tensor:
-        return self._in_place(TABLE["mul"], other)
-
-    def div_(self, other: Operand) -> Tensor:
-        return self._in_place(TABLE["div"], other)
-
     def zero_(self) -> Tensor:
         """Set every value to 0 in place; returns this tensor (``x.grad.zero_()``)."""
         if _enabled.get() and self.requires_grad:
             if self._node is None:
                 raise UsageError(_LEAF_IN_PLACE)
-            return self._in_place(TABLE["mul"], 0)
+            return self.mul_(0)
         return self._overwrite(np.zeros_like(self._data))
 
-    __iadd__ = add_
-    __isub__ = sub_
-    __imul__ = mul_
-    __itruediv__ = div_
-
-    # --- operators -------------------------------------------------------------------------
-
-    def __add__(self, other: Operand) -> Tensor:
-        return _binary("add", self, other)
-
-    def __radd__(self, other: Operand) -> Tensor:
-        return _binary("add", other, self)
-
-    def __sub__(self, other: Operand) -> Tensor:
-        return _binary("sub", self, other)
-
-    def __rsub__(self, other: Operand) -> Tensor:
-        return _binary("sub", other, self)
-
-    def __mul__(self, other: Operand) -> Tensor:
-        return _binary("mul", self, other)
-
-    def __rmul__(self, other: Operand) -> Tensor:
-        return _binary("mul", other, self)
-
-    def __truediv__(self, other: Operand) -> Tensor:
-        return _binary("div", self, other)
-
-    def __rtruediv__(self, other: Operand) -> Tensor:
-        return _binary("div", other, self)
-
-    def __pow__(self, other: Operand) -> Tensor:
-        return _binary("pow", self, other)
-
-    def __rpow__(self, other: Operand) -> Tensor:
-        return _binary("pow", other, self)
-
-    def __matmul__(self, other: Operand) -> Tensor:
-        return _binary("matmul", self, other)
-
-    def __rmatmul__(self, other: Operand) -> Tensor:
-        return _binary("matmul", other, self)
-
-    def __neg__(self) -> Tensor:
-        return _apply_unary(_NEG, self, _NO_ATTRS)
+    # --- operators and methods named after ops ----------------------------------------------
 
     def __pos__(self) -> Tensor:
         return self
-
-    # --- methods named after ops -----------------------------------------------------------
-
-    def add(self, other: Operand) -> Tensor:
-        return _binary("add", self, other)
-
-    def sub(self, other: Operand) -> Tensor:
-        return _binary("sub", self, other)
-
-    def mul(self, other: Operand) -> Tensor:
-        return _binary("mul", self, other)
-
-    def div(self, other: Operand) -> Tensor:
-        return _binary("div", self, other)
-
-    def pow(self, exponent: Operand) -> Tensor:
-        return _binary("pow", self, exponent)
-
-    def matmul(self, other: Operand) -> Tensor:
-        return _binary("matmul", self, other)
-
-    def neg(self) -> Tensor:
-        return _apply_unary(_NEG, self, _NO_ATTRS)
-
-    def exp(self) -> Tensor:
-        return apply(TABLE["exp"], (self,))
-
-    def log(self) -> Tensor:
-        return apply(TABLE["log"], (self,))
-
-    def sin(self) -> Tensor:
-        return apply(TABLE["sin"], (self,))
-
-    def cos(self) -> Tensor:
-        return apply(TABLE["cos"], (self,))
-
-    def tan(self) -> Tensor:
-        return apply(TABLE["tan"], (self,))
-
-    def tanh(self) -> Tensor:
-        return apply(TABLE["tanh"], (self,))
-
-    def sigmoid(self) -> Tensor:
-        return apply(TABLE["sigmoid"], (self,))
-
-    def relu(self) -> Tensor:
-        return apply(TABLE["relu"], (self,))
-
-    def abs(self) -> Tensor:
-        return apply(TABLE["abs"], (self,))
-
-    def sqrt(self) -> Tensor:
-        return apply(TABLE["sqrt"], (self,))
-
-    def clamp(self, min: float | None = None, max: float | None = None) -> Tensor:
-        """Limit values to ``[min, max]``; the gradient passes where ``min <= x <= max``."""
-        if min is None and max is None:
-            raise UsageError("torch.clamp: At least one of 'min' or 'max' must not be None")
-        bounds = {"min": min, "max": max}
-        if self.dtype.is_floating_point:
-            return apply(TABLE["clamp"], (self,), bounds)
-        # Integer tensors stay integer with integer bounds and become float32 with float ones,
-        # as the bounds take part in PyTorch's type promotion.
-        source = self
-        if any(isinstance(bound, float) for bound in bounds.values()):
-            source = Tensor(np.asarray(self._data, dtype=dtypes.DEFAULT_FLOAT.numpy))
-        return apply(TABLE["clamp"], (source,), bounds)
-
-    def sum(self, dim: Dims = ALL_DIMS, keepdim: bool = False) -> Tensor:
-        return _reduce("sum", self, dim, keepdim)
-
-    def mean(self, dim: Dims = ALL_DIMS, keepdim: bool = False) -> Tensor:
-        return _reduce("mean", self, dim, keepdim)
-
-    def reshape(self, *shape: Any) -> Tensor:
-        """The same values in a new shape (one size may be -1: inferred)."""
-        if not shape:
-            raise TypeError('reshape() missing 1 required positional arguments: "shape"')
-        target = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape
-        return apply(TABLE["reshape"], (self,), {"shape": tuple(int(d) for d in target)})
 
     def view(self, *shape: Any) -> Tensor:
         """``reshape`` that refuses, as PyTorch's does, where it would have to copy."""
@@ -466,15 +319,162 @@ class Tensor:
                              ".reshape(...) instead.")
         return result
 
+    # --- generated: op-methods (scripts/generate_surface.py writes them from the op table) ---
+    def add(self, other: Operand) -> Tensor:
+        """Elementwise add (op ``add``; backward node ``AddBackward0``)."""
+        return _binary("add", self, other)
+
+    def __add__(self, other: Operand) -> Tensor:
+        return _binary("add", self, other)
+
+    def __radd__(self, other: Operand) -> Tensor:
+        return _binary("add", other, self)
+
+    def add_(self, other: Operand) -> Tensor:
+        return self._in_place(TABLE["add"], other)
+
+    __iadd__ = add_
+
+    def sub(self, other: Operand) -> Tensor:
+        """Elementwise sub (op ``sub``; backward node ``SubBackward0``)."""
+        return _binary("sub", self, other)
+
+    def __sub__(self, other: Operand) -> Tensor:
+        return _binary("sub", self, other)
+
+    def __rsub__(self, other: Operand) -> Tensor:
+        return _binary("sub", other, self)
+
+    def sub_(self, other: Operand) -> Tensor:
+        return self._in_place(TABLE["sub"], other)
+
+    __isub__ = sub_
+
+    def mul(self, other: Operand) -> Tensor:
+        """Elementwise mul (op ``mul``; backward node ``MulBackward0``)."""
+        return _binary("mul", self, other)
+
+    def __mul__(self, other: Operand) -> Tensor:
+        return _binary("mul", self, other)
+
+    def __rmul__(self, other: Operand) -> Tensor:
+        return _binary("mul", other, self)
+
+    def mul_(self, other: Operand) -> Tensor:
+        return self._in_place(TABLE["mul"], other)
+
+    __imul__ = mul_
+
+    def div(self, other: Operand) -> Tensor:
+        """Elementwise div (op ``div``; backward node ``DivBackward0``)."""
+        return _binary("div", self, other)
+
+    def __truediv__(self, other: Operand) -> Tensor:
+        return _binary("div", self, other)
+
+    def __rtruediv__(self, other: Operand) -> Tensor:
+        return _binary("div", other, self)
+
+    def div_(self, other: Operand) -> Tensor:
+        return self._in_place(TABLE["div"], other)
+
+    __itruediv__ = div_
+
+    def neg(self) -> Tensor:
+        """Elementwise neg (op ``neg``; backward node ``NegBackward0``)."""
+        return _apply_unary(TABLE["neg"], self, _NO_ATTRS)
+
+    def __neg__(self) -> Tensor:
+        return _apply_unary(TABLE["neg"], self, _NO_ATTRS)
+
+    def pow(self, exponent: Operand) -> Tensor:
+        """Elementwise pow (op ``pow``; backward node ``PowBackward1``)."""
+        return _binary("pow", self, exponent)
+
+    def __pow__(self, exponent: Operand) -> Tensor:
+        return _binary("pow", self, exponent)
+
+    def __rpow__(self, exponent: Operand) -> Tensor:
+        return _binary("pow", exponent, self)
+
+    def exp(self) -> Tensor:
+        """Elementwise exp (op ``exp``; backward node ``ExpBackward0``)."""
+        return _apply_unary(TABLE["exp"], self, _NO_ATTRS)
+
+    def log(self) -> Tensor:
+        """Elementwise log (op ``log``; backward node ``LogBackward0``)."""
+        return _apply_unary(TABLE["log"], self, _NO_ATTRS)
+
+    def sin(self) -> Tensor:
+        """Elementwise sin (op ``sin``; backward node ``SinBackward0``)."""
+        return _apply_unary(TABLE["sin"], self, _NO_ATTRS)
+
+    def cos(self) -> Tensor:
+        """Elementwise cos (op ``cos``; backward node ``CosBackward0``)."""
+        return _apply_unary(TABLE["cos"], self, _NO_ATTRS)
+
+    def tan(self) -> Tensor:
+        """Elementwise tan (op ``tan``; backward node ``TanBackward0``)."""
+        return _apply_unary(TABLE["tan"], self, _NO_ATTRS)
+
+    def tanh(self) -> Tensor:
+        """Elementwise tanh (op ``tanh``; backward node ``TanhBackward0``)."""
+        return _apply_unary(TABLE["tanh"], self, _NO_ATTRS)
+
+    def sigmoid(self) -> Tensor:
+        """Elementwise sigmoid (op ``sigmoid``; backward node ``SigmoidBackward0``)."""
+        return _apply_unary(TABLE["sigmoid"], self, _NO_ATTRS)
+
+    def relu(self) -> Tensor:
+        """Elementwise relu (op ``relu``; backward node ``ReluBackward0``)."""
+        return _apply_unary(TABLE["relu"], self, _NO_ATTRS)
+
+    def abs(self) -> Tensor:
+        """Elementwise abs (op ``abs``; backward node ``AbsBackward0``)."""
+        return _apply_unary(TABLE["abs"], self, _NO_ATTRS)
+
+    def sqrt(self) -> Tensor:
+        """Elementwise sqrt (op ``sqrt``; backward node ``SqrtBackward0``)."""
+        return _apply_unary(TABLE["sqrt"], self, _NO_ATTRS)
+
+    def clamp(self, min: float | None = None, max: float | None = None) -> Tensor:
+        """Limit values to ``[min, max]``; the gradient passes where ``min <= x <= max``."""
+        return _call("clamp", (self,), {"min": min, "max": max})
+
+    def sum(self, dim: Dims = ALL_DIMS, keepdim: bool = False) -> Tensor:
+        """The sum of all elements, or over the dimensions ``dim``."""
+        return _call("sum", (self,), {"dim": dim, "keepdim": keepdim})
+
+    def mean(self, dim: Dims = ALL_DIMS, keepdim: bool = False) -> Tensor:
+        """The mean of all elements, or over the dimensions ``dim``."""
+        return _call("mean", (self,), {"dim": dim, "keepdim": keepdim})
+
+    def matmul(self, other: Operand) -> Tensor:
+        """The matrix product (1-D operands promoted, batch dimensions broadcast)."""
+        return _binary("matmul", self, other)
+
+    def __matmul__(self, other: Operand) -> Tensor:
+        return _binary("matmul", self, other)
+
+    def __rmatmul__(self, other: Operand) -> Tensor:
+        return _binary("matmul", other, self)
+
+    def reshape(self, *shape: int | Sequence[int]) -> Tensor:
+        """The same values in a new shape (one size may be -1: inferred)."""
+        if not shape:
+            raise TypeError('reshape() missing 1 required positional arguments: "shape"')
+        return _call("reshape", (self,), {"shape": shape})
+
     def transpose(self, dim0: int, dim1: int) -> Tensor:
-        return apply(TABLE["transpose"], (self,), {"dim0": dim0, "dim1": dim1})
+        """Dimensions ``dim0`` and ``dim1`` swapped."""
+        return _call("transpose", (self,), {"dim0": dim0, "dim1": dim1})
 
-    def permute(self, *dims: Any) -> Tensor:
-        order = tuple(dims[0]) if len(dims) == 1 and not isinstance(dims[0], int) else dims
-        return apply(TABLE["permute"], (self,), {"dims": tuple(int(d) for d in order)})
-
-
-_NEG = TABLE["neg"]
+    def permute(self, *dims: int | Sequence[int]) -> Tensor:
+        """The dimensions reordered: dimension ``i`` of the result is ``dims[i]`` of the input."""
+        if not dims:
+            raise TypeError('permute() missing 1 required positional arguments: "dims"')
+        return _call("permute", (self,), {"dims": dims})
+    # --- end generated: op-methods ---
 
 
 def _bump_version(tensor: Tensor) -> None:
@@ -544,18 +544,26 @@ def _binary(name: str, a: Operand, b: Operand) -> Tensor:
     return _apply_binary(TABLE[name], a, b)
 
 
-def _reduce(name: str, x: Tensor, dim: Dims, keepdim: bool) -> Tensor:
-    if name == "mean" and not x.dtype.is_floating_point:
-        raise UsageError("mean(): could not infer output dtype. Input dtype must be either a "
-                         "floating point or complex dtype. Got: "
-                         f"{legacy_type_name(x._data)[6:-6]}")
-    # No dim at all is PyTorch's reduce-everything overload; an explicit ``dim=None`` is the
-    # other overload (its own grad_fn name), passed on as ``dim=()``, which also reduces all.
-    dims = (None if dim is ALL_DIMS else () if dim is None else
-            (dim,) if isinstance(dim, int) else tuple(dim))
-    if dims:
-        shapes.normalize_dims(dims, x.ndim)  # PyTorch's IndexError for a dim out of range
-    return apply(TABLE[name], (x,), {"dim": dims, "keepdim": bool(keepdim)})
+def _call(name: str, operands: tuple[Operand, ...], args: dict[str, Any]) -> Tensor:
+    """Op ``name`` called from Python with its attributes' arguments by name (``args``, which
+    becomes the attributes): what PyTorch refuses of the call, then each argument turned into
+    the attribute's value by its kind."""
+    op = TABLE[name]
+    if op.refuses_integers or op.needs_one_of:
+        _refuse(op, operands[0], args)
+    for attr, convert in op.python_forms:
+        args[attr] = convert(args[attr])
+    return apply(op, operands, args)
+
+
+def _refuse(op: Op, first: Tensor, args: dict[str, Any]) -> None:
+    if op.refuses_integers and not first.dtype.is_floating_point:
+        raise UsageError(f"{op.name}(): could not infer output dtype. Input dtype must be either "
+                         "a floating point or complex dtype. Got: "
+                         f"{legacy_type_name(first._data)[6:-6]}")
+    if op.needs_one_of and all(args[attr] is None for attr in op.needs_one_of):
+        raise UsageError(f"torch.{op.name}: At least one of "
+                         f"{' or '.join(repr(attr) for attr in op.needs_one_of)} must not be None")
 
 
 def _promoted(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any] | None = None,

@@ -15,7 +15,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from crossgrad.engine import ops, symbolic
+from crossgrad.engine import ops
 from crossgrad.engine.budget import Caps
 from crossgrad.engine.check import Method, Status
 from crossgrad.engine.differentiation import differentiate
@@ -35,8 +35,7 @@ _POSITIVE = {"log", "sqrt", "pow"}  # defined from their domain's low end up
 
 def _ops() -> list[ops.Op]:
     # Elementwise, with a gradient, no attributes to draw (clamp has its own tests).
-    return [op for op in ops.OPS if symbolic.is_elementwise(op) and op.name != "detach"
-            and not op.attrs]
+    return [op for op in ops.OPS if op.elementwise and not op.stops_gradient and not op.attrs]
 
 
 Step = tuple[str, float | None]  # an op's name, and the constant of a binary op

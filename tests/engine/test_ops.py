@@ -800,3 +800,32 @@ def test_row_invariants(op: ops.Op) -> None:
         assert all(_kind_holds(op.attrs[k].kind, v) for k, v in case.attrs.items()), case.id
     # A documented kink is pinned by a case in KINKS.
     assert bool(op.kink) == any(k.op == op.name for k in KINKS)
+    # An elementwise row has an elementwise shape rule; a row stops the gradient exactly when
+    # none of its inputs is differentiable.
+    assert not op.elementwise or op.shape in (shapes.broadcast, shapes.same)
+    assert op.stops_gradient == (not differentiable)
+    assert op.operands[0] == "input" and len(op.operands) == op.arity
+
+
+@dataclasses.dataclass(frozen=True)
+class _TensorCall:
+    values: tuple[np.ndarray, ...]
+    out: np.ndarray
+    attrs: Mapping[str, Any]
+    targets: tuple[Any, ...]
+
+
+@pytest.mark.parametrize("op", [op for op in OPS if callable(op.grad_fn)], ids=_op_id)
+def test_tensor_grad_fn_is_the_name_on_tensor_operands(op: ops.Op) -> None:
+    # Contiguous matrices, all requiring grad, default attributes.
+    matrix = np.zeros((2, 2))
+    call = _TensorCall((matrix,) * op.arity, matrix,
+                       {name: attr.default for name, attr in op.attrs.items()},
+                       (True,) * op.arity)
+    assert op.grad_fn_name(call) == op.tensor_grad_fn
+
+
+def test_each_operator_writes_one_op() -> None:
+    written = [(op.operator, op.arity) for op in OPS if op.operator]
+    assert len(written) == len(set(written)) == len(ops.OPERATORS)
+    assert all(ops.TABLE[name].operator == symbol for (symbol, _), name in ops.OPERATORS.items())

@@ -640,6 +640,8 @@ PROMOTIONS: list[tuple[str, Callable[[ModuleType], Any]]] = [
     ("relu(i64[2])", lambda lib: lib.tensor([-4, 2]).relu()),
     ("neg(i64[2])", lambda lib: -lib.tensor([-4, 2])),
     ("clamp(i64[3], 0, 2)", lambda lib: lib.tensor([-4, 1, 5]).clamp(0, 2)),
+    ("clamp(i64[3], 0.5, 2)", lambda lib: lib.tensor([-4, 1, 5]).clamp(0.5, 2)),
+    ("clamp(i64 0-d, max=1.5)", lambda lib: lib.clamp(lib.tensor(3), max=1.5)),
     ("sum(i64[2])", lambda lib: lib.tensor([1, 2]).sum()),
     ("mean(i64[2])", lambda lib: lib.tensor([1, 2]).mean()),
     ("mean(f64[2])", lambda lib: lib.tensor([1.0, 2.0], dtype=lib.float64).mean()),
@@ -1135,6 +1137,7 @@ def shape_errors(lib: ModuleType, rec: Recorder) -> None:
     rec.call("transpose out of range", lambda: a.transpose(0, 2))
     rec.call("permute wrong length", lambda: a.permute(0))
     rec.call("permute repeated", lambda: a.permute(0, 0))
+    rec.call("permute()", lambda: a.permute())
     rec.call("clamp without bounds", lambda: a.clamp())
     rec.call("in-place, not broadcastable", lambda: lib.tensor([1.0, 2.0]).add_(a.detach()))
     rec.call("in-place broadcast to larger", lambda: lib.tensor([1.0, 2.0]).add_(lib.ones(3, 2)))
