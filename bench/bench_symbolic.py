@@ -331,9 +331,9 @@ def _operand_text(arg: Operand, chain: str, atomic: bool) -> str:
 def _chain_ops() -> tuple[list[str], list[str]]:
     """The table's elementwise ops a scalar chain can use: unary (no attributes but clamp's
     optional bounds; ``detach`` passes no gradient) and binary."""
-    unary = [op.name for op in cg.ops.OPS if symbolic.is_elementwise(op) and op.arity == 1
+    unary = [op.name for op in cg.ops.OPS if op.elementwise and op.arity == 1
              and op.vjps[0] is not None and not any(a.required for a in op.attrs.values())]
-    binary = [op.name for op in cg.ops.OPS if symbolic.is_elementwise(op) and op.arity == 2]
+    binary = [op.name for op in cg.ops.OPS if op.elementwise and op.arity == 2]
     missing = set(binary) - set(BINARY)
     if missing:
         raise SystemExit(f"(d) knows no operator for {sorted(missing)}")

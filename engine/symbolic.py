@@ -32,7 +32,7 @@ import sympy
 from symengine.lib.symengine_wrapper import sympy2symengine
 
 from .graph import Constant, Leaf, ValidGraph
-from .ops import TABLE, Op
+from .ops import TABLE
 
 Shape = tuple[int, ...]
 Expr = Any  # a SymEngine expression
@@ -203,11 +203,6 @@ def elementwise_rule(op_name: str, attrs: tuple[tuple[str, Any], ...]) -> _Eleme
     partials = () if op.stops_gradient else tuple(sympy.diff(forward, s) for s in symbols)
     return _Elementwise(tuple(sympy2symengine(s) for s in symbols), sympy2symengine(forward),
                         tuple(sympy2symengine(p) for p in partials))
-
-
-def is_elementwise(op: Op) -> bool:
-    """The row's ``elementwise`` (the benchmarks ask it here)."""
-    return op.elementwise
 
 
 @dataclass(frozen=True)

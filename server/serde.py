@@ -35,7 +35,7 @@ from crossgrad.engine.check import CheckMode, CheckReport, Method, Status
 from crossgrad.engine.dtypes import DType
 from crossgrad.engine.errors import InvalidArgument, short_name
 from crossgrad.engine.graph import Constant, Graph, Leaf, Limits, Node, Operation
-from crossgrad.engine.ops import TABLE, Op
+from crossgrad.engine.ops import ATTR_KINDS, TABLE
 from crossgrad.v1 import crossgrad_pb2 as pb
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -253,16 +253,6 @@ def tensor_to_proto(array: npt.ArrayLike, out: pb.Tensor | None = None, *,
 
 # --- graphs --------------------------------------------------------------------------------------
 
-# Which AttrValue fields each attribute kind takes (see AttrValue in the proto).
-_ACCEPTS: Mapping[str, tuple[str, ...]] = {
-    "number?": ("number", "integer"),
-    "dims?": ("integers", "integer"),
-    "dims": ("integers", "integer"),
-    "int": ("integer",),
-    "bool": ("flag",),
-}
-
-
 def graph_from_proto(graph: pb.Graph, limits: Limits, *, default_dtype: DType = FLOAT32,
                      field: str = "graph") -> Graph:
     """A wire graph as the engine's ``Graph``, each node's fields checked and converted.
@@ -315,7 +305,7 @@ def _operation(message: pb.Operation, node_id: str, path: str) -> Operation:
         value = message.attrs[name]
         which = value.WhichOneof("value")
         spec = op.attrs.get(name) if op is not None else None
-        accepted = _ACCEPTS.get(spec.kind) if spec is not None else None
+        accepted = ATTR_KINDS[spec.kind].wire if spec is not None else None
         if which is not None and spec is not None and accepted is not None and (
                 which not in accepted):
             raise InvalidField(attr_path, f"{message.op}'s attribute {name!r} is of kind "
@@ -772,27 +762,6 @@ BACKWARD = Answer(backward_to_proto, pb.BackwardResponse.FromString)
 
 # --- ListOps -------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _TensorCall:
-    """A call of an op on tensor operands (2-D, contiguous, all requiring grad), default
-    attributes: what OpInfo.grad_fn describes for ops whose grad_fn depends on the call."""
-
-    values: tuple[np.ndarray, ...]
-    out: np.ndarray
-    attrs: Mapping[str, Any]
-    targets: tuple[Any, ...]
-
-
-def _tensor_grad_fn(op: Op) -> str:
-    if not callable(op.grad_fn):
-        return op.grad_fn or ""
-    matrix = np.zeros((2, 2))
-    call = _TensorCall((matrix,) * op.arity, matrix,
-                       {name: attr.default for name, attr in op.attrs.items()},
-                       (True,) * op.arity)
-    return op.grad_fn(call)
-
-
 @functools.cache
 def _ops() -> pb.ListOpsResponse:
     ops = []
@@ -806,7 +775,7 @@ def _ops() -> pb.ListOpsResponse:
                 info.default_value.CopyFrom(default)
             attrs.append(info)
         ops.append(pb.OpInfo(name=name, arity=op.arity, attrs=attrs,
-                             grad_fn=_tensor_grad_fn(op), kink=op.kink))
+                             grad_fn=op.tensor_grad_fn, kink=op.kink))
     return pb.ListOpsResponse(ops=ops)
 
 

@@ -25,7 +25,7 @@ from crossgrad.engine.closed_form import Fused, Program
 from crossgrad.engine.errors import InvalidArgument
 from crossgrad.engine.graph import DEFAULT_LIMITS
 from crossgrad.engine.symbolic import Plan, constants_of, derive
-from crossgrad.server import convert
+from crossgrad.server import errors, serde
 from crossgrad.v1 import crossgrad_pb2 as pb
 
 from tests.engine.test_surface import generator
@@ -44,9 +44,9 @@ def added(monkeypatch: pytest.MonkeyPatch) -> Iterator[ops.Op]:
     """The table with ``EXPM1`` as its last row."""
     monkeypatch.setitem(ops.TABLE, EXPM1.name, EXPM1)
     monkeypatch.setattr(ops, "OPS", (*ops.OPS, EXPM1))
-    convert._ops.cache_clear()  # ListOps' answer, built once from the table
+    serde._ops.cache_clear()  # ListOps' answer, built once from the table
     yield EXPM1
-    convert._ops.cache_clear()
+    serde._ops.cache_clear()
 
 
 def _generated(source: str, namespace: dict[str, Any]) -> dict[str, Any]:
@@ -103,11 +103,11 @@ def test_an_added_row_is_found_everywhere(added: ops.Op) -> None:
         assert x.grad is not None and x.grad.item() == pytest.approx(math.exp(2 * at))
 
     # The wire: a graph's round trip, and ListOps.
-    back = graph.validate(convert.graph_from_proto(convert.graph_to_proto(parsed),
+    back = graph.validate(serde.graph_from_proto(serde.graph_to_proto(parsed),
                                                    DEFAULT_LIMITS), {"x": ((), F64)})
     assert graph.evaluate(back, {"x": np.float64(at)})[1]["x"] == pytest.approx(
         expected_gradient)
-    (info,) = [o for o in convert.list_ops_response().ops if o.name == "expm1"]
+    (info,) = [o for o in serde.list_ops_to_proto().ops if o.name == "expm1"]
     assert (info.arity, info.grad_fn, list(info.attrs)) == (1, "Expm1Backward0", [])
 
 
@@ -119,7 +119,7 @@ def test_the_added_row_is_pytorchs(added: ops.Op, require_torch: ModuleType) -> 
 
 
 def test_list_ops_lists_each_rows_tensor_grad_fn() -> None:
-    listed = {info.name: info.grad_fn for info in convert.list_ops_response().ops}
+    listed = {info.name: info.grad_fn for info in serde.list_ops_to_proto().ops}
     assert listed == {op.name: op.tensor_grad_fn for op in ops.OPS}
 
 
@@ -162,8 +162,8 @@ def test_the_wire_takes_each_kind_in_its_fields(kind: str,
             pb.Node(id="x", leaf="x"),
             pb.Node(id="p", op=pb.Operation(op="probe", inputs=["x"], attrs={"a": value}))])
         try:
-            convert.graph_from_proto(message, DEFAULT_LIMITS)
-        except convert.InvalidField:
+            serde.graph_from_proto(message, DEFAULT_LIMITS)
+        except errors.InvalidField:
             assert field not in ops.ATTR_KINDS[kind].wire, (kind, field)
         else:
             assert field in ops.ATTR_KINDS[kind].wire, (kind, field)
