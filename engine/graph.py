@@ -519,15 +519,12 @@ class _Checker:
 
 
 def _promote(op: Op, inputs: Sequence[NodeType], attrs: Mapping[str, Any]) -> DType:
-    """PyTorch's result dtype: tensors with dimensions over 0-d tensors over Python numbers (weak
-    inputs, and the op's promoting attributes)."""
-    dtype = dtypes.promote(
-        ([t.dtype for t in inputs if not t.weak and t.shape],
-         [t.dtype for t in inputs if not t.weak and not t.shape]),
-        [_PYTHON_TYPE[t.dtype.name] for t in inputs if t.weak] + op.number_types(attrs))
-    if op.floating and not dtype.is_floating_point:
-        return dtypes.DEFAULT_FLOAT
-    return dtype
+    """PyTorch's result dtype, the weak inputs and the op's promoting attributes taking part as
+    Python numbers."""
+    return dtypes.result_type(
+        [(t.dtype, len(t.shape)) for t in inputs if not t.weak],
+        [_PYTHON_TYPE[t.dtype.name] for t in inputs if t.weak] + op.number_types(attrs),
+        op.floating)
 
 
 # --- evaluation ----------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ from .tensor import (
     FLOAT_ONLY,
     NO_GRAD,
     NO_RETAIN_GRAD,
-    computing_dtype,
     initial_gradient,
     value_of,
 )
@@ -178,16 +177,14 @@ class Tape:
 
     def _casts(self, valid: ValidGraph, op: Op, node: Operation, inputs: tuple[int, ...],
                ) -> tuple[np.dtype[Any] | None, ...] | None:
-        """Per input, the dtype the eager engine casts it to (``tensor._promoted``), if any."""
-        weak = [valid.types[i].weak for i in node.inputs]
-        target = computing_dtype(
-            op, [(valid.types[i].dtype.numpy, len(valid.types[i].shape))
-                 for i, w in zip(node.inputs, weak, strict=True) if not w],
-            [type(self._env[j]) for j, w in zip(inputs, weak, strict=True) if w]
-            + op.number_types(node.attrs))
-        if target is None:
+        """Per input, the dtype the eager engine casts it to (``tensor._promoted``), if any: the
+        op's result dtype, to which the validator promoted the inputs. Once one input is cast,
+        every tensor input is, as eagerly (a NumPy scalar becomes a 0-d array)."""
+        result = valid.types[node.id]
+        types = [valid.types[i] for i in node.inputs]
+        if all(t.weak or t.dtype is result.dtype for t in types):
             return None
-        return tuple(None if w else target for w in weak)
+        return tuple(None if t.weak else result.dtype.numpy for t in types)
 
     def __call__(self, values: Mapping[str, np.ndarray], seed: Array | None = None) -> Sweep:
         env = self._env.copy()

@@ -560,36 +560,22 @@ def _reduce(name: str, x: Tensor, dim: Dims, keepdim: bool) -> Tensor:
 
 def _promoted(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any] | None = None,
               ) -> tuple[Array, ...]:
-    """The operands' values in the dtype PyTorch would compute in, when NumPy's choice differs."""
-    numbers = [type(a) for a in args if type(a) is not Tensor]
-    if attrs:
-        numbers += op.number_types(attrs)
-    target = computing_dtype(op, [(a._data.dtype, a._data.ndim) for a in args if type(a) is Tensor],
-                             numbers)
-    if target is None:
-        return tuple(value_of(a) for a in args)
-    # Python numbers stay Python numbers: NumPy treats them as weak, as PyTorch does.
-    return tuple(np.asarray(a._data, dtype=target) if type(a) is Tensor else a for a in args)
-
-
-def computing_dtype(op: Op, tensors: Sequence[tuple[np.dtype[Any], int]],
-                    numbers: Sequence[type]) -> np.dtype[Any] | None:
-    """The dtype PyTorch computes ``op`` in, given its tensor operands' (dtype, ndim) (one at
-    least: an op on numbers alone is Python's) and its Python number operands' types; None where
-    NumPy already picks it.
+    """The operands' values in the dtype PyTorch computes ``op`` in, where NumPy would pick another.
 
     NumPy 2 (NEP 50) agrees with PyTorch when every tensor operand has the same floating dtype:
     Python numbers are weak there as in PyTorch. Otherwise PyTorch's rules pick the type.
     """
-    first = tensors[0][0]
-    if first.kind == "f" and all(d == first for d, _ in tensors):
-        return None
-    target = dtypes.promote(
-        ([dtypes.from_numpy(d) for d, ndim in tensors if ndim],
-         [dtypes.from_numpy(d) for d, ndim in tensors if not ndim]), list(numbers))
-    if op.floating and not target.is_floating_point:
-        target = dtypes.DEFAULT_FLOAT
-    return target.numpy
+    tensors = [a._data.dtype for a in args if type(a) is Tensor]
+    if tensors[0].kind == "f" and all(d == tensors[0] for d in tensors):
+        return tuple(value_of(a) for a in args)
+    numbers = [type(a) for a in args if type(a) is not Tensor]
+    if attrs:
+        numbers += op.number_types(attrs)
+    target = dtypes.result_type(
+        [(dtypes.from_numpy(a._data.dtype), a._data.ndim) for a in args if type(a) is Tensor],
+        numbers, op.floating).numpy
+    # Python numbers stay Python numbers: NumPy treats them as weak, as PyTorch does.
+    return tuple(np.asarray(a._data, dtype=target) if type(a) is Tensor else a for a in args)
 
 
 _NO_ATTRS: dict[str, Any] = {}  # shared by every call without attributes; never written
