@@ -1,13 +1,13 @@
 """A graph's forward and reverse sweeps planned once and replayed on arrays: the engine for a
 graph that runs again and again (a training loop sending the same graph to the server).
 
-The eager engine (``tensor.py``, ``autograd.py``) builds a Tensor per node and a backward node
+The eager engine (``tensor.py``, ``backward_graph.py``) builds a Tensor per node and a backward node
 per op on every run, as PyTorch does. Everything that work decides depends only on the graph's
 structure and on which leaves require grad: which nodes need a gradient, the dtype each op
 computes in, the order of the reverse sweep and where each gradient goes. A ``Tape`` decides it
 once, from the same op table (its forwards and VJPs) and the validator's types, and computes the
 values of the nodes that depend on no leaf once too. Replaying it runs the table's forwards and
-VJPs on arrays in the order ``autograd.backpropagate`` runs them, so its results are the eager
+VJPs on arrays in the order ``reverse.schedule`` gives both, so its results are the eager
 engine's bit for bit (``tests/engine/test_tape.py`` compares the two on random graphs).
 """
 
@@ -22,17 +22,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .autograd import unbroadcast
 from .errors import CrossgradError, InvalidArgument, UsageError
 from .graph import Leaf, Operation, ValidGraph, ancestors, blame, forward
 from .ops import TABLE, Op
-from .tensor import (
+from .reverse import (
     FLOAT_ONLY,
     NO_GRAD,
     NO_RETAIN_GRAD,
     initial_gradient,
-    value_of,
+    schedule,
+    unbroadcast,
 )
+from .tensor import value_of
 
 Array = Any
 
@@ -272,26 +273,7 @@ def _static_values(valid: ValidGraph, order: Sequence[Any],
 def _schedule(root: int, edges: Mapping[int, list[tuple[int, int]]],
               ) -> list[tuple[int, int, int]]:
     """The edges (op, input position, input) of the reverse sweep from ``root``, in the order
-    ``autograd.backpropagate`` takes them: an op's VJPs run once every op that consumes it has
-    sent its gradient, the op that became ready last first. ``edges[i]``: op ``i``'s (position,
-    input) pairs that need a gradient; an input not in ``edges`` is a leaf."""
-    consumers = {root: 0}
-    stack = [root]
-    while stack:
-        for _, j in edges[stack.pop()]:
-            if j in edges:
-                if j not in consumers:
-                    consumers[j] = 0
-                    stack.append(j)
-                consumers[j] += 1
-    taken = []
-    ready = [root]
-    while ready:
-        i = ready.pop()
-        for position, j in edges[i]:
-            taken.append((i, position, j))
-            if j in edges:
-                consumers[j] -= 1
-                if not consumers[j]:
-                    ready.append(j)
-    return taken
+    ``reverse.schedule`` runs the ops. ``edges[i]``: op ``i``'s (position, input) pairs that need
+    a gradient; an input not in ``edges`` is a leaf."""
+    order = schedule(root, lambda i: [j for _, j in edges[i] if j in edges], int)
+    return [(i, position, j) for i in order for position, j in edges[i]]

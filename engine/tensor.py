@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 
 from . import dtypes, shapes
-from .autograd import Node, backpropagate, legacy_type_name
+from .backward_graph import Node, backpropagate, legacy_type_name
 from .dtypes import DType, Size
 from .errors import DTypeError, ShapeError, UsageError
 from .grad_mode import _enabled
 from .ops import TABLE, Op
 from .printing import format_tensor
+from .reverse import FLOAT_ONLY, NO_GRAD, NO_RETAIN_GRAD, initial_gradient
 
 Array = Any
 Operand = Any  # a Tensor or a Python number
@@ -31,8 +32,6 @@ _NON_LEAF_GRAD = (
     "access the non-leaf Tensor by mistake, make sure you access the leaf Tensor instead. See "
     "github.com/pytorch/pytorch/pull/30531 for more information.")
 _LEAF_IN_PLACE = "a leaf Variable that requires grad is being used in an in-place operation."
-FLOAT_ONLY = "Only Tensors of floating point and complex dtype can require gradients"
-NO_RETAIN_GRAD = "can't retain_grad on Tensor that has requires_grad=False"
 _T_ON_0D = "Tensor.T is deprecated on 0-D tensors. This function is the identity in these cases."
 _T_NOT_2D = (
     "The use of `x.T` on tensors of dimension other than 2 to reverse their shape is deprecated "
@@ -233,7 +232,7 @@ class Tensor:
         """The gradient backward starts from, checked as PyTorch checks it."""
         if not self.requires_grad:
             raise UsageError(NO_GRAD)
-        return initial_gradient(self._data, gradient)
+        return initial_gradient(self._data, value_of(gradient))
 
     def retain_grad(self) -> None:
         """Keep this non-leaf's gradient in ``.grad`` on backward."""
@@ -491,23 +490,6 @@ def _requires_grad(operand: Operand) -> bool:
 def value_of(operand: Operand) -> Array:
     """An operand's value: a Tensor's array, a Python number as it is."""
     return operand._data if isinstance(operand, Tensor) else operand
-
-
-NO_GRAD = "element 0 of tensors does not require grad and does not have a grad_fn"
-
-
-def initial_gradient(out: Array, gradient: Operand | None) -> Array:
-    """The gradient a backward from ``out`` starts from (``gradient``, or 1 for one element),
-    checked as PyTorch checks it."""
-    if gradient is None:
-        if out.size != 1:
-            raise UsageError("grad can be implicitly created only for scalar outputs")
-        return out.dtype.type(1) if not out.ndim else np.ones(out.shape, out.dtype)
-    seed = gradient._data if isinstance(gradient, Tensor) else np.asarray(gradient)
-    if seed.shape != out.shape:
-        raise ShapeError(f"Mismatch in shape: grad_output[0] has a shape of "
-                         f"{Size(seed.shape)} and output[0] has a shape of {Size(out.shape)}.")
-    return np.asarray(seed, dtype=out.dtype)
 
 
 def _accumulate(tensor: Tensor, grad: Array) -> None:
