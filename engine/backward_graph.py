@@ -5,7 +5,7 @@ operand, where its gradient goes — the operand's own ``Node``, the leaf tensor
 (PyTorch's ``AccumulateGrad``), or nowhere. Nodes point only at their inputs, never at their
 outputs, so a graph holds no reference cycles and is freed by reference counting alone.
 
-Backward runs the steps ``reverse.py`` defines, in its order.
+Backward runs the steps ``reverse.py`` defines, in its order, which the executor runs too.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Reverse-mode accumulation: the one copy both engines run.
 
 The eager engine (``backward_graph.backpropagate``, over the ``Node`` objects that ops record) and
-the tape (``tape.Tape``, over a validated graph planned once) differ in how they find
+the executor (``executor.Executor``, over a validated graph planned once) differ in how they find
 an op's saved values and where they keep gradients, not in what backward does:
 
 - ``schedule``: the order ops send their gradients, PyTorch's;

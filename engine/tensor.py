@@ -570,14 +570,20 @@ def apply(op: Op, args: tuple[Operand, ...], attrs: dict[str, Any] = _NO_ATTRS) 
     if len(args) == 2 and not attrs:
         return _apply_binary(op, args[0], args[1])
     inputs = _promoted(op, args, attrs)
-    out = _forward(op, inputs, attrs)
+    return record(op, args, inputs, attrs, _forward(op, inputs, attrs))
+
+
+def record(op: Op, args: tuple[Operand, ...], inputs: tuple[Array, ...], attrs: dict[str, Any],
+           out: Array) -> Tensor:
+    """``out``, computed by ``op`` from ``args`` (whose values, promoted, are ``inputs``), as a
+    tensor; in grad mode, when an operand requires grad, with the node that backward runs."""
     if not _enabled.get():
         return Tensor(out)
-    targets = tuple((a._node or a) if type(a) is Tensor and a.requires_grad and vjp else None
-                    for a, vjp in zip(args, op.vjps, strict=True))
-    if all(t is None for t in targets):
+    targets = tuple([(a._node or a) if type(a) is Tensor and a.requires_grad and vjp else None
+                     for a, vjp in zip(args, op.vjps, strict=True)])
+    if all([t is None for t in targets]):
         return Tensor(out)
-    modified = any(type(a) is Tensor and a._version for a in args)
+    modified = any([type(a) is Tensor and a._version for a in args])
     return _result(out, Node(op, args, inputs, attrs, out, targets,
                              _versions(args) if modified else None))
 
