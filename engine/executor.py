@@ -192,7 +192,7 @@ class Executor:
     def forward(self, values: Mapping[str, np.ndarray]) -> Forward:
         """The forward sweep at the leaves' arrays ``values``."""
         with np.errstate(all="ignore"):
-            return self._forward(values)
+            return Forward(*self._forward(values))
 
     def backward(self, forward: Forward, seed: Array | None = None) -> Sweep:
         """The reverse sweep after ``forward`` from the output, seeded with ``seed`` (backward's
@@ -212,7 +212,8 @@ class Executor:
             step = step_of.get(i)
             yield node, forward.values[i], None if step is None else operands[step]
 
-    def _forward(self, values: Mapping[str, np.ndarray]) -> Forward:
+    def _forward(self, values: Mapping[str, np.ndarray],
+                 ) -> tuple[list[Any], list[Sequence[Any]]]:
         env = self._values.copy()
         for at, name in self._leaves:
             env[at] = values[name]
@@ -229,9 +230,10 @@ class Executor:
             if reported is error:
                 raise
             raise reported from error
-        return Forward(env, operands)
+        return env, operands
 
-    def _backward(self, forward: Forward, seed: Array | None) -> Sweep:
+    def _backward(self, forward: tuple[list[Any], list[Sequence[Any]]], seed: Array | None,
+                  ) -> Sweep:
         if not self._differentiates:
             raise UsageError(NO_GRAD)
         if self._untracked_retain is not None:
