@@ -11,6 +11,7 @@ Backward runs the steps ``reverse.py`` defines, in its order, which the executor
 from __future__ import annotations
 
 import re
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -145,8 +146,7 @@ def _modified_message(value: Array, producer: str | None, version: int, expected
             "torch.autograd.set_detect_anomaly(True, check_nan=False).")
 
 
-def _targets(node: Node) -> tuple[Any, ...]:
-    return node.targets
+_TARGETS = attrgetter("targets")
 
 
 def backpropagate(root: Node, grad: Array, retain_graph: bool,
@@ -157,7 +157,7 @@ def backpropagate(root: Node, grad: Array, retain_graph: bool,
     non-leaf that asked to retain its gradient, each summed over all paths. Nothing is written to
     any tensor here, so a pass that fails leaves every ``.grad`` as it was.
     """
-    order = schedule(root, _targets, Node)
+    order = schedule(root, _TARGETS, Node)
     grads: dict[Any, Array] = {root: grad}  # by Node while pending, by leaf Tensor for good
     retained: list[tuple[Tensor, Array]] = []
     for node in order:

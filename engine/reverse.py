@@ -41,11 +41,11 @@ def schedule(root: K, targets: Callable[[K], Iterable[object]], kind: type[K]) -
     gradient; of the ops ready, the one that became ready last runs first (a stack), as PyTorch's
     engine does on the CPU. Iterative: a 100,000-op chain is fine.
     """
-    consumers = {root: 0}
+    consumers: dict[Any, int] = {root: 0}
     stack = [root]
     while stack:
         for target in targets(stack.pop()):
-            if isinstance(target, kind):
+            if type(target) is kind:
                 if target in consumers:
                     consumers[target] += 1
                 else:
@@ -57,7 +57,7 @@ def schedule(root: K, targets: Callable[[K], Iterable[object]], kind: type[K]) -
         op = ready.pop()
         order.append(op)
         for target in targets(op):
-            if isinstance(target, kind):
+            if type(target) is kind:
                 waiting = consumers[target] - 1
                 consumers[target] = waiting
                 if not waiting:
