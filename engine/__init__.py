@@ -19,7 +19,7 @@ table, and for the closed forms' derivation a pool of worker processes under a d
 
 from . import autograd, formula, graph, ops
 from .check import CheckMode, CheckReport
-from .differentiation import Result, differentiate
+from .differentiation import differentiate
 from .dtypes import DType, Size, float32, float64, int64
 from .dtypes import DType as dtype
 from .dtypes import bool_ as bool
@@ -64,6 +64,7 @@ from .functional import (
 
 # --- end generated: op-functions ---
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .gradient_check import Result
 from .tensor import Tensor, tensor
 
 double = float64

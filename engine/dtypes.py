@@ -6,6 +6,7 @@ for PyTorch prints the same lines on crossgrad.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,17 @@ def promote(dtypes_by_priority: tuple[list[DType], list[DType]], python_types: l
             return float64 if float64 in in_top else in_top[0]
     # Only Python numbers reach the top category: their default type.
     return {0: bool_, 1: int64, 2: DEFAULT_FLOAT}[top]
+
+
+def result_type(tensors: Sequence[tuple[DType, int]], numbers: Sequence[type],
+                floating: bool = False) -> DType:
+    """PyTorch's result dtype of an op on tensors of these (dtype, ndim) and on Python numbers of
+    these types; ``floating``: the op makes floats of integers (``sin``, ``mean``, ``div``)."""
+    dtype = promote(([d for d, ndim in tensors if ndim], [d for d, ndim in tensors if not ndim]),
+                    list(numbers))
+    if floating and not dtype.is_floating_point:
+        return DEFAULT_FLOAT
+    return dtype
 
 
 class Size(tuple[int, ...]):

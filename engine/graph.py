@@ -1,16 +1,16 @@
-"""The graph IR: what a client sends, checked before anything runs, then evaluated.
+"""The graph IR: what a client sends, checked before anything runs.
 
 A graph is a list of nodes, each an id and one of: a ``Leaf`` (a name bound to a value at
 evaluation), a ``Constant`` (an inline array) or an ``Operation`` (a wire op name from the op
 table, input ids and attributes), plus the id of the output. ``validate`` checks it against the
 op table and the declared leaves without running anything and returns a ``ValidGraph`` (the
-topological order, each node's shape and dtype, a structural key); ``evaluate`` runs the numeric
-engine over a ``ValidGraph``.
+topological order, each node's shape and dtype, a structural key); ``check_values`` checks leaf
+values against it. ``executor.py`` runs a ``ValidGraph``.
 
 0-d constants are *weak* scalars, as Python numbers are in PyTorch: ``x ** 2`` keeps ``x``'s
-dtype. They are passed to the engine as Python numbers, and an op whose operands are all weak
-scalars is computed as Python would compute it (``x * (1 / 3)`` divides in double precision) and
-gives a weak scalar again.
+dtype. They are run as Python numbers, and an op whose operands are all weak scalars is computed
+as Python would compute it (``x * (1 / 3)`` divides in double precision) and gives a weak scalar
+again.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import hashlib
 import heapq
 import json
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
@@ -30,13 +30,10 @@ import numpy.typing as npt
 
 from . import dtypes
 from .dtypes import DType
-from .errors import CrossgradError, InvalidArgument, LimitExceeded, UsageError, short_name
-from .grad_mode import set_grad_enabled
+from .errors import CrossgradError, InvalidArgument, LimitExceeded, short_name
 from .ops import TABLE, Attr, Op
-from .tensor import Tensor, apply, tensor
 
 Shape = tuple[int, ...]
-Number = int | float | bool
 
 _MAX_NDIM = 64  # NumPy's own limit on dimensions
 MAX_NAME_CHARS = 256  # node ids and leaf names: errors quote them, and a status must stay small
@@ -195,6 +192,15 @@ class ValidGraph:
                 lines.append(f"const {described}")
         lines.append(f"output {index[self.graph.output]}")
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def ancestors(valid: ValidGraph, roots: Sequence[str]) -> set[str]:
+    """The ids of ``roots`` and of every node they depend on."""
+    needed = set(roots)
+    for node in reversed(valid.order):  # reverse topological: consumers come first
+        if node.id in needed and type(node) is Operation:
+            needed.update(node.inputs)
+    return needed
 
 
 def normalize_attrs(op: Op, attrs: Mapping[str, Any], node: str | None = None) -> dict[str, Any]:
@@ -513,71 +519,15 @@ class _Checker:
 
 
 def _promote(op: Op, inputs: Sequence[NodeType], attrs: Mapping[str, Any]) -> DType:
-    """PyTorch's result dtype: tensors with dimensions over 0-d tensors over Python numbers (weak
-    inputs, and the op's promoting attributes)."""
-    dtype = dtypes.promote(
-        ([t.dtype for t in inputs if not t.weak and t.shape],
-         [t.dtype for t in inputs if not t.weak and not t.shape]),
-        [_PYTHON_TYPE[t.dtype.name] for t in inputs if t.weak] + op.number_types(attrs))
-    if op.floating and not dtype.is_floating_point:
-        return dtypes.DEFAULT_FLOAT
-    return dtype
+    """PyTorch's result dtype, the weak inputs and the op's promoting attributes taking part as
+    Python numbers."""
+    return dtypes.result_type(
+        [(t.dtype, len(t.shape)) for t in inputs if not t.weak],
+        [_PYTHON_TYPE[t.dtype.name] for t in inputs if t.weak] + op.number_types(attrs),
+        op.floating)
 
 
-# --- evaluation ----------------------------------------------------------------------------------
-
-Operand = Tensor | int | float | bool
-
-
-def evaluate(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
-             wrt: Sequence[str] | None = None, seed: npt.ArrayLike | None = None,
-             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The output's value and the gradients of the output with respect to the leaves ``wrt``.
-
-    ``values`` binds each leaf name to its value (shape as declared, castable to its dtype,
-    finite). ``wrt`` defaults to every leaf of floating dtype. A non-scalar output needs ``seed``,
-    the vector of the vector-Jacobian product. As in PyTorch, a leaf the output does not depend on
-    (or only through ``detach``) gets no gradient: it is absent from the result.
-    """
-    wanted = _wrt(valid, wrt)
-    bound = {name: tensor(array, requires_grad=name in wanted)
-             for name, array in check_values(valid, values).items()}
-    output = valid.output
-    out_type = valid.types[output]
-    if seed is not None:
-        seed = _checked_array(seed, out_type.shape, f"the seed for output {output!r}", output)
-    elif math.prod(out_type.shape) != 1 and wanted:
-        # PyTorch's error and message, as Backward gives them: one condition, one status.
-        raise UsageError(f"grad can be implicitly created only for scalar outputs (the output "
-                         f"{output!r} has shape {list(out_type.shape)}: give a seed)",
-                         node=output)
-    with np.errstate(all="ignore"), set_grad_enabled(bool(wanted)):
-        result = forward(valid, bound)[output]
-        if not isinstance(result, Tensor):
-            return np.asarray(result, dtype=out_type.dtype.numpy), {}
-        if result.requires_grad:
-            result.backward(None if seed is None else np.asarray(seed))
-    grads = {}
-    for name, leaf in bound.items():
-        if name in wanted and leaf.grad is not None:
-            grads[name] = leaf.grad.numpy()
-    return result.detach().numpy(), grads
-
-
-def _wrt(valid: ValidGraph, wrt: Sequence[str] | None) -> frozenset[str]:
-    if wrt is None:
-        return frozenset(n for n, (_, d) in valid.leaves.items() if d.is_floating_point)
-    if isinstance(wrt, str):
-        raise InvalidArgument("wrt must be a sequence of leaf names, not a string")
-    for name in wrt:
-        if name not in valid.leaves:
-            raise InvalidArgument(f"cannot differentiate with respect to {name!r}: the graph "
-                                  f"has no such leaf (leaves: {', '.join(sorted(valid.leaves))})")
-        if not valid.leaves[name][1].is_floating_point:
-            raise InvalidArgument(f"cannot differentiate with respect to {name!r}: only leaves "
-                                  "of floating dtype can require gradients")
-    return frozenset(wrt)
-
+# --- leaf values ----------------------------------------------------------------------------------
 
 def check_values(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
                  ) -> dict[str, np.ndarray]:
@@ -593,7 +543,7 @@ def check_values(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
         node = node_of[name]
         if name not in values:
             raise InvalidArgument(f"node {node!r}: no value for leaf {name!r}", node=node)
-        array = _checked_array(values[name], shape, f"the value of leaf {name!r}", node)
+        array = checked_array(values[name], shape, f"the value of leaf {name!r}", node)
         if not np.can_cast(array.dtype, dtype.numpy, "same_kind"):
             raise InvalidArgument(f"node {node!r}: the value of leaf {name!r} has dtype "
                                   f"{array.dtype}, which does not convert to {dtype}", node=node)
@@ -601,7 +551,7 @@ def check_values(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
     return arrays
 
 
-def _checked_array(value: npt.ArrayLike, shape: Shape, what: str, node: str) -> np.ndarray:
+def checked_array(value: npt.ArrayLike, shape: Shape, what: str, node: str) -> np.ndarray:
     """``value`` as an array of numbers of the given shape with finite values."""
     try:
         array = np.asarray(value)
@@ -617,91 +567,3 @@ def _checked_array(value: npt.ArrayLike, shape: Shape, what: str, node: str) -> 
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InvalidArgument(f"node {node!r}: {what} is not finite", node=node)
     return array
-
-
-def run(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
-        requires_grad: Collection[str] = (), nodes: Sequence[str] | None = None, *,
-        checked: bool = False) -> tuple[dict[str, Tensor], dict[str, Operand]]:
-    """The forward pass as the engine's tensors: leaves (``requires_grad`` for those named) by
-    name, and every node the ``nodes`` (default: the output) depend on, by id — for a caller that
-    goes on with PyTorch's semantics itself (``backward``, ``retain_grad``, ``grad_fn``).
-
-    ``checked``: the values are arrays already known to fit the declared leaves (a server's
-    stored leaves), so ``check_values`` is skipped.
-    """
-    for node in nodes or ():
-        if node not in valid.types:
-            raise InvalidArgument(f"node {node!r} is not in the graph", node=node)
-    arrays = values if checked else check_values(valid, values)
-    leaves = {name: tensor(arrays[name], requires_grad=name in requires_grad)
-              for name in valid.leaves}
-    with np.errstate(all="ignore"):
-        return leaves, forward(valid, leaves, nodes or (valid.output,))
-
-
-def forward(valid: ValidGraph, bound: Mapping[str, Tensor], roots: Sequence[str] = (),
-            env: dict[str, Operand] | None = None) -> dict[str, Operand]:
-    """Run the nodes the ``roots`` (default: the output) depend on, in topological order, into
-    ``env`` (a new dict by default; what ran before a failing node stays in it)."""
-    needed = (valid.needed if not roots or tuple(roots) == (valid.output,)
-              else ancestors(valid, roots))
-    env = {} if env is None else env
-    for node in valid.order:
-        if node.id not in needed:
-            continue
-        if isinstance(node, Leaf):
-            env[node.id] = bound[node.name]
-        elif isinstance(node, Constant):
-            env[node.id] = node.value.item() if not node.value.ndim else tensor(node.value)
-        else:
-            env[node.id] = _run(node, [env[i] for i in node.inputs], valid.types[node.id])
-    return env
-
-
-def ancestors(valid: ValidGraph, roots: Sequence[str]) -> set[str]:
-    """The ids of ``roots`` and of every node they depend on."""
-    needed = set(roots)
-    for node in reversed(valid.order):  # reverse topological: consumers come first
-        if node.id in needed and type(node) is Operation:
-            needed.update(node.inputs)
-    return needed
-
-
-def _run(node: Operation, args: list[Operand], result: NodeType) -> Operand:
-    """One op through the engine, its errors naming the node."""
-    op = TABLE[node.op]
-    try:
-        if result.weak:
-            return _weak(op, args, node.attrs, result)
-        return apply(op, tuple(args), dict(node.attrs)) if node.attrs else apply(op, tuple(args))
-    except (CrossgradError, ArithmeticError, ValueError, TypeError) as error:
-        reported = blame(node, error)
-        if reported is error:
-            raise
-        raise reported from error
-
-
-def blame(node: Operation, error: Exception) -> Exception:
-    """``error``, raised while running ``node``, as the error to report: crossgrad's own errors
-    get the node's id; NumPy's and Python's refusals of values (int ** negative int, 1 / 0, ...)
-    become ``InvalidArgument`` naming it; anything else is a bug and stays as it is."""
-    if isinstance(error, CrossgradError):
-        if error.node is None:
-            error.node = node.id
-        return error
-    if isinstance(error, (ArithmeticError, ValueError, TypeError)):
-        return InvalidArgument(f"node {node.id!r} ({node.op}): {error}", node=node.id)
-    return error
-
-
-def _weak(op: Op, args: list[Operand], attrs: Mapping[str, Any], result: NodeType) -> Number:
-    """An op on Python numbers, computed as Python computes it, giving a Python number."""
-    value = op.forward(*args, **attrs)
-    if result.dtype.is_floating_point:
-        return float(value)
-    number = int(value)
-    if not _INT64[0] <= number <= _INT64[1]:
-        # Where PyTorch raises "Overflow when unpacking long"; it also keeps Python's integers
-        # from growing without bound along a chain of products.
-        raise InvalidArgument(f"integer constant {number} is out of int64 range")
-    return number

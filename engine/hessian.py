@@ -15,7 +15,8 @@ from .check import CheckReport, Method, compare
 from .closed_form import Evaluation
 from .display import ClosedForms
 from .errors import InvalidArgument, LimitExceeded
-from .graph import ValidGraph, evaluate
+from .evaluation import evaluate
+from .graph import ValidGraph
 from .symbolic import Plan
 from .widening import in_float64
 

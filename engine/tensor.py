@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 
 from . import dtypes, shapes
-from .autograd import Node, backpropagate, legacy_type_name
+from .backward_graph import Node, backpropagate, legacy_type_name
 from .dtypes import DType, Size
 from .errors import DTypeError, ShapeError, UsageError
 from .grad_mode import _enabled
 from .ops import ALL_DIMS, TABLE, Dims, Op
 from .printing import format_tensor
+from .reverse import FLOAT_ONLY, NO_GRAD, NO_RETAIN_GRAD, initial_gradient
 
 Array = Any
 Operand = Any  # a Tensor or a Python number
@@ -31,8 +32,6 @@ _NON_LEAF_GRAD = (
     "access the non-leaf Tensor by mistake, make sure you access the leaf Tensor instead. See "
     "github.com/pytorch/pytorch/pull/30531 for more information.")
 _LEAF_IN_PLACE = "a leaf Variable that requires grad is being used in an in-place operation."
-FLOAT_ONLY = "Only Tensors of floating point and complex dtype can require gradients"
-NO_RETAIN_GRAD = "can't retain_grad on Tensor that has requires_grad=False"
 _T_ON_0D = "Tensor.T is deprecated on 0-D tensors. This function is the identity in these cases."
 _T_NOT_2D = (
     "The use of `x.T` on tensors of dimension other than 2 to reverse their shape is deprecated "
@@ -222,7 +221,7 @@ class Tensor:
         """The gradient backward starts from, checked as PyTorch checks it."""
         if not self.requires_grad:
             raise UsageError(NO_GRAD)
-        return initial_gradient(self._data, gradient)
+        return initial_gradient(self._data, value_of(gradient))
 
     def retain_grad(self) -> None:
         """Keep this non-leaf's gradient in ``.grad`` on backward."""
@@ -493,23 +492,6 @@ def value_of(operand: Operand) -> Array:
     return operand._data if isinstance(operand, Tensor) else operand
 
 
-NO_GRAD = "element 0 of tensors does not require grad and does not have a grad_fn"
-
-
-def initial_gradient(out: Array, gradient: Operand | None) -> Array:
-    """The gradient a backward from ``out`` starts from (``gradient``, or 1 for one element),
-    checked as PyTorch checks it."""
-    if gradient is None:
-        if out.size != 1:
-            raise UsageError("grad can be implicitly created only for scalar outputs")
-        return out.dtype.type(1) if not out.ndim else np.ones(out.shape, out.dtype)
-    seed = gradient._data if isinstance(gradient, Tensor) else np.asarray(gradient)
-    if seed.shape != out.shape:
-        raise ShapeError(f"Mismatch in shape: grad_output[0] has a shape of "
-                         f"{Size(seed.shape)} and output[0] has a shape of {Size(out.shape)}.")
-    return np.asarray(seed, dtype=out.dtype)
-
-
 def _accumulate(tensor: Tensor, grad: Array) -> None:
     """Add ``grad`` into ``tensor.grad``, in place when there is one (PyTorch's AccumulateGrad)."""
     if tensor._grad is None:
@@ -568,36 +550,22 @@ def _refuse(op: Op, first: Tensor, args: dict[str, Any]) -> None:
 
 def _promoted(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any] | None = None,
               ) -> tuple[Array, ...]:
-    """The operands' values in the dtype PyTorch would compute in, when NumPy's choice differs."""
-    numbers = [type(a) for a in args if type(a) is not Tensor]
-    if attrs:
-        numbers += op.number_types(attrs)
-    target = computing_dtype(op, [(a._data.dtype, a._data.ndim) for a in args if type(a) is Tensor],
-                             numbers)
-    if target is None:
-        return tuple(value_of(a) for a in args)
-    # Python numbers stay Python numbers: NumPy treats them as weak, as PyTorch does.
-    return tuple(np.asarray(a._data, dtype=target) if type(a) is Tensor else a for a in args)
-
-
-def computing_dtype(op: Op, tensors: Sequence[tuple[np.dtype[Any], int]],
-                    numbers: Sequence[type]) -> np.dtype[Any] | None:
-    """The dtype PyTorch computes ``op`` in, given its tensor operands' (dtype, ndim) (one at
-    least: an op on numbers alone is Python's) and its Python number operands' types; None where
-    NumPy already picks it.
+    """The operands' values in the dtype PyTorch computes ``op`` in, where NumPy would pick another.
 
     NumPy 2 (NEP 50) agrees with PyTorch when every tensor operand has the same floating dtype:
     Python numbers are weak there as in PyTorch. Otherwise PyTorch's rules pick the type.
     """
-    first = tensors[0][0]
-    if first.kind == "f" and all(d == first for d, _ in tensors):
-        return None
-    target = dtypes.promote(
-        ([dtypes.from_numpy(d) for d, ndim in tensors if ndim],
-         [dtypes.from_numpy(d) for d, ndim in tensors if not ndim]), list(numbers))
-    if op.floating and not target.is_floating_point:
-        target = dtypes.DEFAULT_FLOAT
-    return target.numpy
+    tensors = [a._data.dtype for a in args if type(a) is Tensor]
+    if tensors[0].kind == "f" and all(d == tensors[0] for d in tensors):
+        return tuple(value_of(a) for a in args)
+    numbers = [type(a) for a in args if type(a) is not Tensor]
+    if attrs:
+        numbers += op.number_types(attrs)
+    target = dtypes.result_type(
+        [(dtypes.from_numpy(a._data.dtype), a._data.ndim) for a in args if type(a) is Tensor],
+        numbers, op.floating).numpy
+    # Python numbers stay Python numbers: NumPy treats them as weak, as PyTorch does.
+    return tuple(np.asarray(a._data, dtype=target) if type(a) is Tensor else a for a in args)
 
 
 _NO_ATTRS: dict[str, Any] = {}  # shared by every call without attributes; never written
@@ -610,14 +578,20 @@ def apply(op: Op, args: tuple[Operand, ...], attrs: dict[str, Any] = _NO_ATTRS) 
     if len(args) == 2 and not attrs:
         return _apply_binary(op, args[0], args[1])
     inputs = _promoted(op, args, attrs)
-    out = _forward(op, inputs, attrs)
+    return record(op, args, inputs, attrs, _forward(op, inputs, attrs))
+
+
+def record(op: Op, args: tuple[Operand, ...], inputs: tuple[Array, ...], attrs: dict[str, Any],
+           out: Array) -> Tensor:
+    """``out``, computed by ``op`` from ``args`` (whose values, promoted, are ``inputs``), as a
+    tensor; in grad mode, when an operand requires grad, with the node that backward runs."""
     if not _enabled.get():
         return Tensor(out)
-    targets = tuple((a._node or a) if type(a) is Tensor and a.requires_grad and vjp else None
-                    for a, vjp in zip(args, op.vjps, strict=True))
-    if all(t is None for t in targets):
+    targets = tuple([(a._node or a) if type(a) is Tensor and a.requires_grad and vjp else None
+                     for a, vjp in zip(args, op.vjps, strict=True)])
+    if all([t is None for t in targets]):
         return Tensor(out)
-    modified = any(type(a) is Tensor and a._version for a in args)
+    modified = any([type(a) is Tensor and a._version for a in args])
     return _result(out, Node(op, args, inputs, attrs, out, targets,
                              _versions(args) if modified else None))
 

@@ -15,8 +15,8 @@ from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 from crossgrad.engine.check import CheckMode
-from crossgrad.engine.differentiation import Result
 from crossgrad.engine.dtypes import DType
+from crossgrad.engine.gradient_check import Result
 from crossgrad.engine.graph import Graph
 
 from .idempotency import Key

@@ -1,61 +1,44 @@
 """Graphs a server has validated, kept for the next call that sends them.
 
-A client sends the same graph call after call (a training loop): validating it, building its tape
-and preparing its gradient check are done once, and a call pays only for running them. Everything
-kept is bounded, in count and in bytes, since clients choose the keys.
+A client sends the same graph call after call (a training loop): validating it, planning its
+executor and preparing its gradient check are done once, and a call pays only for running them.
+Everything kept is bounded, in count and in bytes, since clients choose the keys.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from crossgrad.engine import dtypes
 from crossgrad.engine import graph as graphs
 from crossgrad.engine.cache import Cache
-from crossgrad.engine.differentiation import GradientCheck
 from crossgrad.engine.graph import Leaf, Limits, ValidGraph
+from crossgrad.engine.prepared import Prepared
 from crossgrad.engine.solver import Symbolic
-from crossgrad.engine.tape import Tape
 
 from .commands import GraphSource
 from .errors import LeafNotFound
 from .sessions import LeafState, Session
 
-_PER_GRAPH = 16  # tapes and checks kept per known graph
 # Graphs kept validated, and the largest kept (serialized): a graph with large constants costs
 # its size to validate anyway, and the cache must stay small in bytes (keys are whole graphs).
 _KNOWN_GRAPHS = 256
 _KNOWN_GRAPH_BYTES = 64 * 1024
-# The most a kept tape may hold in values computed from constants alone (a 16 kB graph can
+# The most a kept executor may hold in values computed from constants alone (a 16 kB graph can
 # broadcast its constants to megabytes): a larger one is built for its call and not kept.
-_KEPT_TAPE_BYTES = 16 * 1024
+_KEPT_EXECUTOR_BYTES = 16 * 1024
 
 
-class Known:
-    """A validated graph, with its gradient checks (by the leaves differentiated) and its tapes
-    (by the leaves that require grad and the nodes retained), each built on first use with the
-    op table as it is then."""
+class Known(Prepared):
+    """A graph validated over a session's leaves: the engine's prepared graph (its executors
+    and gradient checks, built on first use with the op table as it is then), and the leaves'
+    shapes and dtypes it was validated with."""
 
     def __init__(self, valid: ValidGraph, symbolic: Symbolic) -> None:
-        self.valid = valid
-        self.symbolic = symbolic
+        super().__init__(valid, symbolic, kept_executor_bytes=_KEPT_EXECUTOR_BYTES)
         # What the graph was validated with: (leaf name, shape, NumPy dtype).
         self.signature = [(name, shape, dtype.numpy)
                           for name, (shape, dtype) in valid.leaves.items()]
-        self.checks = Cache(_PER_GRAPH)
-        self.tapes = Cache(_PER_GRAPH)
-
-    def check(self, wrt: tuple[str, ...]) -> GradientCheck:
-        return self.checks.get_or_put(wrt, lambda: GradientCheck(self.valid, wrt, self.symbolic))
-
-    def tape(self, tracking: tuple[str, ...], retain: Sequence[str]) -> Tape:
-        key = (tracking, tuple(retain))
-        tape: Tape | None = self.tapes.get(key)
-        if tape is None:
-            tape = Tape(self.valid, tracking, key[1])
-            if tape.static_nbytes <= _KEPT_TAPE_BYTES:
-                self.tapes.put(key, tape)
-        return tape
 
     def fits(self, leaves: Mapping[str, LeafState]) -> bool:
         """Whether the session's leaves still have the shapes and dtypes it was validated with."""

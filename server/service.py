@@ -17,8 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 import numpy as np
-from crossgrad.engine import differentiation, dtypes
-from crossgrad.engine import graph as graphs
+from crossgrad.engine import differentiation, dtypes, evaluation
 from crossgrad.engine.check import CheckMode
 from crossgrad.engine.errors import CrossgradError, InvalidArgument, short_name
 from crossgrad.engine.graph import MAX_NAME_CHARS
@@ -166,7 +165,7 @@ class Service:
             seen.add(node_id)
         values = {name: session.leaves[name].value for name in valid.leaves}
         tracking = {n for n in valid.leaves if session.leaves[n].requires_grad}
-        _, env = graphs.run(valid, values, tracking, ids, checked=True)
+        _, env = evaluation.run(valid, values, tracking, ids, checked=True)
         results = []
         for node_id in ids:
             out = env[node_id]
@@ -205,28 +204,26 @@ class Service:
         leaves = session.leaves
         values = {name: leaves[name].value for name in valid.leaves}
         tracking = tuple(sorted(n for n in valid.leaves if leaves[n].requires_grad))
-        seed = command.gradient
-        sweep = known.tape(tracking, command.retain)(values, seed)
-        mode = command.check or session.check
-        checked = known.check(tracking)(values, sweep.value, sweep.grads, mode=mode, seed=seed,
-                                        deadline=self._deadline(call))
-        versions = {name: leaves[name].version for name in sweep.grads}
+        checked = known.backward(values, tracking, seed=command.gradient, retain=command.retain,
+                                 mode=command.check or session.check,
+                                 deadline=self._deadline(call))
+        versions = {name: leaves[name].version for name in checked.gradients}
         as_values = command.as_values
 
         def change(current: Session) -> tuple[Session, BackwardResult]:
             # The versioned accumulation: the grads were computed from the leaves' values at
             # ``versions``, and add to the leaves only while those values are still in place.
             updated = {}
-            for name, grad in sweep.grads.items():
+            for name, grad in checked.gradients.items():
                 leaf = current.leaves.get(name)
                 if leaf is None or leaf.version != versions[name]:
                     raise _Stale
                 updated[name] = leaf.accumulate(grad)
             self._check_tensors([checked.value, *(leaf.grad for leaf in updated.values()
                                                   if leaf.grad is not None),
-                                 *sweep.retained.values()], as_values, changing=True)
-            return current.with_leaves(updated), BackwardResult(checked, updated, sweep.retained,
-                                                                as_values)
+                                 *checked.retained.values()], as_values, changing=True)
+            return current.with_leaves(updated), BackwardResult(checked, updated,
+                                                                checked.retained, as_values)
 
         return self._commit(command.session_id, command.key, change, answer, call)
 

@@ -22,10 +22,12 @@ import pytest
 from crossgrad.engine import formula
 from crossgrad.engine.budget import Budget, Caps
 from crossgrad.engine.check import CheckMode, Method, Status
-from crossgrad.engine.differentiation import GradientCheck, Result, differentiate
+from crossgrad.engine.differentiation import differentiate
 from crossgrad.engine.dtypes import float64
 from crossgrad.engine.errors import DeadlineExceeded, TaskFailed, WorkerFailed
-from crossgrad.engine.graph import evaluate, validate
+from crossgrad.engine.evaluation import evaluate
+from crossgrad.engine.gradient_check import GradientCheck, Result
+from crossgrad.engine.graph import validate
 from crossgrad.engine.solver import Symbolic, _compile, _render
 from crossgrad.engine.symbolic import Plan
 

@@ -12,9 +12,10 @@ import pytest
 from crossgrad.engine import ops
 from crossgrad.engine.budget import Caps
 from crossgrad.engine.check import CheckMode, Method, Status
-from crossgrad.engine.differentiation import GradientCheck, differentiate
+from crossgrad.engine.differentiation import differentiate
 from crossgrad.engine.dtypes import float32
 from crossgrad.engine.errors import CheckFailed, InvalidArgument, LimitExceeded
+from crossgrad.engine.gradient_check import GradientCheck
 from crossgrad.engine.graph import Constant, Graph, Leaf, Operation, validate
 from crossgrad.engine.solver import Symbolic
 

@@ -15,18 +15,10 @@ import crossgrad.engine as cg
 import numpy as np
 import pytest
 import sympy
-from crossgrad.engine.errors import InvalidArgument
+from crossgrad.engine.errors import InvalidArgument, LimitExceeded
+from crossgrad.engine.evaluation import evaluate
 from crossgrad.engine.formula import parse
-from crossgrad.engine.graph import (
-    DEFAULT_LIMITS,
-    Constant,
-    Leaf,
-    LimitExceeded,
-    Limits,
-    Operation,
-    evaluate,
-    validate,
-)
+from crossgrad.engine.graph import DEFAULT_LIMITS, Constant, Leaf, Limits, Operation, validate
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 

@@ -14,23 +14,23 @@ from crossgrad.engine.errors import (
     CrossgradError,
     DimensionError,
     InvalidArgument,
+    LimitExceeded,
     ShapeError,
     UsageError,
 )
+from crossgrad.engine.evaluation import evaluate
 from crossgrad.engine.formula import parse
 from crossgrad.engine.graph import (
     DEFAULT_LIMITS,
     Constant,
     Graph,
     Leaf,
-    LimitExceeded,
     Limits,
     Node,
     NodeType,
     Operation,
     ValidGraph,
     check_values,
-    evaluate,
     validate,
 )
 from hypothesis import assume, given, settings

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import symengine as se
 import sympy
-from crossgrad.engine import dtypes, formula, graph
+from crossgrad.engine import dtypes, evaluation, formula, graph
 from crossgrad.engine.closed_form import Fused, Program
 from crossgrad.engine.graph import Constant, Graph, Leaf, Operation
 from crossgrad.engine.ops import OPS, TABLE
@@ -39,7 +39,7 @@ def _both(source: str | Graph, values: Mapping[str, Any],
     """Both evaluators give the numeric engine's value and gradient (float64, well inside)."""
     arrays = {n: np.asarray(v, dtype=np.float64) for n, v in values.items()}
     valid, plan = _plan(source, {n: a.shape for n, a in arrays.items()}, wrt)
-    value, gradients = graph.evaluate(valid, arrays, plan.wrt)
+    value, gradients = evaluation.evaluate(valid, arrays, plan.wrt)
     leaves = [arrays[name] for name, _ in plan.leaves]
     constants = constants_of(valid)
     for evaluator in (Fused(plan, derive(plan)), Program(plan)):
@@ -175,7 +175,7 @@ def test_a_long_chain_derives_without_recursion() -> None:
         previous = f"n{k}"
     g = Graph(nodes, previous)
     valid, plan = _plan(g, {"x": ()})
-    _, gradients = graph.evaluate(valid, {"x": np.array(0.4)}, ["x"])
+    _, gradients = evaluation.evaluate(valid, {"x": np.array(0.4)}, ["x"])
     result = Program(plan)([np.array(0.4)], constants_of(valid))
     np.testing.assert_allclose(result.gradients["x"], gradients["x"], rtol=1e-9)
 

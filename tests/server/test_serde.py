@@ -14,18 +14,10 @@ import numpy as np
 import pytest
 from crossgrad.engine import dtypes
 from crossgrad.engine.check import CheckMode, CheckReport, Method, Status
-from crossgrad.engine.differentiation import Result
 from crossgrad.engine.dtypes import DType
-from crossgrad.engine.errors import InvalidArgument
-from crossgrad.engine.graph import (
-    Constant,
-    Graph,
-    Leaf,
-    LimitExceeded,
-    Limits,
-    Operation,
-    validate,
-)
+from crossgrad.engine.errors import InvalidArgument, LimitExceeded
+from crossgrad.engine.gradient_check import Result
+from crossgrad.engine.graph import Constant, Graph, Leaf, Limits, Operation, validate
 from crossgrad.engine.hessian import Hessian
 from crossgrad.engine.ops import TABLE
 from crossgrad.server import serde

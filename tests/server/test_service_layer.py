@@ -322,7 +322,7 @@ def test_an_answer_past_the_message_limit_commits_nothing(symbolic: Symbolic) ->
 
 # --- the known-graph cache is bounded in bytes ---------------------------------------------------
 
-def test_tapes_with_large_values_of_constants_are_not_kept(service: Service) -> None:
+def test_executors_with_large_values_of_constants_are_not_kept(service: Service) -> None:
     sid = session(service)
     put(service, sid, value=np.float32(2.0), requires_grad=True)
     for size in (10, 300):  # [size, 1] * [1, size]: 400 B, then 360 kB, from a small graph
@@ -334,8 +334,8 @@ def test_tapes_with_large_values_of_constants_are_not_kept(service: Service) -> 
             pb.BackwardRequest(session_id=sid, graph=square), TEST_CONFIG.limits)
         answer = service.backward(command, CALL, serde.BACKWARD)
         assert np.frombuffer(answer.leaves[0].grad.data, np.float32)[0] > 0
-    kept = [known.tapes._items for known in service._graphs._graphs._items.values()]
-    assert [len(tapes) for tapes in kept] == [1, 0]
+    kept = [known._executors._items for known in service._graphs._graphs._items.values()]
+    assert [len(executors) for executors in kept] == [1, 0]
 
 
 def test_graphs_with_large_constants_are_not_kept(service: Service) -> None:

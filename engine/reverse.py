@@ -1,0 +1,105 @@
+"""Reverse-mode accumulation: the one copy both engines run.
+
+The eager engine (``backward_graph.backpropagate``, over the ``Node`` objects that ops record) and
+the executor (``executor.Executor``, over a validated graph planned once) differ in how they find
+an op's saved values and where they keep gradients, not in what backward does:
+
+- ``schedule``: the order ops send their gradients, PyTorch's;
+- ``send``: the step along one edge, from an op to one operand: the VJP, its result summed back
+  over broadcast dimensions and cast to the operand's dtype, added into what the operand has
+  received so far;
+- ``initial_gradient``: the seed, checked as ``Tensor.backward`` checks its ``gradient``.
+
+Gradients are summed in the order they arrive, so sharing the order and the step is what keeps
+the two engines' float results equal to the bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .dtypes import Size
+from .errors import ShapeError, UsageError
+from .ops import Vjp
+
+Array = Any
+K = TypeVar("K")
+
+NO_GRAD = "element 0 of tensors does not require grad and does not have a grad_fn"
+NO_RETAIN_GRAD = "can't retain_grad on Tensor that has requires_grad=False"
+FLOAT_ONLY = "Only Tensors of floating point and complex dtype can require gradients"
+
+
+def schedule(root: K, targets: Callable[[K], Iterable[object]], kind: type[K]) -> list[K]:
+    """The ops below ``root`` in the order backward runs their VJPs.
+
+    ``targets(op)``: where its gradients go, per operand; those of type ``kind`` are ops, anything
+    else (a leaf, None) ends a path. An op runs once every op that consumes it has sent its
+    gradient; of the ops ready, the one that became ready last runs first (a stack), as PyTorch's
+    engine does on the CPU. Iterative: a 100,000-op chain is fine.
+    """
+    consumers: dict[Any, int] = {root: 0}
+    stack = [root]
+    while stack:
+        for target in targets(stack.pop()):
+            if type(target) is kind:
+                if target in consumers:
+                    consumers[target] += 1
+                else:
+                    consumers[target] = 1
+                    stack.append(target)
+    order = []
+    ready = [root]
+    while ready:
+        op = ready.pop()
+        order.append(op)
+        for target in targets(op):
+            if type(target) is kind:
+                waiting = consumers[target] - 1
+                consumers[target] = waiting
+                if not waiting:
+                    ready.append(target)
+    return order
+
+
+def send(grads: MutableMapping[Any, Array], target: Any, vjp: Vjp, g: Array, out: Array,
+         inputs: Sequence[Array], x: Array, attrs: dict[str, Any]) -> None:
+    """One edge of backward: ``g``, the gradient of an op's result ``out``, sent through ``vjp``
+    to its operand ``x`` (one of its ``inputs``): summed back over the dimensions ``x`` was
+    broadcast along, cast to its dtype, and added into ``grads[target]`` (set by the first
+    contribution, summed with the later ones)."""
+    gi = vjp(g, out, *inputs, **attrs) if attrs else vjp(g, out, *inputs)
+    if gi.shape != x.shape:
+        gi = unbroadcast(gi, x.shape)
+    if gi.dtype != x.dtype:
+        gi = gi.astype(x.dtype)
+    if target in grads:
+        grads[target] = grads[target] + gi
+    else:
+        grads[target] = gi
+
+
+def unbroadcast(grad: Array, shape: tuple[int, ...]) -> Array:
+    """Sum a gradient over the dimensions its operand was broadcast along."""
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, size in enumerate(shape) if size == 1 and grad.shape[i] != 1)
+    return grad.sum(axis=axes, keepdims=True) if axes else grad
+
+
+def initial_gradient(out: Array, gradient: Array | None) -> Array:
+    """The gradient a backward from ``out`` starts from (``gradient``, or 1 for one element),
+    checked as PyTorch checks it."""
+    if gradient is None:
+        if out.size != 1:
+            raise UsageError("grad can be implicitly created only for scalar outputs")
+        return out.dtype.type(1) if not out.ndim else np.ones(out.shape, out.dtype)
+    seed = np.asarray(gradient)
+    if seed.shape != out.shape:
+        raise ShapeError(f"Mismatch in shape: grad_output[0] has a shape of "
+                         f"{Size(seed.shape)} and output[0] has a shape of {Size(out.shape)}.")
+    return np.asarray(seed, dtype=out.dtype)
