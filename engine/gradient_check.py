@@ -24,8 +24,9 @@ from .check import (
 )
 from .display import ClosedForms
 from .errors import CheckFailed, DeadlineExceeded, TaskFailed, WorkerFailed
-from .evaluation import evaluate
-from .graph import ValidGraph
+from .evaluation import evaluate, outputs
+from .executor import Executor
+from .graph import ValidGraph, check_values
 from .hessian import Hessian, check_hessian_size, hessian_of, no_hessian
 from .solver import Evaluator, Symbolic
 from .symbolic import Plan, constants_of
@@ -157,11 +158,12 @@ def _precision(gradients: Mapping[str, np.ndarray]) -> dtypes.DType:
 def _scalar_forward(valid: ValidGraph, arrays: Mapping[str, np.ndarray],
                     seed: np.ndarray | None) -> Callable[[Mapping[str, np.ndarray]], float]:
     """The output (dotted with the seed) as a float64 function of the leaf values: the
-    finite-difference check's f."""
+    finite-difference check's f (planned once, run at each point)."""
     wide = in_float64(valid)
+    executor = Executor(wide)
 
     def forward(values: Mapping[str, np.ndarray]) -> float:
-        out, _ = evaluate(wide, values, wrt=[])
+        out, _, _ = outputs(executor, wide, check_values(wide, values))
         out = np.asarray(out, dtype=np.float64)
         return float(np.sum(out * seed) if seed is not None else out.sum())
 

@@ -15,7 +15,8 @@ from .check import CheckReport, Method, compare
 from .closed_form import Evaluation
 from .display import ClosedForms
 from .errors import InvalidArgument, LimitExceeded
-from .evaluation import evaluate
+from .evaluation import outputs
+from .executor import Executor
 from .graph import ValidGraph
 from .symbolic import Plan
 from .widening import in_float64
@@ -51,6 +52,7 @@ def hessian_of(valid: ValidGraph, arrays: Mapping[str, np.ndarray], names: Seque
     """The closed form's Hessian, checked column by column against central differences of the
     numeric gradient in float64 (a SYMBOLIC check: the closed form is what is compared)."""
     wide = in_float64(valid)
+    executor = Executor(wide, names)  # planned once, run at each point
     base = {n: np.asarray(a, dtype=np.float64) if a.dtype.kind == "f" else a
             for n, a in arrays.items()}
     estimate: dict[tuple[str, str], np.ndarray] = {}
@@ -63,8 +65,8 @@ def hessian_of(valid: ValidGraph, arrays: Mapping[str, np.ndarray], names: Seque
             step[k] = h
             plus = dict(base, **{column: base[column] + step.reshape(shape)})
             minus = dict(base, **{column: base[column] - step.reshape(shape)})
-            _, g_plus = evaluate(wide, plus, names)
-            _, g_minus = evaluate(wide, minus, names)
+            _, g_plus, _ = outputs(executor, wide, plus)
+            _, g_minus, _ = outputs(executor, wide, minus)
             for row in names:
                 zero = np.zeros(base[row].shape)
                 blocks[row].append((g_plus.get(row, zero) - g_minus.get(row, zero)) / (2 * h))
