@@ -31,11 +31,10 @@ import numpy.typing as npt
 from . import dtypes
 from .dtypes import DType
 from .errors import CrossgradError, InvalidArgument, LimitExceeded, short_name
-from .ops import TABLE, Attr, Op
+from .ops import ATTR_KINDS, MAX_NDIM, TABLE, IllTyped, Op, is_int
 
 Shape = tuple[int, ...]
 
-_MAX_NDIM = 64  # NumPy's own limit on dimensions
 MAX_NAME_CHARS = 256  # node ids and leaf names: errors quote them, and a status must stay small
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -222,48 +221,13 @@ def normalize_attrs(op: Op, attrs: Mapping[str, Any], node: str | None = None) -
                                       node=node)
             normalized[name] = spec.default
             continue
-        value = _attr_value(spec, attrs[name])
-        if value is _ILL_TYPED:
+        kind = ATTR_KINDS[spec.kind]
+        try:
+            normalized[name] = kind.normalize(attrs[name])
+        except IllTyped:
             raise InvalidArgument(f"{where}attribute {name!r} of {op.name} must be "
-                                  f"{_KIND_TEXT[spec.kind]}; got {attrs[name]!r}", node=node)
-        normalized[name] = value
+                                  f"{kind.text}; got {attrs[name]!r}", node=node) from None
     return normalized
-
-
-_ILL_TYPED = object()
-_KIND_TEXT = {
-    "number?": "a finite number or None",
-    "dims?": "an int, a sequence of ints or None",
-    "dims": "an int or a sequence of ints",
-    "int": "an int",
-    "bool": "a bool",
-}
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _attr_value(spec: Attr, value: Any) -> Any:
-    """The canonical form of ``value`` for an attribute of this kind, or ``_ILL_TYPED``."""
-    kind = spec.kind
-    if value is None and kind.endswith("?"):
-        return None
-    if kind == "number?":
-        ok = (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value)
-        return float(value) if ok else _ILL_TYPED
-    if kind in ("dims?", "dims"):
-        if _is_int(value):
-            return (int(value),)
-        if (isinstance(value, (list, tuple)) and len(value) <= _MAX_NDIM
-                and all(_is_int(d) for d in value)):
-            return tuple(int(d) for d in value)
-        return _ILL_TYPED
-    if kind == "int":
-        return int(value) if _is_int(value) else _ILL_TYPED
-    if kind == "bool":
-        return bool(value) if isinstance(value, (bool, np.bool_)) else _ILL_TYPED
-    raise AssertionError(f"attribute kind {kind!r} is not known to the graph checker")
 
 
 def validate(graph: Graph, leaves: Mapping[str, tuple[Sequence[int], DType]],
@@ -441,8 +405,8 @@ class _Checker:
         declared = self.declared[node.name]
         if (not isinstance(declared, tuple) or len(declared) != 2
                 or not isinstance(declared[0], (tuple, list))
-                or not isinstance(declared[1], DType) or len(declared[0]) > _MAX_NDIM
-                or not all(_is_int(d) and d >= 0 for d in declared[0])):
+                or not isinstance(declared[1], DType) or len(declared[0]) > MAX_NDIM
+                or not all(is_int(d) and d >= 0 for d in declared[0])):
             raise InvalidArgument(f"node {node.id!r}: leaf {node.name!r} must be declared as "
                                   f"(shape, dtype) with sizes >= 0; got {declared!r}",
                                   node=node.id)
@@ -453,8 +417,8 @@ class _Checker:
         if value.dtype.kind not in "fiub":
             raise InvalidArgument(f"node {node.id!r}: constants must be numbers or booleans, "
                                   f"got dtype {value.dtype}", node=node.id)
-        if value.ndim > _MAX_NDIM:
-            raise InvalidArgument(f"node {node.id!r}: more than {_MAX_NDIM} dimensions",
+        if value.ndim > MAX_NDIM:
+            raise InvalidArgument(f"node {node.id!r}: more than {MAX_NDIM} dimensions",
                                   node=node.id)
         t = NodeType(value.shape, dtypes.from_numpy(value.dtype))
         self.count(self.sized(t, node.id), node.id)

@@ -131,27 +131,28 @@ class AttrKind:
         return self.check(value)
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An integer, Python's or NumPy's, that is not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _finite_number(value: Any) -> float:
-    if (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value):
+    if (is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value):
         return float(value)
     raise IllTyped(value)
 
 
 def _dims(value: Any) -> tuple[int, ...]:
-    if _is_int(value):
+    if is_int(value):
         return (int(value),)
     if (isinstance(value, (list, tuple)) and len(value) <= MAX_NDIM
-            and all(_is_int(d) for d in value)):
+            and all(is_int(d) for d in value)):
         return tuple(int(d) for d in value)
     raise IllTyped(value)
 
 
 def _int(value: Any) -> int:
-    if _is_int(value):
+    if is_int(value):
         return int(value)
     raise IllTyped(value)
 
