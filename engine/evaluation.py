@@ -92,7 +92,8 @@ def _unshared(value: np.ndarray, arrays: Mapping[str, np.ndarray]) -> np.ndarray
 
 def run(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
         requires_grad: Collection[str] = (), nodes: Sequence[str] | None = None, *,
-        checked: bool = False) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        checked: bool = False, executor: Executor | None = None,
+        ) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The forward pass as the eager engine's tensors: leaves (``requires_grad`` for those named)
     by name, and every node the ``nodes`` (default: the output) depend on, by id, weak scalars as
     Python numbers — for a caller that goes on with PyTorch's semantics (``requires_grad``,
@@ -100,9 +101,11 @@ def run(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
     depend on a leaf requiring grad are recorded as ``apply`` records them.
 
     ``checked``: the values are arrays already known to fit the declared leaves (a server's
-    stored leaves), so ``check_values`` is skipped.
+    stored leaves), so ``check_values`` is skipped. ``executor``: ``Executor(valid, nodes=nodes)``
+    planned before (``Prepared.run`` keeps it), else planned here.
     """
-    executor = Executor(valid, nodes=nodes)  # the tensors track what requires grad
+    if executor is None:
+        executor = Executor(valid, nodes=nodes)  # the tensors track what requires grad
     arrays = cast(Mapping[str, np.ndarray], values) if checked else check_values(valid, values)
     leaves = {name: tensor(arrays[name], requires_grad=name in requires_grad)
               for name in valid.leaves}

@@ -1,26 +1,29 @@
-"""A validated graph prepared to be differentiated call after call: the engine's one path for a
-session's backward (the server's Backward) and for ``differentiate()``.
+"""A validated graph prepared to be run call after call: the engine's one path for a session's
+backward (the server's Backward) and for ``differentiate()``, and the forward of Evaluate.
 
-What depends only on the graph and on which leaves are differentiated is built on first use and
-kept: the executor (by the leaves that require grad and the nodes retained) and the gradient check
-(by the leaves differentiated, and whether a Hessian is asked). A call pays for running them.
+What depends only on the graph and on what is asked of it is built on first use and kept: the
+executors (by the leaves that require grad and the nodes retained, or by the nodes evaluated) and
+the gradient checks (by the leaves differentiated, and whether a Hessian is asked). A call pays
+for running them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from .cache import Cache
 from .check import CheckMode
-from .evaluation import outputs
+from .evaluation import outputs, run
 from .executor import Executor
 from .gradient_check import GradientCheck, Result
 from .graph import ValidGraph
 from .solver import Symbolic
+from .tensor import Tensor
 
 _PER_GRAPH = 16  # executors and checks kept per prepared graph
 
@@ -60,11 +63,22 @@ class Prepared:
         return self.check(tuple(wrt), hessian)(arrays, value, gradients, mode=mode, seed=seed,
                                                deadline=deadline)
 
+    def run(self, values: Mapping[str, np.ndarray], requires_grad: Collection[str],
+            nodes: Sequence[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """``evaluation.run`` at the leaves' checked arrays: the nodes' values as the eager
+        engine's tensors (a session's Evaluate)."""
+        executor = self._executor(("nodes", tuple(nodes)),
+                                  lambda: Executor(self.valid, nodes=nodes))
+        return run(self.valid, values, requires_grad, nodes, checked=True, executor=executor)
+
     def executor(self, requires_grad: tuple[str, ...], retain: tuple[str, ...]) -> Executor:
-        key = (requires_grad, retain)
+        return self._executor((requires_grad, retain),
+                              lambda: Executor(self.valid, requires_grad, retain))
+
+    def _executor(self, key: Hashable, plan: Callable[[], Executor]) -> Executor:
         executor: Executor | None = self._executors.get(key)
         if executor is None:
-            executor = Executor(self.valid, requires_grad, retain)
+            executor = plan()
             limit = self._kept_executor_bytes
             if limit is None or executor.static_nbytes <= limit:
                 self._executors.put(key, executor)

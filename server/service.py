@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 import numpy as np
-from crossgrad.engine import differentiation, dtypes, evaluation
+from crossgrad.engine import differentiation, dtypes
 from crossgrad.engine.check import CheckMode
 from crossgrad.engine.errors import CrossgradError, InvalidArgument, short_name
 from crossgrad.engine.graph import MAX_NAME_CHARS
@@ -156,7 +156,8 @@ class Service:
 
     def evaluate(self, command: Evaluate, encode: Callable[[EvaluateResult], M]) -> M:
         session = self._store.get(command.session_id)
-        valid = self._graphs.get(command.graph, session).valid
+        known = self._graphs.get(command.graph, session)
+        valid = known.valid
         ids = list(command.nodes) or [valid.output]
         seen: set[str] = set()
         for node_id in ids:
@@ -165,7 +166,7 @@ class Service:
             seen.add(node_id)
         values = {name: session.leaves[name].value for name in valid.leaves}
         tracking = {n for n in valid.leaves if session.leaves[n].requires_grad}
-        _, env = evaluation.run(valid, values, tracking, ids, checked=True)
+        _, env = known.run(values, tracking, ids)
         results = []
         for node_id in ids:
             out = env[node_id]
