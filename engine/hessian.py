@@ -80,5 +80,9 @@ def hessian_of(valid: ValidGraph, arrays: Mapping[str, np.ndarray], names: Seque
                      {f"{r},{c}": v for (r, c), v in values.items()}, dtypes.float32,
                      method=Method.SYMBOLIC,
                      numeric_label="central differences of the numeric gradient")
+    # A block comes in the wider of its two leaves' dtypes, as the leaves' gradients come in
+    # theirs.
+    values = {(r, c): v.astype(np.result_type(arrays[r].dtype, arrays[c].dtype), copy=False)
+              for (r, c), v in values.items()}
     return Hessian(values, dict(forms.hessian_text) if forms else {},
                    dict(forms.hessian_latex) if forms else {}, report)

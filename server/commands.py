@@ -196,5 +196,4 @@ class BackwardResult:
 class DifferentiateResult:
     result: Result
     order: Sequence[str]  # the leaves answered, in order
-    leaf_dtypes: Mapping[str, DType] | None = None
     as_values: bool = False

@@ -711,12 +711,10 @@ def differentiate_to_proto(answer: commands.DifferentiateResult) -> pb.Different
     (without a value for a leaf the output does not depend on), and the Hessian's blocks
     row-major over that order when there is a Hessian.
 
-    ``answer.leaf_dtypes``: each leaf's dtype, so that a Hessian block comes in the wider of its
-    two leaves' dtypes as the proto says (by default a leaf's dtype is its gradient's).
     The result's notes (why no closed form is shown) are added to the check's reason.
     ``answer.as_values``: tensors as numbers (see ``tensor_to_proto``).
     """
-    result, order, leaf_dtypes = answer.result, answer.order, answer.leaf_dtypes
+    result, order = answer.result, answer.order
     as_values = answer.as_values
     gradients = []
     for name in order:
@@ -731,18 +729,12 @@ def differentiate_to_proto(answer: commands.DifferentiateResult) -> pb.Different
     tensor_to_proto(result.value, response.output, as_values=as_values)
     hessian = result.hessian
     if hessian is not None:
-        known = dict(leaf_dtypes or {})
-        for name, value in result.gradients.items():
-            known.setdefault(name, dtype_of(value))
         blocks = []
         for row in order:
             for column in order:
                 block = hessian.values.get((row, column))
                 if block is None:
                     continue  # no closed form (check OFF, or past a cap): the check says why
-                if row in known and column in known:
-                    wide = FLOAT64 if FLOAT64 in (known[row], known[column]) else FLOAT32
-                    block = np.asarray(block).astype(wide.numpy, copy=False)
                 message = pb.HessianBlock(
                     row=row, column=column,
                     closed_form=hessian.closed_forms.get((row, column), ""),

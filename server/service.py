@@ -238,9 +238,7 @@ class Service:
             hessian=command.hessian, seed=command.seed, limits=self._limits,
             symbolic=self._symbolic, deadline=self._deadline(call))
         return self._fit(encode(DifferentiateResult(
-            result, sorted(result.wrt) if wrt is None else wrt,
-            leaf_dtypes={n: dtypes.from_numpy(v.dtype) for n, v in command.values.items()},
-            as_values=command.as_values)))
+            result, sorted(result.wrt) if wrt is None else wrt, as_values=command.as_values)))
 
     # --- helpers ----------------------------------------------------------------------------------
 

@@ -271,6 +271,15 @@ def test_hessian(symbolic: Symbolic) -> None:
         differentiate("sum(x)", {"x": np.ones(100)}, hessian=True, symbolic=symbolic)
 
 
+def test_a_hessian_block_comes_in_the_wider_of_its_leaves_dtypes(symbolic: Symbolic) -> None:
+    result = differentiate("sin(x * y) + x * x", {"x": np.float32(0.5), "y": np.float64(2.0)},
+                           hessian=True, symbolic=symbolic)
+    assert result.hessian is not None
+    dtypes_of = {pair: block.dtype for pair, block in result.hessian.values.items()}
+    assert dtypes_of == {("x", "x"): np.float32, ("x", "y"): np.float64,
+                         ("y", "x"): np.float64, ("y", "y"): np.float64}
+
+
 def test_graphs_seeds_and_wrt(symbolic: Symbolic) -> None:
     g = Graph([Leaf("a", "x"), Constant("c", np.array([1.0, 2.0])),
                Operation("m", "mul", ("a", "c")), Operation("s", "sin", ("m",))], "s")

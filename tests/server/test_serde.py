@@ -642,10 +642,8 @@ def test_differentiate_response_leaf_without_gradient() -> None:
     assert response.gradients[1].value.dtype == pb.DTYPE_FLOAT32
     blocks = [(b.row, b.column) for b in response.hessian.blocks]
     assert blocks == [("y", "y"), ("y", "x"), ("x", "y"), ("x", "x")]  # row-major over order
-    # dtypes from the caller: every block float32, the wider of two float32 leaves
-    typed = differentiate_to_proto(
-        result, ["y", "x"], leaf_dtypes={"x": dtypes.float32, "y": dtypes.float32})
-    assert {b.value.dtype for b in typed.hessian.blocks} == {pb.DTYPE_FLOAT32}
+    # Each block in its own dtype: the engine's, the wider of two float32 leaves'
+    assert {b.value.dtype for b in response.hessian.blocks} == {pb.DTYPE_FLOAT32}
 
 
 def fake_result(**overrides: Any) -> Result:
@@ -660,11 +658,11 @@ def fake_result(**overrides: Any) -> Result:
 def test_differentiate_response_hessian_dtypes_and_absence() -> None:
     report = CheckReport(Method.FINITE_DIFFERENCE, Status.AGREE)
     values = {(r, c): np.zeros((2, 2) if (r, c) == ("a", "a") else (2,) if r == "a" else
-                                (2,) if c == "a" else ())
+                                (2,) if c == "a" else (),
+                                np.float32 if (r, c) == ("a", "a") else np.float64)
               for r in "ab" for c in "ab"}
     hessian = Hessian(values, {}, {}, report)
-    response = differentiate_to_proto(
-        fake_result(hessian=hessian), ["a", "b"], leaf_dtypes={"b": dtypes.float64})
+    response = differentiate_to_proto(fake_result(hessian=hessian), ["a", "b"])
     by_pair = {(b.row, b.column): b.value.dtype for b in response.hessian.blocks}
     assert by_pair == {("a", "a"): pb.DTYPE_FLOAT32, ("a", "b"): pb.DTYPE_FLOAT64,
                        ("b", "a"): pb.DTYPE_FLOAT64, ("b", "b"): pb.DTYPE_FLOAT64}
