@@ -53,8 +53,13 @@ def from_numpy(numpy_dtype: np.dtype[Any]) -> DType:
     try:
         return _NUMPY_FALLBACK[numpy_dtype.kind]
     except KeyError:
-        raise TypeError(f"can't convert np.ndarray of type {numpy_dtype}. The only supported "
-                        "types are: float64, float32, int64 and bool.") from None
+        raise unsupported(numpy_dtype) from None
+
+
+def unsupported(numpy_dtype: np.dtype[Any]) -> TypeError:
+    """PyTorch's error for an array of a dtype with no tensor dtype here."""
+    return TypeError(f"can't convert np.ndarray of type {numpy_dtype}. The only supported "
+                     "types are: float64, float32, int64 and bool.")
 
 
 def by_name(name: str) -> DType:

@@ -36,8 +36,7 @@ def ones_like(input: Tensor, dtype: DType | None = None, requires_grad: bool = F
 def from_numpy(array: np.ndarray) -> Tensor:
     """A tensor sharing memory with ``array`` (which keeps its dtype)."""
     if dtypes.from_numpy(array.dtype).numpy != array.dtype:
-        raise TypeError(f"can't convert np.ndarray of type {array.dtype}. The only supported "
-                        "types are: float64, float32, int64 and bool.")
+        raise dtypes.unsupported(array.dtype)
     return Tensor(array)
 
 
