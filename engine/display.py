@@ -130,7 +130,8 @@ def _read(plan: Plan, derivation: Derivation, constants: Sequence[np.ndarray],
 
 class _OutOfTime(BaseException):
     """Raised by the timer in ``_within``'s thread: a ``BaseException``, so that SymPy's broad
-    ``except Exception`` clauses do not swallow it."""
+    ``except Exception`` clauses do not swallow it. Raised inside a callback (a weakref's, a
+    ``__del__``), Python reports it and goes on; the next reminder stops the work."""
 
 
 _expiry: float | None = None  # when ``_within``'s bound passes; None outside it
