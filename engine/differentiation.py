@@ -31,8 +31,8 @@ from . import dtypes, formula
 from .check import CheckMode
 from .errors import InvalidArgument
 from .evaluation import inputs
-from .gradient_check import GradientCheck, Result
-from .graph import DEFAULT_LIMITS, Graph, Limits, ValidGraph
+from .gradient_check import Result
+from .graph import DEFAULT_LIMITS, Graph, Limits
 from .graph import validate as validate_graph
 from .prepared import Prepared
 from .solver import Symbolic, default_symbolic
@@ -58,26 +58,10 @@ def differentiate(source: Graph | str, values: Mapping[str, npt.ArrayLike], *,
     arrays = {name: _as_array(name, value) for name, value in values.items()}
     valid = validate_graph(graph, {n: (a.shape, dtypes.from_numpy(a.dtype))
                                    for n, a in arrays.items()}, limits)
-    checked, _, seed_array = inputs(valid, arrays, wrt, seed)  # checks wrt and the values
-    names = list(wrt) if wrt is not None else [
-        n for n, (_, d) in valid.leaves.items() if d.is_floating_point]
+    checked, names, seed_array = inputs(valid, arrays, wrt, seed)  # checks wrt and the values
     prepared = Prepared(valid, symbolic or default_symbolic())
     return prepared.differentiate(checked, names, seed=seed_array, mode=mode, hessian=hessian,
                                   deadline=deadline)
-
-
-def check_gradients(valid: ValidGraph, arrays: Mapping[str, np.ndarray], value: np.ndarray,
-                    gradients: Mapping[str, np.ndarray], wrt: Sequence[str], *,
-                    mode: CheckMode = CheckMode.STRICT, seed: npt.ArrayLike | None = None,
-                    hessian: bool = False, symbolic: Symbolic | None = None,
-                    deadline: float | None = None) -> Result:
-    """The closed form and the check of ``gradients``, which the numeric engine computed for the
-    leaves ``wrt`` of ``valid`` at ``arrays`` (with ``seed`` for a non-scalar output).
-
-    Raises ``CheckFailed`` for a disagreement in STRICT mode.
-    """
-    check = GradientCheck(valid, wrt, symbolic or default_symbolic(), hessian)
-    return check(arrays, value, gradients, mode=mode, seed=seed, deadline=deadline)
 
 
 def _as_array(name: str, value: npt.ArrayLike) -> np.ndarray:

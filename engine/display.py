@@ -37,7 +37,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -179,16 +179,14 @@ def _as_symengine_prints(plan: Plan, derivation: Derivation, constants: Sequence
     take it seconds) or cannot read (it folds the Piecewise of ``abs(log(abs(x)))``'s gradient
     into the condition ``0 < log(0)``, and raises)."""
     table: dict[Any, Any] = {}
-    for leaf, symbols in derivation.leaf_symbols.items():
-        for index, symbol in np.ndenumerate(symbols):
-            name = f"{leaf}[{', '.join(map(str, index))}]" if symbols.shape else leaf
-            table[symbol] = se.Symbol(name)
-    for symbols, value in zip(derivation.constant_symbols, constants, strict=True):
-        for symbol, number in zip(symbols.reshape(-1), np.ravel(value), strict=True):
-            table[symbol] = se.sympify(_number(number))
-    if plan.seeded:
-        for k in range(int(np.prod(plan.nodes[plan.output].shape))):
-            table[se.Symbol(f"S{k}")] = se.Symbol(f"seed[{k}]")
+    for symbol, meaning in _inputs(plan, derivation, constants):
+        if isinstance(meaning, _Element):
+            index = "" if meaning.index is None else f"[{', '.join(map(str, meaning.index))}]"
+            table[symbol] = se.Symbol(meaning.base + index)
+        else:
+            number = _number(meaning)
+            table[symbol] = (se.Integer(int(number)) if number.is_Integer
+                             else se.RealDouble(float(number)))
     for symbol, expression, op in derivation.held:
         table[symbol] = se.function_symbol(op, expression.subs(table))
     shapes = dict(plan.leaves)
@@ -204,23 +202,40 @@ def _as_symengine_prints(plan: Plan, derivation: Derivation, constants: Sequence
         {}, note)
 
 
+@dataclass(frozen=True)
+class _Element:
+    """What a leaf or seed symbol reads as: ``x`` for a 0-d leaf (``index`` None), else
+    ``base[index]`` (``x[0, 2]``, ``seed[3]``)."""
+
+    base: str
+    index: tuple[int, ...] | None
+
+
+def _inputs(plan: Plan, derivation: Derivation, constants: Sequence[np.ndarray],
+            ) -> Iterator[tuple[Any, _Element | np.generic]]:
+    """Each leaf, constant and seed symbol of the derivation with what it reads as: an element's
+    name, or the constant's value."""
+    for leaf, symbols in derivation.leaf_symbols.items():
+        for index, symbol in np.ndenumerate(symbols):
+            yield symbol, _Element(leaf, index if symbols.shape else None)
+    for symbols, value in zip(derivation.constant_symbols, constants, strict=True):
+        yield from zip(symbols.reshape(-1), np.ravel(value), strict=True)
+    if plan.seeded:
+        for k in range(int(np.prod(plan.nodes[plan.output].shape))):
+            yield se.Symbol(f"S{k}"), _Element("seed", (k,))
+
+
 def _names(plan: Plan, derivation: Derivation, constants: Sequence[np.ndarray],
            ) -> dict[sympy.Symbol, Any]:
     """What each internal symbol reads as."""
     names: dict[sympy.Symbol, Any] = {}
-    for leaf, symbols in derivation.leaf_symbols.items():
-        shape = symbols.shape
-        base = sympy.IndexedBase(leaf) if shape else None
-        for index, symbol in np.ndenumerate(symbols):
-            names[sympy.Symbol(str(symbol))] = (base[index] if base is not None
-                                                else sympy.Symbol(leaf))
-    for symbols, value in zip(derivation.constant_symbols, constants, strict=True):
-        for symbol, number in zip(symbols.reshape(-1), np.ravel(value), strict=True):
-            names[sympy.Symbol(str(symbol))] = _number(number)
-    seed = sympy.IndexedBase("seed")
-    if plan.seeded:
-        for k in range(int(np.prod(plan.nodes[plan.output].shape))):
-            names[sympy.Symbol(f"S{k}")] = seed[k]
+    for symbol, meaning in _inputs(plan, derivation, constants):
+        if isinstance(meaning, _Element):
+            names[sympy.Symbol(str(symbol))] = (
+                sympy.Symbol(meaning.base) if meaning.index is None
+                else sympy.IndexedBase(meaning.base)[meaning.index])
+        else:
+            names[sympy.Symbol(str(symbol))] = _number(meaning)
     for symbol, expression, op in derivation.held:
         names[sympy.Symbol(str(symbol))] = sympy.Function(op)(_readable(expression, names))
     return names

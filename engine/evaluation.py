@@ -38,9 +38,9 @@ def evaluate(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
 
 def inputs(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
            wrt: Sequence[str] | None = None, seed: npt.ArrayLike | None = None,
-           ) -> tuple[dict[str, np.ndarray], frozenset[str], np.ndarray | None]:
-    """``evaluate``'s arguments checked: the leaves' arrays, the leaves to differentiate and the
-    seed."""
+           ) -> tuple[dict[str, np.ndarray], tuple[str, ...], np.ndarray | None]:
+    """``evaluate``'s arguments checked: the leaves' arrays, the leaves to differentiate (in
+    order) and the seed."""
     wanted = _wrt(valid, wrt)
     arrays = check_values(valid, values)
     output = valid.output
@@ -67,9 +67,10 @@ def outputs(executor: Executor, valid: ValidGraph, arrays: Mapping[str, np.ndarr
     return _unshared(np.asarray(value, dtype=dtype), arrays), {}, {}
 
 
-def _wrt(valid: ValidGraph, wrt: Sequence[str] | None) -> frozenset[str]:
+def _wrt(valid: ValidGraph, wrt: Sequence[str] | None) -> tuple[str, ...]:
+    """The leaves to differentiate, in order: ``wrt``, checked, or every floating leaf."""
     if wrt is None:
-        return frozenset(n for n, (_, d) in valid.leaves.items() if d.is_floating_point)
+        return tuple(n for n, (_, d) in valid.leaves.items() if d.is_floating_point)
     if isinstance(wrt, str):
         raise InvalidArgument("wrt must be a sequence of leaf names, not a string")
     for name in wrt:
@@ -79,7 +80,7 @@ def _wrt(valid: ValidGraph, wrt: Sequence[str] | None) -> frozenset[str]:
         if not valid.leaves[name][1].is_floating_point:
             raise InvalidArgument(f"cannot differentiate with respect to {name!r}: only leaves "
                                   "of floating dtype can require gradients")
-    return frozenset(wrt)
+    return tuple(wrt)
 
 
 def _unshared(value: np.ndarray, arrays: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -49,9 +49,10 @@ class Result:
 
 
 class GradientCheck:
-    """``check_gradients`` for one validated graph and set of leaves, keeping what depends on
-    them alone (the plan, the constants, the compiled and rendered closed forms) for the next
-    call: the server checks the same graph call after call."""
+    """The check of gradients the numeric engine computed for one validated graph and set of
+    leaves (``wrt``), keeping what depends on them alone (the plan, the constants, the compiled
+    and rendered closed forms) for the next call: the server checks the same graph call after
+    call. A disagreement raises ``CheckFailed`` in STRICT mode."""
 
     def __init__(self, valid: ValidGraph, wrt: Sequence[str], symbolic: Symbolic,
                  hessian: bool = False) -> None:
