@@ -147,6 +147,83 @@ class Differentiate:
     as_values: bool
 
 
+# A Run's steps (``Run``): each a change of the session, applied in order. ``grads`` lists the
+# leaves whose grads a step's graph reads (its ``grad`` nodes), found when it was decoded.
+
+@dataclass(slots=True)
+class CreateLeafStep:
+    name: str
+    value: TensorSource
+    requires_grad: bool
+
+
+@dataclass(slots=True)
+class KeepStep:
+    graph: GraphSource
+    grads: tuple[str, ...]
+    nodes: tuple[tuple[str, str], ...]  # (node id, new leaf name)
+
+
+@dataclass(slots=True)
+class UpdateLeafStep:
+    leaf: str
+    graph: GraphSource
+    grads: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class UpdateGradStep:
+    leaf: str
+    graph: GraphSource | None  # None: the grad becomes None
+    grads: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class SetRequiresGradStep:
+    leaf: str
+    requires_grad: bool
+
+
+@dataclass(slots=True)
+class ZeroGradStep:
+    leaves: tuple[str, ...]  # empty: every leaf
+    set_to_none: bool
+
+
+@dataclass(slots=True)
+class FreeStep:
+    leaves: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class BackwardStep:
+    graph: GraphSource
+    grads: tuple[str, ...]
+    gradient: np.ndarray | None
+    retain: tuple[str, ...]
+    check: CheckMode | None  # None: the session's
+    return_grads: bool
+
+
+@dataclass(slots=True)
+class ReadStep:
+    graph: GraphSource
+    grads: tuple[str, ...]
+    nodes: tuple[str, ...]  # empty: the output
+
+
+Step = (CreateLeafStep | KeepStep | UpdateLeafStep | UpdateGradStep | SetRequiresGradStep
+        | ZeroGradStep | FreeStep | BackwardStep | ReadStep)
+
+
+@dataclass(slots=True)
+class Run:
+    session_id: str
+    steps: tuple[tuple[str, Step], ...]  # (the step's field name, the step)
+    as_values: bool
+    key: Key | None
+
+
 # --- results -------------------------------------------------------------------------------------
 
 @dataclass(slots=True)
@@ -190,6 +267,17 @@ class BackwardResult:
     leaves: Mapping[str, LeafState]  # the leaves differentiated, their gradients accumulated
     retained: Mapping[str, np.ndarray]
     as_values: bool
+
+
+@dataclass(slots=True)
+class BackwardStepResult:
+    result: BackwardResult
+    return_grads: bool
+
+
+@dataclass(slots=True)
+class RunResult:
+    results: Sequence[BackwardStepResult | EvaluateResult | None]  # per step
 
 
 @dataclass(slots=True)

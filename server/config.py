@@ -30,6 +30,7 @@ class Config:
     max_sessions: int = _STORE.max_sessions
     max_sessions_per_client: int = _STORE.max_sessions_per_client  # by client address
     max_leaves: int = 10_000  # per session
+    max_steps: int = 10_000  # per Run
     max_session_bytes: int = _STORE.max_session_bytes  # leaf values, grads, remembered answers
     max_store_bytes: int = _STORE.max_store_bytes  # all sessions together
     max_remembered_bytes: int = _STORE.max_remembered_bytes  # answers kept for retries
@@ -70,6 +71,7 @@ _HELP = {
     "store": "where sessions live: memory",
     "max_message_bytes": "largest request or response message",
     "max_nodes": "most nodes in a graph",
+    "max_steps": "most steps in one Run",
     "max_elements": "most elements in one tensor",
     "max_sessions": "most live sessions",
     "max_sessions_per_client": "most live sessions created from one client address",

@@ -42,7 +42,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from . import commands, idempotency
 from .commands import Answer
 from .errors import FieldLimitExceeded, InvalidField
-from .sessions import LeafState, Session
+from .sessions import LeafState, Session, grad_leaf
 
 FLOAT32, FLOAT64, INT64, BOOL = dtypes.float32, dtypes.float64, dtypes.int64, dtypes.bool_
 
@@ -254,12 +254,14 @@ def tensor_to_proto(array: npt.ArrayLike, out: pb.Tensor | None = None, *,
 # --- graphs --------------------------------------------------------------------------------------
 
 def graph_from_proto(graph: pb.Graph, limits: Limits, *, default_dtype: DType = FLOAT32,
-                     field: str = "graph") -> Graph:
+                     field: str = "graph", grads: bool = False) -> Graph:
     """A wire graph as the engine's ``Graph``, each node's fields checked and converted.
 
     ``default_dtype``: the dtype of a constant sent in the values form without one (the
-    session's dtype; FLOAT32 in Differentiate). Structure (ids, inputs, cycles, ops, attribute
-    names, shapes) is left to ``crossgrad.engine.graph.validate``, which names the node.
+    session's dtype; FLOAT32 in Differentiate). ``grads``: whether ``grad`` nodes are allowed
+    (Run's graphs); each becomes a leaf node bound to the leaf's grad (``sessions.grad_leaf``).
+    Structure (ids, inputs, cycles, ops, attribute names, shapes) is left to
+    ``crossgrad.engine.graph.validate``, which names the node.
     """
     count = len(graph.nodes)
     if count > limits.max_nodes:
@@ -291,8 +293,13 @@ def graph_from_proto(graph: pb.Graph, limits: Limits, *, default_dtype: DType = 
             nodes.append(Constant(node_id, value))
         elif kind == "op":
             nodes.append(_operation(message.op, node_id, f"{path}.op"))
+        elif kind == "grad":
+            if not grads:
+                raise InvalidField(f"{path}.grad", "grad nodes are read in Run's steps only",
+                                   node=node_id)
+            nodes.append(Leaf(node_id, grad_leaf(message.grad)))
         else:
-            raise InvalidField(path, "no kind set: a node is a leaf, a constant or an op",
+            raise InvalidField(path, "no kind set: a node is a leaf, a constant, an op or a grad",
                                node=node_id)
     return Graph(tuple(nodes), graph.output)
 
@@ -543,13 +550,17 @@ class _WireGraph:
     message: pb.Graph
     limits: Limits
     key: bytes
+    field: str = "graph"
+    grads: bool = False
 
     def decode(self, default_dtype: DType) -> Graph:
-        return graph_from_proto(self.message, self.limits, default_dtype=default_dtype)
+        return graph_from_proto(self.message, self.limits, default_dtype=default_dtype,
+                                field=self.field, grads=self.grads)
 
 
-def _graph_source(graph: pb.Graph, limits: Limits) -> _WireGraph:
-    return _WireGraph(graph, limits, graph.SerializeToString(deterministic=True))
+def _graph_source(graph: pb.Graph, limits: Limits, field: str = "graph",
+                  grads: bool = False) -> _WireGraph:
+    return _WireGraph(graph, limits, graph.SerializeToString(deterministic=True), field, grads)
 
 
 @dataclass(slots=True)
@@ -648,6 +659,63 @@ def differentiate_from_proto(request: pb.DifferentiateRequest,
         as_values=request.answer_as_values)
 
 
+def run_from_proto(request: pb.RunRequest, limits: Limits, max_steps: int) -> commands.Run:
+    if len(request.steps) > max_steps:
+        raise FieldLimitExceeded("steps", f"{len(request.steps):,} steps; a Run takes at most "
+                                 f"{max_steps:,}", limit="max_steps")
+    steps = []
+    for i, step in enumerate(request.steps):
+        kind = step.WhichOneof("kind")
+        if kind is None:
+            raise InvalidField(f"steps[{i}]", "no kind set: a step is one of "
+                               f"{', '.join(f.name for f in pb.Step.DESCRIPTOR.fields)}")
+        steps.append((kind, _step_from_proto(getattr(step, kind), kind, f"steps[{i}].{kind}",
+                                             limits)))
+    return commands.Run(_session_id(request.session_id), tuple(steps),
+                        request.answer_as_values, idempotency.key(request, request.request_id))
+
+
+def _step_from_proto(step: Any, kind: str, path: str, limits: Limits) -> commands.Step:
+    """One of a Run's steps, as its command (``path``: where it is in the request)."""
+    def graph(message: pb.Graph) -> tuple[_WireGraph, tuple[str, ...]]:
+        reads = tuple(node.grad for node in message.nodes if node.WhichOneof("kind") == "grad")
+        return _graph_source(message, limits, f"{path}.graph", grads=True), reads
+
+    if kind == "create":
+        if not step.HasField("value"):
+            raise InvalidField(f"{path}.value", "a new leaf needs a value")
+        return commands.CreateLeafStep(step.name, _WireTensor(step.value, f"{path}.value",
+                                                              limits.max_elements),
+                                       step.requires_grad)
+    if kind == "keep":
+        source, reads = graph(step.graph)
+        return commands.KeepStep(source, reads, tuple((kept.node, kept.leaf)
+                                                      for kept in step.nodes))
+    if kind == "update":
+        source, reads = graph(step.graph)
+        return commands.UpdateLeafStep(step.leaf, source, reads)
+    if kind == "update_grad":
+        if not step.HasField("graph"):
+            return commands.UpdateGradStep(step.leaf, None, ())
+        source, reads = graph(step.graph)
+        return commands.UpdateGradStep(step.leaf, source, reads)
+    if kind == "set_requires_grad":
+        return commands.SetRequiresGradStep(step.leaf, step.requires_grad)
+    if kind == "zero_grad":
+        return commands.ZeroGradStep(tuple(step.leaves), step.set_to_none)
+    if kind == "free":
+        return commands.FreeStep(tuple(step.leaves))
+    if kind == "backward":
+        source, reads = graph(step.graph)
+        gradient = (tensor_from_proto(step.gradient, field=f"{path}.gradient",
+                                      default_dtype=FLOAT64, max_elements=limits.max_elements)
+                    if step.HasField("gradient") else None)
+        return commands.BackwardStep(source, reads, gradient, tuple(step.retain),
+                                     check_mode_from_proto(step.check_mode), step.return_grads)
+    source, reads = graph(step.graph)
+    return commands.ReadStep(source, reads, tuple(step.nodes))
+
+
 # --- answers: each result encoded into its response ----------------------------------------------
 
 def create_session_to_proto(session: Session) -> pb.CreateSessionResponse:
@@ -680,8 +748,9 @@ def zero_grad_to_proto(result: commands.ZeroGradResult) -> pb.ZeroGradResponse:
     return pb.ZeroGradResponse(leaves=[leaf_info_to_proto(n, leaf) for n, leaf in result.leaves])
 
 
-def evaluate_to_proto(result: commands.EvaluateResult) -> pb.EvaluateResponse:
-    response = pb.EvaluateResponse()
+def evaluate_to_proto(result: commands.EvaluateResult,
+                      response: pb.EvaluateResponse | None = None) -> pb.EvaluateResponse:
+    response = pb.EvaluateResponse() if response is None else response
     for node in result.values:
         out = response.values.add(id=node.id, requires_grad=node.requires_grad,
                                   grad_fn=node.grad_fn)
@@ -689,20 +758,34 @@ def evaluate_to_proto(result: commands.EvaluateResult) -> pb.EvaluateResponse:
     return response
 
 
-def backward_to_proto(result: commands.BackwardResult) -> pb.BackwardResponse:
+def backward_to_proto(result: commands.BackwardResult, response: pb.BackwardResponse | None = None,
+                      *, with_grads: bool = True) -> pb.BackwardResponse:
+    """A backward's answer (into ``response`` when given); ``with_grads``: the leaves' grads too."""
     checked, as_values = result.checked, result.as_values
     # Built in place: a submessage given to a constructor is copied.
-    response = pb.BackwardResponse()
+    response = pb.BackwardResponse() if response is None else response
     tensor_to_proto(checked.value, response.output, as_values=as_values)
     for name, leaf in sorted(result.leaves.items()):
         if leaf.grad is not None:
             message = response.leaves.add(name=name, version=leaf.version,
                                           closed_form=checked.closed_forms.get(name, ""),
                                           latex=checked.latex.get(name, ""))
-            tensor_to_proto(leaf.grad, message.grad, as_values=as_values)
+            if with_grads:
+                tensor_to_proto(leaf.grad, message.grad, as_values=as_values)
     for node_id, grad in result.retained.items():
         tensor_to_proto(grad, response.retained[node_id], as_values=as_values)
     check_report_to_proto(checked.check, response.check, notes=checked.notes)
+    return response
+
+
+def run_to_proto(result: commands.RunResult) -> pb.RunResponse:
+    response = pb.RunResponse()
+    for step in result.results:
+        message = response.results.add()
+        if isinstance(step, commands.BackwardStepResult):
+            backward_to_proto(step.result, message.backward, with_grads=step.return_grads)
+        elif step is not None:
+            evaluate_to_proto(step, message.read)
     return response
 
 
@@ -750,6 +833,7 @@ def differentiate_to_proto(answer: commands.DifferentiateResult) -> pb.Different
 PUT_LEAF = Answer(put_leaf_to_proto, pb.PutLeafResponse.FromString)
 ZERO_GRAD = Answer(zero_grad_to_proto, pb.ZeroGradResponse.FromString)
 BACKWARD = Answer(backward_to_proto, pb.BackwardResponse.FromString)
+RUN = Answer(run_to_proto, pb.RunResponse.FromString)
 
 
 # --- ListOps -------------------------------------------------------------------------------------

@@ -19,7 +19,14 @@ from typing import Protocol, TypeVar
 import numpy as np
 from crossgrad.engine import differentiation, dtypes
 from crossgrad.engine.check import CheckMode
-from crossgrad.engine.errors import CrossgradError, InvalidArgument, short_name
+from crossgrad.engine.errors import (
+    CrossgradError,
+    DTypeError,
+    InvalidArgument,
+    ShapeError,
+    UsageError,
+    short_name,
+)
 from crossgrad.engine.graph import MAX_NAME_CHARS
 from crossgrad.engine.leaves import check_requires_grad
 from crossgrad.engine.solver import Symbolic
@@ -30,6 +37,9 @@ from .commands import (
     Answer,
     Backward,
     BackwardResult,
+    BackwardStep,
+    BackwardStepResult,
+    CreateLeafStep,
     CreateSession,
     DeleteSession,
     Differentiate,
@@ -37,14 +47,25 @@ from .commands import (
     Encoded,
     Evaluate,
     EvaluateResult,
+    FreeStep,
     GetLeaf,
     GetLeafResult,
     GetSession,
+    GraphSource,
+    KeepStep,
     NodeValue,
     PutLeaf,
     PutLeafResult,
+    ReadStep,
+    Run,
+    RunResult,
+    SetRequiresGradStep,
+    Step,
+    UpdateGradStep,
+    UpdateLeafStep,
     ZeroGrad,
     ZeroGradResult,
+    ZeroGradStep,
 )
 from .config import Config
 from .errors import (
@@ -57,7 +78,7 @@ from .errors import (
 )
 from .idempotency import Key
 from .known_graphs import KnownGraphs
-from .sessions import Change, LeafState, Session, SessionStore
+from .sessions import Change, LeafState, Session, SessionStore, grad_leaf
 
 R = TypeVar("R")
 M = TypeVar("M", bound=Encoded)
@@ -140,15 +161,9 @@ class Service:
 
     def zero_grad(self, command: ZeroGrad, call: Call, answer: Answer[ZeroGradResult, M]) -> M:
         def change(session: Session) -> tuple[Session, ZeroGradResult]:
-            names = list(command.names) or sorted(session.leaves)
-            changed = {}
-            for name in names:
-                leaf = session.leaf(name)
-                if leaf.grad is not None:
-                    changed[name] = leaf.with_grad(
-                        None if command.set_to_none else np.zeros_like(leaf.grad))
-            new = session.with_leaves(changed)
-            return new, ZeroGradResult([(n, new.leaves[n]) for n in sorted(changed)])
+            new = _zeroed(session, command.names, command.set_to_none)
+            changed = sorted(n for n, leaf in new.leaves.items() if leaf is not session.leaves[n])
+            return new, ZeroGradResult([(n, new.leaves[n]) for n in changed])
 
         return self._commit(command.session_id, command.key, change, answer, call)
 
@@ -156,9 +171,16 @@ class Service:
 
     def evaluate(self, command: Evaluate, encode: Callable[[EvaluateResult], M]) -> M:
         session = self._store.get(command.session_id)
-        known = self._graphs.get(command.graph, session)
+        results = self._node_values(command.graph, session, command.nodes, command.as_values)
+        return self._fit(encode(EvaluateResult(results, command.as_values)),
+                         hint="; ask for fewer nodes")
+
+    def _node_values(self, source: GraphSource, session: Session, nodes: Sequence[str],
+                     as_values: bool) -> list[NodeValue]:
+        """The values of graph nodes ``nodes`` (none: the output) over ``session``'s leaves."""
+        known = self._graphs.get(source, session)
         valid = known.valid
-        ids = list(command.nodes) or [valid.output]
+        ids = list(nodes) or [valid.output]
         seen: set[str] = set()
         for node_id in ids:
             if node_id in seen:
@@ -176,9 +198,9 @@ class Service:
             else:
                 results.append(NodeValue(
                     node_id, np.asarray(out, dtype=valid.types[node_id].dtype.numpy)))
-        hint = "; ask for fewer nodes"
-        self._check_tensors([node.value for node in results], command.as_values, hint=hint)
-        return self._fit(encode(EvaluateResult(results, command.as_values)), hint=hint)
+        self._check_tensors([node.value for node in results], as_values,
+                            hint="; ask for fewer nodes")
+        return results
 
     def backward(self, command: Backward, call: Call, answer: Answer[BackwardResult, M]) -> M:
         if (first := self._recall(command.session_id, command.key, answer)) is not None:
@@ -227,6 +249,108 @@ class Service:
                                                                 checked.retained, as_values)
 
         return self._commit(command.session_id, command.key, change, answer, call)
+
+    # --- programs -----------------------------------------------------------------------------
+
+    def run(self, command: Run, call: Call, answer: Answer[RunResult, M]) -> M:
+        """A Run's steps applied in order to the session, as one change: all of them or none.
+
+        The steps run inside the store's update, so no other change of the session interleaves
+        with them (a symbolic derivation a backward step waits for holds the session meanwhile).
+        """
+        if (first := self._recall(command.session_id, command.key, answer)) is not None:
+            return first
+        deadline = self._deadline(call)
+
+        def change(session: Session) -> tuple[Session, RunResult]:
+            results: list[BackwardStepResult | EvaluateResult | None] = []
+            for index, (kind, step) in enumerate(command.steps):
+                try:
+                    session, result = self._step(session, step, command.as_values, deadline)
+                except CrossgradError as error:
+                    raise _in_step(error, index, kind) from None
+                results.append(result)
+            return session, RunResult(results)
+
+        return self._commit(command.session_id, command.key, change, answer, call)
+
+    def _step(self, session: Session, step: Step, as_values: bool, deadline: float,
+              ) -> tuple[Session, BackwardStepResult | EvaluateResult | None]:
+        """``session`` after one step of a Run, and what the step answers."""
+        max_leaves = self._config.max_leaves
+        if isinstance(step, CreateLeafStep):
+            _check_leaf_name(step.name)
+            put = PutLeaf("", step.name, None, step.requires_grad, 0, None)
+            created = apply_put_leaf(session, put, step.value.decode(session.dtype), max_leaves)
+            return session.with_leaves({step.name: created.leaf}), None
+        if isinstance(step, ReadStep):
+            values = self._node_values(step.graph, _reading(session, step.grads), step.nodes,
+                                       as_values)
+            return session, EvaluateResult(values, as_values)
+        if isinstance(step, KeepStep):
+            view = _reading(session, step.grads)
+            values = self._node_values(step.graph, view, [node for node, _ in step.nodes], False)
+            kept = {}
+            for (_, name), node in zip(step.nodes, values, strict=True):
+                _check_leaf_name(name)
+                put = PutLeaf("", name, None, False, 0, None)
+                kept[name] = apply_put_leaf(session, put, node.value, max_leaves).leaf
+                session = session.with_leaves({name: kept[name]})
+            return session, None
+        if isinstance(step, UpdateLeafStep):
+            leaf = session.leaf(step.leaf)
+            value = self._output(step.graph, _reading(session, step.grads), leaf, step.leaf)
+            return session.with_leaves({step.leaf: leaf.with_value(value)}), None
+        if isinstance(step, UpdateGradStep):
+            leaf = session.leaf(step.leaf)
+            grad = None if step.graph is None else self._output(
+                step.graph, _reading(session, step.grads), leaf, step.leaf)
+            return session.with_leaves({step.leaf: leaf.with_grad(grad)}), None
+        if isinstance(step, SetRequiresGradStep):
+            leaf = session.leaf(step.leaf)
+            check_requires_grad(dtypes.from_numpy(leaf.value.dtype), step.requires_grad)
+            changed = leaf.with_requires_grad(step.requires_grad)
+            return session.with_leaves({step.leaf: changed}), None
+        if isinstance(step, ZeroGradStep):
+            return _zeroed(session, step.leaves, step.set_to_none), None
+        if isinstance(step, FreeStep):
+            return session.without(step.leaves), None
+        return self._backward_step(session, step, as_values, deadline)
+
+    def _output(self, source: GraphSource, session: Session, leaf: LeafState, name: str,
+                ) -> np.ndarray:
+        """A graph's output as a new value (or grad) for ``leaf``: broadcast to its shape and
+        cast to its dtype within a kind, as an in-place op writes its result."""
+        (node,) = self._node_values(source, session, (), False)
+        value, target = node.value, leaf.value
+        try:
+            broadcast = np.broadcast_to(value, target.shape)
+        except ValueError:
+            raise ShapeError(f"the new value of leaf {short_name(name)} has shape "
+                             f"{list(value.shape)}, which does not broadcast to the leaf's "
+                             f"{list(target.shape)}") from None
+        if not np.can_cast(value.dtype, target.dtype, "same_kind"):
+            raise DTypeError(f"result type {dtypes.from_numpy(value.dtype)} can't be cast to the "
+                             f"desired output type {dtypes.from_numpy(target.dtype)}")
+        return broadcast.astype(target.dtype)
+
+    def _backward_step(self, session: Session, step: BackwardStep, as_values: bool,
+                       deadline: float) -> tuple[Session, BackwardStepResult]:
+        view = _reading(session, step.grads)
+        known = self._graphs.get(step.graph, view)
+        leaves = view.leaves
+        values = {name: leaves[name].value for name in known.valid.leaves}
+        tracking = tuple(sorted(n for n in known.valid.leaves if leaves[n].requires_grad))
+        checked = known.backward(values, tracking, seed=step.gradient, retain=step.retain,
+                                 mode=step.check or session.check, deadline=deadline)
+        updated = {name: session.leaves[name].accumulate(grad)
+                   for name, grad in checked.gradients.items()}
+        self._check_tensors([checked.value, *checked.retained.values(),
+                             *(leaf.grad for leaf in updated.values()
+                               if step.return_grads and leaf.grad is not None)],
+                            as_values, changing=True)
+        result = BackwardResult(checked, updated, checked.retained, as_values)
+        return session.with_leaves(updated), BackwardStepResult(result, step.return_grads)
 
     # --- stateless --------------------------------------------------------------------------------
 
@@ -322,11 +446,55 @@ def _client(call: Call) -> str:
     return peer
 
 
+# --- a Run's steps -------------------------------------------------------------------------------
+
+def _zeroed(session: Session, names: Sequence[str], set_to_none: bool) -> Session:
+    """The session with the grads of leaves ``names`` (none: all) zeroed or set to None; leaves
+    whose grad is None stay as they are, as PyTorch's zero_grad skips them."""
+    changed = {}
+    for name in names or sorted(session.leaves):
+        leaf = session.leaf(name)
+        if leaf.grad is not None:
+            changed[name] = leaf.with_grad(None if set_to_none else np.zeros_like(leaf.grad))
+    return session.with_leaves(changed) if changed else session
+
+
+def _reading(session: Session, grads: Sequence[str]) -> Session:
+    """The session as a graph that reads the grads of leaves ``grads`` sees it: each grad bound
+    as a leaf of its own (``grad_leaf``) that does not require grad."""
+    if not grads:
+        return session
+    bound = {}
+    for name in grads:
+        leaf = session.leaf(name)
+        if leaf.grad is None:
+            raise UsageError(f"leaf {short_name(name)} has no grad (it is None): a graph cannot "
+                             "read it")
+        bound[grad_leaf(name)] = LeafState(leaf.grad, False, None, leaf.version)
+    return session.with_leaves(bound)
+
+
+def _in_step(error: CrossgradError, index: int, kind: str) -> CrossgradError:
+    """``error``, raised by step ``index`` of a Run, located: its request field's path starts at
+    the step (``steps[2].backward.graph.nodes[1]``), and its ``step`` says which. The message
+    stays as it is: PyTorch's messages reach a torch-like client verbatim."""
+    where = f"steps[{index}].{kind}"
+    field = getattr(error, "field", None)
+    if isinstance(field, str) and field and not field.startswith("steps["):
+        error.field = f"{where}.{field}"
+    elif not field:
+        error.field = f"{where}.graph" if error.node is not None else where
+    error.step = index
+    return error
+
+
 # --- what PutLeaf may do to a leaf ---------------------------------------------------------------
 
 def _check_leaf_name(name: str) -> None:
     if not name:
         raise InvalidField("name", "a leaf needs a name")
+    if "\x00" in name:
+        raise InvalidField("name", "a leaf name must not hold a NUL character")
     if len(name) > MAX_NAME_CHARS:
         raise InvalidField("name", f"{len(name):,} characters; a leaf name has at most "
                            f"{MAX_NAME_CHARS}")

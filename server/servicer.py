@@ -20,6 +20,7 @@ class Servicer(pb_grpc.AutogradServiceServicer):
     def __init__(self, config: Config, store: SessionStore, symbolic: Symbolic) -> None:
         self._service = Service(config, store, symbolic)
         self._limits = config.limits
+        self._max_steps = config.max_steps
 
     def CreateSession(self, request: pb.CreateSessionRequest, call: Call,
                       ) -> pb.CreateSessionResponse:
@@ -58,6 +59,10 @@ class Servicer(pb_grpc.AutogradServiceServicer):
                       ) -> pb.DifferentiateResponse:
         return self._service.differentiate(serde.differentiate_from_proto(request, self._limits),
                                            call, serde.differentiate_to_proto)
+
+    def Run(self, request: pb.RunRequest, call: Call) -> pb.RunResponse:
+        command = serde.run_from_proto(request, self._limits, self._max_steps)
+        return self._service.run(command, call, serde.RUN)
 
     def ListOps(self, request: pb.ListOpsRequest, call: Call) -> pb.ListOpsResponse:
         return serde.list_ops_to_proto()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
@@ -29,6 +29,16 @@ DEFAULT_IDLE_TTL = 1800.0  # seconds
 
 R = TypeVar("R")
 T = TypeVar("T")
+
+
+# A graph reads a leaf's grad (Run's ``grad`` nodes) through a leaf of its own whose name no
+# leaf of a session can have: leaf names never hold a NUL.
+_GRAD_OF = "\x00grad\x00"
+
+
+def grad_leaf(name: str) -> str:
+    """The name a graph binds the grad of leaf ``name`` under."""
+    return _GRAD_OF + name
 
 
 def new_session_id() -> str:
@@ -165,6 +175,15 @@ class Session:
             leaf.nbytes - (old[name].nbytes if name in old else 0)
             for name, leaf in leaves.items())
         return _evolve(self, leaves=MappingProxyType({**old, **leaves}), nbytes=nbytes)
+
+    def without(self, names: Iterable[str]) -> Session:
+        """The session without the leaves ``names`` (each must be one of its leaves)."""
+        kept = dict(self.leaves)
+        nbytes = self.nbytes
+        for name in dict.fromkeys(names):
+            nbytes -= self.leaf(name).nbytes
+            del kept[name]
+        return _evolve(self, leaves=MappingProxyType(kept), nbytes=nbytes)
 
 
 def _evolve(instance: T, **changes: Any) -> T:

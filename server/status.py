@@ -58,6 +58,9 @@ def to_status(error: BaseException, request: message.Message | None = None) -> g
     limit = getattr(error, "limit", None)
     if isinstance(limit, str):
         metadata["limit"] = limit
+    step = getattr(error, "step", None)
+    if isinstance(step, int):
+        metadata["step"] = str(step)  # the index of the Run step that failed
     text = _bounded(error.message, _MESSAGE_BYTES)
     extra = []
     if code is grpc.StatusCode.INVALID_ARGUMENT:

@@ -28,10 +28,10 @@ SCRIPT = ROOT / "scripts" / "generate_proto.py"
 RPCS = {
     "CreateSession", "GetSession", "DeleteSession",
     "PutLeaf", "GetLeaf", "ZeroGrad",
-    "Evaluate", "Backward", "Differentiate",
+    "Evaluate", "Backward", "Differentiate", "Run",
     "ListOps",
 }
-MUTATING = {"CreateSession", "DeleteSession", "PutLeaf", "ZeroGrad", "Backward"}
+MUTATING = {"CreateSession", "DeleteSession", "PutLeaf", "ZeroGrad", "Backward", "Run"}
 
 
 def _generator() -> ModuleType:

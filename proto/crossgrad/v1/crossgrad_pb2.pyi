@@ -91,16 +91,18 @@ class Graph(_message.Message):
     def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., output: _Optional[str] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("id", "leaf", "constant", "op")
+    __slots__ = ("id", "leaf", "constant", "op", "grad")
     ID_FIELD_NUMBER: _ClassVar[int]
     LEAF_FIELD_NUMBER: _ClassVar[int]
     CONSTANT_FIELD_NUMBER: _ClassVar[int]
     OP_FIELD_NUMBER: _ClassVar[int]
+    GRAD_FIELD_NUMBER: _ClassVar[int]
     id: str
     leaf: str
     constant: Tensor
     op: Operation
-    def __init__(self, id: _Optional[str] = ..., leaf: _Optional[str] = ..., constant: _Optional[_Union[Tensor, _Mapping]] = ..., op: _Optional[_Union[Operation, _Mapping]] = ...) -> None: ...
+    grad: str
+    def __init__(self, id: _Optional[str] = ..., leaf: _Optional[str] = ..., constant: _Optional[_Union[Tensor, _Mapping]] = ..., op: _Optional[_Union[Operation, _Mapping]] = ..., grad: _Optional[str] = ...) -> None: ...
 
 class Operation(_message.Message):
     __slots__ = ("op", "inputs", "attrs")
@@ -456,6 +458,140 @@ class DifferentiateResponse(_message.Message):
     check: CheckReport
     hessian: Hessian
     def __init__(self, output: _Optional[_Union[Tensor, _Mapping]] = ..., gradients: _Optional[_Iterable[_Union[Gradient, _Mapping]]] = ..., check: _Optional[_Union[CheckReport, _Mapping]] = ..., hessian: _Optional[_Union[Hessian, _Mapping]] = ...) -> None: ...
+
+class RunRequest(_message.Message):
+    __slots__ = ("session_id", "steps", "request_id", "answer_as_values")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_AS_VALUES_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    steps: _containers.RepeatedCompositeFieldContainer[Step]
+    request_id: str
+    answer_as_values: bool
+    def __init__(self, session_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., request_id: _Optional[str] = ..., answer_as_values: _Optional[bool] = ...) -> None: ...
+
+class Step(_message.Message):
+    __slots__ = ("create", "keep", "update", "update_grad", "set_requires_grad", "zero_grad", "free", "backward", "read")
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_GRAD_FIELD_NUMBER: _ClassVar[int]
+    SET_REQUIRES_GRAD_FIELD_NUMBER: _ClassVar[int]
+    ZERO_GRAD_FIELD_NUMBER: _ClassVar[int]
+    FREE_FIELD_NUMBER: _ClassVar[int]
+    BACKWARD_FIELD_NUMBER: _ClassVar[int]
+    READ_FIELD_NUMBER: _ClassVar[int]
+    create: CreateLeaf
+    keep: Keep
+    update: UpdateLeaf
+    update_grad: UpdateGrad
+    set_requires_grad: SetRequiresGrad
+    zero_grad: ZeroGradStep
+    free: FreeLeaves
+    backward: BackwardStep
+    read: ReadStep
+    def __init__(self, create: _Optional[_Union[CreateLeaf, _Mapping]] = ..., keep: _Optional[_Union[Keep, _Mapping]] = ..., update: _Optional[_Union[UpdateLeaf, _Mapping]] = ..., update_grad: _Optional[_Union[UpdateGrad, _Mapping]] = ..., set_requires_grad: _Optional[_Union[SetRequiresGrad, _Mapping]] = ..., zero_grad: _Optional[_Union[ZeroGradStep, _Mapping]] = ..., free: _Optional[_Union[FreeLeaves, _Mapping]] = ..., backward: _Optional[_Union[BackwardStep, _Mapping]] = ..., read: _Optional[_Union[ReadStep, _Mapping]] = ...) -> None: ...
+
+class CreateLeaf(_message.Message):
+    __slots__ = ("name", "value", "requires_grad")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    REQUIRES_GRAD_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: Tensor
+    requires_grad: bool
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ..., requires_grad: _Optional[bool] = ...) -> None: ...
+
+class Keep(_message.Message):
+    __slots__ = ("graph", "nodes")
+    GRAPH_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    graph: Graph
+    nodes: _containers.RepeatedCompositeFieldContainer[KeptNode]
+    def __init__(self, graph: _Optional[_Union[Graph, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[KeptNode, _Mapping]]] = ...) -> None: ...
+
+class KeptNode(_message.Message):
+    __slots__ = ("node", "leaf")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    LEAF_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    leaf: str
+    def __init__(self, node: _Optional[str] = ..., leaf: _Optional[str] = ...) -> None: ...
+
+class UpdateLeaf(_message.Message):
+    __slots__ = ("leaf", "graph")
+    LEAF_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_FIELD_NUMBER: _ClassVar[int]
+    leaf: str
+    graph: Graph
+    def __init__(self, leaf: _Optional[str] = ..., graph: _Optional[_Union[Graph, _Mapping]] = ...) -> None: ...
+
+class UpdateGrad(_message.Message):
+    __slots__ = ("leaf", "graph")
+    LEAF_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_FIELD_NUMBER: _ClassVar[int]
+    leaf: str
+    graph: Graph
+    def __init__(self, leaf: _Optional[str] = ..., graph: _Optional[_Union[Graph, _Mapping]] = ...) -> None: ...
+
+class SetRequiresGrad(_message.Message):
+    __slots__ = ("leaf", "requires_grad")
+    LEAF_FIELD_NUMBER: _ClassVar[int]
+    REQUIRES_GRAD_FIELD_NUMBER: _ClassVar[int]
+    leaf: str
+    requires_grad: bool
+    def __init__(self, leaf: _Optional[str] = ..., requires_grad: _Optional[bool] = ...) -> None: ...
+
+class ZeroGradStep(_message.Message):
+    __slots__ = ("leaves", "set_to_none")
+    LEAVES_FIELD_NUMBER: _ClassVar[int]
+    SET_TO_NONE_FIELD_NUMBER: _ClassVar[int]
+    leaves: _containers.RepeatedScalarFieldContainer[str]
+    set_to_none: bool
+    def __init__(self, leaves: _Optional[_Iterable[str]] = ..., set_to_none: _Optional[bool] = ...) -> None: ...
+
+class FreeLeaves(_message.Message):
+    __slots__ = ("leaves",)
+    LEAVES_FIELD_NUMBER: _ClassVar[int]
+    leaves: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, leaves: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BackwardStep(_message.Message):
+    __slots__ = ("graph", "gradient", "retain", "check_mode", "return_grads")
+    GRAPH_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    RETAIN_FIELD_NUMBER: _ClassVar[int]
+    CHECK_MODE_FIELD_NUMBER: _ClassVar[int]
+    RETURN_GRADS_FIELD_NUMBER: _ClassVar[int]
+    graph: Graph
+    gradient: Tensor
+    retain: _containers.RepeatedScalarFieldContainer[str]
+    check_mode: CheckMode
+    return_grads: bool
+    def __init__(self, graph: _Optional[_Union[Graph, _Mapping]] = ..., gradient: _Optional[_Union[Tensor, _Mapping]] = ..., retain: _Optional[_Iterable[str]] = ..., check_mode: _Optional[_Union[CheckMode, str]] = ..., return_grads: _Optional[bool] = ...) -> None: ...
+
+class ReadStep(_message.Message):
+    __slots__ = ("graph", "nodes")
+    GRAPH_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    graph: Graph
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, graph: _Optional[_Union[Graph, _Mapping]] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StepResult(_message.Message):
+    __slots__ = ("backward", "read")
+    BACKWARD_FIELD_NUMBER: _ClassVar[int]
+    READ_FIELD_NUMBER: _ClassVar[int]
+    backward: BackwardResponse
+    read: EvaluateResponse
+    def __init__(self, backward: _Optional[_Union[BackwardResponse, _Mapping]] = ..., read: _Optional[_Union[EvaluateResponse, _Mapping]] = ...) -> None: ...
+
+class RunResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[StepResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[StepResult, _Mapping]]] = ...) -> None: ...
 
 class ListOpsRequest(_message.Message):
     __slots__ = ()

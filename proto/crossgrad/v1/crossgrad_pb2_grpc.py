@@ -44,7 +44,7 @@ class AutogradServiceStub:
     PyTorch raises in the same situation: "RuntimeError", "ValueError", "IndexError" or
     "TypeError", so a torch-like client can raise the same type), "limit" (the name of the limit
     or budget exceeded, e.g. "max_elements", "max_session_bytes"), "version" (a leaf's current
-    version).
+    version), "step" (the index of the Run step that failed).
     - google.rpc.BadRequest for INVALID_ARGUMENT: one field violation whose `field` is the path of
     the offending request field, repeated fields by index and map entries by key, e.g.
     `graph.nodes[3].op.attrs['dim']`, `values['x'].data` or `formula` (a node of a formula is
@@ -140,6 +140,11 @@ class AutogradServiceStub:
                 request_serializer=crossgrad_dot_v1_dot_crossgrad__pb2.DifferentiateRequest.SerializeToString,
                 response_deserializer=crossgrad_dot_v1_dot_crossgrad__pb2.DifferentiateResponse.FromString,
                 _registered_method=True)
+        self.Run = channel.unary_unary(
+                '/crossgrad.v1.AutogradService/Run',
+                request_serializer=crossgrad_dot_v1_dot_crossgrad__pb2.RunRequest.SerializeToString,
+                response_deserializer=crossgrad_dot_v1_dot_crossgrad__pb2.RunResponse.FromString,
+                _registered_method=True)
         self.ListOps = channel.unary_unary(
                 '/crossgrad.v1.AutogradService/ListOps',
                 request_serializer=crossgrad_dot_v1_dot_crossgrad__pb2.ListOpsRequest.SerializeToString,
@@ -166,7 +171,7 @@ class AutogradServiceServicer:
     PyTorch raises in the same situation: "RuntimeError", "ValueError", "IndexError" or
     "TypeError", so a torch-like client can raise the same type), "limit" (the name of the limit
     or budget exceeded, e.g. "max_elements", "max_session_bytes"), "version" (a leaf's current
-    version).
+    version), "step" (the index of the Run step that failed).
     - google.rpc.BadRequest for INVALID_ARGUMENT: one field violation whose `field` is the path of
     the offending request field, repeated fields by index and map entries by key, e.g.
     `graph.nodes[3].op.attrs['dim']`, `values['x'].data` or `formula` (a node of a formula is
@@ -278,6 +283,17 @@ class AutogradServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Run(self, request, context):
+        """Runs a program of steps over a session, in order, as one change: creating and freeing
+        leaves, in-place updates of values and grads under no_grad, requires_grad_(), backward, and
+        reads of values. It is what a torch-like client sends: the operations a user's program made
+        since its last call, then the one that needs an answer, so a training step (forward,
+        backward, optimizer update, zero_grad) is one call. Either every step applies or none does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListOps(self, request, context):
         """The op table: every op the server knows, with its attributes and conventions.
         """
@@ -333,6 +349,11 @@ def add_AutogradServiceServicer_to_server(servicer, server):
                     request_deserializer=crossgrad_dot_v1_dot_crossgrad__pb2.DifferentiateRequest.FromString,
                     response_serializer=crossgrad_dot_v1_dot_crossgrad__pb2.DifferentiateResponse.SerializeToString,
             ),
+            'Run': grpc.unary_unary_rpc_method_handler(
+                    servicer.Run,
+                    request_deserializer=crossgrad_dot_v1_dot_crossgrad__pb2.RunRequest.FromString,
+                    response_serializer=crossgrad_dot_v1_dot_crossgrad__pb2.RunResponse.SerializeToString,
+            ),
             'ListOps': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOps,
                     request_deserializer=crossgrad_dot_v1_dot_crossgrad__pb2.ListOpsRequest.FromString,
@@ -365,7 +386,7 @@ class AutogradService:
     PyTorch raises in the same situation: "RuntimeError", "ValueError", "IndexError" or
     "TypeError", so a torch-like client can raise the same type), "limit" (the name of the limit
     or budget exceeded, e.g. "max_elements", "max_session_bytes"), "version" (a leaf's current
-    version).
+    version), "step" (the index of the Run step that failed).
     - google.rpc.BadRequest for INVALID_ARGUMENT: one field violation whose `field` is the path of
     the offending request field, repeated fields by index and map entries by key, e.g.
     `graph.nodes[3].op.attrs['dim']`, `values['x'].data` or `formula` (a node of a formula is
@@ -643,6 +664,33 @@ class AutogradService:
             '/crossgrad.v1.AutogradService/Differentiate',
             crossgrad_dot_v1_dot_crossgrad__pb2.DifferentiateRequest.SerializeToString,
             crossgrad_dot_v1_dot_crossgrad__pb2.DifferentiateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Run(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crossgrad.v1.AutogradService/Run',
+            crossgrad_dot_v1_dot_crossgrad__pb2.RunRequest.SerializeToString,
+            crossgrad_dot_v1_dot_crossgrad__pb2.RunResponse.FromString,
             options,
             channel_credentials,
             insecure,
