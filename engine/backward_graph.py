@@ -87,10 +87,12 @@ class Node:
                     expected = self.versions[i] if self.versions else 0
                     if version[0] != expected:
                         node = arg.grad_fn
-                        raise UsageError(_modified_message(
-                            arg._data, node.name() if node else None, version[0], expected))
+                        raise UsageError(modified_message(
+                            np.dtype(arg._data.dtype), np.shape(arg._data),
+                            node.name() if node else None, version[0], expected))
         if self.out_version is not None and self.out_version[0]:
-            raise UsageError(_modified_message(self.out, self.name(), self.out_version[0], 0))
+            raise UsageError(modified_message(np.result_type(self.out), np.shape(self.out),
+                                              self.name(), self.out_version[0], 0))
         return self.values
 
     def free(self) -> None:
@@ -135,12 +137,15 @@ def legacy_type_name(value: Array) -> str:
     return f"torch.{_TYPE_NAMES[np.dtype(value.dtype).name]}Tensor"
 
 
-def _modified_message(value: Array, producer: str | None, version: int, expected: int) -> str:
+def modified_message(dtype: np.dtype[Any], shape: tuple[int, ...], producer: str | None,
+                     version: int, expected: int) -> str:
+    """PyTorch's error for a backward through a value of this dtype and shape that an in-place
+    operation changed since it was saved (``producer``: the node that made it)."""
     # PyTorch names the producing node without its "Backward<n>" suffix here.
     produced_by = "" if producer is None else (
         f", which is output 0 of {re.sub(r'Backward[0-9]*$', '', producer)},")
     return ("one of the variables needed for gradient computation has been modified by an inplace "
-            f"operation: [{legacy_type_name(value)} {list(np.shape(value))}]{produced_by} is at "
+            f"operation: [{legacy_type_name(np.empty(0, dtype))} {list(shape)}]{produced_by} is at "
             f"version {version}; expected version {expected} instead. Hint: enable anomaly "
             "detection to find the operation that failed to compute its gradient, with "
             "torch.autograd.set_detect_anomaly(True, check_nan=False).")

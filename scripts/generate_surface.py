@@ -3,17 +3,20 @@
 
 Run from anywhere, with crossgrad installed (``pip install -e .``)::
 
-    python scripts/generate_surface.py           # rewrites the generated code in engine/
+    python scripts/generate_surface.py           # rewrites the generated code
     python scripts/generate_surface.py --check   # says which files are stale; exits 1 if any
 
 From the rows of ``crossgrad.engine.ops.OPS`` it writes:
 
-- ``engine/functional.py``, whole: one module function per row (``sin(input)``,
+- ``functional.py``, whole: one module function per row (``sin(input)``,
   ``clamp(input, min=None, max=None)``);
-- ``engine/tensor.py``, between its ``generated: op-methods`` markers: per row, the method named
+- ``tensor.py``, between its ``generated: op-methods`` markers: per row, the method named
   after the op (unless the row says Tensor writes it), the Python operators that write the op
   (``__add__``, ``__radd__``; ``__neg__``) and its in-place method (``add_``, ``__iadd__``);
-- ``engine/__init__.py``, between its markers: the module functions, imported and in ``__all__``.
+- ``__init__.py``, between its markers: the module functions, imported and in ``__all__``;
+
+each in ``engine/`` (the in-process engine) and in ``client/`` (the SDK over the service), from the
+same rows and by the same code: a new row reaches both with no edit to either.
 
 The surface is generated source, committed, rather than built at import time: mypy, IDEs and
 readers see every function and method with its signature and docstring as plain code; what runs
@@ -41,10 +44,10 @@ from pathlib import Path
 from crossgrad.engine.ops import ATTR_KINDS, OPS, Op
 
 ROOT = Path(__file__).resolve().parent.parent
-ENGINE = ROOT / "engine"
-FUNCTIONAL = ENGINE / "functional.py"
-TENSOR = ENGINE / "tensor.py"
-INIT = ENGINE / "__init__.py"
+# The packages whose surface is generated: the engine's and the SDK's. Each has a ``tensor.py``
+# that defines the helpers the generated code calls (``_apply_unary``, ``_binary``, ``_call``,
+# ``Tensor._in_place``), so the same text serves both.
+PACKAGES = (ROOT / "engine", ROOT / "client")
 
 # Python's operators: the special method of each, by the number of operands it takes.
 _BINARY_METHODS = {"+": "add", "-": "sub", "*": "mul", "/": "truediv", "**": "pow",
@@ -233,11 +236,17 @@ def _replace_region(text: str, name: str, block: str) -> str:
 
 def generate(ops: Sequence[Op] = OPS) -> dict[Path, str]:
     """The text each generated file should have, for the table ``ops``."""
-    tensor = _replace_region(TENSOR.read_text(encoding="utf-8"), "op-methods", methods(ops))
-    init = INIT.read_text(encoding="utf-8")
-    init = _replace_region(init, "op-functions", init_imports(ops))
-    init = _replace_region(init, "op-exports", init_exports(ops))
-    return {FUNCTIONAL: functional(ops), TENSOR: tensor, INIT: init}
+    files = {}
+    for package in PACKAGES:
+        tensor_file, init_file = package / "tensor.py", package / "__init__.py"
+        tensor = _replace_region(tensor_file.read_text(encoding="utf-8"), "op-methods",
+                                 methods(ops))
+        init = init_file.read_text(encoding="utf-8")
+        init = _replace_region(init, "op-functions", init_imports(ops))
+        init = _replace_region(init, "op-exports", init_exports(ops))
+        files.update({package / "functional.py": functional(ops), tensor_file: tensor,
+                      init_file: init})
+    return files
 
 
 def stale(fresh: Mapping[Path, str]) -> list[Path]:

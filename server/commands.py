@@ -57,6 +57,10 @@ class GraphSource(Protocol):
         """The graph, a constant without a dtype taking ``default_dtype``."""
         ...
 
+    def field_of(self, node: str) -> str:
+        """The path of node ``node`` in the request (``graph.nodes[3]``; "" if none has it)."""
+        ...
+
 
 class TensorSource(Protocol):
     """A request's tensor, still encoded."""
@@ -203,6 +207,7 @@ class BackwardStep:
     retain: tuple[str, ...]
     check: CheckMode | None  # None: the session's
     return_grads: bool
+    grads_only: bool  # the gradients answered, no grad changed
 
 
 @dataclass(slots=True)

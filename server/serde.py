@@ -33,7 +33,7 @@ import numpy.typing as npt
 from crossgrad.engine import dtypes
 from crossgrad.engine.check import CheckMode, CheckReport, Method, Status
 from crossgrad.engine.dtypes import DType
-from crossgrad.engine.errors import InvalidArgument, short_name
+from crossgrad.engine.errors import CrossgradError, InvalidArgument, short_name
 from crossgrad.engine.graph import Constant, Graph, Leaf, Limits, Node, Operation
 from crossgrad.engine.ops import ATTR_KINDS, TABLE
 from crossgrad.v1 import crossgrad_pb2 as pb
@@ -557,6 +557,12 @@ class _WireGraph:
         return graph_from_proto(self.message, self.limits, default_dtype=default_dtype,
                                 field=self.field, grads=self.grads)
 
+    def field_of(self, node: str) -> str:
+        for index, candidate in enumerate(self.message.nodes):
+            if candidate.id == node:
+                return f"graph.nodes[{index}]"
+        return ""
+
 
 def _graph_source(graph: pb.Graph, limits: Limits, field: str = "graph",
                   grads: bool = False) -> _WireGraph:
@@ -667,10 +673,16 @@ def run_from_proto(request: pb.RunRequest, limits: Limits, max_steps: int) -> co
     for i, step in enumerate(request.steps):
         kind = step.WhichOneof("kind")
         if kind is None:
-            raise InvalidField(f"steps[{i}]", "no kind set: a step is one of "
-                               f"{', '.join(f.name for f in pb.Step.DESCRIPTOR.fields)}")
-        steps.append((kind, _step_from_proto(getattr(step, kind), kind, f"steps[{i}].{kind}",
-                                             limits)))
+            error = InvalidField(f"steps[{i}]", "no kind set: a step is one of "
+                                 f"{', '.join(f.name for f in pb.Step.DESCRIPTOR.fields)}")
+            error.step = i
+            raise error
+        try:
+            steps.append((kind, _step_from_proto(getattr(step, kind), kind,
+                                                 f"steps[{i}].{kind}", limits)))
+        except CrossgradError as error:
+            error.step = i  # the index of the step, for ErrorInfo's metadata
+            raise
     return commands.Run(_session_id(request.session_id), tuple(steps),
                         request.answer_as_values, idempotency.key(request, request.request_id))
 
@@ -711,7 +723,8 @@ def _step_from_proto(step: Any, kind: str, path: str, limits: Limits) -> command
                                       default_dtype=FLOAT64, max_elements=limits.max_elements)
                     if step.HasField("gradient") else None)
         return commands.BackwardStep(source, reads, gradient, tuple(step.retain),
-                                     check_mode_from_proto(step.check_mode), step.return_grads)
+                                     check_mode_from_proto(step.check_mode), step.return_grads,
+                                     step.grads_only)
     source, reads = graph(step.graph)
     return commands.ReadStep(source, reads, tuple(step.nodes))
 

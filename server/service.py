@@ -78,7 +78,7 @@ from .errors import (
 )
 from .idempotency import Key
 from .known_graphs import KnownGraphs
-from .sessions import Change, LeafState, Session, SessionStore, grad_leaf
+from .sessions import GRAD_MARK, Change, LeafState, Session, SessionStore, grad_leaf
 
 R = TypeVar("R")
 M = TypeVar("M", bound=Encoded)
@@ -268,7 +268,7 @@ class Service:
                 try:
                     session, result = self._step(session, step, command.as_values, deadline)
                 except CrossgradError as error:
-                    raise _in_step(error, index, kind) from None
+                    raise _in_step(error, index, step, kind) from None
                 results.append(result)
             return session, RunResult(results)
 
@@ -288,14 +288,17 @@ class Service:
                                        as_values)
             return session, EvaluateResult(values, as_values)
         if isinstance(step, KeepStep):
+            if not step.nodes:
+                return session, None
             view = _reading(session, step.grads)
-            values = self._node_values(step.graph, view, [node for node, _ in step.nodes], False)
-            kept = {}
-            for (_, name), node in zip(step.nodes, values, strict=True):
-                _check_leaf_name(name)
+            wanted = list(dict.fromkeys(node for node, _ in step.nodes))
+            values = dict(zip(wanted, self._node_values(step.graph, view, wanted, False),
+                              strict=True))
+            for k, (node_id, name) in enumerate(step.nodes):
+                _check_leaf_name(name, f"nodes[{k}].leaf")
                 put = PutLeaf("", name, None, False, 0, None)
-                kept[name] = apply_put_leaf(session, put, node.value, max_leaves).leaf
-                session = session.with_leaves({name: kept[name]})
+                kept = apply_put_leaf(session, put, values[node_id].value, max_leaves).leaf
+                session = session.with_leaves({name: kept})
             return session, None
         if isinstance(step, UpdateLeafStep):
             leaf = session.leaf(step.leaf)
@@ -343,14 +346,20 @@ class Service:
         tracking = tuple(sorted(n for n in known.valid.leaves if leaves[n].requires_grad))
         checked = known.backward(values, tracking, seed=step.gradient, retain=step.retain,
                                  mode=step.check or session.check, deadline=deadline)
-        updated = {name: session.leaves[name].accumulate(grad)
-                   for name, grad in checked.gradients.items()}
+        if step.grads_only:  # torch.autograd.grad: this call's gradients, nothing accumulated
+            updated = {name: session.leaves[name].with_grad(grad)
+                       for name, grad in checked.gradients.items()}
+        else:
+            updated = {name: session.leaves[name].accumulate(grad)
+                       for name, grad in checked.gradients.items()}
+        answered = step.return_grads or step.grads_only
         self._check_tensors([checked.value, *checked.retained.values(),
                              *(leaf.grad for leaf in updated.values()
-                               if step.return_grads and leaf.grad is not None)],
+                               if answered and leaf.grad is not None)],
                             as_values, changing=True)
         result = BackwardResult(checked, updated, checked.retained, as_values)
-        return session.with_leaves(updated), BackwardStepResult(result, step.return_grads)
+        new = session if step.grads_only else session.with_leaves(updated)
+        return new, BackwardStepResult(result, answered)
 
     # --- stateless --------------------------------------------------------------------------------
 
@@ -474,29 +483,38 @@ def _reading(session: Session, grads: Sequence[str]) -> Session:
     return session.with_leaves(bound)
 
 
-def _in_step(error: CrossgradError, index: int, kind: str) -> CrossgradError:
+def _in_step(error: CrossgradError, index: int, step: Step, kind: str) -> CrossgradError:
     """``error``, raised by step ``index`` of a Run, located: its request field's path starts at
-    the step (``steps[2].backward.graph.nodes[1]``), and its ``step`` says which. The message
-    stays as it is: PyTorch's messages reach a torch-like client verbatim."""
+    the step (``steps[2].backward.graph.nodes[1]``), and its ``step`` says which. Other messages
+    stay as they are: PyTorch's messages reach a torch-like client verbatim."""
     where = f"steps[{index}].{kind}"
     field = getattr(error, "field", None)
     if isinstance(field, str) and field and not field.startswith("steps["):
-        error.field = f"{where}.{field}"
+        located = f"{where}.{field}"
+        if error.message.startswith(field):  # an InvalidField's message starts with its path
+            error.message = located + error.message[len(field):]
+            error.args = (error.message,)
+        error.field = located
     elif not field:
-        error.field = f"{where}.graph" if error.node is not None else where
+        graph = getattr(step, "graph", None)
+        inner = graph.field_of(error.node) if graph is not None and error.node else ""
+        error.field = f"{where}.{inner}" if inner else where
     error.step = index
     return error
 
 
 # --- what PutLeaf may do to a leaf ---------------------------------------------------------------
 
-def _check_leaf_name(name: str) -> None:
+def _check_leaf_name(name: str, field: str = "name") -> None:
     if not name:
-        raise InvalidField("name", "a leaf needs a name")
+        raise InvalidField(field, "a leaf needs a name")
     if "\x00" in name:
-        raise InvalidField("name", "a leaf name must not hold a NUL character")
+        raise InvalidField(field, "a leaf name must not hold a NUL character")
+    if name.startswith(GRAD_MARK):
+        raise InvalidField(field, f"a leaf name must not start with {GRAD_MARK!r}: a graph reads "
+                           f"leaf w's grad as {GRAD_MARK}w")
     if len(name) > MAX_NAME_CHARS:
-        raise InvalidField("name", f"{len(name):,} characters; a leaf name has at most "
+        raise InvalidField(field, f"{len(name):,} characters; a leaf name has at most "
                            f"{MAX_NAME_CHARS}")
 
 

@@ -31,14 +31,15 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 
-# A graph reads a leaf's grad (Run's ``grad`` nodes) through a leaf of its own whose name no
-# leaf of a session can have: leaf names never hold a NUL.
-_GRAD_OF = "\x00grad\x00"
+# A graph reads a leaf's grad (Run's ``grad`` nodes) through a leaf of its own, ``∇w`` for leaf
+# ``w`` (closed forms show that name), which no leaf of a session can have: leaf names never start
+# with the mark.
+GRAD_MARK = "∇"
 
 
 def grad_leaf(name: str) -> str:
     """The name a graph binds the grad of leaf ``name`` under."""
-    return _GRAD_OF + name
+    return GRAD_MARK + name
 
 
 def new_session_id() -> str:

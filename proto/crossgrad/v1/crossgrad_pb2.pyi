@@ -558,18 +558,20 @@ class FreeLeaves(_message.Message):
     def __init__(self, leaves: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BackwardStep(_message.Message):
-    __slots__ = ("graph", "gradient", "retain", "check_mode", "return_grads")
+    __slots__ = ("graph", "gradient", "retain", "check_mode", "return_grads", "grads_only")
     GRAPH_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_FIELD_NUMBER: _ClassVar[int]
     RETAIN_FIELD_NUMBER: _ClassVar[int]
     CHECK_MODE_FIELD_NUMBER: _ClassVar[int]
     RETURN_GRADS_FIELD_NUMBER: _ClassVar[int]
+    GRADS_ONLY_FIELD_NUMBER: _ClassVar[int]
     graph: Graph
     gradient: Tensor
     retain: _containers.RepeatedScalarFieldContainer[str]
     check_mode: CheckMode
     return_grads: bool
-    def __init__(self, graph: _Optional[_Union[Graph, _Mapping]] = ..., gradient: _Optional[_Union[Tensor, _Mapping]] = ..., retain: _Optional[_Iterable[str]] = ..., check_mode: _Optional[_Union[CheckMode, str]] = ..., return_grads: _Optional[bool] = ...) -> None: ...
+    grads_only: bool
+    def __init__(self, graph: _Optional[_Union[Graph, _Mapping]] = ..., gradient: _Optional[_Union[Tensor, _Mapping]] = ..., retain: _Optional[_Iterable[str]] = ..., check_mode: _Optional[_Union[CheckMode, str]] = ..., return_grads: _Optional[bool] = ..., grads_only: _Optional[bool] = ...) -> None: ...
 
 class ReadStep(_message.Message):
     __slots__ = ("graph", "nodes")

@@ -1,0 +1,149 @@
+"""crossgrad's Python SDK: ``torch``'s names over the service.
+
+::
+
+    import crossgrad.client as torch
+    x = torch.tensor(5.0, requires_grad=True)
+    y = x ** 2
+    y.backward()          # one call: the service derives the gradient twice and checks it
+    x.grad                # tensor(10.)
+    x.grad.closed_form    # '2*x_…' : the closed form the check compared against
+    torch.last_check()    # CheckReport(method=SYMBOLIC, status=AGREE, ...)
+
+Tensors live on the service; their shapes, dtypes and autograd state are known here, and values
+come over the wire only when read. Where it connects: ``connect(target)``, else
+``$CROSSGRAD_ADDRESS``, else an embedded server started in this process.
+"""
+
+from crossgrad.engine.check import CheckReport
+from crossgrad.engine.dtypes import DType, Size, float32, float64, int64
+from crossgrad.engine.dtypes import DType as dtype
+from crossgrad.engine.dtypes import bool_ as bool
+from crossgrad.engine.errors import CrossgradError, UsageError
+from crossgrad.engine.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+
+from . import autograd
+from .context import connect, current
+from .errors import ServiceError, ServiceUnavailable, SessionGone
+from .factories import from_numpy, is_tensor, ones, ones_like, zeros, zeros_like
+
+# --- generated: op-functions (scripts/generate_surface.py writes them from the op table) ---
+from .functional import (
+    abs,
+    add,
+    clamp,
+    cos,
+    detach,
+    div,
+    exp,
+    log,
+    matmul,
+    mean,
+    mul,
+    neg,
+    permute,
+    pow,
+    relu,
+    reshape,
+    sigmoid,
+    sin,
+    sqrt,
+    sub,
+    sum,
+    tan,
+    tanh,
+    transpose,
+)
+
+# --- end generated: op-functions ---
+from .session import LastBackward, Session
+from .tensor import Tensor, tensor
+
+double = float64
+float = float32
+long = int64
+
+
+def last_check() -> CheckReport | None:
+    """The check report of the current session's last ``backward()``: how the numeric gradient
+    compared with the closed form (None before any backward)."""
+    last = current().last_backward
+    return None if last is None else last.check
+
+
+def last_backward() -> LastBackward | None:
+    """The current session's last ``backward()`` as the service reported it: its check, and the
+    closed form of each leaf's gradient."""
+    return current().last_backward
+
+
+grad = autograd.grad
+hessian = autograd.hessian
+
+__all__ = [
+    "CheckReport",
+    "CrossgradError",
+    "DType",
+    "LastBackward",
+    "ServiceError",
+    "ServiceUnavailable",
+    "Session",
+    "SessionGone",
+    "Size",
+    "Tensor",
+    "UsageError",
+    "autograd",
+    "bool",
+    "connect",
+    "double",
+    "dtype",
+    "enable_grad",
+    "float",
+    "float32",
+    "float64",
+    "from_numpy",
+    "grad",
+    "hessian",
+    "int64",
+    "is_grad_enabled",
+    "is_tensor",
+    "last_backward",
+    "last_check",
+    "long",
+    "no_grad",
+    "ones",
+    "ones_like",
+    "set_grad_enabled",
+    "tensor",
+    "zeros",
+    "zeros_like",
+]
+
+# --- generated: op-exports (scripts/generate_surface.py writes them from the op table) ---
+__all__ += [
+    "abs",
+    "add",
+    "clamp",
+    "cos",
+    "detach",
+    "div",
+    "exp",
+    "log",
+    "matmul",
+    "mean",
+    "mul",
+    "neg",
+    "permute",
+    "pow",
+    "relu",
+    "reshape",
+    "sigmoid",
+    "sin",
+    "sqrt",
+    "sub",
+    "sum",
+    "tan",
+    "tanh",
+    "transpose",
+]
+# --- end generated: op-exports ---
