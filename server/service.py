@@ -292,12 +292,12 @@ class Service:
                 return session, None
             view = _reading(session, step.grads)
             wanted = list(dict.fromkeys(node for node, _ in step.nodes))
-            values = dict(zip(wanted, self._node_values(step.graph, view, wanted, False),
-                              strict=True))
+            computed = dict(zip(wanted, self._node_values(step.graph, view, wanted, False),
+                                strict=True))
             for k, (node_id, name) in enumerate(step.nodes):
                 _check_leaf_name(name, f"nodes[{k}].leaf")
                 put = PutLeaf("", name, None, False, 0, None)
-                kept = apply_put_leaf(session, put, values[node_id].value, max_leaves).leaf
+                kept = apply_put_leaf(session, put, computed[node_id].value, max_leaves).leaf
                 session = session.with_leaves({name: kept})
             return session, None
         if isinstance(step, UpdateLeafStep):
