@@ -65,7 +65,7 @@ class Expr:
     without ``retain_graph`` dropped what the op saved.
     """
 
-    __slots__ = ("_name", "args", "attrs", "freed", "op", "out", "targets", "versions")
+    __slots__ = ("_name", "_out", "args", "attrs", "freed", "op", "targets", "versions")
 
     def __init__(self, op: Op, args: tuple[Operand, ...], attrs: dict[str, Any],
                  targets: tuple[Any, ...]) -> None:
@@ -75,7 +75,9 @@ class Expr:
         self.targets = targets
         self.versions = tuple(a._version[0] if type(a) is Tensor else 0 for a in args)
         self.freed = False
-        self.out: Tensor | None = None  # the tensor it made (for a name the server gives)
+        # The tensor it made (for a name the server gives), weakly: the tensor holds its Expr,
+        # and a cycle would keep both until the cyclic collector ran.
+        self._out: weakref.ref[Tensor] | None = None
         self._name: str | None = None
 
     def name(self) -> str:
@@ -84,11 +86,19 @@ class Expr:
             grad_fn = self.op.grad_fn
             if isinstance(grad_fn, str):
                 self._name = grad_fn
-            elif self.out is not None:
-                self.out._read()  # a name picked by the call: the server's, with the value
+            elif (out := self.out) is not None:
+                out._read()  # a name picked by the call: the server's, with the value
             if self._name is None:
                 self._name = self.op.tensor_grad_fn
         return self._name
+
+    @property
+    def out(self) -> Tensor | None:
+        return None if self._out is None else self._out()
+
+    @out.setter
+    def out(self, tensor: Tensor) -> None:
+        self._out = weakref.ref(tensor)
 
     @property
     def next_functions(self) -> tuple[tuple[Any, int], ...]:

@@ -1,10 +1,11 @@
 """The seed notebook (PyTorch's autograd tutorial) with only its import changed.
 
 Cells run in the order the notebook executed them (its In [n] counters), so it prints what the
-notebook printed. Until the SDK lands this runs on the in-process engine.
+notebook printed. It runs on the service through the SDK: on ``$CROSSGRAD_ADDRESS``, else on a
+server it starts in this process.
 """
 
-import crossgrad.engine as torch
+import crossgrad.client as torch
 
 # Example 1
 x = torch.tensor(5.0, requires_grad = True)

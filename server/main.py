@@ -51,6 +51,7 @@ from .config import Config
 from .errors import ServerDraining
 from .memory_store import MemoryStore
 from .servicer import Servicer
+from .sessions import SessionStore
 from .status import to_status
 
 SERVICE = pb.DESCRIPTOR.services_by_name["AutogradService"]
@@ -247,9 +248,10 @@ class RunningServer:
         log.debug("stopped in %.2f s", time.monotonic() - started)
 
 
-def serve(config: Config) -> RunningServer:
-    """Start a server for ``config`` in this process and return it, serving."""
-    store = MemoryStore(config.store_config)
+def serve(config: Config, store: SessionStore | None = None) -> RunningServer:
+    """Start a server for ``config`` in this process and return it, serving. ``store``: the
+    sessions' store (default: a new in-memory one); replicas given one store share sessions."""
+    store = store if store is not None else MemoryStore(config.store_config)
     symbolic = Symbolic(config.caps)
     symbolic.budget.warm()
     pool = futures.ThreadPoolExecutor(config.threads, thread_name_prefix="crossgrad-call")
