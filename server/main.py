@@ -218,7 +218,7 @@ class RunningServer:
     def __init__(self, server: grpc.Server, port: int, host: str,
                  health_servicer: health.HealthServicer, calls: _Calls,
                  pools: Sequence[futures.ThreadPoolExecutor], symbolic: Symbolic,
-                 store: MemoryStore) -> None:
+                 store: SessionStore) -> None:
         self.server = server
         self.port = port
         self.address = f"{host}:{port}"

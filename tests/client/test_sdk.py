@@ -125,7 +125,7 @@ def test_an_optimizer_step_moves_no_gradient_to_the_client(session: Session,
     assert grad._value is None
     channel = grpc.insecure_channel(server.address)
     leaf = pb_grpc.AutogradServiceStub(channel).GetLeaf(pb.GetLeafRequest(
-        session_id=session.id, name=w._storage.name))  # type: ignore[union-attr]
+        session_id=session.id, name=w._storage.name))
     channel.close()
     assert np.frombuffer(leaf.leaf.grad.data, np.float32)[0] == 2.0
 
@@ -193,7 +193,7 @@ def test_backward_from_several_threads_is_atomic(session: Session) -> None:
     for thread in threads:
         thread.join()
     assert not errors
-    assert x.grad.tolist() == [160.0, 160.0]  # type: ignore[union-attr]
+    assert x.grad.tolist() == [160.0, 160.0]
 
 
 def test_the_embedded_server_serves_without_any_server_running() -> None:
@@ -218,7 +218,7 @@ def test_two_replicas_one_stopped_mid_run() -> None:
                 if step == 20:
                     first.stop(0)
                 (w * w).sum().backward()
-            assert w.grad.tolist() == [80.0, -80.0]  # type: ignore[union-attr]
+            assert w.grad.tolist() == [80.0, -80.0]
     finally:
         first.stop(0)
         second.stop(0)
