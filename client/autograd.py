@@ -7,9 +7,9 @@ from typing import Any
 
 from crossgrad.engine.errors import UsageError
 from crossgrad.v1 import crossgrad_pb2 as pb
+from crossgrad.wire.codec import check_report_from_proto
 
 from . import wire
-from .session import report_from_proto
 from .tensor import Tensor, _local, backward, build, tensor
 
 
@@ -59,6 +59,6 @@ def hessian(func: Callable[..., Tensor], inputs: Tensor | Sequence[Tensor]) -> A
     response = session.connection.call("Differentiate", request)
     blocks = {(b.row, b.column): _local(session, wire.array(b.value))
               for b in response.hessian.blocks}
-    session.last_hessian_check = report_from_proto(response.hessian.check)
+    session.last_hessian_check = check_report_from_proto(response.hessian.check)
     table = tuple(tuple(blocks[row, column] for column in names) for row in names)
     return table[0][0] if isinstance(inputs, Tensor) else table

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from crossgrad.engine.check import CheckReport, Method, Status
+from crossgrad.engine.check import CheckReport
 from crossgrad.engine.dtypes import DType
 from crossgrad.v1 import crossgrad_pb2 as pb
 
@@ -271,13 +271,6 @@ class Session:
     def rpc_count(self) -> int:
         """Calls made on this session's connection so far."""
         return self.connection.calls
-
-
-def report_from_proto(report: pb.CheckReport) -> CheckReport:
-    return CheckReport(Method(pb.CheckMethod.Name(report.method).removeprefix("CHECK_METHOD_")),
-                       Status(pb.CheckStatus.Name(report.status).removeprefix("CHECK_STATUS_")),
-                       report.max_abs_error, report.max_rel_error, report.atol, report.rtol,
-                       report.reason)
 
 
 _now = time.monotonic

@@ -34,9 +34,10 @@ from crossgrad.engine.ops import ALL_DIMS, TABLE, Dims, Op
 from crossgrad.engine.printing import format_tensor
 from crossgrad.engine.reverse import FLOAT_ONLY, NO_GRAD, NO_RETAIN_GRAD, initial_gradient, schedule
 from crossgrad.v1 import crossgrad_pb2 as pb
+from crossgrad.wire.codec import check_report_from_proto
 
 from . import context, wire
-from .session import LastBackward, Session, Storage, report_from_proto
+from .session import LastBackward, Session, Storage
 
 Operand = Any  # a Tensor or a Python number
 
@@ -1012,7 +1013,8 @@ def backward(root: Tensor, seed: np.ndarray | None, retain_graph: bool,
             if t._grad is not None:
                 value = t._grad._read() + value
             t._grad = _local(session, value)
-    session.last_backward = LastBackward(report_from_proto(response.check), closed_forms, latex)
+    report = check_report_from_proto(response.check)
+    session.last_backward = LastBackward(report, closed_forms, latex)
     return {}
 
 

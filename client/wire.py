@@ -1,6 +1,5 @@
-"""The SDK's side of the wire: the service's own codec (``crossgrad.server.serde``, the one place
-that reads and builds message fields) for tensors and attributes, and the few mappings the SDK adds.
-"""
+"""The SDK's side of the wire: the codec it shares with the server (``crossgrad.wire.codec``),
+and the few conversions only a client needs."""
 
 from __future__ import annotations
 
@@ -10,25 +9,25 @@ from typing import Any
 import numpy as np
 from crossgrad.engine.check import CheckMode
 from crossgrad.engine.dtypes import DType
-from crossgrad.server import serde
 from crossgrad.v1 import crossgrad_pb2 as pb
+from crossgrad.wire import codec
 
-DTYPES: Mapping[int, DType] = serde.DTYPES
-DTYPES_TO_PROTO: Mapping[DType, pb.Dtype] = {dtype: serde.dtype_to_proto(dtype)
+DTYPES: Mapping[int, DType] = codec.DTYPES
+DTYPES_TO_PROTO: Mapping[DType, pb.Dtype] = {dtype: codec.dtype_to_proto(dtype)
                                              for dtype in DTYPES.values()}
-CHECK_MODES: Mapping[str, pb.CheckMode] = {mode.name.lower(): serde.check_mode_to_proto(mode)
+CHECK_MODES: Mapping[str, pb.CheckMode] = {mode.name.lower(): codec.check_mode_to_proto(mode)
                                   for mode in CheckMode}
 _UNLIMITED = 2**62
 
 
 def tensor(array: np.ndarray) -> pb.Tensor:
     """An array as a wire tensor (raw bytes)."""
-    return serde.tensor_to_proto(array)
+    return codec.tensor_to_proto(array)
 
 
 def array(message: pb.Tensor) -> np.ndarray:
     """A wire tensor the server sent as an array (server values may hold NaN and ±inf)."""
-    return serde.tensor_from_proto(message, field="answer", max_elements=_UNLIMITED,
+    return codec.tensor_from_proto(message, field="answer", max_elements=_UNLIMITED,
                                    finite=False)
 
 
@@ -36,8 +35,8 @@ def number(value: bool | int | float) -> pb.Tensor:
     """A Python number as a 0-d constant: a float as FLOAT64 (its exact value), an int as INT64,
     a bool as BOOL, which the server treats as the weak scalars PyTorch makes of numbers."""
     kind = np.float64 if type(value) is float else np.int64 if type(value) is int else np.bool_
-    return serde.tensor_to_proto(np.asarray(value, dtype=kind))
+    return codec.tensor_to_proto(np.asarray(value, dtype=kind))
 
 
 def attr(value: Any) -> pb.AttrValue | None:
-    return serde.attr_to_proto(value)
+    return codec.attr_to_proto(value)

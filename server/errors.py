@@ -19,26 +19,6 @@ def short_id(session_id: str) -> str:
     return session_id if len(session_id) <= 8 else session_id[:8] + "…"
 
 
-class InvalidField(InvalidArgument):
-    """A malformed request field: ``field`` is its path (``values['x'].data``,
-    ``graph.nodes[3].op.attrs['dim']``), which the message starts with; ``node`` the graph node,
-    if any."""
-
-    def __init__(self, field: str, problem: str, *, node: str | None = None) -> None:
-        where = field if node is None else f"{field} (node {short_name(node)})"
-        super().__init__(f"{where}: {problem}", node=node)
-        self.field = field
-
-
-class FieldLimitExceeded(LimitExceeded, InvalidField):
-    """A request field past a size limit; ``limit`` names the limit (for ErrorInfo metadata)."""
-
-    def __init__(self, field: str, problem: str, *, limit: str,
-                 node: str | None = None) -> None:
-        super().__init__(field, problem, node=node)
-        self.limit = limit
-
-
 class SessionNotFound(CrossgradError):
     """No live session has this id: never created, deleted, or expired after its idle TTL."""
 

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from crossgrad.wire.errors import InvalidField
 from google.protobuf import message
 
-from .errors import InvalidField, RequestIdReused
+from .errors import RequestIdReused
 from .sessions import Remembered, SessionStore
 
 M = TypeVar("M")

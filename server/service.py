@@ -31,6 +31,7 @@ from crossgrad.engine.graph import MAX_NAME_CHARS
 from crossgrad.engine.leaves import check_requires_grad
 from crossgrad.engine.solver import Symbolic
 from crossgrad.engine.tensor import Tensor
+from crossgrad.wire.errors import InvalidField
 
 from . import idempotency
 from .commands import (
@@ -72,7 +73,6 @@ from .errors import (
     BudgetExceeded,
     CallCancelled,
     CallExpired,
-    InvalidField,
     SessionBusy,
     VersionMismatch,
 )

@@ -30,9 +30,10 @@ from crossgrad.server.commands import (
     PutLeafResult,
     ZeroGradResult,
 )
-from crossgrad.server.errors import FieldLimitExceeded, InvalidField
 from crossgrad.server.sessions import LeafState, Session
 from crossgrad.v1 import crossgrad_pb2 as pb
+from crossgrad.wire import codec
+from crossgrad.wire.errors import FieldLimitExceeded, InvalidField
 from google.protobuf import duration_pb2, json_format
 
 ALL_DTYPES = (dtypes.float32, dtypes.float64, dtypes.int64, dtypes.bool_)
@@ -79,8 +80,8 @@ def assert_clean(array: np.ndarray) -> None:
 # --- dtypes and modes ----------------------------------------------------------------------------
 
 def test_dtypes_map_both_ways() -> None:
-    assert set(serde.DTYPES.values()) == set(ALL_DTYPES)
-    for value, dtype in serde.DTYPES.items():
+    assert set(codec.DTYPES.values()) == set(ALL_DTYPES)
+    for value, dtype in codec.DTYPES.items():
         assert serde.dtype_to_proto(dtype) == value
         assert serde.dtype_from_proto(value, default=None, field="dtype") is dtype
     assert serde.dtype_to_proto(dtypes.float32) == pb.DTYPE_FLOAT32
@@ -231,7 +232,7 @@ def test_scalar_in_values_form() -> None:
 def test_empty_tensor_needs_no_payload(dtype: pb.Dtype) -> None:
     array = decode(pb.Tensor(shape=[0, 3], dtype=dtype))
     assert array.shape == (0, 3)
-    assert array.dtype == serde.DTYPES[dtype].numpy
+    assert array.dtype == codec.DTYPES[dtype].numpy
     assert_clean(array)
 
 

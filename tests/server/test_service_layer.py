@@ -32,7 +32,6 @@ from crossgrad.server.errors import (
     BudgetExceeded,
     CallCancelled,
     CallExpired,
-    InvalidField,
     RequestIdReused,
     SessionBusy,
     VersionMismatch,
@@ -42,6 +41,7 @@ from crossgrad.server.memory_store import MemoryStore
 from crossgrad.server.service import Service
 from crossgrad.server.sessions import Change, LeafState, R
 from crossgrad.v1 import crossgrad_pb2 as pb
+from crossgrad.wire.errors import InvalidField
 
 from .conftest import TEST_CONFIG
 from .test_service import const, graph, leaf, op

@@ -1,0 +1,1 @@
+"""crossgrad's wire codec: what the server and the SDK share of the messages' contents."""
