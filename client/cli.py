@@ -46,6 +46,13 @@ class InputError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``crossgrad`` command with ``argv`` (default: the process's); its exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the locale could not decode: the wire takes UTF-8
+            print(f"{PROGRAM}: argument {arg!r} is not valid UTF-8", file=sys.stderr)
+            return 1
     parser = _parser()
     try:
         args = parser.parse_args(argv)
