@@ -74,6 +74,8 @@ class Eager:
         features, labels = logistic_data()
         self.features = tm.tensor(features)
         self.labels = tm.tensor(labels)
+        self.params = (tm.tensor(np.zeros(FEATURES, np.float32), requires_grad=True),
+                       tm.tensor(np.float32(0.0), requires_grad=True))
 
     def sin_step(self) -> float:
         """One step of (a): forward, backward, read dx (then zero it for the next step)."""
@@ -85,10 +87,16 @@ class Eager:
         return dx
 
     def logistic_run(self, steps: int = STEPS) -> Params:
-        """(b): ``steps`` SGD steps from w = 0, b = 0; the final (w, b)."""
+        """(b): ``steps`` SGD steps from w = 0, b = 0; the final (w, b). The parameters are
+        made once and set back to zero in place for each run, as a training script that
+        restarts its loop would."""
         tm = self.tm
-        w = tm.tensor(np.zeros(FEATURES, np.float32), requires_grad=True)
-        b = tm.tensor(np.float32(0.0), requires_grad=True)
+        w, b = self.params
+        with tm.no_grad():
+            w.zero_()
+            b.zero_()
+        w.grad = None
+        b.grad = None
         for _ in range(steps):
             loss = logistic_loss(tm, self.features, self.labels, w, b)
             loss.backward()

@@ -257,40 +257,36 @@ def eager_peer() -> Peer:
     return Peer(EAGER, eager.sin_step, eager.logistic_run, lambda: 0, how="no boundary")
 
 
-def crossgrad_sdk_rows(stack: ExitStack) -> Peer:
-    """crossgrad's SDK as a peer: its server as a subprocess (stopped by ``stack``), a session,
-    and the eager row's workload code with ``crossgrad.client`` as ``torch``. Without
-    ``crossgrad.client`` the peer has no measurement and its rows say why."""
-    try:
-        import crossgrad.client as sdk
-    except ImportError as error:
-        return Peer(CROSSGRAD, unavailable=f"crossgrad.client not available ({error})")
+def crossgrad_sdk_rows(stack: ExitStack) -> list[Peer]:
+    """crossgrad's SDK as peers: its server as a subprocess (stopped by ``stack``), and a session
+    per check mode (STRICT, the default: every gradient checked; OFF: the numeric gradient
+    alone), each running the eager row's workload code with ``crossgrad.client`` as ``torch``."""
+    import crossgrad.client as sdk
+
     server = start_server(stack, "crossgrad",
                           [*crossgrad_server_command(), "--address", "127.0.0.1:0"])
-    session = sdk.connect(server.address)
-    close_channel = getattr(getattr(session, "connection", None), "close", None)
-    if close_channel is not None:  # its channel: closed after the session, before the server
-        stack.callback(close_channel)
-    if hasattr(session, "close"):
+    peers = []
+    for check, name in (("strict", CROSSGRAD), ("off", f"{CROSSGRAD}, check off")):
+        session = sdk.connect(server.address, check=check)
+        stack.callback(session.connection.close)  # after the session, before the server
         stack.callback(session.close)
-    workload = _peers.Eager(sdk)
+        workload = _peers.Eager(sdk)
 
-    def rpcs() -> int | None:
-        count = getattr(session, "rpc_count", None)
-        return None if count is None else int(count)
+        def remark(session: Any = session) -> str:
+            """How the service checked the session's last step's gradients."""
+            last = session.last_backward
+            if last is None:
+                return ""
+            report = last.check
+            return (f"the last step's check: {report.method.value} {report.status.value}; "
+                    f"{report.reason}")
 
-    def remark() -> str:
-        """How the service checked the last step's gradients, if the SDK says."""
-        last_check = getattr(sdk, "last_check", None)
-        report = last_check() if callable(last_check) else None
-        if report is None:
-            return ""
-        fields = [str(getattr(report, k, "")) for k in ("method", "status", "reason")]
-        return "the last step's check: " + "; ".join(f for f in fields if f)
+        def rpcs(session: Any = session) -> int:
+            return int(session.rpc_count)
 
-    return Peer(CROSSGRAD, workload.sin_step, workload.logistic_run, rpcs,
-                how="session.rpc_count" if hasattr(session, "rpc_count")
-                else "n/a (the session has no rpc_count)", server=server, remark=remark)
+        peers.append(Peer(name, workload.sin_step, workload.logistic_run, rpcs,
+                          how="session.rpc_count", server=server, remark=remark))
+    return peers
 
 
 # --- servers and workers as subprocesses ----------------------------------------------------------
@@ -772,7 +768,7 @@ def run(plan: Plan, tensorpipe_defaults: bool) -> None:
         stack.callback(echo_calls.close)
         torch_calls = GrpcCalls(torch_server.address, _peers.TORCH_METHOD, settings)
         stack.callback(torch_calls.close)
-        peers = [crossgrad, dist, torch_grpc_peer(torch_calls), echo_peer(echo_calls),
+        peers = [*crossgrad, dist, torch_grpc_peer(torch_calls), echo_peer(echo_calls),
                  eager_peer()]
 
         servers = [p.server for p in peers if p.server is not None]

@@ -465,6 +465,7 @@ class Tensor:
         else:
             with _grad_off():
                 graph, _ = build(session, [apply(op, (self, operand))])
+        session.ensure_created(storage)
         before_change(session, storage)
         if storage.grad_of is not None:
             step = pb.Step(update_grad=pb.UpdateGrad(leaf=storage.name, graph=graph))
