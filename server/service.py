@@ -294,12 +294,19 @@ class Service:
             wanted = list(dict.fromkeys(node for node, _ in step.nodes))
             computed = dict(zip(wanted, self._node_values(step.graph, view, wanted, False),
                                 strict=True))
+            kept: dict[str, LeafState] = {}
             for k, (node_id, name) in enumerate(step.nodes):
                 _check_leaf_name(name, f"nodes[{k}].leaf")
-                put = PutLeaf("", name, None, False, 0, None)
-                kept = apply_put_leaf(session, put, computed[node_id].value, max_leaves).leaf
-                session = session.with_leaves({name: kept})
-            return session, None
+                taken = session.leaves.get(name) or kept.get(name)
+                if taken is not None:  # as CreateLeaf: a new leaf's name must be free
+                    raise VersionMismatch(name, 0, taken.version)
+                kept[name] = LeafState(computed[node_id].value, False, None, 1)
+            if len(session.leaves) + len(kept) > max_leaves:
+                raise BudgetExceeded("max_leaves", f"keeping {len(kept):,} values would make "
+                                     f"this session hold {len(session.leaves) + len(kept):,} "
+                                     "leaves, past the server's limit; create a new session "
+                                     "for more")
+            return session.with_leaves(kept), None
         if isinstance(step, UpdateLeafStep):
             leaf = session.leaf(step.leaf)
             value = self._output(step.graph, _reading(session, step.grads), leaf, step.leaf)
