@@ -10,10 +10,10 @@ The peers (every server is a subprocess on 127.0.0.1 and this process is the cli
 each side has its own interpreter and GIL, as in a deployment):
 
 1. crossgrad's SDK: ``crossgrad-server`` as a subprocess, ``import crossgrad.client as torch``,
-   ``torch.connect(address)`` (the session's defaults, so the service checks every gradient),
-   then the very workload code of the eager row (5.) with the SDK in place of torch. Its RPCs
-   are the session's own count (``session.rpc_count``), "n/a" if the SDK keeps none; if
-   ``crossgrad.client`` does not import, its row says so and the rest runs.
+   ``torch.connect(address)``, then the very workload code of the eager row (5.) with the SDK in
+   place of torch; twice, with the session's check STRICT (the default: every gradient checked)
+   and OFF (the numeric gradient alone). Its RPCs are the session's own count
+   (``session.rpc_count``).
 2. ``torch.distributed.rpc`` with distributed autograd: this process is rank 0 ("client"), a
    subprocess is rank 1 ("worker"), TensorPipe backend, rendezvous on 127.0.0.1 at a free port
    (MASTER_ADDR/MASTER_PORT), world size 2. The parameters are leaves here; each step runs the
@@ -44,10 +44,14 @@ The workloads, the same math for every peer:
     y = (X @ w_true + noise > 0)); w (5,) and b from zero; the mean binary cross-entropy written
     by hand with p clamped to [1e-7, 1 - 1e-7]; 20 SGD steps with lr 0.5 (``loss.backward()``,
     ``w -= lr * w.grad`` under ``no_grad``, the grads zeroed). Steps/s: the median over
-    interleaved rounds, each round one run of 20 steps per peer, each run from fresh leaves
-    (a training script's life). A peer whose checked run took seconds (over 1 s with
-    ``--quick``, 5 s without) would stretch every round to its length: it is timed apart, after
-    the rounds, in a few runs of its own (one with ``--quick``), and its row says so.
+    interleaved rounds, each round one run of 20 steps per peer, each run from w = 0, b = 0 set
+    in place on the same leaves (a training loop started again). A peer whose checked run took
+    seconds (over 1 s with ``--quick``, 5 s without) would stretch every round to its length: it
+    is timed apart, after the rounds, in a few runs of its own (one with ``--quick``), and its
+    row says so.
+(c) the seed notebook (``examples/seed_notebook.py``) end to end through the SDK against the
+    warm crossgrad server, a session of its own per run (a program's run): ms per run (target:
+    under 50 ms), and the calls each ``backward()`` made (target: one).
 
 Before timing, every peer's answers are checked against PyTorch eager (a: dx, and eager's dx
 against 2x cos(x**2); b: the final w and b after 20 steps) within float32 tolerance, and the echo
@@ -70,7 +74,10 @@ a context tells every worker it knows in it, the client included, whose context 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import importlib.metadata
+import io
 import math
 import os
 import platform
@@ -82,11 +89,13 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import IO, Any
 
 import grpc
@@ -753,6 +762,61 @@ def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through the cleanups, which stop the servers
 
 
+NOTEBOOK = Path(__file__).resolve().parent.parent / "examples" / "seed_notebook.py"
+
+
+def notebook_table(plan: Plan, address: str) -> None:
+    """(c) The seed notebook end to end through the SDK against the warm crossgrad server: a
+    session of its own per run (a program run), the notebook's code, the session closed. The
+    first run derives the closed forms and is not timed; each ``backward()``'s calls are
+    counted (target: one)."""
+    import crossgrad.client as sdk
+
+    sdk_tensor = importlib.import_module("crossgrad.client.tensor")  # the module, not tensor()
+
+    code = compile(NOTEBOOK.read_text(encoding="utf-8"), str(NOTEBOOK), "exec")
+    per_backward: list[int] = []
+    original = vars(sdk_tensor)["backward"]
+
+    def counted(root: Any, *args: Any, **kwargs: Any) -> Any:
+        before = root.session.rpc_count
+        try:
+            return original(root, *args, **kwargs)
+        finally:
+            per_backward.append(root.session.rpc_count - before)
+
+    def one_run() -> tuple[float, int]:
+        started = time.perf_counter()
+        session = sdk.connect(address)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the notebook's own non-leaf warning
+            exec(code, {"__name__": "seed_notebook"})
+        calls = session.rpc_count
+        session.close()
+        session.connection.close()
+        return time.perf_counter() - started, calls + 1  # + the DeleteSession
+
+    vars(sdk_tensor)["backward"] = counted  # Tensor.backward calls the module's function
+    try:
+        one_run()  # derives and caches the closed forms: the server is warm after it
+        per_backward.clear()
+        runs = [one_run() for _ in range(5 if plan.quick else 30)]
+    finally:
+        vars(sdk_tensor)["backward"] = original
+    times = sorted(seconds for seconds, _ in runs)
+    p50, p90 = times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.9))]
+    print("\n### (c) The seed notebook end to end through the SDK, warm server\n")
+    print("| runs | ms p50 | ms p90 | target | RPCs per run | backward() calls per run | "
+          "RPCs per backward() |")
+    print("|--:|--:|--:|:--|--:|--:|:--|")
+    backwards = len(per_backward) // len(runs)
+    print(f"| {len(runs)} | {p50 * 1e3:.1f} | {p90 * 1e3:.1f} | < 50 ms: "
+          f"{'PASS' if p50 < 0.05 else 'FAIL'} | {runs[0][1]} | {backwards} | "
+          f"{', '.join(sorted({str(n) for n in per_backward}))} |")
+    print("\nEach run: CreateSession, the notebook's cells (every print() is a read of a value "
+          "the program has not seen yet, with what is queued), DeleteSession.")
+
+
 def run(plan: Plan, tensorpipe_defaults: bool) -> None:
     started = time.perf_counter()
     settings = ServerSettings.of_crossgrad()
@@ -787,6 +851,9 @@ def run(plan: Plan, tensorpipe_defaults: bool) -> None:
             print(f"- distributed autograd's RPCs: not counted ({tally})")
         sin_table(plan, peers, checked.rpcs["sin"], tally)
         logistic_table(plan, peers, checked, tally)
+        server = peers[0].server
+        assert server is not None
+        notebook_table(plan, server.address)
     print(f"\nTotal benchmark time: {time.perf_counter() - started:.0f} s; "
           f"{load_note('at end', own=True)} (this benchmark's own client and servers in it).")
 

@@ -92,7 +92,11 @@ class Session:
         self._created: list[Storage] = []  # storages whose create step is pending
         self._released: collections.deque[str] = collections.deque()
         self._names = itertools.count(1)
-        self._prefix = uuid.uuid4().hex[:6]
+        # Leaf names are part of a graph's structure, which the server caches derivations by:
+        # a session of its own numbers them t1, t2, ... so a program run again (a new session)
+        # sends the same graphs and reuses what the server derived. A session shared with other
+        # processes (``session_id``) adds a random mark so their names cannot collide.
+        self._prefix = "" if session_id is None else uuid.uuid4().hex[:6] + "_"
         self._used: set[str] = set()
         self.clock = 0
         self.lazy: weakref.WeakSet[Tensor] = weakref.WeakSet()
@@ -124,11 +128,14 @@ class Session:
 
     def new_name(self, hint: str | None = None) -> str:
         """A new leaf name: ``hint`` the first time it is asked for (a name the user gave, which
-        closed forms then show), else a numbered one, unique across SDK processes too."""
+        closed forms then show), else a numbered one."""
         if hint is not None and hint not in self._used:
             self._used.add(hint)
             return hint
-        return f"{hint or 't'}_{self._prefix}{next(self._names)}"
+        name = f"{hint or 't'}{self._prefix}{next(self._names)}"
+        while name in self._used:  # a name the user gave that looks numbered
+            name = f"{hint or 't'}{self._prefix}{next(self._names)}"
+        return name
 
     def storage(self, initial: np.ndarray, *, requires_grad: bool = False,
                 name: str | None = None) -> Storage:
