@@ -79,7 +79,7 @@ def hessian_of(valid: ValidGraph, arrays: Mapping[str, np.ndarray], names: Seque
     report = compare({f"{r},{c}": v for (r, c), v in estimate.items()},
                      {f"{r},{c}": v for (r, c), v in values.items()}, dtypes.float32,
                      method=Method.SYMBOLIC,
-                     numeric_label="central differences of the numeric gradient")
+                     numeric_label="the estimate by central differences of the numeric gradient")
     # A block comes in the wider of its two leaves' dtypes, as the leaves' gradients come in
     # theirs.
     values = {(r, c): v.astype(np.result_type(arrays[r].dtype, arrays[c].dtype), copy=False)
