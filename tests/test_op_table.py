@@ -25,8 +25,9 @@ from crossgrad.engine.closed_form import Fused, Program
 from crossgrad.engine.errors import InvalidArgument
 from crossgrad.engine.graph import DEFAULT_LIMITS
 from crossgrad.engine.symbolic import Plan, constants_of, derive
-from crossgrad.server import errors, serde
+from crossgrad.server import serde
 from crossgrad.v1 import crossgrad_pb2 as pb
+from crossgrad.wire.errors import InvalidField
 
 from tests.engine.test_surface import generator
 
@@ -163,7 +164,7 @@ def test_the_wire_takes_each_kind_in_its_fields(kind: str,
             pb.Node(id="p", op=pb.Operation(op="probe", inputs=["x"], attrs={"a": value}))])
         try:
             serde.graph_from_proto(message, DEFAULT_LIMITS)
-        except errors.InvalidField:
+        except InvalidField:
             assert field not in ops.ATTR_KINDS[kind].wire, (kind, field)
         else:
             assert field in ops.ATTR_KINDS[kind].wire, (kind, field)
