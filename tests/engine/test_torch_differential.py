@@ -1,11 +1,17 @@
-"""Differential tests: each scenario runs on PyTorch and on crossgrad's engine; the two must agree.
+"""Differential tests: one program, three runners. Each scenario runs on PyTorch, on crossgrad's
+engine (in-process) and on the SDK (``crossgrad.client``, over the service); each crossgrad
+runner must agree with PyTorch.
 
-A scenario is written once, as a function of the module (``lib``: ``torch`` or
-``crossgrad.engine``, whose namespaces match) and of a ``Recorder`` it reports what it sees to:
+A scenario is written once, as a function of the module (``lib``: ``torch``, ``crossgrad.engine``
+or ``crossgrad.client``, whose namespaces match) and of a ``Recorder`` it reports what it sees to:
 tensors (repr, values, dtype, shape, requires_grad, is_leaf, grad_fn name), plain values,
-warnings and exceptions. The engine's recording must equal PyTorch's, values within the dtype's
+warnings and exceptions. Each runner's recording must equal PyTorch's, values within the dtype's
 tolerance: PyTorch itself is the oracle, so expected outputs are not restated here (except a few
 grad_fn names the engine documents, pinned as a check on the harness itself).
+
+The SDK runs against a server started in this process for the module, in one session; what it
+queued and never sent by the end of a scenario is sent then, so an error it defers shows up as a
+difference too.
 
 Sections: 1. every op of the table (hypothesis: values and grads in float32 and float64 with
 broadcasting, grad_fn names per calling form, matmul over ranks); 2. dtype promotion;
@@ -25,10 +31,13 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+import crossgrad.client as sdk
 import crossgrad.engine as cg
 import numpy as np
 import pytest
 from crossgrad.engine.ops import OPS, TABLE
+from crossgrad.server.config import Config
+from crossgrad.server.main import serve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -45,12 +54,25 @@ NUMPY_DTYPES = {"float32": np.float32, "float64": np.float64}
 # (rtol, atol) per dtype. atol is multiplied by the largest magnitude in the expected array (at
 # least 1): a sum that cancels to ~0 is judged against the size of its terms, not against 0.
 TOLERANCE = {"torch.float32": (1e-5, 1e-6), "torch.float64": (1e-10, 1e-10)}
+# The runners compared with PyTorch, by the name a difference is shown under.
+RUNNERS: dict[str, ModuleType] = {"crossgrad.engine": cg, "crossgrad.client": sdk}
 # PyTorch appends where in its C++ sources a warning or error came from; the engine has no such
 # place, so that suffix is not part of the message compared.
 _TRIGGERED = re.compile(r"\s*\(Triggered internally at [^)]*\)\.?\s*$")
 
 
 # --- recording and comparing ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def sdk_server(require_torch: ModuleType) -> Iterator[None]:
+    """A server in this process for the SDK runner, and a session on it, the current one."""
+    server = serve(Config(address="127.0.0.1:0", symbolic_workers=1))
+    try:
+        with sdk.connect(server.address):
+            yield
+    finally:
+        server.stop(0)
 
 
 @dataclass(frozen=True)
@@ -127,7 +149,7 @@ def _clean(message: str) -> str:
 def _warn_always(lib: ModuleType) -> Iterator[None]:
     # PyTorch shows some warnings once per process (TORCH_WARN_ONCE); the recording must not
     # depend on which test ran first, so it is made to show them every time.
-    if lib is cg:
+    if lib in RUNNERS.values():
         yield
         return
     before = lib.is_warn_always_enabled()
@@ -152,6 +174,13 @@ def record(lib: ModuleType, scenario: Scenario, reprs: bool = True) -> list[Entr
             scenario(lib, rec)
         except Exception as exc:
             rec.add("uncaught", "raises", (_builtin_name(type(exc)), _clean(str(exc))))
+        if lib is sdk:
+            # What the SDK deferred (in-place updates, zero_(), ...) must apply without error:
+            # PyTorch would have raised where the scenario made it.
+            try:
+                sdk.current().run()
+            except Exception as exc:
+                rec.add("deferred steps", "raises", (_builtin_name(type(exc)), _clean(str(exc))))
         rec.add("end", "value", None)  # carries the warnings raised after the last entry
     return rec.entries
 
@@ -197,22 +226,24 @@ def _describe(entry: Entry) -> str:
 
 def assert_same(torch: ModuleType, scenario: Scenario, *, reprs: bool = True,
                 slack: float = 1.0, exact: Scenario | None = None) -> None:
-    """The engine's recording of ``scenario`` equals PyTorch's; else every differing entry.
+    """Each runner's recording of ``scenario`` equals PyTorch's; else every differing entry,
+    under the runner's name.
 
     ``exact``: the same scenario computed in float64, whose values widen the tolerance by
     PyTorch's own rounding error.
     """
     __tracebackhide__ = True
     expected = record(torch, scenario, reprs)
-    actual = record(cg, scenario, reprs)
     truth: list[Entry | None] = list(record(torch, exact, reprs)) if exact else []
     truth += [None] * (len(expected) - len(truth))
     lines = []
-    for i, (a, e) in enumerate(itertools.zip_longest(actual, expected)):
-        if a is None or e is None or not _same_entry(a, e, slack, truth[i]):
-            lines += [f"entry {i} differs:",
-                      f"  torch:     {'(nothing)' if e is None else _describe(e)}",
-                      f"  crossgrad: {'(nothing)' if a is None else _describe(a)}"]
+    for runner, lib in RUNNERS.items():
+        actual = record(lib, scenario, reprs)
+        for i, (a, e) in enumerate(itertools.zip_longest(actual, expected)):
+            if a is None or e is None or not _same_entry(a, e, slack, truth[i]):
+                lines += [f"entry {i} differs in {runner}:",
+                          f"  torch: {'(nothing)' if e is None else _describe(e)}",
+                          f"  {runner}: {'(nothing)' if a is None else _describe(a)}"]
     if lines:
         lines += ["torch's whole recording:"] + [f"  {_describe(x)}" for x in expected]
         raise AssertionError("\n".join(lines))
@@ -567,7 +598,7 @@ def test_grad_fn_names(require_torch: ModuleType, text: str,
         t = lib.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], requires_grad=True)
         rec.log(text, form(lib, x, t))
 
-    for lib in (require_torch, cg):
+    for lib in (require_torch, *RUNNERS.values()):
         entry = record(lib, scenario)[0]
         assert entry.kind == "tensor" and entry.data["grad_fn"] == name, (lib.__name__, entry)
     assert_same(require_torch, scenario)
