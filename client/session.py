@@ -91,6 +91,9 @@ class Session:
         self._where: list[str] = []  # per pending step, the line of the program that made it
         self._created: list[Storage] = []  # storages whose create step is pending
         self._released: collections.deque[str] = collections.deque()
+        # The leaves the server has, or will have once the pending steps are sent: the only
+        # ones a garbage-collected tensor's storage is freed on the server for.
+        self._on_server: set[str] = set()
         self._names = itertools.count(1)
         # Leaf names are part of a graph's structure, which the server caches derivations by:
         # a session of its own numbers them t1, t2, ... so a program run again (a new session)
@@ -157,8 +160,13 @@ class Session:
         self.queue(pb.Step(create=pb.CreateLeaf(name=storage.name, value=wire.tensor(initial),
                                                 requires_grad=storage.requires_grad)),
                    "tensor()")
+        self.will_create(storage)
+
+    def will_create(self, storage: Storage) -> None:
+        """A step that creates ``storage`` on the server was queued."""
         storage.created = True
         self._created.append(storage)
+        self._on_server.add(storage.name)
 
     def release(self, name: str) -> None:
         """A leaf's storage was garbage-collected: free it on the server with the next call.
@@ -202,27 +210,62 @@ class Session:
             try:
                 response = self.connection.call("Run", request, session_id=self.id)
             except Exception as error:
-                # Nothing applied: what was queued is dropped (it raised here, once), and leaves
-                # whose creation was in it are created again by their next use.
-                for storage in created:
-                    storage.created = False
-                if isinstance(error, ServiceError) and error.step is not None and (
-                        error.step < first_final):
-                    raise error.located(where[error.step]) from None
-                raise
-            finally:
                 self._last_call = _now()
+                located = error if isinstance(error, ServiceError) else None
+                failed_at = located.step if located is not None else None
+                if failed_at is not None and failed_at >= first_final > 0:
+                    # The call's own step failed: what was queued before it applies anyway,
+                    # as it did when the program made it (PyTorch is eager).
+                    self._resend(steps[:first_final], where, created, freed)
+                    raise
+                # Nothing applied: what was queued is dropped (it raised here, once), leaves
+                # whose creation was in it are created again by their next use, and the leaves
+                # it freed are freed by the next call.
+                self._not_applied(created, freed)
+                if located is not None and failed_at is not None and failed_at < first_final:
+                    raise located.located(where[failed_at]) from None
+                raise
+            self._last_call = _now()
             results = response.results
             del results[:first_final]
             return response
 
+    def _resend(self, steps: list[pb.Step], where: list[str], created: list[Storage],
+                freed: list[str]) -> None:
+        """Apply ``steps``, the queued steps of a Run whose own step failed, in a Run of their
+        own."""
+        request = pb.RunRequest(session_id=self.id, steps=steps, request_id=uuid.uuid4().hex)
+        try:
+            self.connection.call("Run", request, session_id=self.id)
+        except Exception as error:
+            self._not_applied(created, freed)
+            if isinstance(error, ServiceError) and error.step is not None and (
+                    error.step < len(where)):
+                raise error.located(where[error.step]) from None
+            raise
+
+    def _not_applied(self, created: list[Storage], freed: list[str]) -> None:
+        """A Run failed and applied nothing: what it would have created is not on the server,
+        and what it would have freed is freed by the next call."""
+        for storage in created:
+            self._on_server.discard(storage.name)
+            if storage.initial is not None:  # a value kept by a Keep step is not made again
+                storage.created = False
+        for name in freed:
+            if name not in {storage.name for storage in created}:
+                self._on_server.add(name)
+                self._released.append(name)
+
     def _drain_released(self) -> list[str]:
+        # Only leaves the server has (or gets in this call: a tensor made and dropped between
+        # two calls is created and freed in the same Run, which is still correct, only not
+        # free); a tensor never used on the server was never created there.
         freed = []
         while self._released:
             name = self._released.popleft()
-            freed.append(name)
-        # Only leaves the server has: a tensor made and dropped between two calls is created
-        # and freed in the same Run, which is still correct, only not free.
+            if name in self._on_server:
+                self._on_server.discard(name)
+                freed.append(name)
         return freed
 
     def read(self, graph: pb.Graph, nodes: Iterable[str]) -> list[pb.NodeValue]:

@@ -823,12 +823,12 @@ def keep(session: Session, tensors: Sequence[Tensor]) -> None:
         if t._storage is not None and t._expr is None:
             continue
         storage = session.storage(np.empty(0), name=None)
-        storage.created = True
         storage.initial = None
         kept.append(pb.KeptNode(node=ids[id(t)], leaf=storage.name))
         t._storage = storage
         t._value_at = storage.changed_at
         session.lazy.discard(t)
+        session.will_create(storage)
     if kept:
         session.queue(pb.Step(keep=pb.Keep(graph=graph, nodes=kept)), "keeping values")
 
