@@ -62,11 +62,14 @@ class Expr:
     when it requires grad, its ``grad_fn`` (PyTorch's backward node, as the engine's ``Node``).
 
     ``targets[i]`` is where operand ``i``'s gradient goes (its ``Expr``, a leaf ``Tensor``, or
-    None); ``versions`` the operands' version counters when recorded; ``freed`` once a backward
-    without ``retain_graph`` dropped what the op saved.
+    None); ``versions`` the operands' version counters when recorded; ``out_version`` the
+    version counter of the tensor it made (which an in-place update of that tensor moves, even
+    after the tensor took a new ``grad_fn``); ``freed`` once a backward without ``retain_graph``
+    dropped what the op saved.
     """
 
-    __slots__ = ("_name", "_out", "args", "attrs", "freed", "op", "targets", "versions")
+    __slots__ = ("_name", "_out", "args", "attrs", "freed", "op", "out_meta", "out_version",
+                 "targets", "versions")
 
     def __init__(self, op: Op, args: tuple[Operand, ...], attrs: dict[str, Any],
                  targets: tuple[Any, ...]) -> None:
@@ -76,6 +79,8 @@ class Expr:
         self.targets = targets
         self.versions = tuple(a._version[0] if type(a) is Tensor else 0 for a in args)
         self.freed = False
+        self.out_version = [0]
+        self.out_meta: tuple[np.dtype[Any], tuple[int, ...]] = (np.dtype(np.float32), ())
         # The tensor it made (for a name the server gives), weakly: the tensor holds its Expr,
         # and a cycle would keep both until the cyclic collector ran.
         self._out: weakref.ref[Tensor] | None = None
@@ -152,6 +157,7 @@ class Tensor:
         self._deps: frozenset[Storage]
         if expr is not None:
             expr.out = self
+            expr.out_version, expr.out_meta = self._version, (dtype.numpy, shape)
             deps: frozenset[Storage] = frozenset()
             for a in expr.args:
                 if type(a) is Tensor:
@@ -941,10 +947,9 @@ def check_graph(root: Tensor) -> list[Expr]:
                         "computed before an in-place update of a tensor it was computed from; "
                         "the service recomputes values, so record the operation again after "
                         "the update")
-        out = expr.out
-        if expr.op.saves_output and out is not None and out._version[0]:
-            raise UsageError(modified_message(out._dtype.numpy, out._shape, expr.name(),
-                                              out._version[0], 0))
+        if expr.op.saves_output and expr.out_version[0]:
+            raise UsageError(modified_message(*expr.out_meta, expr.name(),
+                                              expr.out_version[0], 0))
     return order
 
 
