@@ -290,7 +290,7 @@ class Tensor:
     def _read(self) -> np.ndarray:
         """The value, from the server unless already known (with the queued steps)."""
         value = self._value
-        if value is not None and (self._storage is None or self._expr is not None
+        if value is not None and (self._storage is None
                                   or self._value_at == self._storage.changed_at):
             return value
         read_values(self._session, [self])
@@ -857,8 +857,11 @@ def build(session: Session, roots: Sequence[Tensor], *, backward: bool = False,
     """The wire graph that computes ``roots`` (the first is its output), and each tensor's node
     id by ``id()``. Leaves not yet on the server get their create steps queued.
 
-    A tensor with a kept value is read from it, except, in a backward's graph, one that requires
-    grad: the gradient flows through its expression.
+    A tensor with a kept value that its expression no longer computes (a leaf it reads changed
+    since, or the kept value itself changed, through ``detach()`` or under no_grad) is read from
+    it, except, in a backward's graph, one that requires grad: that one is the kept value plus
+    its expression minus the same detached, so its value is the kept one and its gradient flows
+    through its expression.
     """
     nodes: list[pb.Node] = []
     ids: dict[int, str] = {}
@@ -869,8 +872,10 @@ def build(session: Session, roots: Sequence[Tensor], *, backward: bool = False,
             continue
         expr = t._expr
         stored = t._storage
+        moved = stored is not None and expr is not None and (
+            stored.changed_at != 0 or _stale(t))
         use_storage = stored is not None and (
-            expr is None or (_stale(t) and not (backward and t.requires_grad)))
+            expr is None or (moved and not (backward and t.requires_grad)))
         if not use_storage:
             assert expr is not None
             if not ready:
@@ -901,6 +906,10 @@ def build(session: Session, roots: Sequence[Tensor], *, backward: bool = False,
                 nodes.append(pb.Node(id=f"n{len(nodes)}", op=pb.Operation(
                     op="detach", inputs=[node_id])))
                 node_id = f"n{len(nodes) - 1}"
+            if moved:
+                assert stored is not None
+                session.ensure_created(stored)
+                node_id = _straight_through(nodes, stored.name, node_id)
             ids[id(t)] = node_id
             continue
         assert stored is not None
@@ -916,6 +925,19 @@ def build(session: Session, roots: Sequence[Tensor], *, backward: bool = False,
                 node_id = f"n{len(nodes) - 1}"
         ids[id(t)] = node_id
     return pb.Graph(nodes=nodes, output=ids[id(roots[0])]), ids
+
+
+def _straight_through(nodes: list[pb.Node], leaf: str, computed: str) -> str:
+    """Nodes for ``leaf + (computed - computed.detach())``: the leaf's value, with the gradient
+    flowing into ``computed``; the id of the last."""
+    first = len(nodes)
+    nodes += [pb.Node(id=f"n{first}", leaf=leaf),
+              pb.Node(id=f"n{first + 1}", op=pb.Operation(op="detach", inputs=[computed])),
+              pb.Node(id=f"n{first + 2}", op=pb.Operation(op="sub", inputs=[
+                  computed, f"n{first + 1}"])),
+              pb.Node(id=f"n{first + 3}", op=pb.Operation(op="add", inputs=[
+                  f"n{first}", f"n{first + 2}"]))]
+    return f"n{first + 3}"
 
 
 # --- backward ------------------------------------------------------------------------------------
@@ -941,7 +963,7 @@ def check_graph(root: Tensor) -> list[Expr]:
                         arg._dtype.numpy, arg._shape,
                         producer.name() if producer is not None else None,
                         arg._version[0], expr.versions[i]))
-                if type(arg) is Tensor and arg._expr is not None and _stale(arg):
+                if type(arg) is Tensor and arg._storage is None and _stale(arg):
                     raise RuntimeError(
                         f"crossgrad: {expr.op.name}'s backward needs the value of an operand "
                         "computed before an in-place update of a tensor it was computed from; "
