@@ -506,7 +506,17 @@ class Tensor:
         return self
 
     def view(self, *shape: Any) -> Tensor:
-        return self.reshape(*shape)
+        """``reshape`` that refuses, as PyTorch's does, where it would have to copy."""
+        result = self.reshape(*shape)
+        stand_in = _layout(self)
+        if stand_in is not None and result.numel() > 1:
+            assert result._expr is not None
+            if not np.shares_memory(stand_in, TABLE["reshape"].forward(stand_in,
+                                                                      **result._expr.attrs)):
+                raise ShapeError("view size is not compatible with input tensor's size and "
+                                 "stride (at least one dimension spans across two contiguous "
+                                 "subspaces). Use .reshape(...) instead.")
+        return result
 
     # --- generated: op-methods (scripts/generate_surface.py writes them from the op table) ---
     def add(self, other: Operand) -> Tensor:
@@ -925,6 +935,55 @@ def build(session: Session, roots: Sequence[Tensor], *, backward: bool = False,
                 node_id = f"n{len(nodes) - 1}"
         ids[id(t)] = node_id
     return pb.Graph(nodes=nodes, output=ids[id(roots[0])]), ids
+
+
+_REORDERING = frozenset(("transpose", "permute"))
+
+
+def _layout(t: Tensor) -> np.ndarray | None:
+    """An array laid out in memory as ``t``'s value is where it is computed, or None when that is
+    contiguous (every value computed without reordering dimensions is). The op table's forwards
+    over arrays of ones in the leaves' shapes give it: the layout depends on the ops and shapes
+    only, and the server computes with the same forwards."""
+    found, stack, seen = False, [t], set()
+    while stack and not found:
+        u = stack.pop()
+        if u._expr is None or id(u) in seen:
+            continue
+        seen.add(id(u))
+        found = u._expr.op.name in _REORDERING
+        stack.extend(a for a in u._expr.args if type(a) is Tensor)
+    if not found:
+        return None
+    arrays: dict[int, Any] = {}
+    with np.errstate(all="ignore"):
+        for u in _postorder(t):
+            expr = u._expr
+            if expr is None:
+                arrays[id(u)] = np.ones(u._shape)
+            else:
+                args = [arrays[id(a)] if type(a) is Tensor else a for a in expr.args]
+                arrays[id(u)] = np.asarray(expr.op.forward(*args, **expr.attrs))
+    return arrays[id(t)]
+
+
+def _postorder(root: Tensor) -> list[Tensor]:
+    """``root`` and the tensors its expression reads, each after what it reads."""
+    order: list[Tensor] = []
+    seen: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        u, ready = stack.pop()
+        if ready:
+            order.append(u)
+            continue
+        if id(u) in seen:
+            continue
+        seen.add(id(u))
+        stack.append((u, True))
+        if u._expr is not None:
+            stack.extend((a, False) for a in u._expr.args if type(a) is Tensor)
+    return order
 
 
 def _straight_through(nodes: list[pb.Node], leaf: str, computed: str) -> str:
