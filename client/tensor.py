@@ -18,6 +18,7 @@ value PyTorch's eager tensor would have.
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 import weakref
@@ -92,6 +93,10 @@ class Expr:
             grad_fn = self.op.grad_fn
             if isinstance(grad_fn, str):
                 self._name = grad_fn
+            elif any(_non_finite_number(a) for a in self.args):
+                # The server sees such a number as a tensor (see build): the name is picked
+                # here, by the same rule, which looks at which operands are numbers.
+                self._name = grad_fn(_Named(self))
             elif (out := self.out) is not None:
                 out._read()  # a name picked by the call: the server's, with the value
             if self._name is None:
@@ -113,6 +118,21 @@ class Expr:
 
     def __repr__(self) -> str:
         return f"<{self.name()} object at {id(self):#x}>"
+
+
+class _Named:
+    """What a grad_fn naming rule reads of a call, for an ``Expr`` (its values' shapes only)."""
+
+    def __init__(self, expr: Expr) -> None:
+        self.values = [a if type(a) is not Tensor else np.empty(a._shape, a._dtype.numpy)
+                       for a in expr.args]
+        self.out = np.empty(expr.out_meta[1], expr.out_meta[0])
+        self.attrs = expr.attrs
+        self.targets = expr.targets
+
+
+def _non_finite_number(value: Any) -> bool:
+    return type(value) is float and not math.isfinite(value)
 
 
 class _AccumulateGrad:
@@ -857,7 +877,8 @@ def read_values(session: Session, tensors: Sequence[Tensor]) -> None:
         t._value = wire.array(answer.value)
         if t._storage is not None:
             t._value_at = t._storage.changed_at
-        if t._expr is not None and answer.grad_fn and t._expr._name is None:
+        if t._expr is not None and answer.grad_fn and t._expr._name is None and not any(
+                _non_finite_number(a) for a in t._expr.args):
             t._expr._name = answer.grad_fn
         session.lazy.discard(t)
 
@@ -898,6 +919,14 @@ def build(session: Session, roots: Sequence[Tensor], *, backward: bool = False,
             for a in expr.args:
                 if type(a) is Tensor:
                     inputs.append(ids[id(a)])
+                elif _non_finite_number(a):
+                    # The server takes finite constants only: the number as a 0-d leaf in the
+                    # result's dtype, which the result's promotion then leaves as it is.
+                    holder = session.storage(np.asarray(a, t._dtype.numpy))
+                    session.ensure_created(holder)
+                    inputs.append(f"n{len(nodes)}")
+                    nodes.append(pb.Node(id=inputs[-1], leaf=holder.name))
+                    node_id = f"n{len(nodes)}"
                 else:
                     constant = f"n{len(nodes)}"
                     nodes.append(pb.Node(id=constant, constant=wire.number(a)))

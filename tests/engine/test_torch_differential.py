@@ -11,7 +11,8 @@ grad_fn names the engine documents, pinned as a check on the harness itself).
 
 The SDK runs against a server started in this process for the module, each test in a session
 of its own; what it queued and never sent by the end of a scenario is sent then, so an error it
-defers shows up as a difference too.
+defers shows up as a difference too. The few scenarios the SDK cannot run as PyTorch does over the
+service are listed in ``SDK_DIFFERENCES``, each with its reason.
 
 Sections: 1. every op of the table (hypothesis: values and grads in float32 and float64 with
 broadcasting, grad_fn names per calling form, matmul over ranks); 2. dtype promotion;
@@ -20,6 +21,7 @@ broadcasting, grad_fn names per calling form, matmul over ranks); 2. dtype promo
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import operator
@@ -1032,6 +1034,50 @@ def saved_operand_modified(lib: ModuleType, rec: Recorder) -> None:
     rec.call("backward", lambda: y.sum().backward())
 
 
+INF, NAN = float("inf"), float("nan")
+
+
+@scenario
+def non_finite_values(lib: ModuleType, rec: Recorder) -> None:
+    # NaN and infinities made by the program, not computed: in tensors, in Python numbers, in a
+    # seed; and an infinite gradient used again.
+    t = lib.tensor([1.0, INF, -INF, NAN, -0.0], requires_grad=True)
+    rec.log("t", t)
+    rec.call("t * 2", lambda: t * 2)
+    rec.call("backward", lambda: (t * 2).sum().backward())
+    rec.log("t.grad", t.grad)
+    rec.call("0-d -inf", lambda: lib.tensor(-INF, dtype=lib.float64) + 1)
+    x = lib.tensor([1.0, -2.0, 0.0], requires_grad=True)
+    i = lib.tensor([1, -2, 0])
+    b = lib.tensor([True, False, True])
+    s = lib.tensor(3.0, dtype=lib.float64)
+    forms: list[tuple[str, Callable[[float], Any]]] = [
+        ("x + c", lambda c: x + c), ("c - x", lambda c: c - x), ("x * c", lambda c: x * c),
+        ("c / x", lambda c: c / x), ("x ** c", lambda c: x**c), ("c ** x", lambda c: c**x),
+        ("i * c", lambda c: i * c), ("b + c", lambda c: b + c), ("i / c", lambda c: i / c),
+        ("0-d f64 - c", lambda c: s - c)]
+    for number in (INF, -INF, NAN):
+        for text, form in forms:
+            rec.call(f"{text} with c = {number}", functools.partial(form, number))
+    x.grad = None
+    rec.call("backward through x * inf", lambda: (x * INF).sum().backward())
+    rec.log("x.grad", x.grad)
+    x.grad = None
+    rec.call("backward(inf seed)", lambda: (x * 2).backward(lib.tensor([INF, NAN, 1.0])))
+    rec.log("x.grad after inf seed", x.grad)
+    z = lib.tensor([0.0, 1.0], requires_grad=True)
+    g = rec.call("grad of sqrt at 0", lambda: lib.autograd.grad(z.sqrt().sum(), z))
+    rec.call("that grad used again", lambda: g[0] * 2)
+
+
+@scenario
+def non_finite_clamp_bounds(lib: ModuleType, rec: Recorder) -> None:
+    x = lib.tensor([1.0, -2.0, INF], requires_grad=True)
+    rec.call("clamp(max=inf)", lambda: x.clamp(max=INF))
+    rec.call("clamp(min=-inf, max=0)", lambda: x.clamp(min=-INF, max=0.0))
+    rec.call("clamp(min=inf)", lambda: x.clamp(min=INF))
+
+
 @scenario
 def numpy_shares_memory(lib: ModuleType, rec: Recorder) -> None:
     # numpy() of a tensor and the tensor from_numpy() makes share memory with their array.
@@ -1226,6 +1272,10 @@ def shape_errors(lib: ModuleType, rec: Recorder) -> None:
 SDK_DIFFERENCES: dict[str, str] = {
     "numpy_shares_memory": "a tensor's values live on the server: numpy() and from_numpy() give "
                            "and take copies, so a write through one is not seen by the other",
+    "non_finite_clamp_bounds": "clamp's bounds travel as op attributes, which the wire API "
+                               "takes finite only (INVALID_ARGUMENT); unlike a tensor's or an "
+                               "operand's NaN and infinities, the SDK cannot compute them on "
+                               "the server",
 }
 
 
