@@ -157,16 +157,9 @@ class Session:
             return
         initial = storage.initial
         assert initial is not None
-        finite = initial.dtype.kind != "f" or bool(np.isfinite(initial).all())
-        self.queue(pb.Step(create=pb.CreateLeaf(
-            name=storage.name, value=wire.tensor(initial if finite else np.where(
-                np.isfinite(initial), initial, np.zeros((), initial.dtype))),
-            requires_grad=storage.requires_grad)), "tensor()")
-        if not finite:
-            # The server takes finite values only: the NaN and infinities are computed there.
-            self.queue(pb.Step(update=pb.UpdateLeaf(leaf=storage.name,
-                                                    graph=_non_finite(storage.name, initial))),
-                       "tensor()")
+        self.queue(pb.Step(create=pb.CreateLeaf(name=storage.name, value=wire.tensor(initial),
+                                                requires_grad=storage.requires_grad)),
+                   "tensor()")
         self.will_create(storage)
 
     def will_create(self, storage: Storage) -> None:
@@ -328,42 +321,6 @@ class Session:
     def rpc_count(self) -> int:
         """Calls made on this session's connection so far."""
         return self.connection.calls
-
-
-def _non_finite(leaf: str, value: np.ndarray) -> pb.Graph:
-    """A graph whose output is ``value``, over ``leaf`` holding its finite elements (0 elsewhere):
-    ``1 / (1 - mask) - 1`` is inf where a 0/1 mask is 1 and 0 elsewhere, subtracted to put -inf
-    there, subtracted from 0 to put inf, subtracted from itself to put NaN. Only subtractions of
-    0 touch the finite elements, which keeps them exactly, signed zeros included. (The masks have
-    a dimension: a 0-d constant is a Python number to the server.)"""
-    nodes = [pb.Node(id="n0", leaf=leaf), pb.Node(id="one", constant=wire.number(1.0)),
-             pb.Node(id="zero", constant=wire.number(0.0))]
-    out = "n0"
-
-    def node(op: str, *inputs: str) -> str:
-        nodes.append(pb.Node(id=f"n{len(nodes)}", op=pb.Operation(op=op, inputs=list(inputs))))
-        return nodes[-1].id
-
-    for kind, where in (("inf", np.isposinf(value)), ("-inf", np.isneginf(value)),
-                        ("nan", np.isnan(value))):
-        if not where.any():
-            continue
-        mask = f"mask{kind}"
-        nodes.append(pb.Node(id=mask, constant=wire.tensor(
-            where.astype(value.dtype).reshape(value.shape or (1,)))))
-        infinite = node("sub", node("div", "one", node("sub", "one", mask)), "one")
-        if kind == "inf":
-            out = node("sub", out, node("sub", "zero", infinite))
-        elif kind == "-inf":
-            out = node("sub", out, infinite)
-        else:
-            out = node("sub", out, node("sub", infinite, infinite))
-    if not value.shape:
-        out = node("reshape", out)
-        attr = wire.attr(())
-        assert attr is not None
-        nodes[-1].op.attrs["shape"].CopyFrom(attr)
-    return pb.Graph(nodes=nodes, output=out)
 
 
 _now = time.monotonic

@@ -1087,25 +1087,12 @@ def backward(root: Tensor, seed: np.ndarray | None, retain_graph: bool,
             if storage.grad is not None:
                 before_change(session, _grad_of(storage))
     graph, ids = build(session, [root, *retained], backward=True)
-    through_leaf = seed is not None and not bool(np.isfinite(seed).all())
-    if through_leaf:
-        # The server takes a finite seed only: backward of (root * seed).sum(), the seed a
-        # leaf (its NaN and infinities computed there), gives root the same gradient.
-        assert seed is not None
-        holder = session.storage(seed)
-        session.ensure_created(holder)
-        n = len(graph.nodes)
-        graph.nodes.extend([
-            pb.Node(id=f"n{n}", leaf=holder.name),
-            pb.Node(id=f"n{n + 1}", op=pb.Operation(op="mul", inputs=[graph.output, f"n{n}"])),
-            pb.Node(id=f"n{n + 2}", op=pb.Operation(op="sum", inputs=[f"n{n + 1}"]))])
-        graph.output = f"n{n + 2}"
     step = pb.BackwardStep(graph=graph, retain=[ids[id(t)] for t in retained],
                            grads_only=bool(inputs))
-    if seed is not None and not through_leaf:
+    if seed is not None:
         step.gradient.CopyFrom(wire.tensor(seed))
     response = session.run([pb.Step(backward=step)]).results[0].backward
-    if root._value is None and not _stale(root) and not through_leaf:
+    if root._value is None and not _stale(root):
         root._value = wire.array(response.output)
         session.lazy.discard(root)
     if not retain_graph:

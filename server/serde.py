@@ -268,7 +268,7 @@ class _WireGraph:
     limits: Limits
     key: bytes
     field: str = "graph"
-    grads: bool = False
+    grads: bool = False  # a Run's graph: it may read grads
 
     def decode(self, default_dtype: DType) -> Graph:
         return graph_from_proto(self.message, self.limits, default_dtype=default_dtype,
@@ -293,10 +293,11 @@ class _WireTensor:
     message: pb.Tensor
     field: str
     max_elements: int
+    finite: bool = True  # NaN and ±inf refused (all but Run's values)
 
     def decode(self, default_dtype: DType) -> np.ndarray:
         return tensor_from_proto(self.message, field=self.field, default_dtype=default_dtype,
-                                 max_elements=self.max_elements)
+                                 max_elements=self.max_elements, finite=self.finite)
 
 
 def create_session_from_proto(request: pb.CreateSessionRequest) -> commands.CreateSession:
@@ -414,7 +415,7 @@ def _step_from_proto(step: Any, kind: str, path: str, limits: Limits) -> command
         if not step.HasField("value"):
             raise InvalidField(f"{path}.value", "a new leaf needs a value")
         return commands.CreateLeafStep(step.name, _WireTensor(step.value, f"{path}.value",
-                                                              limits.max_elements),
+                                                              limits.max_elements, finite=False),
                                        step.requires_grad)
     if kind == "keep":
         source, reads = graph(step.graph)
@@ -436,7 +437,7 @@ def _step_from_proto(step: Any, kind: str, path: str, limits: Limits) -> command
         return commands.FreeStep(tuple(step.leaves))
     if kind == "backward":
         source, reads = graph(step.graph)
-        gradient = (tensor_from_proto(step.gradient, field=f"{path}.gradient",
+        gradient = (tensor_from_proto(step.gradient, field=f"{path}.gradient", finite=False,
                                       default_dtype=FLOAT64, max_elements=limits.max_elements)
                     if step.HasField("gradient") else None)
         return commands.BackwardStep(source, reads, gradient, tuple(step.retain),

@@ -499,25 +499,31 @@ def test_update_refuses_a_float_value_for_an_integer_leaf(stub: Stub) -> None:
     assert snapshot(stub, session) == before
 
 
-def test_an_update_may_compute_nan_while_a_created_nan_is_refused(stub: Stub) -> None:
+def test_a_run_takes_nan_and_infinities_as_a_program_makes_them(stub: Stub) -> None:
     session = new_session(stub)
     run(stub, session, create("w", [1.0, 2.0], requires_grad=True))
     # log(-1): a diverging step computes NaN, and the leaf takes it.
     run(stub, session, update("w", graph(number("minus", -1.0), op("l", "log", "minus"))))
     got = get_leaf(stub, session, "w")
     assert np.isnan(array(got.value)).all() and got.version == 2
-    before = snapshot(stub, session)
-    for bad in (float("nan"), float("inf")):
-        failure = failure_of(stub, session, create("n", [1.0, bad]))
-        assert failure.code() is grpc.StatusCode.INVALID_ARGUMENT
-        assert bad_field(failure).startswith("steps[0].create.value")
-        assert "must be finite" in (failure.details() or "")
-        assert details(failure)[0].metadata["step"] == "0"
-        with pytest.raises(grpc.RpcError) as put:  # as PutLeaf refuses it
-            stub.PutLeaf(pb.PutLeafRequest(session_id=session, name="n", value=values([1.0, bad])))
-        assert put.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-        assert bad_field(put.value).startswith("value")
-    assert snapshot(stub, session) == before
+    # A program's tensors and seeds may hold them too, as PyTorch's may.
+    inf = float("inf")
+    answer = run(stub, session, create("n", [1.0, inf, float("nan")], requires_grad=True),
+                 create("c", -inf),
+                 backward(graph(leaf("n"), leaf("c"), op("m", "mul", "n", "c"),
+                                op("s", "sum", "m"))),
+                 read(graph(leaf("n"))))
+    np.testing.assert_array_equal(array(answer.results[3].read.values[0].value),
+                                  [1.0, inf, float("nan")])
+    np.testing.assert_array_equal(array(get_leaf(stub, session, "n").grad), [-inf] * 3)
+    # Constants stay finite: a graph's constants are part of its closed form.
+    failure = failure_of(stub, session, read(graph(number("c", inf))))
+    assert failure.code() is grpc.StatusCode.INVALID_ARGUMENT
+    # PutLeaf keeps its rule: a client's value there must be finite.
+    with pytest.raises(grpc.RpcError) as put:
+        stub.PutLeaf(pb.PutLeafRequest(session_id=session, name="p", value=values([1.0, inf])))
+    assert put.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_field(put.value).startswith("value")
 
 
 # --- reads -------------------------------------------------------------------------------------
