@@ -102,7 +102,10 @@ class Session:
         self._prefix = "" if session_id is None else uuid.uuid4().hex[:6] + "_"
         self._used: set[str] = set()
         self.clock = 0
-        self.lazy: weakref.WeakSet[Tensor] = weakref.WeakSet()
+        # The lazy tensors alive, by the order they were made in (so the values kept before an
+        # in-place change go in one order, and the server sees the same graph step after step).
+        self.lazy: weakref.WeakValueDictionary[int, Tensor] = weakref.WeakValueDictionary()
+        self.serials = itertools.count()
         self.storages: weakref.WeakValueDictionary[str, Storage] = weakref.WeakValueDictionary()
         self.last_backward: LastBackward | None = None
         self.last_hessian_check: CheckReport | None = None

@@ -78,6 +78,9 @@ class Expr:
         self.args = args
         self.attrs = attrs
         self.targets = targets
+        for a in args:
+            if type(a) is Tensor:
+                a._uses += 1
         self.versions = tuple(a._version[0] if type(a) is Tensor else 0 for a in args)
         self.freed = False
         self.out_version = [0]
@@ -86,6 +89,11 @@ class Expr:
         # and a cycle would keep both until the cyclic collector ran.
         self._out: weakref.ref[Tensor] | None = None
         self._name: str | None = None
+
+    def __del__(self) -> None:
+        for a in self.args:
+            if type(a) is Tensor:
+                a._uses -= 1
 
     def name(self) -> str:
         """PyTorch's name for this node, e.g. ``"PowBackward0"``."""
@@ -155,9 +163,9 @@ class Tensor:
     tensor(10.)
     """
 
-    __slots__ = ("__weakref__", "_deps", "_dtype", "_expr", "_grad", "_retains", "_session",
-                 "_shape", "_stamp", "_storage", "_value", "_value_at", "_version",
-                 "requires_grad")
+    __slots__ = ("__weakref__", "_deps", "_dtype", "_expr", "_grad", "_retains", "_serial",
+                 "_session", "_shape", "_stamp", "_storage", "_uses", "_value", "_value_at",
+                 "_version", "requires_grad")
     __array_priority__ = 1000
 
     def __init__(self, session: Session, shape: tuple[int, ...], dtype: DType, *,
@@ -174,6 +182,8 @@ class Tensor:
         self._version = [0]
         self._grad: Tensor | None = None
         self._retains = False
+        self._uses = 0  # the live Exprs that hold it as an operand
+        self._serial = next(session.serials)
         self._deps: frozenset[Storage]
         if expr is not None:
             expr.out = self
@@ -185,7 +195,7 @@ class Tensor:
             self._deps = deps
             self._stamp = session.clock
             if value is None:
-                session.lazy.add(self)
+                session.lazy[self._serial] = self
         else:
             self._deps = frozenset((storage,)) if storage is not None else frozenset()
             self._stamp = session.clock
@@ -405,7 +415,7 @@ class Tensor:
             # A value computed without grad becomes a leaf of its own, kept where it is.
             self._expr, self._deps = None, frozenset((storage,))
             storage.owner = weakref.ref(self)
-            self._session.lazy.discard(self)
+            self._session.lazy.pop(self._serial, None)
         if not self._owns(storage):
             if flag:
                 raise NotImplementedError("requires_grad_() on a tensor that shares another "
@@ -468,7 +478,7 @@ class Tensor:
         self._deps, self._stamp, self.requires_grad = result._deps, result._stamp, True
         assert self._expr is not None
         self._expr.out = self
-        self._session.lazy.add(self)
+        self._session.lazy[self._serial] = self
 
     def _overwrite(self, op: Op | None, operand: Operand) -> Tensor:
         """Write ``op(self, operand)`` (None: zeros) over this tensor's value where the server
@@ -842,13 +852,30 @@ def _stale(t: Tensor) -> bool:
 def before_change(session: Session, storage: Storage) -> None:
     """Before ``storage`` changes in place: keep every lazy tensor still alive whose value reads
     it, so it keeps the value it had (PyTorch computed it eagerly); then mark the change."""
-    waiting = [t for t in list(session.lazy)
+    waiting = [t for t in list(session.lazy.values())
                if t._value is None and t._storage is None and storage in t._deps
                and not _stale(t)]
+    waiting = _held(waiting)
     if waiting:
         keep(session, waiting)
     session.clock += 1
     storage.changed_at = session.clock
+
+
+# References to a tensor in ``_held``'s loop: the list, the loop variable, getrefcount's argument.
+_HELD_BASE = 3
+# From 3.14 the interpreter may borrow references it used to count, so a count proves nothing.
+_COUNTS_REFERENCES = sys.version_info < (3, 14)
+
+
+def _held(tensors: list[Tensor]) -> list[Tensor]:
+    """Of ``tensors``, those something other than the graphs of other tensors refers to (a
+    variable, a container): only they can be read later. A tensor only other lazy tensors
+    hold is read only through them, and they are kept themselves. Without exact reference
+    counts (CPython from 3.14), all of them."""
+    if not _COUNTS_REFERENCES:
+        return tensors
+    return [t for t in tensors if sys.getrefcount(t) - _HELD_BASE > t._uses]
 
 
 def keep(session: Session, tensors: Sequence[Tensor]) -> None:
@@ -863,7 +890,7 @@ def keep(session: Session, tensors: Sequence[Tensor]) -> None:
         kept.append(pb.KeptNode(node=ids[id(t)], leaf=storage.name))
         t._storage = storage
         t._value_at = storage.changed_at
-        session.lazy.discard(t)
+        session.lazy.pop(t._serial, None)
         session.will_create(storage)
     if kept:
         session.queue(pb.Step(keep=pb.Keep(graph=graph, nodes=kept)), "keeping values")
@@ -880,7 +907,7 @@ def read_values(session: Session, tensors: Sequence[Tensor]) -> None:
         if t._expr is not None and answer.grad_fn and t._expr._name is None and not any(
                 _non_finite_number(a) for a in t._expr.args):
             t._expr._name = answer.grad_fn
-        session.lazy.discard(t)
+        session.lazy.pop(t._serial, None)
 
 
 def build(session: Session, roots: Sequence[Tensor], *, backward: bool = False,
@@ -1094,7 +1121,7 @@ def backward(root: Tensor, seed: np.ndarray | None, retain_graph: bool,
     response = session.run([pb.Step(backward=step)]).results[0].backward
     if root._value is None and not _stale(root):
         root._value = wire.array(response.output)
-        session.lazy.discard(root)
+        session.lazy.pop(root._serial, None)
     if not retain_graph:
         for expr in order:
             if expr.op.saves:

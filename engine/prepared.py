@@ -71,6 +71,16 @@ class Prepared:
                                   lambda: Executor(self.valid, nodes=nodes))
         return run(self.valid, values, requires_grad, nodes, checked=True, executor=executor)
 
+    def values(self, values: Mapping[str, np.ndarray], nodes: Sequence[str]) -> list[np.ndarray]:
+        """The arrays of ``nodes`` at the leaves' checked arrays, without autograd (an in-place
+        update's new value, or values kept as they are)."""
+        executor = self._executor(("nodes", tuple(nodes)),
+                                  lambda: Executor(self.valid, nodes=nodes))
+        forward = executor.forward(values)
+        types = self.valid.types
+        return [np.asarray(executor.value(forward, node), dtype=types[node].dtype.numpy)
+                for node in nodes]
+
     def executor(self, requires_grad: tuple[str, ...], retain: tuple[str, ...]) -> Executor:
         return self._executor((requires_grad, retain),
                               lambda: Executor(self.valid, requires_grad, retain))

@@ -77,7 +77,7 @@ from .errors import (
     VersionMismatch,
 )
 from .idempotency import Key
-from .known_graphs import KnownGraphs
+from .known_graphs import Known, KnownGraphs
 from .sessions import GRAD_MARK, Change, LeafState, Session, SessionStore, grad_leaf
 
 R = TypeVar("R")
@@ -177,16 +177,10 @@ class Service:
 
     def _node_values(self, source: GraphSource, session: Session, nodes: Sequence[str],
                      as_values: bool) -> list[NodeValue]:
-        """The values of graph nodes ``nodes`` (none: the output) over ``session``'s leaves."""
-        known = self._graphs.get(source, session)
+        """The values of graph nodes ``nodes`` (none: the output) over ``session``'s leaves,
+        with their autograd state (as Evaluate answers them)."""
+        known, ids, values = self._evaluated(source, session, nodes)
         valid = known.valid
-        ids = list(nodes) or [valid.output]
-        seen: set[str] = set()
-        for node_id in ids:
-            if node_id in seen:
-                raise InvalidField("nodes", f"node {short_name(node_id)} is asked for twice")
-            seen.add(node_id)
-        values = {name: session.leaves[name].value for name in valid.leaves}
         tracking = {n for n in valid.leaves if session.leaves[n].requires_grad}
         _, env = known.run(values, tracking, ids)
         results = []
@@ -201,6 +195,25 @@ class Service:
         self._check_tensors([node.value for node in results], as_values,
                             hint="; ask for fewer nodes")
         return results
+
+    def _arrays(self, source: GraphSource, session: Session, nodes: Sequence[str],
+                ) -> list[np.ndarray]:
+        """The values of graph nodes ``nodes`` (none: the output), without autograd."""
+        known, ids, values = self._evaluated(source, session, nodes)
+        return known.values(values, ids)
+
+    def _evaluated(self, source: GraphSource, session: Session, nodes: Sequence[str],
+                   ) -> tuple[Known, list[str], dict[str, np.ndarray]]:
+        """The graph validated over ``session``, the ids of the nodes asked for (each once;
+        none: the output) and the leaves' values."""
+        known = self._graphs.get(source, session)
+        ids = list(nodes) or [known.valid.output]
+        seen: set[str] = set()
+        for node_id in ids:
+            if node_id in seen:
+                raise InvalidField("nodes", f"node {short_name(node_id)} is asked for twice")
+            seen.add(node_id)
+        return known, ids, {name: session.leaves[name].value for name in known.valid.leaves}
 
     def backward(self, command: Backward, call: Call, answer: Answer[BackwardResult, M]) -> M:
         if (first := self._recall(command.session_id, command.key, answer)) is not None:
@@ -292,15 +305,14 @@ class Service:
                 return session, None
             view = _reading(session, step.grads)
             wanted = list(dict.fromkeys(node for node, _ in step.nodes))
-            computed = dict(zip(wanted, self._node_values(step.graph, view, wanted, False),
-                                strict=True))
+            computed = dict(zip(wanted, self._arrays(step.graph, view, wanted), strict=True))
             kept: dict[str, LeafState] = {}
             for k, (node_id, name) in enumerate(step.nodes):
                 _check_leaf_name(name, f"nodes[{k}].leaf")
                 taken = session.leaves.get(name) or kept.get(name)
                 if taken is not None:  # as CreateLeaf: a new leaf's name must be free
                     raise VersionMismatch(name, 0, taken.version)
-                kept[name] = LeafState(computed[node_id].value, False, None, 1)
+                kept[name] = LeafState(computed[node_id], False, None, 1)
             if len(session.leaves) + len(kept) > max_leaves:
                 raise BudgetExceeded("max_leaves", f"keeping {len(kept):,} values would make "
                                      f"this session hold {len(session.leaves) + len(kept):,} "
@@ -331,8 +343,8 @@ class Service:
                 ) -> np.ndarray:
         """A graph's output as a new value (or grad) for ``leaf``: broadcast to its shape and
         cast to its dtype within a kind, as an in-place op writes its result."""
-        (node,) = self._node_values(source, session, (), False)
-        value, target = node.value, leaf.value
+        (value,) = self._arrays(source, session, ())
+        target = leaf.value
         try:
             broadcast = np.broadcast_to(value, target.shape)
         except ValueError:

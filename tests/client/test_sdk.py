@@ -143,6 +143,19 @@ def test_pending_values_come_in_one_call(session: Session) -> None:
     assert calls(session) == before + 2
 
 
+def test_only_tensors_the_program_holds_are_kept_before_an_update(session: Session) -> None:
+    w = cg.tensor([1.0, 2.0], requires_grad=True)
+    held = w * 2
+    loss = (held.sin() + 1).sum()  # sin(held) and the sum's operand: held by loss's graph only
+    loss.backward()
+    with cg.no_grad():
+        w.sub_(1)
+    keeps = [step.keep for step in session._pending if step.WhichOneof("kind") == "keep"]
+    assert [len(keep.nodes) for keep in keeps] == [1]  # `held`; loss's value came with backward
+    assert held.tolist() == [2.0, 4.0]  # as it was computed, before the update
+    assert w.tolist() == [0.0, 1.0]
+
+
 # --- a session's life ----------------------------------------------------------------------------
 
 def test_fresh_tensors_per_step_never_fill_the_leaf_limit(session: Session) -> None:
