@@ -711,14 +711,14 @@ def logistic_table(plan: Plan, peers: Sequence[Peer], checked: Checked,
     print(markdown_table(["peer", "steps/s (median)", "steps/s p10–p90", "ms/step",
                           "RPCs/step", "crossgrad ÷ peer (steps/s)", "RPCs counted by"], rows,
                          right=[False, True, True, True, True, True, False]))
-    print(f"\nEach round runs every peer's {STEPS} steps once (fresh w = 0, b = 0), in a "
-          f"rotating order; {rounds} rounds; steps/s from the median run, the range from "
-          "the runs' 10th and 90th percentiles. The echo makes the PyTorch endpoint's "
+    print(f"\nEach round runs every peer's {STEPS} steps once (from w = 0, b = 0, set in "
+          f"place), in a rotating order; {rounds} rounds; steps/s from the median run, the "
+          "range from the runs' 10th and 90th percentiles. The echo makes the PyTorch endpoint's "
           f"{_peers.TAG_BYTES + 4 * (FEATURES + 1)}-byte request once per step.")
     for name, runs in alone.items():
         print(f"\n† {name}: its checked run took {checked.logistic_seconds[name]:.1f} s (over "
               f"{plan.slow_run:g} s), so it is timed apart from the rounds, after them: "
-              f"{len(runs)} run(s) of {STEPS} fresh steps, "
+              f"{len(runs)} run(s) of {STEPS} steps, "
               + ", ".join(f"{t:.2f} s" for t in runs) + ".")
     for name, remark in remarks.items():
         if remark:

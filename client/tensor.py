@@ -18,7 +18,6 @@ value PyTorch's eager tensor would have.
 
 from __future__ import annotations
 
-import math
 import sys
 import warnings
 import weakref
@@ -38,6 +37,15 @@ from crossgrad.v1 import crossgrad_pb2 as pb
 from crossgrad.wire.codec import check_report_from_proto
 
 from . import context, wire
+from .graphs import (
+    before_change,
+    build,
+    keep,
+    layout,
+    non_finite_number,
+    read_values,
+    stale,
+)
 from .session import LastBackward, Session, Storage
 
 Operand = Any  # a Tensor or a Python number
@@ -101,7 +109,7 @@ class Expr:
             grad_fn = self.op.grad_fn
             if isinstance(grad_fn, str):
                 self._name = grad_fn
-            elif any(_non_finite_number(a) for a in self.args):
+            elif any(non_finite_number(a) for a in self.args):
                 # The server sees such a number as a tensor (see build): the name is picked
                 # here, by the same rule, which looks at which operands are numbers.
                 self._name = grad_fn(_Named(self))
@@ -137,10 +145,6 @@ class _Named:
         self.out = np.empty(expr.out_meta[1], expr.out_meta[0])
         self.attrs = expr.attrs
         self.targets = expr.targets
-
-
-def _non_finite_number(value: Any) -> bool:
-    return type(value) is float and not math.isfinite(value)
 
 
 class _AccumulateGrad:
@@ -441,7 +445,7 @@ class Tensor:
     def detach(self) -> Tensor:
         """A tensor sharing this one's values (and version counter), out of the graph."""
         storage = self._storage
-        if storage is None or (self._expr is not None and _stale(self)):
+        if storage is None or (self._expr is not None and stale(self)):
             storage = self._stored()
         result = Tensor(self._session, self._shape, self._dtype, storage=storage,
                         value=self._value)
@@ -538,7 +542,7 @@ class Tensor:
     def view(self, *shape: Any) -> Tensor:
         """``reshape`` that refuses, as PyTorch's does, where it would have to copy."""
         result = self.reshape(*shape)
-        stand_in = _layout(self)
+        stand_in = layout(self)
         if stand_in is not None and result.numel() > 1:
             assert result._expr is not None
             if not np.shares_memory(stand_in, TABLE["reshape"].forward(stand_in,
@@ -841,220 +845,6 @@ def _keep_if_referenced(grad: Tensor) -> None:
         keep(grad._session, [grad])
 
 
-# --- lazy values ---------------------------------------------------------------------------------
-
-def _stale(t: Tensor) -> bool:
-    """Whether a leaf ``t``'s expression reads changed in place since ``t`` was recorded."""
-    stamp = t._stamp
-    return any(s.changed_at > stamp for s in t._deps)
-
-
-def before_change(session: Session, storage: Storage) -> None:
-    """Before ``storage`` changes in place: keep every lazy tensor still alive whose value reads
-    it, so it keeps the value it had (PyTorch computed it eagerly); then mark the change."""
-    waiting = [t for t in list(session.lazy.values())
-               if t._value is None and t._storage is None and storage in t._deps
-               and not _stale(t)]
-    waiting = _held(waiting)
-    if waiting:
-        keep(session, waiting)
-    session.clock += 1
-    storage.changed_at = session.clock
-
-
-# References to a tensor in ``_held``'s loop: the list, the loop variable, getrefcount's argument.
-_HELD_BASE = 3
-# From 3.14 the interpreter may borrow references it used to count, so a count proves nothing.
-_COUNTS_REFERENCES = sys.version_info < (3, 14)
-
-
-def _held(tensors: list[Tensor]) -> list[Tensor]:
-    """Of ``tensors``, those something other than the graphs of other tensors refers to (a
-    variable, a container): only they can be read later. A tensor only other lazy tensors
-    hold is read only through them, and they are kept themselves. Without exact reference
-    counts (CPython from 3.14), all of them."""
-    if not _COUNTS_REFERENCES:
-        return tensors
-    return [t for t in tensors if sys.getrefcount(t) - _HELD_BASE > t._uses]
-
-
-def keep(session: Session, tensors: Sequence[Tensor]) -> None:
-    """Keep the values of ``tensors`` on the server as new leaves (a ``Keep`` step, queued)."""
-    graph, ids = build(session, tensors)
-    kept = []
-    for t in tensors:
-        if t._storage is not None and t._expr is None:
-            continue
-        storage = session.storage(np.empty(0), name=None)
-        storage.initial = None
-        kept.append(pb.KeptNode(node=ids[id(t)], leaf=storage.name))
-        t._storage = storage
-        t._value_at = storage.changed_at
-        session.lazy.pop(t._serial, None)
-        session.will_create(storage)
-    if kept:
-        session.queue(pb.Step(keep=pb.Keep(graph=graph, nodes=kept)), "keeping values")
-
-
-def read_values(session: Session, tensors: Sequence[Tensor]) -> None:
-    """Fetch the values of ``tensors`` (and their grad_fn names) in one call."""
-    graph, ids = build(session, tensors)
-    answers = session.read(graph, [ids[id(t)] for t in tensors])
-    for t, answer in zip(tensors, answers, strict=True):
-        t._value = wire.array(answer.value)
-        if t._storage is not None:
-            t._value_at = t._storage.changed_at
-        if t._expr is not None and answer.grad_fn and t._expr._name is None and not any(
-                _non_finite_number(a) for a in t._expr.args):
-            t._expr._name = answer.grad_fn
-        session.lazy.pop(t._serial, None)
-
-
-def build(session: Session, roots: Sequence[Tensor], *, backward: bool = False,
-          ) -> tuple[pb.Graph, dict[int, str]]:
-    """The wire graph that computes ``roots`` (the first is its output), and each tensor's node
-    id by ``id()``. Leaves not yet on the server get their create steps queued.
-
-    A tensor with a kept value that its expression no longer computes (a leaf it reads changed
-    since, or the kept value itself changed, through ``detach()`` or under no_grad) is read from
-    it, except, in a backward's graph, one that requires grad: that one is the kept value plus
-    its expression minus the same detached, so its value is the kept one and its gradient flows
-    through its expression.
-    """
-    nodes: list[pb.Node] = []
-    ids: dict[int, str] = {}
-    stack: list[tuple[Tensor, bool]] = [(t, False) for t in reversed(roots)]
-    while stack:
-        t, ready = stack.pop()
-        if id(t) in ids:
-            continue
-        expr = t._expr
-        stored = t._storage
-        moved = stored is not None and expr is not None and (
-            stored.changed_at != 0 or _stale(t))
-        use_storage = stored is not None and (
-            expr is None or (moved and not (backward and t.requires_grad)))
-        if not use_storage:
-            assert expr is not None
-            if not ready:
-                stack.append((t, True))
-                stack.extend((a, False) for a in reversed(expr.args)
-                             if type(a) is Tensor and id(a) not in ids)
-                continue
-            node_id = f"n{len(nodes)}"
-            inputs = []
-            for a in expr.args:
-                if type(a) is Tensor:
-                    inputs.append(ids[id(a)])
-                elif _non_finite_number(a):
-                    # The server takes finite constants only: the number as a 0-d leaf in the
-                    # result's dtype, which the result's promotion then leaves as it is.
-                    holder = session.storage(np.asarray(a, t._dtype.numpy))
-                    session.ensure_created(holder)
-                    inputs.append(f"n{len(nodes)}")
-                    nodes.append(pb.Node(id=inputs[-1], leaf=holder.name))
-                    node_id = f"n{len(nodes)}"
-                else:
-                    constant = f"n{len(nodes)}"
-                    nodes.append(pb.Node(id=constant, constant=wire.number(a)))
-                    inputs.append(constant)
-                    node_id = f"n{len(nodes)}"
-            attrs = {}
-            for name, value in expr.attrs.items():
-                encoded = wire.attr(value)
-                if encoded is not None:
-                    attrs[name] = encoded
-            nodes.append(pb.Node(id=node_id, op=pb.Operation(op=expr.op.name, inputs=inputs,
-                                                             attrs=attrs)))
-            if backward and not t.requires_grad and any(
-                    type(a) is Tensor and a.requires_grad for a in expr.args):
-                # Recorded under no_grad: no gradient flows through it.
-                nodes.append(pb.Node(id=f"n{len(nodes)}", op=pb.Operation(
-                    op="detach", inputs=[node_id])))
-                node_id = f"n{len(nodes) - 1}"
-            if moved:
-                assert stored is not None
-                session.ensure_created(stored)
-                node_id = _straight_through(nodes, stored.name, node_id)
-            ids[id(t)] = node_id
-            continue
-        assert stored is not None
-        node_id = f"n{len(nodes)}"
-        if stored.grad_of is not None:
-            nodes.append(pb.Node(id=node_id, grad=stored.name))
-        else:
-            session.ensure_created(stored)
-            nodes.append(pb.Node(id=node_id, leaf=stored.name))
-            if stored.requires_grad and not t.requires_grad:
-                nodes.append(pb.Node(id=f"n{len(nodes)}", op=pb.Operation(
-                    op="detach", inputs=[node_id])))
-                node_id = f"n{len(nodes) - 1}"
-        ids[id(t)] = node_id
-    return pb.Graph(nodes=nodes, output=ids[id(roots[0])]), ids
-
-
-_REORDERING = frozenset(("transpose", "permute"))
-
-
-def _layout(t: Tensor) -> np.ndarray | None:
-    """An array laid out in memory as ``t``'s value is where it is computed, or None when that is
-    contiguous (every value computed without reordering dimensions is). The op table's forwards
-    over arrays of ones in the leaves' shapes give it: the layout depends on the ops and shapes
-    only, and the server computes with the same forwards."""
-    found, stack, seen = False, [t], set()
-    while stack and not found:
-        u = stack.pop()
-        if u._expr is None or id(u) in seen:
-            continue
-        seen.add(id(u))
-        found = u._expr.op.name in _REORDERING
-        stack.extend(a for a in u._expr.args if type(a) is Tensor)
-    if not found:
-        return None
-    arrays: dict[int, Any] = {}
-    with np.errstate(all="ignore"):
-        for u in _postorder(t):
-            expr = u._expr
-            if expr is None:
-                arrays[id(u)] = np.ones(u._shape)
-            else:
-                args = [arrays[id(a)] if type(a) is Tensor else a for a in expr.args]
-                arrays[id(u)] = np.asarray(expr.op.forward(*args, **expr.attrs))
-    return arrays[id(t)]
-
-
-def _postorder(root: Tensor) -> list[Tensor]:
-    """``root`` and the tensors its expression reads, each after what it reads."""
-    order: list[Tensor] = []
-    seen: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
-    while stack:
-        u, ready = stack.pop()
-        if ready:
-            order.append(u)
-            continue
-        if id(u) in seen:
-            continue
-        seen.add(id(u))
-        stack.append((u, True))
-        if u._expr is not None:
-            stack.extend((a, False) for a in u._expr.args if type(a) is Tensor)
-    return order
-
-
-def _straight_through(nodes: list[pb.Node], leaf: str, computed: str) -> str:
-    """Nodes for ``leaf + (computed - computed.detach())``: the leaf's value, with the gradient
-    flowing into ``computed``; the id of the last."""
-    first = len(nodes)
-    nodes += [pb.Node(id=f"n{first}", leaf=leaf),
-              pb.Node(id=f"n{first + 1}", op=pb.Operation(op="detach", inputs=[computed])),
-              pb.Node(id=f"n{first + 2}", op=pb.Operation(op="sub", inputs=[
-                  computed, f"n{first + 1}"])),
-              pb.Node(id=f"n{first + 3}", op=pb.Operation(op="add", inputs=[
-                  f"n{first}", f"n{first + 2}"]))]
-    return f"n{first + 3}"
-
-
 # --- backward ------------------------------------------------------------------------------------
 
 def _targets(expr: Expr) -> tuple[Any, ...]:
@@ -1078,7 +868,7 @@ def check_graph(root: Tensor) -> list[Expr]:
                         arg._dtype.numpy, arg._shape,
                         producer.name() if producer is not None else None,
                         arg._version[0], expr.versions[i]))
-                if type(arg) is Tensor and arg._storage is None and _stale(arg):
+                if type(arg) is Tensor and arg._storage is None and stale(arg):
                     raise RuntimeError(
                         f"crossgrad: {expr.op.name}'s backward needs the value of an operand "
                         "computed before an in-place update of a tensor it was computed from; "
@@ -1119,7 +909,7 @@ def backward(root: Tensor, seed: np.ndarray | None, retain_graph: bool,
     if seed is not None:
         step.gradient.CopyFrom(wire.tensor(seed))
     response = session.run([pb.Step(backward=step)]).results[0].backward
-    if root._value is None and not _stale(root):
+    if root._value is None and not stale(root):
         root._value = wire.array(response.output)
         session.lazy.pop(root._serial, None)
     if not retain_graph:
