@@ -32,6 +32,14 @@ from crossgrad.engine.errors import DTypeError, ShapeError, UsageError
 from crossgrad.engine.grad_mode import _enabled
 from crossgrad.engine.ops import ALL_DIMS, TABLE, Dims, Op
 from crossgrad.engine.printing import format_tensor
+from crossgrad.engine.refusals import (
+    LEAF_IN_PLACE,
+    NON_LEAF_GRAD,
+    T_NOT_2D,
+    T_ON_0D,
+    check_call,
+    data_dtype,
+)
 from crossgrad.engine.reverse import FLOAT_ONLY, NO_GRAD, NO_RETAIN_GRAD, initial_gradient, schedule
 from crossgrad.v1 import crossgrad_pb2 as pb
 from crossgrad.wire.codec import check_report_from_proto
@@ -50,19 +58,6 @@ from .session import LastBackward, Session, Storage
 
 Operand = Any  # a Tensor or a Python number
 
-_NON_LEAF_GRAD = (
-    "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "
-    "attribute won't be populated during autograd.backward(). If you indeed want the .grad field "
-    "to be populated for a non-leaf Tensor, use .retain_grad() on the non-leaf Tensor. If you "
-    "access the non-leaf Tensor by mistake, make sure you access the leaf Tensor instead. See "
-    "github.com/pytorch/pytorch/pull/30531 for more information.")
-_LEAF_IN_PLACE = "a leaf Variable that requires grad is being used in an in-place operation."
-_T_ON_0D = "Tensor.T is deprecated on 0-D tensors. This function is the identity in these cases."
-_T_NOT_2D = (
-    "The use of `x.T` on tensors of dimension other than 2 to reverse their shape is deprecated "
-    "and it will throw an error in a future release. Consider `x.mT` to transpose batches of "
-    "matrices or `x.permute(*torch.arange(x.ndim - 1, -1, -1))` to reverse the dimensions of a "
-    "tensor.")
 _NO_ATTRS: dict[str, Any] = {}  # shared by every call without attributes; never written
 
 
@@ -261,7 +256,7 @@ class Tensor:
         """The accumulated gradient; None (and PyTorch's warning) for a non-leaf not retained."""
         if not self.is_leaf:
             if not self._retains:
-                warnings.warn(_NON_LEAF_GRAD, UserWarning, stacklevel=2)
+                warnings.warn(NON_LEAF_GRAD, UserWarning, stacklevel=2)
             return self._grad
         storage = self._storage
         if storage is None or not self._owns(storage):
@@ -316,7 +311,7 @@ class Tensor:
     @property
     def T(self) -> Tensor:
         if self.ndim != 2:
-            warnings.warn(_T_ON_0D if self.ndim == 0 else _T_NOT_2D, UserWarning, stacklevel=2)
+            warnings.warn(T_ON_0D if self.ndim == 0 else T_NOT_2D, UserWarning, stacklevel=2)
         return apply(TABLE["permute"], (self,), {"dims": tuple(range(self.ndim))[::-1]})
 
     # --- values ----------------------------------------------------------------------------
@@ -459,7 +454,7 @@ class Tensor:
         """``self = op(self, operand)`` keeping this object, as PyTorch's ``add_`` and friends."""
         recording = _enabled.get() and (self.requires_grad or _requires_grad(operand))
         if recording and self.is_leaf and self.requires_grad:
-            raise UsageError(_LEAF_IN_PLACE)
+            raise UsageError(LEAF_IN_PLACE)
         if recording:
             before = Tensor(self._session, self._shape, self._dtype, storage=self._storage,
                             expr=None, requires_grad=self.requires_grad, value=self._value)
@@ -520,7 +515,7 @@ class Tensor:
         """Set every value to 0 in place (``x.grad.zero_()``)."""
         if _enabled.get() and self.requires_grad:
             if self.is_leaf:
-                raise UsageError(_LEAF_IN_PLACE)
+                raise UsageError(LEAF_IN_PLACE)
             return self.mul_(0)
         storage = self._storage
         if storage is not None and storage.grad_of is not None:
@@ -733,18 +728,7 @@ def tensor(data: Any, dtype: DType | None = None, requires_grad: bool = False, *
     ``session``, the session to make it in (default: the current one)."""
     if isinstance(data, Tensor):
         data = data._read()
-    if isinstance(data, (np.ndarray, np.generic)):
-        inferred = dtypes.from_numpy(data.dtype)
-    else:
-        try:
-            probe = np.asarray(data)
-        except ValueError as error:
-            raise DTypeError(f"could not build a tensor from the given data: {error}") from None
-        if probe.dtype.kind not in "fiub":
-            raise DTypeError(f"new(): invalid data type '{type(data).__name__}'")
-        inferred = dtypes.DEFAULT_FLOAT if probe.dtype.kind == "f" else dtypes.from_numpy(
-            probe.dtype)
-    target = dtype or inferred
+    target = dtype or data_dtype(data)
     value = np.array(data, dtype=target.numpy)
     if requires_grad and not target.is_floating_point:
         raise UsageError(FLOAT_ONLY)
@@ -776,20 +760,10 @@ def _apply_unary(op: Op, a: Tensor, attrs: dict[str, Any]) -> Tensor:
 def _call(name: str, operands: tuple[Operand, ...], args: dict[str, Any]) -> Tensor:
     op = TABLE[name]
     if op.refuses_integers or op.needs_one_of:
-        _refuse(op, operands[0], args)
+        check_call(op, operands[0].dtype, args)
     for attr, convert in op.python_forms:
         args[attr] = convert(args[attr])
     return apply(op, operands, args)
-
-
-def _refuse(op: Op, first: Tensor, args: dict[str, Any]) -> None:
-    if op.refuses_integers and not first.dtype.is_floating_point:
-        raise UsageError(f"{op.name}(): could not infer output dtype. Input dtype must be either "
-                         "a floating point or complex dtype. Got: "
-                         f"{first.type()[6:-6]}")
-    if op.needs_one_of and all(args[attr] is None for attr in op.needs_one_of):
-        raise UsageError(f"torch.{op.name}: At least one of "
-                         f"{' or '.join(repr(attr) for attr in op.needs_one_of)} must not be None")
 
 
 def _result_meta(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any],

@@ -20,24 +20,19 @@ from .errors import DTypeError, ShapeError, UsageError
 from .grad_mode import _enabled
 from .ops import ALL_DIMS, TABLE, Dims, Op
 from .printing import format_tensor
+from .refusals import (
+    LEAF_IN_PLACE,
+    NON_LEAF_GRAD,
+    T_NOT_2D,
+    T_ON_0D,
+    check_call,
+    data_dtype,
+)
 from .reverse import FLOAT_ONLY, NO_GRAD, NO_RETAIN_GRAD, initial_gradient
 
 Array = Any
 Operand = Any  # a Tensor or a Python number
 
-_NON_LEAF_GRAD = (
-    "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "
-    "attribute won't be populated during autograd.backward(). If you indeed want the .grad field "
-    "to be populated for a non-leaf Tensor, use .retain_grad() on the non-leaf Tensor. If you "
-    "access the non-leaf Tensor by mistake, make sure you access the leaf Tensor instead. See "
-    "github.com/pytorch/pytorch/pull/30531 for more information.")
-_LEAF_IN_PLACE = "a leaf Variable that requires grad is being used in an in-place operation."
-_T_ON_0D = "Tensor.T is deprecated on 0-D tensors. This function is the identity in these cases."
-_T_NOT_2D = (
-    "The use of `x.T` on tensors of dimension other than 2 to reverse their shape is deprecated "
-    "and it will throw an error in a future release. Consider `x.mT` to transpose batches of "
-    "matrices or `x.permute(*torch.arange(x.ndim - 1, -1, -1))` to reverse the dimensions of a "
-    "tensor.")
 _PYTHON_DATA = (list, tuple, int, float, bool)
 
 
@@ -119,7 +114,7 @@ class Tensor:
     def grad(self) -> Tensor | None:
         """The accumulated gradient; None (and PyTorch's warning) for a non-leaf not retained."""
         if self._node is not None and self._node.retained is not self:
-            warnings.warn(_NON_LEAF_GRAD, UserWarning, stacklevel=2)
+            warnings.warn(NON_LEAF_GRAD, UserWarning, stacklevel=2)
         return self._grad
 
     @grad.setter
@@ -137,7 +132,7 @@ class Tensor:
     def T(self) -> Tensor:
         """All dimensions reversed (the transpose of a matrix)."""
         if self.ndim != 2:
-            warnings.warn(_T_ON_0D if self.ndim == 0 else _T_NOT_2D, UserWarning, stacklevel=2)
+            warnings.warn(T_ON_0D if self.ndim == 0 else T_NOT_2D, UserWarning, stacklevel=2)
         return apply(TABLE["permute"], (self,), {"dims": tuple(range(self.ndim))[::-1]})
 
     # --- values ----------------------------------------------------------------------------
@@ -266,7 +261,7 @@ class Tensor:
         """
         recording = _enabled.get() and (self.requires_grad or _requires_grad(operand))
         if recording and self._node is None and self.requires_grad:
-            raise UsageError(_LEAF_IN_PLACE)
+            raise UsageError(LEAF_IN_PLACE)
         if recording:
             # The old value as a tensor of its own: the new node's operand, unaffected by the
             # version bump below (graphs that saved ``self`` itself do see it).
@@ -299,7 +294,7 @@ class Tensor:
         """Set every value to 0 in place; returns this tensor (``x.grad.zero_()``)."""
         if _enabled.get() and self.requires_grad:
             if self._node is None:
-                raise UsageError(_LEAF_IN_PLACE)
+                raise UsageError(LEAF_IN_PLACE)
             return self.mul_(0)
         return self._overwrite(np.zeros_like(self._data))
 
@@ -532,20 +527,10 @@ def _call(name: str, operands: tuple[Operand, ...], args: dict[str, Any]) -> Ten
     the attribute's value by its kind."""
     op = TABLE[name]
     if op.refuses_integers or op.needs_one_of:
-        _refuse(op, operands[0], args)
+        check_call(op, operands[0].dtype, args)
     for attr, convert in op.python_forms:
         args[attr] = convert(args[attr])
     return apply(op, operands, args)
-
-
-def _refuse(op: Op, first: Tensor, args: dict[str, Any]) -> None:
-    if op.refuses_integers and not first.dtype.is_floating_point:
-        raise UsageError(f"{op.name}(): could not infer output dtype. Input dtype must be either "
-                         "a floating point or complex dtype. Got: "
-                         f"{legacy_type_name(first._data)[6:-6]}")
-    if op.needs_one_of and all(args[attr] is None for attr in op.needs_one_of):
-        raise UsageError(f"torch.{op.name}: At least one of "
-                         f"{' or '.join(repr(attr) for attr in op.needs_one_of)} must not be None")
 
 
 def _promoted(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any] | None = None,
@@ -670,18 +655,7 @@ def tensor(data: Any, dtype: DType | None = None, requires_grad: bool = False) -
     """
     if isinstance(data, Tensor):
         data = data._data
-    if isinstance(data, (np.ndarray, np.generic)):
-        inferred = dtypes.from_numpy(data.dtype)
-    else:
-        try:
-            probe = np.asarray(data)
-        except ValueError as error:
-            raise DTypeError(f"could not build a tensor from the given data: {error}") from None
-        if probe.dtype.kind not in "fiub":
-            raise DTypeError(f"new(): invalid data type '{type(data).__name__}'")
-        inferred = dtypes.DEFAULT_FLOAT if probe.dtype.kind == "f" else dtypes.from_numpy(
-            probe.dtype)
-    target = dtype or inferred
+    target = dtype or data_dtype(data)
     result = Tensor(np.array(data, dtype=target.numpy))
     if requires_grad:
         if not target.is_floating_point:

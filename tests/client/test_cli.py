@@ -11,28 +11,16 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from crossgrad.client import cli
 from crossgrad.client.connection import SERVICE
 from crossgrad.client.context import ADDRESS_VARIABLE
-from crossgrad.server.config import Config
-from crossgrad.server.main import RunningServer, serve
+from crossgrad.server.main import RunningServer
 from grpc_health.v1 import health_pb2
 
+from tests.client.conftest import ROOT
 from tests.notebook import CELLS, NON_LEAF_WARNING
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-CONFIG = Config(address="127.0.0.1:0", symbolic_workers=1, threads=8)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RunningServer]:
-    running = serve(CONFIG)
-    yield running
-    running.stop(0)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import crossgrad.client as cg
 import crossgrad.engine as engine
@@ -16,23 +15,13 @@ import grpc
 import numpy as np
 import pytest
 from crossgrad.client.session import Session
-from crossgrad.server.config import Config
 from crossgrad.server.main import RunningServer, serve
 from crossgrad.server.memory_store import MemoryStore
 from crossgrad.v1 import crossgrad_pb2 as pb
 from crossgrad.v1 import crossgrad_pb2_grpc as pb_grpc
 
+from tests.client.conftest import CONFIG, ROOT
 from tests.notebook import CELLS, NON_LEAF_WARNING, run_notebook
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-CONFIG = Config(address="127.0.0.1:0", max_leaves=50, symbolic_workers=1, threads=8)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RunningServer]:
-    running = serve(CONFIG)
-    yield running
-    running.stop(0)
 
 
 @pytest.fixture

@@ -1,0 +1,55 @@
+"""What PyTorch refuses of a tensor program, in its words: the messages and checks the eager
+engine and the SDK (``crossgrad.client``) both raise with, kept once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from . import dtypes
+from .backward_graph import legacy_type_name
+from .dtypes import DType
+from .errors import DTypeError, UsageError
+from .ops import Op
+
+NON_LEAF_GRAD = (
+    "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "
+    "attribute won't be populated during autograd.backward(). If you indeed want the .grad field "
+    "to be populated for a non-leaf Tensor, use .retain_grad() on the non-leaf Tensor. If you "
+    "access the non-leaf Tensor by mistake, make sure you access the leaf Tensor instead. See "
+    "github.com/pytorch/pytorch/pull/30531 for more information.")
+LEAF_IN_PLACE = "a leaf Variable that requires grad is being used in an in-place operation."
+T_ON_0D = "Tensor.T is deprecated on 0-D tensors. This function is the identity in these cases."
+T_NOT_2D = (
+    "The use of `x.T` on tensors of dimension other than 2 to reverse their shape is deprecated "
+    "and it will throw an error in a future release. Consider `x.mT` to transpose batches of "
+    "matrices or `x.permute(*torch.arange(x.ndim - 1, -1, -1))` to reverse the dimensions of a "
+    "tensor.")
+
+
+def check_call(op: Op, dtype: DType, args: Mapping[str, Any]) -> None:
+    """What PyTorch refuses of a Python call of ``op`` on a first operand of ``dtype`` that a
+    graph accepts: ``mean`` of an int64 tensor, ``clamp`` without bounds."""
+    if op.refuses_integers and not dtype.is_floating_point:
+        raise UsageError(f"{op.name}(): could not infer output dtype. Input dtype must be either "
+                         "a floating point or complex dtype. Got: "
+                         f"{legacy_type_name(np.empty(0, dtype.numpy))[6:-6]}")
+    if op.needs_one_of and all(args[attr] is None for attr in op.needs_one_of):
+        raise UsageError(f"torch.{op.name}: At least one of "
+                         f"{' or '.join(repr(attr) for attr in op.needs_one_of)} must not be None")
+
+
+def data_dtype(data: Any) -> DType:
+    """The dtype ``torch.tensor(data)`` gives: an array's own, float32 for Python floats, int64
+    for ints, bool for bools; PyTorch's error for data that is not numbers."""
+    if isinstance(data, (np.ndarray, np.generic)):
+        return dtypes.from_numpy(data.dtype)
+    try:
+        probe = np.asarray(data)
+    except ValueError as error:
+        raise DTypeError(f"could not build a tensor from the given data: {error}") from None
+    if probe.dtype.kind not in "fiub":
+        raise DTypeError(f"new(): invalid data type '{type(data).__name__}'")
+    return dtypes.DEFAULT_FLOAT if probe.dtype.kind == "f" else dtypes.from_numpy(probe.dtype)
