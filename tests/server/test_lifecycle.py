@@ -123,7 +123,9 @@ def test_a_call_is_inactive_once_its_deadline_passes(gated: tuple[RunningServer,
         gate.wait_entered(1)
         (call,) = gate.calls
         remaining = call.time_remaining()
-        assert call.is_active() and remaining is not None and 0 < remaining <= 1.0
+        # gRPC sends the timeout rounded up to its wire unit and the server starts its clock on
+        # receipt: the server may see a few milliseconds more than the client's second.
+        assert call.is_active() and remaining is not None and 0 < remaining <= 1.05
         with pytest.raises(grpc.RpcError) as failure:
             pending.result(WAIT)
         assert failure.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
