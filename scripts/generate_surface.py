@@ -207,19 +207,24 @@ def _imports(body: str) -> str:
     return "".join(text)
 
 
-def _isort_key(name: str) -> tuple[int, str]:
+def _natural(name: str) -> tuple[str | int, ...]:
+    # Ruff sorts names naturally: runs of digits by their value (log1p, log2, log10).
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name)))
+
+
+def _isort_key(name: str) -> tuple[int, tuple[str | int, ...]]:
     # Constants, then classes, then the rest, as isort's "order by type" sorts them.
     bare = name.lstrip("_")
-    return (0 if bare.isupper() else 1 if bare[:1].isupper() else 2, name)
+    return (0 if bare.isupper() else 1 if bare[:1].isupper() else 2, _natural(name))
 
 
 def init_imports(ops: Iterable[Op]) -> str:
-    names = "".join(f"    {op.name},\n" for op in sorted(ops, key=lambda op: op.name))
+    names = "".join(f"    {op.name},\n" for op in sorted(ops, key=lambda op: _natural(op.name)))
     return f"from .functional import (\n{names})\n\n"
 
 
 def init_exports(ops: Iterable[Op]) -> str:
-    names = "".join(f'    "{op.name}",\n' for op in sorted(ops, key=lambda op: op.name))
+    names = "".join(f'    "{op.name}",\n' for op in sorted(ops, key=lambda op: _natural(op.name)))
     return f"__all__ += [\n{names}]\n"
 
 
