@@ -93,6 +93,86 @@ def sqrt(input: Tensor) -> Tensor:
     return _apply_unary(TABLE["sqrt"], _as_operand(input), _NO_ATTRS)
 
 
+def square(input: Tensor) -> Tensor:
+    """Elementwise square (op ``square``; backward node ``PowBackward0``)."""
+    return _apply_unary(TABLE["square"], _as_operand(input), _NO_ATTRS)
+
+
+def log1p(input: Tensor) -> Tensor:
+    """Elementwise log1p (op ``log1p``; backward node ``Log1PBackward0``)."""
+    return _apply_unary(TABLE["log1p"], _as_operand(input), _NO_ATTRS)
+
+
+def expm1(input: Tensor) -> Tensor:
+    """Elementwise expm1 (op ``expm1``; backward node ``Expm1Backward0``)."""
+    return _apply_unary(TABLE["expm1"], _as_operand(input), _NO_ATTRS)
+
+
+def log2(input: Tensor) -> Tensor:
+    """Elementwise log2 (op ``log2``; backward node ``Log2Backward0``)."""
+    return _apply_unary(TABLE["log2"], _as_operand(input), _NO_ATTRS)
+
+
+def log10(input: Tensor) -> Tensor:
+    """Elementwise log10 (op ``log10``; backward node ``Log10Backward0``)."""
+    return _apply_unary(TABLE["log10"], _as_operand(input), _NO_ATTRS)
+
+
+def rsqrt(input: Tensor) -> Tensor:
+    """Elementwise rsqrt (op ``rsqrt``; backward node ``RsqrtBackward0``)."""
+    return _apply_unary(TABLE["rsqrt"], _as_operand(input), _NO_ATTRS)
+
+
+def reciprocal(input: Tensor) -> Tensor:
+    """Elementwise reciprocal (op ``reciprocal``; backward node ``ReciprocalBackward0``)."""
+    return _apply_unary(TABLE["reciprocal"], _as_operand(input), _NO_ATTRS)
+
+
+def sinh(input: Tensor) -> Tensor:
+    """Elementwise sinh (op ``sinh``; backward node ``SinhBackward0``)."""
+    return _apply_unary(TABLE["sinh"], _as_operand(input), _NO_ATTRS)
+
+
+def cosh(input: Tensor) -> Tensor:
+    """Elementwise cosh (op ``cosh``; backward node ``CoshBackward0``)."""
+    return _apply_unary(TABLE["cosh"], _as_operand(input), _NO_ATTRS)
+
+
+def asin(input: Tensor) -> Tensor:
+    """Elementwise asin (op ``asin``; backward node ``AsinBackward0``)."""
+    return _apply_unary(TABLE["asin"], _as_operand(input), _NO_ATTRS)
+
+
+def acos(input: Tensor) -> Tensor:
+    """Elementwise acos (op ``acos``; backward node ``AcosBackward0``)."""
+    return _apply_unary(TABLE["acos"], _as_operand(input), _NO_ATTRS)
+
+
+def atan(input: Tensor) -> Tensor:
+    """Elementwise atan (op ``atan``; backward node ``AtanBackward0``)."""
+    return _apply_unary(TABLE["atan"], _as_operand(input), _NO_ATTRS)
+
+
+def asinh(input: Tensor) -> Tensor:
+    """Elementwise asinh (op ``asinh``; backward node ``AsinhBackward0``)."""
+    return _apply_unary(TABLE["asinh"], _as_operand(input), _NO_ATTRS)
+
+
+def atanh(input: Tensor) -> Tensor:
+    """Elementwise atanh (op ``atanh``; backward node ``AtanhBackward0``)."""
+    return _apply_unary(TABLE["atanh"], _as_operand(input), _NO_ATTRS)
+
+
+def erf(input: Tensor) -> Tensor:
+    """Elementwise erf (op ``erf``; backward node ``ErfBackward0``)."""
+    return _apply_unary(TABLE["erf"], _as_operand(input), _NO_ATTRS)
+
+
+def sign(input: Tensor) -> Tensor:
+    """Elementwise sign (op ``sign``; backward node ``SignBackward0``)."""
+    return _apply_unary(TABLE["sign"], _as_operand(input), _NO_ATTRS)
+
+
 def clamp(input: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
     """Limit values to ``[min, max]``; the gradient passes where ``min <= x <= max``."""
     return input.clamp(min, max)

@@ -425,8 +425,32 @@ def _pow_exponent_vjp(g: Array, out: Array, x: Array, y: Array) -> Array:
     return np.where((x == 0) & (y >= 0), 0.0, grad)
 
 
+_erf_objects = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(x: Array) -> Array:
+    # NumPy has no erf: math.erf per element (float64, then rounded to the input's float type).
+    dtype = np.result_type(x) if np.result_type(x).kind == "f" else np.float64
+    return np.asarray(_erf_objects(x), dtype=dtype)[()]
+
+
+def _sign(x: Array) -> Array:
+    # NumPy's sign has no bool loop (PyTorch's sign of a bool tensor is the tensor itself), and
+    # gives nan at nan, where PyTorch gives 0.
+    if np.result_type(x) == np.bool_:
+        return np.array(x, copy=True)
+    out = np.sign(x)
+    return np.nan_to_num(out, nan=0.0) if np.result_type(out).kind == "f" else out
+
+
+def _sign_symbolic(x: Any) -> Any:
+    # sign with sign'(x) = 0 everywhere, as in PyTorch: constant branches, 0 at 0.
+    return sympy.Piecewise((1, x > 0), (-1, x < 0), (0, True))
+
+
 _REAL = ((-3.0, 3.0),)
 _POSITIVE = ((0.1, 3.0),)
+_UNIT = ((-0.9, 0.9),)  # inside (-1, 1), off the poles of asin', acos', atanh
 _REDUCTION_ATTRS = {"dim": Attr("dims?"), "keepdim": Attr("bool", False)}
 
 OPS: tuple[Op, ...] = (
@@ -502,6 +526,89 @@ OPS: tuple[Op, ...] = (
        forward=np.sqrt, vjps=(lambda g, out, x: g / (2 * out),), sympy=_elementwise(sympy.sqrt),
        grad_fn="SqrtBackward0", shape=shapes.broadcast, domain=_POSITIVE,
        floating=True, saves_output=True, kink="sqrt'(0) = inf"),
+    # PyTorch computes square as pow(x, 2): PowBackward0, saving x. Its square of a bool tensor
+    # is int64 (the 2 promotes it); here it stays bool, as the row's dtype rule says (NumPy's
+    # square would make int8 of it).
+    Op(name="square", elementwise=True,
+       forward=lambda x: x * x, vjps=(lambda g, out, x: g * 2 * x,), sympy=lambda x: x * x,
+       grad_fn="PowBackward0", shape=shapes.broadcast, domain=_REAL),
+    # The closed forms of log1p and expm1 are written to keep log1p's and expm1's precision
+    # near 0, where log(1 + x) and exp(x) - 1 round to 0 (SymEngine has neither function):
+    # log1p(x) = asinh(sinh(log(1 + x))), sinh(log(1 + x)) = x (x + 2) / (2 (x + 1)), and
+    # expm1(x) = e^(x/2) (e^(x/2) - e^(-x/2)).
+    Op(name="log1p", elementwise=True,
+       forward=np.log1p, vjps=(lambda g, out, x: g / (1 + x),),
+       sympy=_elementwise(lambda x: sympy.asinh(x / 2 * ((x + 2) / (x + 1)))),
+       grad_fn="Log1PBackward0",
+       shape=shapes.broadcast, domain=((-0.5, 3.0),), floating=True),
+    # expm1' = expm1 + 1
+    Op(name="expm1", elementwise=True,
+       forward=np.expm1, vjps=(lambda g, out, x: g * (out + 1),),
+       sympy=_elementwise(lambda x: 2 * sympy.sinh(x / 2) * sympy.exp(x / 2)),
+       grad_fn="Expm1Backward0", shape=shapes.broadcast, domain=_REAL,
+       floating=True, saves_output=True),
+    Op(name="log2", elementwise=True,
+       forward=np.log2, vjps=(lambda g, out, x: g / (x * math.log(2)),),
+       sympy=_elementwise(lambda x: sympy.log(x, 2)), grad_fn="Log2Backward0",
+       shape=shapes.broadcast, domain=_POSITIVE, floating=True),
+    Op(name="log10", elementwise=True,
+       forward=np.log10, vjps=(lambda g, out, x: g / (x * math.log(10)),),
+       sympy=_elementwise(lambda x: sympy.log(x, 10)), grad_fn="Log10Backward0",
+       shape=shapes.broadcast, domain=_POSITIVE, floating=True),
+    # rsqrt' = -rsqrt^3 / 2
+    Op(name="rsqrt", elementwise=True,
+       forward=lambda x: 1 / np.sqrt(x), vjps=(lambda g, out, x: -0.5 * g * out * out * out,),
+       sympy=_elementwise(lambda x: 1 / sympy.sqrt(x)), grad_fn="RsqrtBackward0",
+       shape=shapes.broadcast, domain=_POSITIVE, floating=True, saves_output=True),
+    # reciprocal' = -reciprocal^2
+    Op(name="reciprocal", elementwise=True,
+       forward=np.reciprocal, vjps=(lambda g, out, x: -g * (out * out),),
+       sympy=_elementwise(lambda x: 1 / x), grad_fn="ReciprocalBackward0",
+       shape=shapes.broadcast, domain=((0.5, 3.0),), floating=True, saves_output=True),
+    Op(name="sinh", elementwise=True,
+       forward=np.sinh, vjps=(lambda g, out, x: g * np.cosh(x),),
+       sympy=_elementwise(sympy.sinh), grad_fn="SinhBackward0",
+       shape=shapes.broadcast, domain=_REAL, floating=True),
+    Op(name="cosh", elementwise=True,
+       forward=np.cosh, vjps=(lambda g, out, x: g * np.sinh(x),),
+       sympy=_elementwise(sympy.cosh), grad_fn="CoshBackward0",
+       shape=shapes.broadcast, domain=_REAL, floating=True),
+    # asin' = 1 / sqrt(1 - x^2), acos' = -asin'
+    Op(name="asin", elementwise=True,
+       forward=np.arcsin, vjps=(lambda g, out, x: g / np.sqrt(1 - x * x),),
+       sympy=_elementwise(sympy.asin), grad_fn="AsinBackward0",
+       shape=shapes.broadcast, domain=_UNIT, floating=True),
+    Op(name="acos", elementwise=True,
+       forward=np.arccos, vjps=(lambda g, out, x: -g / np.sqrt(1 - x * x),),
+       sympy=_elementwise(sympy.acos), grad_fn="AcosBackward0",
+       shape=shapes.broadcast, domain=_UNIT, floating=True),
+    # atan' = 1 / (1 + x^2)
+    Op(name="atan", elementwise=True,
+       forward=np.arctan, vjps=(lambda g, out, x: g / (x * x + 1),),
+       sympy=_elementwise(sympy.atan), grad_fn="AtanBackward0",
+       shape=shapes.broadcast, domain=_REAL, floating=True),
+    # asinh' = 1 / sqrt(x^2 + 1)
+    Op(name="asinh", elementwise=True,
+       forward=np.arcsinh, vjps=(lambda g, out, x: g / np.sqrt(x * x + 1),),
+       sympy=_elementwise(sympy.asinh), grad_fn="AsinhBackward0",
+       shape=shapes.broadcast, domain=_REAL, floating=True),
+    # atanh' = 1 / (1 - x^2)
+    Op(name="atanh", elementwise=True,
+       forward=np.arctanh, vjps=(lambda g, out, x: g / (1 - x * x),),
+       sympy=_elementwise(sympy.atanh), grad_fn="AtanhBackward0",
+       shape=shapes.broadcast, domain=_UNIT, floating=True),
+    # erf' = 2 / sqrt(pi) e^(-x^2)
+    Op(name="erf", elementwise=True,
+       forward=_erf, vjps=(lambda g, out, x: g * (2 / math.sqrt(math.pi)) * np.exp(-(x * x)),),
+       sympy=_elementwise(sympy.erf), grad_fn="ErfBackward0",
+       shape=shapes.broadcast, domain=_REAL, floating=True),
+    # The result keeps the input's dtype (bool included); no gradient flows through, but the
+    # backward node exists (SignBackward0 gives zeros) and saves nothing.
+    Op(name="sign", elementwise=True,
+       forward=_sign, vjps=(lambda g, out, x: np.zeros_like(g),),
+       sympy=_elementwise(_sign_symbolic),
+       grad_fn="SignBackward0", shape=shapes.broadcast, domain=_REAL, saves=False,
+       kink="sign'(x) = 0 everywhere, sign'(0) included"),
     Op(name="clamp", elementwise=True,
        forward=lambda x, min=None, max=None: np.clip(x, min, max),
        vjps=(lambda g, out, x, min=None, max=None: g * (

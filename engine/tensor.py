@@ -431,6 +431,70 @@ class Tensor:
         """Elementwise sqrt (op ``sqrt``; backward node ``SqrtBackward0``)."""
         return _apply_unary(TABLE["sqrt"], self, _NO_ATTRS)
 
+    def square(self) -> Tensor:
+        """Elementwise square (op ``square``; backward node ``PowBackward0``)."""
+        return _apply_unary(TABLE["square"], self, _NO_ATTRS)
+
+    def log1p(self) -> Tensor:
+        """Elementwise log1p (op ``log1p``; backward node ``Log1PBackward0``)."""
+        return _apply_unary(TABLE["log1p"], self, _NO_ATTRS)
+
+    def expm1(self) -> Tensor:
+        """Elementwise expm1 (op ``expm1``; backward node ``Expm1Backward0``)."""
+        return _apply_unary(TABLE["expm1"], self, _NO_ATTRS)
+
+    def log2(self) -> Tensor:
+        """Elementwise log2 (op ``log2``; backward node ``Log2Backward0``)."""
+        return _apply_unary(TABLE["log2"], self, _NO_ATTRS)
+
+    def log10(self) -> Tensor:
+        """Elementwise log10 (op ``log10``; backward node ``Log10Backward0``)."""
+        return _apply_unary(TABLE["log10"], self, _NO_ATTRS)
+
+    def rsqrt(self) -> Tensor:
+        """Elementwise rsqrt (op ``rsqrt``; backward node ``RsqrtBackward0``)."""
+        return _apply_unary(TABLE["rsqrt"], self, _NO_ATTRS)
+
+    def reciprocal(self) -> Tensor:
+        """Elementwise reciprocal (op ``reciprocal``; backward node ``ReciprocalBackward0``)."""
+        return _apply_unary(TABLE["reciprocal"], self, _NO_ATTRS)
+
+    def sinh(self) -> Tensor:
+        """Elementwise sinh (op ``sinh``; backward node ``SinhBackward0``)."""
+        return _apply_unary(TABLE["sinh"], self, _NO_ATTRS)
+
+    def cosh(self) -> Tensor:
+        """Elementwise cosh (op ``cosh``; backward node ``CoshBackward0``)."""
+        return _apply_unary(TABLE["cosh"], self, _NO_ATTRS)
+
+    def asin(self) -> Tensor:
+        """Elementwise asin (op ``asin``; backward node ``AsinBackward0``)."""
+        return _apply_unary(TABLE["asin"], self, _NO_ATTRS)
+
+    def acos(self) -> Tensor:
+        """Elementwise acos (op ``acos``; backward node ``AcosBackward0``)."""
+        return _apply_unary(TABLE["acos"], self, _NO_ATTRS)
+
+    def atan(self) -> Tensor:
+        """Elementwise atan (op ``atan``; backward node ``AtanBackward0``)."""
+        return _apply_unary(TABLE["atan"], self, _NO_ATTRS)
+
+    def asinh(self) -> Tensor:
+        """Elementwise asinh (op ``asinh``; backward node ``AsinhBackward0``)."""
+        return _apply_unary(TABLE["asinh"], self, _NO_ATTRS)
+
+    def atanh(self) -> Tensor:
+        """Elementwise atanh (op ``atanh``; backward node ``AtanhBackward0``)."""
+        return _apply_unary(TABLE["atanh"], self, _NO_ATTRS)
+
+    def erf(self) -> Tensor:
+        """Elementwise erf (op ``erf``; backward node ``ErfBackward0``)."""
+        return _apply_unary(TABLE["erf"], self, _NO_ATTRS)
+
+    def sign(self) -> Tensor:
+        """Elementwise sign (op ``sign``; backward node ``SignBackward0``)."""
+        return _apply_unary(TABLE["sign"], self, _NO_ATTRS)
+
     def clamp(self, min: float | None = None, max: float | None = None) -> Tensor:
         """Limit values to ``[min, max]``; the gradient passes where ``min <= x <= max``."""
         return _call("clamp", (self,), {"min": min, "max": max})

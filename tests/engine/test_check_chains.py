@@ -24,7 +24,7 @@ from crossgrad.engine.solver import Symbolic
 pytestmark = pytest.mark.torch
 
 CHAINS = 100
-_KINKS = {"relu": 0.0, "abs": 0.0}  # where a step flips branch: kept 0.05 away
+_KINKS = {"relu": 0.0, "abs": 0.0, "sign": 0.0}  # where a step flips branch: kept 0.05 away
 _BOUND = 1000.0  # chains whose value leaves [-1000, 1000] are drawn again
 # Ops defined and smooth on the whole line take the chain's value anywhere (the table's domains
 # are the tests' ranges): that is where float32's rounding gets amplified, as in sin(2*exp(x)).

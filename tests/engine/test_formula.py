@@ -145,7 +145,7 @@ REFUSED = [
     ("reshape(x)", "reshape needs the attribute 'shape'"),
     ("sin(x, 1)", "sin takes 1 operand(s); got 2 argument(s)"),
     ("add(x)", "add takes 2 operand(s); got 1 argument(s)"),
-    ("foo(x)", "unknown function 'foo'; the functions are abs, add"),
+    ("foo(x)", "unknown function 'foo'; the functions are abs, acos, add"),
     ("eval(x)", "unknown function 'eval'"),
     ("(x)(y)", "unknown function 'x'"),
     ("sin", "'sin' is a function: call it"),

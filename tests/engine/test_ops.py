@@ -310,6 +310,7 @@ def wild_calls(draw: st.DrawFn, op: ops.Op) -> tuple[tuple[Shape, ...], Attrs]:
 KINK_POINTS: dict[str, Callable[[Mapping[str, Any]], list[float]]] = {
     "relu": lambda attrs: [0.0],
     "abs": lambda attrs: [0.0],
+    "sign": lambda attrs: [0.0],
     "clamp": lambda attrs: [b for b in (attrs["min"], attrs["max"]) if b is not None],
 }
 
@@ -595,6 +596,7 @@ class Kink:
 KINKS = [
     Kink("relu'(0)=0", "relu", (0.0,), {}, 0, 0.0),
     Kink("abs'(0)=0", "abs", (0.0,), {}, 0, 0.0),
+    Kink("sign'(0)=0", "sign", (0.0,), {}, 0, 0.0),
     Kink("at-min", "clamp", (-1.0,), {"min": -1.0, "max": 1.0}, 0, 1.0),
     Kink("at-max", "clamp", (1.0,), {"min": -1.0, "max": 1.0}, 0, 1.0),
     Kink("at-min-only", "clamp", (-1.0,), {"min": -1.0, "max": None}, 0, 1.0),

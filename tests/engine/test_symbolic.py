@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,14 @@ def _both(source: str | Graph, values: Mapping[str, Any],
 
 
 ELEMENTWISE = [op for op in OPS if op.elementwise and not op.stops_gradient]
+# Unary ops at points where they (or their derivatives) are undefined or infinite, which SymPy
+# and SymEngine write differently (zoo, nan, inf): the fixed points below are skipped there.
+_UNDEFINED: dict[str, Callable[[float], bool]] = {
+    **dict.fromkeys(("log", "sqrt", "log2", "log10", "rsqrt"), lambda x: x <= 0),
+    "log1p": lambda x: x <= -1,
+    "reciprocal": lambda x: x == 0,
+    **dict.fromkeys(("asin", "acos", "atanh"), lambda x: abs(x) >= 1),
+}
 _ATTRS = {"clamp": ({"min": -0.5, "max": 0.5}, {"min": 0.3}, {"max": -0.2}, {"min": 1, "max": -1})}
 
 
@@ -71,7 +79,7 @@ def test_symengine_agrees_with_sympy_on_every_elementwise_form(op: Any) -> None:
         kinks = [0.0, -0.5, 0.5, 0.3, -0.2, 1.0, -1.0]
         for k in range(7 + len(kinks)):
             point = [p[k] if k < 7 else kinks[k - 7] for p in points]
-            if op.name in ("log", "sqrt") and point[0] <= 0:
+            if _UNDEFINED.get(op.name, lambda x: False)(point[0]):
                 continue
             if op.name == "div" and point[1] == 0:
                 continue

@@ -280,7 +280,9 @@ def assert_same(torch: ModuleType, scenario: Scenario, *, reprs: bool = True,
 # --- 1. every op of the table: values, leaf grads and grad_fn names --------------------------
 
 # The ops each drawn case calls, by table name; a new table row must be added here.
-UNARY = ("neg", "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "abs", "sqrt")
+UNARY = ("neg", "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "abs", "sqrt",
+         "square", "log1p", "expm1", "log2", "log10", "rsqrt", "reciprocal", "sinh", "cosh",
+         "asin", "acos", "atan", "asinh", "atanh", "erf", "sign")
 BINARY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
           "div": operator.truediv, "pow": operator.pow}
 SPECIAL = ("clamp", "sum", "mean", "matmul", "reshape", "transpose", "permute", "detach")
