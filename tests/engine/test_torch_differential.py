@@ -701,6 +701,14 @@ PROMOTIONS: list[tuple[str, Callable[[ModuleType], Any]]] = [
     ("abs(i64[2])", lambda lib: lib.tensor([-4, 2]).abs()),
     ("relu(i64[2])", lambda lib: lib.tensor([-4, 2]).relu()),
     ("neg(i64[2])", lambda lib: -lib.tensor([-4, 2])),
+    ("square(i64[2])", lambda lib: lib.tensor([-4, 2]).square()),
+    ("sign(i64[3])", lambda lib: lib.tensor([-4, 0, 2]).sign()),
+    ("sign(bool[2])", lambda lib: lib.sign(lib.tensor([True, False]))),
+    ("reciprocal(i64[2])", lambda lib: lib.tensor([4, 2]).reciprocal()),
+    ("rsqrt(i64[2])", lambda lib: lib.tensor([4, 2]).rsqrt()),
+    ("log1p(i64[2])", lambda lib: lib.tensor([0, 2]).log1p()),
+    ("erf(i64[2])", lambda lib: lib.erf(lib.tensor([0, 1]))),
+    ("atan(bool[2])", lambda lib: lib.tensor([True, False]).atan()),
     ("clamp(i64[3], 0, 2)", lambda lib: lib.tensor([-4, 1, 5]).clamp(0, 2)),
     ("clamp(i64[3], 0.5, 2)", lambda lib: lib.tensor([-4, 1, 5]).clamp(0.5, 2)),
     ("clamp(i64 0-d, max=1.5)", lambda lib: lib.clamp(lib.tensor(3), max=1.5)),
@@ -1016,6 +1024,30 @@ def saved_output_modified(lib: ModuleType, rec: Recorder) -> None:
 
 
 @scenario
+def saved_result_or_input_modified(lib: ModuleType, rec: Recorder) -> None:
+    # expm1, rsqrt and reciprocal save their result: changing it in place invalidates the graph;
+    # square and log1p save their input, sign nothing: their result may change.
+    def modify(name: str) -> None:
+        x = _x(lib)
+        y = getattr(x, name)()
+        rec.call(f"{name}: y.mul_(2)", lambda: y.mul_(2))
+        rec.call(f"{name}: backward", lambda: y.sum().backward())
+        rec.log(f"{name}: x.grad", x.grad)
+
+    for name in ("expm1", "rsqrt", "reciprocal", "square", "log1p", "sign"):
+        modify(name)
+
+
+@scenario
+def sign_of_nan_and_zeros(lib: ModuleType, rec: Recorder) -> None:
+    # PyTorch's sign is 0 at nan and at -0.0 (NumPy's is nan and -0.0); its gradient is 0.
+    x = lib.tensor([float("nan"), -0.0, 0.0, float("inf"), -2.0], requires_grad=True)
+    y = rec.call("sign", lambda: x.sign())
+    rec.call("backward", lambda: y.sum().backward())
+    rec.log("x.grad", x.grad)
+
+
+@scenario
 def saved_output_modified_under_no_grad(lib: ModuleType, rec: Recorder) -> None:
     x = _x(lib)
     y = x.sigmoid()
@@ -1293,7 +1325,8 @@ def test_sdk_differences_are_scenarios() -> None:
 # Second backward without retain_graph fails exactly for the ops whose backward saved tensors.
 # tan runs at x / 2: at 1.5, next to tan's pole, NumPy's and PyTorch's float32 tan may differ
 # in the last bit (each rounds its own way, by CPU), which 1 + tan**2 turns into the fourth
-# printed decimal; that is libm, not autograd.
+# printed decimal; that is libm, not autograd. asin, acos and atanh run at x / 4, inside
+# (-1, 1).
 SECOND_BACKWARD: list[tuple[str, Callable[[Any], Any]]] = [
     ("x + 1", lambda x: x + 1), ("x + x", lambda x: x + x), ("x - 1", lambda x: x - 1),
     ("1 - x", lambda x: 1 - x), ("-x", lambda x: -x), ("sum", lambda x: x.sum()),
@@ -1309,6 +1342,14 @@ SECOND_BACKWARD: list[tuple[str, Callable[[Any], Any]]] = [
     ("abs", lambda x: x.abs()), ("sqrt", lambda x: x.sqrt()),
     ("clamp", lambda x: x.clamp(0.5, 1.5)), ("clamp(min)", lambda x: x.clamp(min=0.5)),
     ("exp then add", lambda x: x.exp() + 1), ("add then reshape", lambda x: (x + 1).reshape(4)),
+    ("square", lambda x: x.square()), ("log1p", lambda x: x.log1p()),
+    ("expm1", lambda x: x.expm1()), ("log2", lambda x: x.log2()),
+    ("log10", lambda x: x.log10()), ("rsqrt", lambda x: x.rsqrt()),
+    ("reciprocal", lambda x: x.reciprocal()), ("sinh", lambda x: x.sinh()),
+    ("cosh", lambda x: x.cosh()), ("asin", lambda x: (x / 4).asin()),
+    ("acos", lambda x: (x / 4).acos()), ("atan", lambda x: x.atan()),
+    ("asinh", lambda x: x.asinh()), ("atanh", lambda x: (x / 4).atanh()),
+    ("erf", lambda x: x.erf()), ("sign", lambda x: x.sign()),
 ]
 
 
