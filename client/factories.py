@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from crossgrad.engine import dtypes
 from crossgrad.engine.dtypes import DType
+from crossgrad.engine.factories import sizes
 
 from .tensor import Tensor, tensor
 
@@ -16,12 +17,12 @@ def is_tensor(obj: Any) -> bool:
 
 
 def zeros(*size: Any, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
-    return tensor(np.zeros(_size(size)), dtype=dtype or dtypes.DEFAULT_FLOAT,
+    return tensor(np.zeros(sizes(size)), dtype=dtype or dtypes.DEFAULT_FLOAT,
                   requires_grad=requires_grad)
 
 
 def ones(*size: Any, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
-    return tensor(np.ones(_size(size)), dtype=dtype or dtypes.DEFAULT_FLOAT,
+    return tensor(np.ones(sizes(size)), dtype=dtype or dtypes.DEFAULT_FLOAT,
                   requires_grad=requires_grad)
 
 
@@ -39,9 +40,3 @@ def from_numpy(array: np.ndarray) -> Tensor:
     if dtypes.from_numpy(array.dtype).numpy != array.dtype:
         raise dtypes.unsupported(array.dtype)
     return tensor(array)
-
-
-def _size(size: tuple[Any, ...]) -> tuple[int, ...]:
-    if len(size) == 1 and not isinstance(size[0], int):
-        return tuple(int(d) for d in size[0])
-    return tuple(int(d) for d in size)

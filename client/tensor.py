@@ -37,8 +37,8 @@ from crossgrad.engine.refusals import (
     NON_LEAF_GRAD,
     T_NOT_2D,
     T_ON_0D,
-    check_call,
     data_dtype,
+    python_attrs,
 )
 from crossgrad.engine.reverse import FLOAT_ONLY, NO_GRAD, NO_RETAIN_GRAD, initial_gradient, schedule
 from crossgrad.v1 import crossgrad_pb2 as pb
@@ -823,11 +823,7 @@ def _apply_unary(op: Op, a: Tensor, attrs: dict[str, Any]) -> Tensor:
 
 def _call(name: str, operands: tuple[Operand, ...], args: dict[str, Any]) -> Tensor:
     op = TABLE[name]
-    if op.refuses_integers or op.needs_one_of:
-        check_call(op, operands[0].dtype, args)
-    for attr, convert in op.python_forms:
-        args[attr] = convert(args[attr])
-    return apply(op, operands, args)
+    return apply(op, operands, python_attrs(op, operands[0].dtype, args))
 
 
 def _result_meta(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any],

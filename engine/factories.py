@@ -16,12 +16,12 @@ def is_tensor(obj: Any) -> bool:
 
 
 def zeros(*size: Any, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
-    return tensor(np.zeros(_size(size)), dtype=dtype or dtypes.DEFAULT_FLOAT,
+    return tensor(np.zeros(sizes(size)), dtype=dtype or dtypes.DEFAULT_FLOAT,
                   requires_grad=requires_grad)
 
 
 def ones(*size: Any, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
-    return tensor(np.ones(_size(size)), dtype=dtype or dtypes.DEFAULT_FLOAT,
+    return tensor(np.ones(sizes(size)), dtype=dtype or dtypes.DEFAULT_FLOAT,
                   requires_grad=requires_grad)
 
 
@@ -40,7 +40,8 @@ def from_numpy(array: np.ndarray) -> Tensor:
     return Tensor(array)
 
 
-def _size(size: tuple[Any, ...]) -> tuple[int, ...]:
+def sizes(size: tuple[Any, ...]) -> tuple[int, ...]:
+    """``zeros(2, 3)``'s and ``zeros((2, 3))``'s sizes alike."""
     if len(size) == 1 and not isinstance(size[0], int):
         return tuple(int(d) for d in size[0])
     return tuple(int(d) for d in size)

@@ -41,6 +41,17 @@ def check_call(op: Op, dtype: DType, args: Mapping[str, Any]) -> None:
                          f"{' or '.join(repr(attr) for attr in op.needs_one_of)} must not be None")
 
 
+def python_attrs(op: Op, dtype: DType, args: dict[str, Any]) -> dict[str, Any]:
+    """A Python call's attribute arguments (``args``, by name) as ``op``'s attributes: what
+    PyTorch refuses of the call on a first operand of ``dtype``, then each argument turned into
+    its attribute's value by the attribute's kind."""
+    if op.refuses_integers or op.needs_one_of:
+        check_call(op, dtype, args)
+    for attr, convert in op.python_forms:
+        args[attr] = convert(args[attr])
+    return args
+
+
 def data_dtype(data: Any) -> DType:
     """The dtype ``torch.tensor(data)`` gives: an array's own, float32 for Python floats, int64
     for ints, bool for bools; PyTorch's error for data that is not numbers."""

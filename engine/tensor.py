@@ -25,8 +25,8 @@ from .refusals import (
     NON_LEAF_GRAD,
     T_NOT_2D,
     T_ON_0D,
-    check_call,
     data_dtype,
+    python_attrs,
 )
 from .reverse import FLOAT_ONLY, NO_GRAD, NO_RETAIN_GRAD, initial_gradient
 
@@ -590,11 +590,7 @@ def _call(name: str, operands: tuple[Operand, ...], args: dict[str, Any]) -> Ten
     becomes the attributes): what PyTorch refuses of the call, then each argument turned into
     the attribute's value by its kind."""
     op = TABLE[name]
-    if op.refuses_integers or op.needs_one_of:
-        check_call(op, operands[0].dtype, args)
-    for attr, convert in op.python_forms:
-        args[attr] = convert(args[attr])
-    return apply(op, operands, args)
+    return apply(op, operands, python_attrs(op, operands[0].dtype, args))
 
 
 def _promoted(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any] | None = None,

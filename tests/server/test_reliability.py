@@ -28,7 +28,7 @@ Stub = pb_grpc.AutogradServiceStub
 WAIT = 30.0
 
 
-def _details(error: grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo,
+def details(error: grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo,
                                             error_details_pb2.BadRequest | None]:
     status = rpc_status.from_call(error)
     assert status is not None, "no rich details"
@@ -114,7 +114,7 @@ def test_a_create_session_request_id_is_a_secret(stub: Stub) -> None:
         with pytest.raises(grpc.RpcError) as failure:
             stub.CreateSession(pb.CreateSessionRequest(request_id=weak))
         assert failure.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-        _, bad = _details(failure.value)
+        _, bad = details(failure.value)
         assert bad is not None and bad.field_violations[0].field == "request_id"
 
 
@@ -145,7 +145,7 @@ def test_a_read_only_answer_over_the_limit_is_refused_with_details(
             stub.GetLeaf(pb.GetLeafRequest(session_id=session, name="a"))
         assert failure.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "GetLeafRequest.view" in (failure.value.details() or "")
-        info, _ = _details(failure.value)
+        info, _ = details(failure.value)
         assert (info.reason, info.metadata["limit"]) == ("LIMIT_EXCEEDED", "max_message_bytes")
         value = stub.GetLeaf(pb.GetLeafRequest(session_id=session, name="a",
                                                view=pb.LEAF_VIEW_VALUE)).leaf
@@ -159,7 +159,7 @@ def test_a_read_only_answer_over_the_limit_is_refused_with_details(
             stub.Evaluate(pb.EvaluateRequest(session_id=session, graph=graph(
                 leaf("a"), op("b", "sin", "a")), nodes=["a", "b"]))
         assert failure.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert _details(failure.value)[0].metadata["limit"] == "max_message_bytes"
+        assert details(failure.value)[0].metadata["limit"] == "max_message_bytes"
 
 
 # --- answers for hand-written clients ------------------------------------------------------------
@@ -189,7 +189,7 @@ def test_error_details_follow_one_form(stub: Stub) -> None:
     bad_node = graph(leaf("x"), op("y", "frobnicate", "x"))
     with pytest.raises(grpc.RpcError) as failure:
         stub.Backward(pb.BackwardRequest(session_id=session, graph=bad_node))
-    info, bad = _details(failure.value)
+    info, bad = details(failure.value)
     assert info.domain == "crossgrad.v1.AutogradService"
     assert info.metadata["node"] == "y"
     assert bad is not None and bad.field_violations[0].field == "graph.nodes[1]"  # its index
@@ -197,7 +197,7 @@ def test_error_details_follow_one_form(stub: Stub) -> None:
         stub.Differentiate(pb.DifferentiateRequest(formula="x ** y @ q", values={
             "x": pb.Tensor(values=[1.0]), "y": pb.Tensor(values=[1.0]),
             "q": pb.Tensor(values=[1.0])}))
-    _, bad = _details(failure.value)
+    _, bad = details(failure.value)
     assert bad is not None and bad.field_violations[0].field == "formula"
     # One condition, one status: a non-scalar output without a seed or gradient.
     codes = set()
@@ -207,7 +207,7 @@ def test_error_details_follow_one_form(stub: Stub) -> None:
                      formula="sin(v)", values={"v": pb.Tensor(shape=[2], values=[1.0, 2.0])}))):
         with pytest.raises(grpc.RpcError) as failure:
             call()
-        info, _ = _details(failure.value)
+        info, _ = details(failure.value)
         codes.add((failure.value.code(), info.reason, info.metadata["pythonException"]))
         assert "grad can be implicitly created only for scalar outputs" in (
             failure.value.details() or "")
@@ -235,7 +235,7 @@ def test_byte_budgets_refuse_whole_changes_and_name_the_budget() -> None:
                 except grpc.RpcError as error:
                     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
                     assert "nothing was changed" in (error.details() or "")
-                    refused.append(_details(error)[0].metadata["limit"])
+                    refused.append(details(error)[0].metadata["limit"])
             assert refused == ["max_session_bytes", "max_store_bytes"]
             leaves = stub.GetSession(pb.GetSessionRequest(session_id=first)).leaves
             assert [leaf.name for leaf in leaves] == ["a", "b"]

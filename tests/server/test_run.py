@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from crossgrad.v1 import crossgrad_pb2 as pb
 from crossgrad.v1 import crossgrad_pb2_grpc as pb_grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from .conftest import TEST_CONFIG
+from .test_reliability import details
 from .test_service import array, const, graph, leaf, op, session_state, tensor
 
 Stub = pb_grpc.AutogradServiceStub
@@ -112,22 +111,6 @@ def snapshot(stub: Stub, session: str) -> tuple[pb.GetSessionResponse, list[pb.L
     """Everything a session holds: its settings, its leaf list, and each leaf in full."""
     state = session_state(stub, session)
     return state, [get_leaf(stub, session, info.name) for info in state.leaves]
-
-
-def details(error: grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo,
-                                           error_details_pb2.BadRequest | None]:
-    status = rpc_status.from_call(error)
-    assert status is not None, "no rich details"
-    info, bad = None, None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-    assert info is not None, "no ErrorInfo"
-    return info, bad
 
 
 def bad_field(error: grpc.RpcError) -> str:
