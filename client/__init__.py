@@ -25,7 +25,18 @@ from crossgrad.engine.grad_mode import enable_grad, is_grad_enabled, no_grad, se
 from . import autograd
 from .context import connect, current
 from .errors import ServiceError, ServiceUnavailable, SessionGone
-from .factories import from_numpy, is_tensor, ones, ones_like, zeros, zeros_like
+from .factories import (
+    arange,
+    eye,
+    from_numpy,
+    full,
+    is_tensor,
+    linspace,
+    ones,
+    ones_like,
+    zeros,
+    zeros_like,
+)
 
 # --- generated: op-functions (scripts/generate_surface.py writes them from the op table) ---
 from .functional import (
@@ -108,16 +119,19 @@ __all__ = [
     "Size",
     "Tensor",
     "UsageError",
+    "arange",
     "autograd",
     "bool",
     "connect",
     "double",
     "dtype",
     "enable_grad",
+    "eye",
     "float",
     "float32",
     "float64",
     "from_numpy",
+    "full",
     "grad",
     "hessian",
     "int64",
@@ -125,6 +139,7 @@ __all__ = [
     "is_tensor",
     "last_backward",
     "last_check",
+    "linspace",
     "long",
     "no_grad",
     "ones",

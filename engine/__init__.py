@@ -32,7 +32,18 @@ from .errors import (
     ShapeError,
     UsageError,
 )
-from .factories import from_numpy, is_tensor, ones, ones_like, zeros, zeros_like
+from .factories import (
+    arange,
+    eye,
+    from_numpy,
+    full,
+    is_tensor,
+    linspace,
+    ones,
+    ones_like,
+    zeros,
+    zeros_like,
+)
 
 # --- generated: op-functions (scripts/generate_surface.py writes them from the op table) ---
 from .functional import (
@@ -101,21 +112,25 @@ __all__ = [
     "Size",
     "Tensor",
     "UsageError",
+    "arange",
     "autograd",
     "bool",
     "differentiate",
     "double",
     "dtype",
     "enable_grad",
+    "eye",
     "float",
     "float32",
     "float64",
     "formula",
     "from_numpy",
+    "full",
     "graph",
     "int64",
     "is_grad_enabled",
     "is_tensor",
+    "linspace",
     "long",
     "no_grad",
     "ones",
