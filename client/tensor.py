@@ -896,18 +896,22 @@ def check_graph(root: Tensor) -> list[Expr]:
             raise UsageError(SECOND_BACKWARD)
         if expr.op.saves:
             for i, arg in enumerate(expr.args):
-                if type(arg) is Tensor and arg._version[0] != expr.versions[i]:
+                if type(arg) is not Tensor:
+                    continue
+                changed = arg._version[0] != expr.versions[i]
+                if changed and expr.op.saves_inputs:
                     producer = arg.grad_fn
                     raise UsageError(modified_message(
                         arg._dtype.numpy, arg._shape,
                         producer.name() if producer is not None else None,
                         arg._version[0], expr.versions[i]))
-                if type(arg) is Tensor and arg._storage is None and stale(arg):
+                if changed or (arg._storage is None and stale(arg)):
+                    # PyTorch's backward reads what it saved; the service recomputes the
+                    # forward from the operands, whose values are no longer those it saw.
                     raise RuntimeError(
                         f"crossgrad: {expr.op.name}'s backward needs the value of an operand "
-                        "computed before an in-place update of a tensor it was computed from; "
-                        "the service recomputes values, so record the operation again after "
-                        "the update")
+                        "as it was before an in-place update; the service recomputes values, "
+                        "so record the operation again after the update")
         if expr.op.saves_output and expr.out_version[0]:
             raise UsageError(modified_message(*expr.out_meta, expr.name(),
                                               expr.out_version[0], 0))

@@ -80,7 +80,7 @@ class Node:
         args = self.args
         if args is None:
             raise UsageError(SECOND_BACKWARD)
-        if self.op.saves:
+        if self.op.saves_inputs:
             for i, arg in enumerate(args):
                 version = getattr(arg, "_version", None)
                 if version is not None:

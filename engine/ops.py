@@ -30,8 +30,10 @@ Rows are written with named fields:
 - ``saves``: whether backward needs saved values, so a second backward without ``retain_graph``
   fails exactly where PyTorch's does (``x + 1`` can be backpropagated twice, ``x * 2`` cannot);
   ``saves_output``: backward reads the forward's result, so an in-place change of the result is
-  refused; ``floating``: integer inputs give a floating result (sin of an int64 tensor is
-  float32); ``promoting``: attributes that take part in type promotion as Python numbers do.
+  refused; ``saves_inputs``: backward reads the operands (False where it reads only the result,
+  as ``exp``'s does), so an in-place change of an operand is refused; ``floating``: integer
+  inputs give a floating result (sin of an int64 tensor is float32); ``promoting``: attributes
+  that take part in type promotion as Python numbers do.
 
 The Python surface (the module function, the Tensor method, operators; generated from these rows
 by ``scripts/generate_surface.py``) reads the rest: ``operands``, PyTorch's parameter names for the
@@ -225,6 +227,7 @@ class Op:
     tensor_grad_fn: str = ""
     saves: bool = True
     saves_output: bool = False
+    saves_inputs: bool = True
     floating: bool = False
     promoting: tuple[str, ...] = ()
     operands: tuple[str, ...] = ()
@@ -241,6 +244,11 @@ class Op:
                              "inputs has a VJP")
         if self.stops_gradient and self.grad_fn:
             raise ValueError(f"{self.name}: a row that stops the gradient has no backward node")
+        if not self.saves:
+            object.__setattr__(self, "saves_inputs", False)  # nothing saved, nothing read
+        elif not (self.saves_inputs or self.saves_output):
+            raise ValueError(f"{self.name}: a row that saves values reads its inputs, its "
+                             "result or both")
         if not self.tensor_grad_fn:
             if callable(self.grad_fn):
                 raise ValueError(f"{self.name}: a grad_fn picked by the call needs the name on "
@@ -489,7 +497,7 @@ OPS: tuple[Op, ...] = (
     Op(name="exp", elementwise=True,
        forward=np.exp, vjps=(lambda g, out, x: g * out,), sympy=_elementwise(sympy.exp),
        grad_fn="ExpBackward0", shape=shapes.broadcast, domain=_REAL,
-       floating=True, saves_output=True),
+       floating=True, saves_output=True, saves_inputs=False),
     Op(name="log", elementwise=True,
        forward=np.log, vjps=(lambda g, out, x: g / x,), sympy=_elementwise(sympy.log),
        grad_fn="LogBackward0", shape=shapes.broadcast, domain=_POSITIVE, floating=True),
@@ -503,17 +511,18 @@ OPS: tuple[Op, ...] = (
     Op(name="tan", elementwise=True,
        forward=np.tan, vjps=(lambda g, out, x: g * (1 + out * out),),
        sympy=_elementwise(sympy.tan), grad_fn="TanBackward0",
-       shape=shapes.broadcast, domain=((-1.2, 1.2),), floating=True, saves_output=True),
+       shape=shapes.broadcast, domain=((-1.2, 1.2),), floating=True, saves_output=True,
+       saves_inputs=False),
     # tanh' = 1 - tanh^2
     Op(name="tanh", elementwise=True,
        forward=np.tanh, vjps=(lambda g, out, x: g * (1 - out * out),),
        sympy=_elementwise(sympy.tanh), grad_fn="TanhBackward0",
-       shape=shapes.broadcast, domain=_REAL, floating=True, saves_output=True),
+       shape=shapes.broadcast, domain=_REAL, floating=True, saves_output=True, saves_inputs=False),
     # sigmoid' = sigmoid (1 - sigmoid)
     Op(name="sigmoid", elementwise=True,
        forward=_sigmoid, vjps=(lambda g, out, x: g * out * (1 - out),),
        sympy=_elementwise(lambda x: 1 / (1 + sympy.exp(-x))), grad_fn="SigmoidBackward0",
-       shape=shapes.broadcast, domain=_REAL, floating=True, saves_output=True),
+       shape=shapes.broadcast, domain=_REAL, floating=True, saves_output=True, saves_inputs=False),
     Op(name="relu", elementwise=True,
        forward=lambda x: np.maximum(x, 0), vjps=(lambda g, out, x: g * (x > 0),),
        sympy=_elementwise(_positive_part), grad_fn="ReluBackward0",
@@ -525,7 +534,7 @@ OPS: tuple[Op, ...] = (
     Op(name="sqrt", elementwise=True,
        forward=np.sqrt, vjps=(lambda g, out, x: g / (2 * out),), sympy=_elementwise(sympy.sqrt),
        grad_fn="SqrtBackward0", shape=shapes.broadcast, domain=_POSITIVE,
-       floating=True, saves_output=True, kink="sqrt'(0) = inf"),
+       floating=True, saves_output=True, saves_inputs=False, kink="sqrt'(0) = inf"),
     # PyTorch computes square as pow(x, 2): PowBackward0, saving x. Its square of a bool tensor
     # is int64 (the 2 promotes it); here it stays bool, as the row's dtype rule says (NumPy's
     # square would make int8 of it).
@@ -546,7 +555,7 @@ OPS: tuple[Op, ...] = (
        forward=np.expm1, vjps=(lambda g, out, x: g * (out + 1),),
        sympy=_elementwise(lambda x: 2 * sympy.sinh(x / 2) * sympy.exp(x / 2)),
        grad_fn="Expm1Backward0", shape=shapes.broadcast, domain=_REAL,
-       floating=True, saves_output=True),
+       floating=True, saves_output=True, saves_inputs=False),
     Op(name="log2", elementwise=True,
        forward=np.log2, vjps=(lambda g, out, x: g / (x * math.log(2)),),
        sympy=_elementwise(lambda x: sympy.log(x, 2)), grad_fn="Log2Backward0",
@@ -559,12 +568,14 @@ OPS: tuple[Op, ...] = (
     Op(name="rsqrt", elementwise=True,
        forward=lambda x: 1 / np.sqrt(x), vjps=(lambda g, out, x: -0.5 * g * out * out * out,),
        sympy=_elementwise(lambda x: 1 / sympy.sqrt(x)), grad_fn="RsqrtBackward0",
-       shape=shapes.broadcast, domain=_POSITIVE, floating=True, saves_output=True),
+       shape=shapes.broadcast, domain=_POSITIVE, floating=True, saves_output=True,
+       saves_inputs=False),
     # reciprocal' = -reciprocal^2
     Op(name="reciprocal", elementwise=True,
        forward=np.reciprocal, vjps=(lambda g, out, x: -g * (out * out),),
        sympy=_elementwise(lambda x: 1 / x), grad_fn="ReciprocalBackward0",
-       shape=shapes.broadcast, domain=((0.5, 3.0),), floating=True, saves_output=True),
+       shape=shapes.broadcast, domain=((0.5, 3.0),), floating=True, saves_output=True,
+       saves_inputs=False),
     Op(name="sinh", elementwise=True,
        forward=np.sinh, vjps=(lambda g, out, x: g * np.cosh(x),),
        sympy=_elementwise(sympy.sinh), grad_fn="SinhBackward0",

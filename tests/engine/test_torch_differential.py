@@ -1005,6 +1005,22 @@ def saved_leaf_modified(lib: ModuleType, rec: Recorder) -> None:
     rec.log("x.grad after", x.grad)
 
 
+# Their backward reads only the result: an in-place change of the operand does not matter.
+RESULT_SAVING = ("exp", "tan", "tanh", "sigmoid", "sqrt", "expm1", "rsqrt", "reciprocal")
+
+
+@scenario
+def operand_modified_after_result_saving_ops(lib: ModuleType, rec: Recorder) -> None:
+    x = lib.tensor([0.5, 0.7], requires_grad=True)
+    for name in (*RESULT_SAVING, "pow"):
+        a = x * 1
+        y = a ** 2.5 if name == "pow" else getattr(lib, name)(a)  # pow reads its operand
+        a.add_(0.1)
+        rec.call(f"{name}: backward after a.add_(0.1)", lambda y=y: y.sum().backward())
+        rec.log(f"{name}: x.grad", x.grad)
+        x.grad = None
+
+
 @scenario
 def saved_leaf_modified_through_detach(lib: ModuleType, rec: Recorder) -> None:
     x = _x(lib)
@@ -1306,6 +1322,11 @@ def shape_errors(lib: ModuleType, rec: Recorder) -> None:
 SDK_DIFFERENCES: dict[str, str] = {
     "numpy_shares_memory": "a tensor's values live on the server: numpy() and from_numpy() give "
                            "and take copies, so a write through one is not seen by the other",
+    "operand_modified_after_result_saving_ops": "PyTorch's backward of exp, sigmoid and the "
+                                                "others that save their result reads the saved "
+                                                "result; the service recomputes it from the "
+                                                "operand, whose value changed, so the SDK refuses "
+                                                "(naming why) rather than give other gradients",
     "non_finite_clamp_bounds": "clamp's bounds travel as op attributes, which the wire API "
                                "takes finite only (INVALID_ARGUMENT); unlike a tensor's or an "
                                "operand's NaN and infinities, the SDK cannot compute them on "
