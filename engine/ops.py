@@ -57,7 +57,7 @@ from typing import Any, Protocol
 import numpy as np
 import sympy
 
-from . import shapes
+from . import shapes, special
 
 Array = Any  # np.ndarray, a NumPy scalar, or a Python number for a constant operand
 Vjp = Callable[..., Array]
@@ -433,15 +433,6 @@ def _pow_exponent_vjp(g: Array, out: Array, x: Array, y: Array) -> Array:
     return np.where((x == 0) & (y >= 0), 0.0, grad)
 
 
-_erf_objects = np.frompyfunc(math.erf, 1, 1)
-
-
-def _erf(x: Array) -> Array:
-    # NumPy has no erf: math.erf per element (float64, then rounded to the input's float type).
-    dtype = np.result_type(x) if np.result_type(x).kind == "f" else np.float64
-    return np.asarray(_erf_objects(x), dtype=dtype)[()]
-
-
 def _sign(x: Array) -> Array:
     # NumPy's sign has no bool loop (PyTorch's sign of a bool tensor is the tensor itself), and
     # gives nan at nan, where PyTorch gives 0.
@@ -610,7 +601,8 @@ OPS: tuple[Op, ...] = (
        shape=shapes.broadcast, domain=_UNIT, floating=True),
     # erf' = 2 / sqrt(pi) e^(-x^2)
     Op(name="erf", elementwise=True,
-       forward=_erf, vjps=(lambda g, out, x: g * (2 / math.sqrt(math.pi)) * np.exp(-(x * x)),),
+       forward=special.erf,
+       vjps=(lambda g, out, x: g * (2 / math.sqrt(math.pi)) * np.exp(-(x * x)),),
        sympy=_elementwise(sympy.erf), grad_fn="ErfBackward0",
        shape=shapes.broadcast, domain=_REAL, floating=True),
     # The result keeps the input's dtype (bool included); no gradient flows through, but the

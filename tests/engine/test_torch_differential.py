@@ -1016,7 +1016,7 @@ def operand_modified_after_result_saving_ops(lib: ModuleType, rec: Recorder) -> 
         a = x * 1
         y = a ** 2.5 if name == "pow" else getattr(lib, name)(a)  # pow reads its operand
         a.add_(0.1)
-        rec.call(f"{name}: backward after a.add_(0.1)", lambda y=y: y.sum().backward())
+        rec.call(f"{name}: backward after a.add_(0.1)", y.sum().backward)
         rec.log(f"{name}: x.grad", x.grad)
         x.grad = None
 
