@@ -265,7 +265,12 @@ def _simplified(readable: Any) -> Any:
             and not readable.has(sympy.UnevaluatedExpr, _HeldPower)
             and _degree(readable) <= _SIMPLIFY_MAX_DEGREE
             and _symbolic_power_digits(readable) <= _MAX_DIGITS):
-        return sympy.simplify(readable)
+        try:
+            return sympy.simplify(readable)
+        except TypeError:
+            # Some rewrites SymPy tries put a non-real value (zoo, nan) into a Piecewise
+            # condition, which it refuses: the form stays as derived, which is as correct.
+            pass
     return readable
 
 

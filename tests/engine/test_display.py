@@ -166,6 +166,21 @@ def test_a_form_within_the_bound_is_simplified() -> None:
     assert forms.text["x"] == "2*exp(x)*cos(2*exp(x))" and not forms.note
 
 
+@pytest.mark.parametrize("formula", [
+    # SymPy's simplify puts zoo and nan into Piecewise conditions on its way through these, and
+    # refuses its own comparison (TypeError).
+    "reciprocal(abs(rsqrt(asinh(x))))",
+    "relu(x - exp(-sign(square(expm1(-x)))))",
+])
+def test_a_form_sympy_cannot_simplify_is_shown_as_derived(formula: str) -> None:
+    forms, _ = rendered(formula)
+    x = sympy.Symbol("x")
+    shown = sympy.sympify(forms.text["x"], locals={"x": x})  # ours, not a client's
+    point = 1.1624714136123657
+    expected = float(cg.differentiate(formula, {"x": point}).gradients["x"])
+    assert float(shown.subs(x, point)) == pytest.approx(expected, rel=1e-12)
+
+
 @_TIMER_MAY_FIRE_IN_A_CALLBACK
 def test_a_bounded_computation_stops_even_when_it_catches_every_exception() -> None:
     def stubborn() -> None:
