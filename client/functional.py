@@ -43,6 +43,21 @@ def pow(input: Operand, exponent: Operand) -> Tensor:
     return _binary("pow", input, exponent)
 
 
+def maximum(input: Operand, other: Operand) -> Tensor:
+    """Elementwise maximum (op ``maximum``; backward node ``MaximumBackward0``)."""
+    return _binary("maximum", input, other)
+
+
+def minimum(input: Operand, other: Operand) -> Tensor:
+    """Elementwise minimum (op ``minimum``; backward node ``MinimumBackward0``)."""
+    return _binary("minimum", input, other)
+
+
+def atan2(input: Operand, other: Operand) -> Tensor:
+    """Elementwise atan2 (op ``atan2``; backward node ``Atan2Backward0``)."""
+    return _binary("atan2", input, other)
+
+
 def exp(input: Tensor) -> Tensor:
     """Elementwise exp (op ``exp``; backward node ``ExpBackward0``)."""
     return _apply_unary(TABLE["exp"], _as_operand(input), _NO_ATTRS)

@@ -625,6 +625,18 @@ class Tensor:
     def __rpow__(self, exponent: Operand) -> Tensor:
         return _binary("pow", exponent, self)
 
+    def maximum(self, other: Operand) -> Tensor:
+        """Elementwise maximum (op ``maximum``; backward node ``MaximumBackward0``)."""
+        return _binary("maximum", self, other)
+
+    def minimum(self, other: Operand) -> Tensor:
+        """Elementwise minimum (op ``minimum``; backward node ``MinimumBackward0``)."""
+        return _binary("minimum", self, other)
+
+    def atan2(self, other: Operand) -> Tensor:
+        """Elementwise atan2 (op ``atan2``; backward node ``Atan2Backward0``)."""
+        return _binary("atan2", self, other)
+
     def exp(self) -> Tensor:
         """Elementwise exp (op ``exp``; backward node ``ExpBackward0``)."""
         return _apply_unary(TABLE["exp"], self, _NO_ATTRS)

@@ -433,6 +433,49 @@ def _pow_exponent_vjp(g: Array, out: Array, x: Array, y: Array) -> Array:
     return np.where((x == 0) & (y >= 0), 0.0, grad)
 
 
+def _elementwise2(fn: Callable[[Any, Any], Any]) -> Callable[..., Any]:
+    """Lift a scalar SymPy function of two operands to (broadcast) object arrays."""
+    return np.frompyfunc(fn, 2, 1)
+
+
+# maximum/minimum: PyTorch's backward gives each input the gradient where it is the result, half
+# of it at a tie, and all of it to both at a NaN (where no comparison holds); zeros are +0.
+def _maximum_vjp(g: Array, out: Array, a: Array, b: Array) -> Array:
+    return np.where(a < b, 0.0, np.where(a == b, g / 2, g))
+
+
+def _maximum_other_vjp(g: Array, out: Array, a: Array, b: Array) -> Array:
+    return np.where(a > b, 0.0, np.where(a == b, g / 2, g))
+
+
+def _tie_split(a: Any, b: Any, a_wins: Any, b_wins: Any) -> Any:
+    # The same conventions in the closed form: half each at a tie, a sum at a NaN (no comparison
+    # holds there: the value stays NaN and the derivative is 1 for both).
+    return sympy.Piecewise((a, a_wins), (b, b_wins), ((a + b) / 2, sympy.Eq(a, b)),
+                           (a + b, True))
+
+
+def _maximum_symbolic(a: Any, b: Any) -> Any:
+    return _tie_split(a, b, a > b, a < b)
+
+
+def _minimum_symbolic(a: Any, b: Any) -> Any:
+    return _tie_split(a, b, a < b, a > b)
+
+
+def _atan2_reciprocal(y: Array, x: Array) -> Array:
+    # 1 / (y^2 + x^2), with 0 where that is infinite (the origin): PyTorch's backward masks it, so
+    # atan2 has gradient 0 at (0, 0).
+    with np.errstate(divide="ignore"):
+        reciprocal = 1 / (y * y + x * x)
+    return np.where(np.isinf(reciprocal), 0, reciprocal)
+
+
+def _atan2_symbolic(y: Any, x: Any) -> Any:
+    # A constant branch at the origin, so the derivative there is 0 as in PyTorch.
+    return sympy.Piecewise((sympy.atan2(y, x), sympy.Ne(y * y + x * x, 0)), (0, True))
+
+
 def _sign(x: Array) -> Array:
     # NumPy's sign has no bool loop (PyTorch's sign of a bool tensor is the tensor itself), and
     # gives nan at nan, where PyTorch gives 0.
@@ -485,6 +528,25 @@ OPS: tuple[Op, ...] = (
        tensor_grad_fn="PowBackward1", shape=shapes.broadcast, domain=((0.2, 3.0), (-2.0, 2.0)),
        kink="numeric: d/dx is 0 where y == 0, d/dy is 0 where x == 0 and y >= 0 (PyTorch's); "
             "the closed form x**y leaves these undefined (nan) at x == 0", saves_output=True),
+    Op(name="maximum", elementwise=True,
+       forward=np.maximum, vjps=(_maximum_vjp, _maximum_other_vjp),
+       sympy=_elementwise2(_maximum_symbolic), grad_fn="MaximumBackward0",
+       shape=shapes.broadcast, domain=_REAL * 2,
+       kink="equal inputs get half the gradient each; at a NaN both get all of it"),
+    Op(name="minimum", elementwise=True,
+       forward=np.minimum, vjps=(_maximum_other_vjp, _maximum_vjp),
+       sympy=_elementwise2(_minimum_symbolic), grad_fn="MinimumBackward0",
+       shape=shapes.broadcast, domain=_REAL * 2,
+       kink="equal inputs get half the gradient each; at a NaN both get all of it"),
+    # d/dy atan2(y, x) = x / (y^2 + x^2), d/dx = -y / (y^2 + x^2), written in PyTorch's order
+    Op(name="atan2", elementwise=True,
+       forward=np.arctan2,
+       vjps=(lambda g, out, y, x: g * x * _atan2_reciprocal(y, x),
+             lambda g, out, y, x: g * -y * _atan2_reciprocal(y, x)),
+       sympy=_elementwise2(_atan2_symbolic), grad_fn="Atan2Backward0",
+       shape=shapes.broadcast, domain=((-3.0, 3.0), (0.2, 3.0)), floating=True,
+       kink="the gradient at (0, 0) is 0 for both inputs; the closed form's value there is 0 "
+            "(PyTorch's atan2(0, -0) is pi)"),
     Op(name="exp", elementwise=True,
        forward=np.exp, vjps=(lambda g, out, x: g * out,), sympy=_elementwise(sympy.exp),
        grad_fn="ExpBackward0", shape=shapes.broadcast, domain=_REAL,
@@ -515,7 +577,7 @@ OPS: tuple[Op, ...] = (
        sympy=_elementwise(lambda x: 1 / (1 + sympy.exp(-x))), grad_fn="SigmoidBackward0",
        shape=shapes.broadcast, domain=_REAL, floating=True, saves_output=True, saves_inputs=False),
     Op(name="relu", elementwise=True,
-       forward=lambda x: np.maximum(x, 0), vjps=(lambda g, out, x: g * (x > 0),),
+       forward=lambda x: np.maximum(x, 0), vjps=(lambda g, out, x: np.where(x <= 0, 0.0, g),),
        sympy=_elementwise(_positive_part), grad_fn="ReluBackward0",
        shape=shapes.broadcast, domain=_REAL, kink="relu'(0) = 0"),
     Op(name="abs", elementwise=True,
@@ -614,8 +676,8 @@ OPS: tuple[Op, ...] = (
        kink="sign'(x) = 0 everywhere, sign'(0) included"),
     Op(name="clamp", elementwise=True,
        forward=lambda x, min=None, max=None: np.clip(x, min, max),
-       vjps=(lambda g, out, x, min=None, max=None: g * (
-           (True if min is None else x >= min) & (True if max is None else x <= max)),),
+       vjps=(lambda g, out, x, min=None, max=None: np.where(
+           (True if min is None else x >= min) & (True if max is None else x <= max), g, 0.0),),
        sympy=lambda x, min=None, max=None: _elementwise(
            lambda e: _clamp_symbolic(e, min, max))(x),
        grad_fn="ClampBackward1", shape=shapes.same, domain=_REAL,

@@ -315,7 +315,18 @@ KINK_POINTS: dict[str, Callable[[Mapping[str, Any]], list[float]]] = {
 }
 
 
+# Rows whose derivative jumps where the operands are equal: their values are drawn on a grid of
+# 1/1024, so two operands are equal (a tie, which central differences see as half each) or apart
+# by far more than a finite-difference step.
+TIES = frozenset({"maximum", "minimum"})
+
+
+def _on_tie_grid(op: ops.Op, value: np.ndarray) -> np.ndarray:
+    return np.asarray(np.round(value * 1024) / 1024) if op.name in TIES else value
+
+
 def _away_from_kinks(op: ops.Op, value: np.ndarray, attrs: Mapping[str, Any]) -> np.ndarray:
+    value = _on_tie_grid(op, value)
     for point in KINK_POINTS.get(op.name, lambda attrs: [])(attrs):
         near = np.abs(value - point) < KINK_MARGIN
         value = np.where(near, point + np.where(value >= point, 2.0, -2.0) * KINK_MARGIN, value)
@@ -486,7 +497,7 @@ NUMPY_REFERENCE: dict[str, Callable[..., Any]] = {
     "clamp": _clamp_reference,
     "sum": lambda x, dim, keepdim: np.sum(x, axis=_reduce_axes(x, dim), keepdims=keepdim),
     "mean": lambda x, dim, keepdim: np.mean(x, axis=_reduce_axes(x, dim), keepdims=keepdim),
-    "matmul": np.matmul,
+    "matmul": np.matmul, "maximum": np.fmax, "minimum": np.fmin, "atan2": np.arctan2,
     "reshape": lambda x, shape: np.reshape(x, shape),
     "transpose": _transpose_reference,
     "permute": lambda x, dims: np.transpose(x, dims),
@@ -604,6 +615,12 @@ KINKS = [
     Kink("min=max", "clamp", (0.5,), {"min": 0.5, "max": 0.5}, 0, 1.0),
     Kink("min>max", "clamp", (0.5,), {"min": 1.0, "max": 0.0}, 0, 0.0),
     Kink("sqrt'(0)=inf", "sqrt", (0.0,), {}, 0, math.inf),
+    Kink("tie-input", "maximum", (1.0, 1.0), {}, 0, 0.5),
+    Kink("tie-other", "maximum", (1.0, 1.0), {}, 1, 0.5),
+    Kink("tie-input", "minimum", (-2.0, -2.0), {}, 0, 0.5),
+    Kink("tie-other", "minimum", (-2.0, -2.0), {}, 1, 0.5),
+    Kink("d/dy-at-origin", "atan2", (0.0, 0.0), {}, 0, 0.0),
+    Kink("d/dx-at-origin", "atan2", (0.0, 0.0), {}, 1, 0.0),
     Kink("d/dy-at-x=0-y=2", "pow", (0.0, 2.0), {}, 1, 0.0, closed_form_undefined=True),
     Kink("d/dy-at-x=0-y=0", "pow", (0.0, 0.0), {}, 1, 0.0, closed_form_undefined=True),
     Kink("d/dx-at-x=0-y=0", "pow", (0.0, 0.0), {}, 0, 0.0, closed_form_undefined=True),

@@ -27,7 +27,7 @@ import math
 import operator
 import re
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -285,6 +285,8 @@ UNARY = ("neg", "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "a
          "asin", "acos", "atan", "asinh", "atanh", "erf", "sign")
 BINARY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
           "div": operator.truediv, "pow": operator.pow}
+# Elementwise functions of two tensors (no Python numbers: PyTorch refuses them), drawn with ties.
+TENSOR_BINARY = ("maximum", "minimum", "atan2")
 SPECIAL = ("clamp", "sum", "mean", "matmul", "reshape", "transpose", "permute", "detach")
 
 
@@ -381,6 +383,32 @@ def binary_cases(draw: st.DrawFn, name: str) -> OpCase:
         return getattr(xs[0], name)(xs[1]) if form == "method" else fn(xs[0], xs[1])
 
     return OpCase(f"{name} {form}", arrays, requires, call, draw(st.integers(0, 2**32 - 1)))
+
+
+def _tied_values(draw: st.DrawFn, shapes: Sequence[tuple[int, ...]],
+                 pool: st.SearchStrategy[float]) -> list[np.ndarray]:
+    """Arrays of ``shapes`` whose elements come from a few values drawn from ``pool``, so that
+    equal elements in both operands (ties) are frequent."""
+    values = draw(st.lists(pool, min_size=1, max_size=4))
+    elements = st.sampled_from(values)
+    return [draw(hnp.arrays(np.float64, s, elements=elements)) for s in shapes]
+
+
+@st.composite
+def tensor_binary_cases(draw: st.DrawFn, name: str) -> OpCase:
+    shapes = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4,
+                                                    max_side=4)).input_shapes
+    # atan2's pool holds its origin, where PyTorch's gradient is 0.
+    pool = st.one_of(st.floats(-3, 3), st.just(0.0)) if name == "atan2" else st.floats(-3, 3)
+    arrays = _tied_values(draw, shapes, pool)
+    requires = draw(st.sampled_from([[True, True], [True, False], [False, True]]))
+    method = draw(st.booleans())
+
+    def call(lib: ModuleType, xs: list[Any]) -> Any:
+        return getattr(xs[0], name)(xs[1]) if method else getattr(lib, name)(xs[0], xs[1])
+
+    return OpCase(f"{name} {'method' if method else 'function'}", arrays, requires, call,
+                  draw(st.integers(0, 2**32 - 1)))
 
 
 @st.composite
@@ -551,6 +579,8 @@ def op_cases(name: str) -> st.SearchStrategy[OpCase]:
         return binary_cases(name)
     if name in ("sum", "mean"):
         return reduction_cases(name)
+    if name in TENSOR_BINARY:
+        return tensor_binary_cases(name)
     return {"clamp": clamp_cases, "matmul": matmul_cases, "reshape": reshape_cases,
             "transpose": transpose_cases, "permute": permute_cases,
             "detach": detach_cases}[name]()
@@ -558,7 +588,7 @@ def op_cases(name: str) -> st.SearchStrategy[OpCase]:
 
 def test_every_table_op_is_exercised(require_torch: ModuleType) -> None:
     # A row added to the table must get a case generator here, or this fails.
-    assert {op.name for op in OPS} == set(UNARY) | set(BINARY) | set(SPECIAL)
+    assert {op.name for op in OPS} == set(UNARY) | set(BINARY) | set(TENSOR_BINARY) | set(SPECIAL)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -1,0 +1,118 @@
+"""Differential scenarios of the binary elementwise ops against PyTorch: ties, NaN, signed zeros,
+integer inputs. Each runs on PyTorch, the engine and the SDK (``assert_same``); the per-op random
+cases live in ``test_torch_differential.py`` (``op_cases``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+# The SDK's server and a session per test (autouse) come with the harness; scenarios with NaN
+# leaves run the SDK without the closed-form check, which refuses values that are not finite.
+from .test_torch_differential import (  # noqa: F401
+    Recorder,
+    assert_same,
+    sdk_server,
+    sdk_session,
+    sdk_unchecked,
+)
+
+NAN = float("nan")
+INF = float("inf")
+
+
+def _log_grads(rec: Recorder, leaves: list[Any]) -> None:
+    """Each leaf's gradient, and the sign bit of each of its elements (-0.0 against +0.0)."""
+    for i, leaf in enumerate(leaves):
+        rec.log(f"leaf{i}.grad", leaf.grad)
+        if leaf.grad is not None:
+            rec.log(f"leaf{i}.grad signbit", np.signbit(np.array(leaf.grad.tolist())).tolist())
+
+
+def _backward_scenario(inputs: list[list[float]], fn: Callable[[ModuleType, list[Any]], Any],
+                       upstream: list[float], dtype: str = "float32",
+                       ) -> Callable[[ModuleType, Recorder], None]:
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        leaves = [lib.tensor(values, dtype=getattr(lib, dtype), requires_grad=True)
+                  for values in inputs]
+        out = rec.call("out", lambda: fn(lib, leaves))
+        rec.call("backward", lambda: out.backward(lib.tensor(upstream, dtype=getattr(lib, dtype))))
+        _log_grads(rec, leaves)
+
+    return scenario
+
+
+@pytest.mark.usefixtures("sdk_unchecked")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ["maximum", "minimum"])
+def test_ties_and_nan_as_pytorch(require_torch: ModuleType, name: str, dtype: str) -> None:
+    # Equal inputs share the gradient in half; at a NaN (either side or both) both get all of it;
+    # the input that loses gets +0 even for a negative upstream gradient. (Not -0.0 against 0.0:
+    # which of the two PyTorch returns depends on the length of the tensor, by its kernel.)
+    a = [1.0, 2.0, 3.0, NAN, NAN, 2.0, 0.0, INF, -INF]
+    b = [1.0, 1.0, 4.0, 1.0, NAN, NAN, 0.0, INF, 5.0]
+    upstream = [-1.0, -2.0, -3.0, -1.0, 2.0, -0.5, -1.0, -4.0, -1.0]
+    assert_same(require_torch, _backward_scenario(
+        [a, b], lambda lib, xs: getattr(lib, name)(xs[0], xs[1]), upstream, dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_atan2_at_signed_zeros_as_pytorch(require_torch: ModuleType, dtype: str) -> None:
+    # atan2(0, -0) is pi, atan2(-0, -0) is -pi; the gradient at the origin is (signed) 0.
+    y = [0.0, 0.0, -0.0, -0.0, 1.0, 0.0, -2.0]
+    x = [0.0, -0.0, 0.0, -0.0, 0.0, -3.0, -2.0]
+    upstream = [1.0, 1.0, -1.0, -1.0, 1.0, -1.0, 2.0]
+    assert_same(require_torch, _backward_scenario(
+        [y, x], lambda lib, xs: lib.atan2(xs[0], xs[1]), upstream, dtype))
+
+
+@pytest.mark.usefixtures("sdk_unchecked")
+def test_relu_and_clamp_select_the_gradient(require_torch: ModuleType) -> None:
+    # PyTorch's backward of relu and clamp selects (where), so a negative upstream gradient gives
+    # +0 where the input is cut off, and the NaN input of relu lets the gradient through.
+    x = [-1.0, 0.0, NAN, 2.0, 0.5, -3.0]
+    upstream = [-1.0, -2.0, -1.0, -1.0, -1.0, -1.0]
+    forms: list[Callable[[ModuleType, list[Any]], Any]] = [
+        lambda lib, xs: xs[0].relu(),
+        lambda lib, xs: xs[0].clamp(-0.5, 1.0),
+        lambda lib, xs: xs[0].clamp(min=0.0),
+        lambda lib, xs: xs[0].clamp(max=0.0),
+        lambda lib, xs: lib.maximum(xs[0], lib.zeros(6)),
+    ]
+    for form in forms:
+        assert_same(require_torch, _backward_scenario([x], form, upstream))
+
+
+@pytest.mark.parametrize("name", ["maximum", "minimum", "atan2"])
+def test_integer_and_mixed_dtypes_as_pytorch(require_torch: ModuleType, name: str) -> None:
+    # maximum of int64 stays int64, atan2 of int64 is float32; int64 with float32 is float32.
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        fn = getattr(lib, name)
+        i = lib.tensor([1, -2, 3])
+        j = lib.tensor([[2], [-2]])
+        f = lib.tensor([0.5, -2.0, 7.0])
+        d = lib.tensor(1.5, dtype=lib.float64)
+        rec.log("int, int", fn(i, j))
+        rec.log("int, float", fn(i, f))
+        rec.log("float, 0-d double", fn(f, d))
+        rec.log("bool, int", fn(lib.tensor([True, False, True]), i))
+
+    assert_same(require_torch, scenario)
+
+
+@pytest.mark.parametrize("name", ["maximum", "minimum", "atan2"])
+def test_method_and_grad_fn_names(require_torch: ModuleType, name: str) -> None:
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        x = lib.tensor([[0.5, -1.0], [2.0, 0.0]], requires_grad=True)
+        t = lib.tensor([0.5, 1.0], requires_grad=True)
+        out = getattr(x, name)(t)
+        rec.log("out", out)
+        rec.log("grad_fn", out.grad_fn.name())
+        out.sum().backward()
+        _log_grads(rec, [x, t])
+
+    assert_same(require_torch, scenario)
