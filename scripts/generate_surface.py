@@ -175,15 +175,44 @@ def function(op: Op) -> list[str]:
 
 # --- the files ---------------------------------------------------------------------------------
 
+_LINE_LENGTH = 100  # ruff's limit for the project
+
+
+def wrapped(line: str, indent: int = 0) -> list[str]:
+    """``line`` as it is if it fits (at ``indent``), else broken after its first opening
+    bracket into one argument per line, as ruff's formatter breaks a long call or signature."""
+    opening = line.find("(")
+    if indent + len(line) <= _LINE_LENGTH or opening < 0:
+        return [line]
+    depth, start, parts = 0, opening + 1, []
+    for k in range(opening, len(line)):
+        char = line[k]
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+            if depth == 0:
+                parts.append(line[start:k].strip())
+                closing = k
+                break
+        elif char == "," and depth == 1:
+            parts.append(line[start:k].strip())
+            start = k + 1
+    lead = line[:len(line) - len(line.lstrip())]
+    return ([line[:opening + 1]] + [f"{lead}    {part}," for part in parts if part]
+            + [f"{lead}{line[closing:]}"])
+
+
 def methods(ops: Iterable[Op]) -> str:
     """The Tensor class-body block of the rows' methods and operators."""
-    lines = [line for op in ops for line in method(op)]
+    lines = [part for op in ops for line in method(op) for part in wrapped(line, 4)]
     return "".join(f"    {line}\n" if line else "\n" for line in lines[:-1])
 
 
 def functional(ops: Sequence[Op]) -> str:
     """The text of ``engine/functional.py``."""
-    body = "\n\n\n".join("\n".join(function(op)) for op in ops) + "\n"
+    body = "\n\n\n".join("\n".join(part for line in function(op) for part in wrapped(line))
+                          for op in ops) + "\n"
     return f"{_FUNCTIONAL_HEADER}\nfrom __future__ import annotations\n\n{_imports(body)}\n{body}"
 
 
