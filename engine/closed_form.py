@@ -108,8 +108,10 @@ def _compiled_rule(op_name: str, attrs: tuple[tuple[str, Any], ...]) -> Any:
 @dataclass(frozen=True)
 class _Gathers:
     """A structural op's sparse Jacobian as index arrays: entry n adds
-    ``adjoint[out[n]] * coefficient[n] * (operand[source[n]] or 1)`` to input ``position[n]``'s
-    adjoint at ``element[n]``."""
+    ``adjoint[out[n]] * coefficient[n] * (operand[source[n]] or 1) * (partials[general[n]] or
+    1)`` to input ``position[n]``'s adjoint at ``element[n]``, where ``partials`` are the values
+    of the partials that are not linear in one operand element (a softmax's, a product's),
+    compiled in ``partials`` over the operands' elements, flat and in order."""
 
     out: np.ndarray
     position: np.ndarray
@@ -117,6 +119,8 @@ class _Gathers:
     coefficient: np.ndarray
     source_operand: np.ndarray  # -1: the partial is a constant
     source_element: np.ndarray
+    general: np.ndarray  # -1: the partial is linear (the columns above say it)
+    partials: Any = None  # a Lambdify of the general partials, None if there are none
 
 
 @functools.lru_cache(maxsize=256)
@@ -124,28 +128,39 @@ def _gathers(op_name: str, attrs: tuple[tuple[str, Any], ...],
              shapes_in: tuple[tuple[int, ...], ...], shape_out: tuple[int, ...]) -> _Gathers:
     rule = structural_rule(op_name, attrs, shapes_in, shape_out)
     where = rule.where
-    rows: list[tuple[int, int, int, float, int, int]] = []
+    rows: list[tuple[int, int, int, float, int, int, int]] = []
+    general: list[Any] = []
     for k, entries in enumerate(rule.jacobian):
         for position, element, partial in entries:
-            rows.append((k, position, element, *_linear_partial(op_name, partial, where)))
-    columns = list(zip(*rows, strict=True)) if rows else [()] * 6
-    return _Gathers(*(np.array(c, dtype=t) for c, t in zip(
-        columns, (np.intp, np.intp, np.intp, np.float64, np.intp, np.intp), strict=True)))
+            linear = _linear_partial(partial, where)
+            if linear is None:
+                rows.append((k, position, element, 1.0, -1, -1, len(general)))
+                general.append(partial)
+            else:
+                rows.append((k, position, element, *linear, -1))
+    columns = list(zip(*rows, strict=True)) if rows else [()] * 7
+    partials = se.Lambdify(list(where), general, real=True, cse=True) if general else None
+    out, at, into, coefficient, operand, source, general_at = (
+        np.array(c, dtype=t) for c, t in zip(
+            columns, (np.intp, np.intp, np.intp, np.float64, np.intp, np.intp, np.intp),
+            strict=True))
+    return _Gathers(out, at, into, coefficient, operand, source, general_at, partials)
 
 
-def _linear_partial(op_name: str, partial: Any, where: dict[Any, tuple[int, int]],
-                    ) -> tuple[float, int, int]:
-    """A partial of a reduction, view or product: a number, or a number times one operand
-    element (coefficient, operand, element; operand -1 for a number)."""
+def _linear_partial(partial: Any, where: dict[Any, tuple[int, int]],
+                    ) -> tuple[float, int, int] | None:
+    """A partial of a reduction, view or product as a number, or a number times one operand
+    element (coefficient, operand, element; operand -1 for a number); None for any other."""
     if partial.is_Number:
         return float(partial), -1, -1
     if partial in where:
         return 1.0, *where[partial]
-    coefficient, rest = partial.as_coeff_Mul()
-    if rest in where and coefficient.is_Number:
-        return float(coefficient), *where[rest]
-    raise NotImplementedError(f"{op_name}: a local derivative {partial} that is neither a "
-                              "number nor a multiple of an operand element")
+    if isinstance(partial, se.Mul):
+        numbers = [factor for factor in partial.args if factor.is_Number]
+        rest = [factor for factor in partial.args if not factor.is_Number]
+        if len(rest) == 1 and rest[0] in where:
+            return float(math.prod(float(n) for n in numbers)), *where[rest[0]]
+    return None
 
 
 class Program:
@@ -243,6 +258,14 @@ class Program:
                 pick = operand == o
                 factor[pick] = operand_values[rule.source_element[mine][pick]]
             terms = terms * factor
+        general = rule.general[mine]
+        if rule.partials is not None and (general >= 0).any():
+            # The operands' elements, flat and in order, as the placeholders were numbered.
+            elements = np.concatenate([values[i].ravel() for i in node.inputs])
+            partials = np.asarray(rule.partials(elements), dtype=np.float64).ravel()
+            pick = general >= 0
+            terms = terms.copy()
+            terms[pick] = terms[pick] * partials[general[pick]]
         return np.bincount(rule.element[mine], weights=terms, minlength=size)
 
 

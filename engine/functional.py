@@ -203,6 +203,78 @@ def mean(input: Tensor, dim: Dims = ALL_DIMS, keepdim: bool = False) -> Tensor:
     return input.mean(dim, keepdim)
 
 
+def prod(input: Tensor, dim: int = ALL_DIMS, keepdim: bool = False) -> Tensor:
+    """The product of all elements, or along the dimension ``dim``."""
+    return input.prod(dim, keepdim)
+
+
+def amax(input: Tensor, dim: Dims = ALL_DIMS, keepdim: bool = False) -> Tensor:
+    """The maximum of all elements, or over the dimensions ``dim``."""
+    return input.amax(dim, keepdim)
+
+
+def amin(input: Tensor, dim: Dims = ALL_DIMS, keepdim: bool = False) -> Tensor:
+    """The minimum of all elements, or over the dimensions ``dim``."""
+    return input.amin(dim, keepdim)
+
+
+def max(input: Tensor) -> Tensor:
+    """The maximum of all elements; tied maxima share the gradient evenly."""
+    return _apply_unary(TABLE["max"], _as_operand(input), _NO_ATTRS)
+
+
+def min(input: Tensor) -> Tensor:
+    """The minimum of all elements; tied minima share the gradient evenly."""
+    return _apply_unary(TABLE["min"], _as_operand(input), _NO_ATTRS)
+
+
+def logsumexp(input: Tensor, dim: Dims, keepdim: bool = False) -> Tensor:
+    """log(sum(exp(x))) over the dimensions ``dim``, computed without overflow."""
+    return input.logsumexp(dim, keepdim)
+
+
+def softmax(input: Tensor, dim: int) -> Tensor:
+    """exp(x) normalized to sum to 1 along ``dim``."""
+    return input.softmax(dim)
+
+
+def log_softmax(input: Tensor, dim: int) -> Tensor:
+    """log(softmax(x)) along ``dim``, computed without overflow."""
+    return input.log_softmax(dim)
+
+
+def var(
+    input: Tensor,
+    dim: Dims = ALL_DIMS,
+    unbiased: bool = True,
+    keepdim: bool = False,
+    correction: float | None = None,
+) -> Tensor:
+    """The variance over ``dim``, divided by n - ``correction`` (default 1)."""
+    return input.var(dim, unbiased, keepdim, correction)
+
+
+def std(
+    input: Tensor,
+    dim: Dims = ALL_DIMS,
+    unbiased: bool = True,
+    keepdim: bool = False,
+    correction: float | None = None,
+) -> Tensor:
+    """The standard deviation over ``dim``, with var's ``correction``."""
+    return input.std(dim, unbiased, keepdim, correction)
+
+
+def norm(
+    input: Tensor,
+    p: float | None = 2.0,
+    dim: Dims = ALL_DIMS,
+    keepdim: bool = False,
+) -> Tensor:
+    """The 2-norm of all elements, or over ``dim``; its gradient is 0 at 0."""
+    return input.norm(p, dim, keepdim)
+
+
 def matmul(input: Operand, other: Operand) -> Tensor:
     """The matrix product (1-D operands promoted, batch dimensions broadcast)."""
     return _binary("matmul", input, other)

@@ -42,7 +42,9 @@ operands (``input``, ``other`` unless given); ``operator``, the Python operator 
 too; ``in_place``, whether it has an in-place method (``add_``); ``method``, False where Tensor
 writes the method itself (``detach`` shares the tensor's storage and version counter, which no op
 application does); ``refuses_integers`` and ``needs_one_of``, what PyTorch refuses of a call that
-a graph accepts (``mean`` of an int64 tensor; ``clamp`` without bounds); ``doc``, the docstring.
+a graph accepts (``mean`` of an int64 tensor, PyTorch's message with ``{type}`` for the tensor
+type's name; ``clamp`` without bounds); ``warns``, the warning PyTorch gives for a call, by the
+input's shape and the attributes ("" for none: ``var`` of one element); ``doc``, the docstring.
 """
 
 from __future__ import annotations
@@ -55,9 +57,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import symengine as se
 import sympy
 
 from . import shapes, special
+from .errors import CrossgradError
 
 Array = Any  # np.ndarray, a NumPy scalar, or a Python number for a constant operand
 Vjp = Callable[..., Array]
@@ -175,6 +179,24 @@ def _dims_or_all(dim: Any) -> tuple[int, ...] | None:
     return (dim,) if isinstance(dim, int) else tuple(dim)
 
 
+def _one_dim(value: Any) -> tuple[int, ...]:
+    # One dimension, kept as a 1-tuple so that it reads as the "dims?" kind's values do.
+    if is_int(value):
+        return (int(value),)
+    if isinstance(value, (list, tuple)) and len(value) == 1 and is_int(value[0]):
+        return (int(value[0]),)
+    raise IllTyped(value)
+
+
+def _dim_or_all(dim: Any) -> tuple[int, ...] | None:
+    # ``prod`` takes no dim (a total) or one int: PyTorch has no overload for ``dim=None``.
+    if dim is ALL_DIMS:
+        return None
+    if not is_int(dim):
+        raise TypeError(f"argument 'dim' must be int, not {type(dim).__name__}")
+    return (int(dim),)
+
+
 def _sizes(values: tuple[Any, ...]) -> tuple[int, ...]:
     # A method's arguments: the sizes themselves, or one sequence of them.
     one = len(values) == 1 and not isinstance(values[0], int)
@@ -186,6 +208,8 @@ ATTR_KINDS: Mapping[str, AttrKind] = {kind.name: kind for kind in (
              "float | None"),
     AttrKind("dims?", "an int, a sequence of ints or None", ("integers", "integer"), _dims,
              "Dims", _dims_or_all, python_default="ALL_DIMS"),
+    AttrKind("dim?", "an int or None", ("integers", "integer"), _one_dim, "int", _dim_or_all,
+             python_default="ALL_DIMS"),
     AttrKind("dims", "an int or a sequence of ints", ("integers", "integer"), _dims,
              "Sequence[int]", _sizes, varargs=True),
     AttrKind("int", "an int", ("integer",), _int, "int"),
@@ -234,8 +258,9 @@ class Op:
     operator: str = ""
     in_place: bool = False
     method: bool = True
-    refuses_integers: bool = False
+    refuses_integers: str = ""
     needs_one_of: tuple[str, ...] = ()
+    warns: Callable[[tuple[int, ...], Mapping[str, Any]], str] | None = None
     doc: str = ""
 
     def __post_init__(self) -> None:
@@ -356,6 +381,354 @@ def _mean_symbolic(x: Any, dim: Sequence[int] | None = None, keepdim: bool = Fal
     # An exact count: SymPy and SymEngine divide by it as a rational, NumPy (evaluating the form
     # on numbers) as a float.
     return _sum(x, dim, keepdim) / _reduced_count(x, dim)
+
+
+# --- reductions beyond sums: extremes, products, log-sum-exp, softmax, moments, norms ---------
+# Each VJP is PyTorch's backward formula, in its order of operations, so that the sign of a zero
+# and the NaN of a degenerate input come out as PyTorch's. The SymPy forwards are written over
+# SymPy or SymEngine expressions (``_cas`` picks the library of the operands: the closed form
+# derives over SymEngine placeholders, the tests over SymPy symbols).
+
+class _Numbers:
+    """The few SymPy functions the forwards below use, on plain numbers: the closed form's
+    op-by-op evaluator runs the forwards on values."""
+
+    exp, log, sqrt, oo, Float = np.exp, np.log, np.sqrt, math.inf, float
+
+    @staticmethod
+    def Piecewise(*pairs: tuple[Any, Any]) -> Any:
+        return next(value for value, holds in pairs if holds)
+
+    @staticmethod
+    def And(*conditions: Any) -> bool:
+        return all(conditions)
+
+    @staticmethod
+    def Eq(a: Any, b: Any) -> bool:
+        return bool(a == b)
+
+
+def _cas(x: Any) -> Any:
+    first = x.flat[0] if isinstance(x, np.ndarray) and x.size else x
+    if isinstance(first, se.Basic):
+        return se
+    return sympy if isinstance(first, sympy.Basic) else _Numbers
+
+
+def _reduced_axes(x: Array, dim: Sequence[int] | None) -> tuple[int, ...] | None:
+    return None if dim is None else _axis(x, dim)
+
+
+def _restore(r: Array, x: Array, dim: Sequence[int] | None, keepdim: bool) -> Array:
+    """A reduced result (or its gradient) with the reduced dimensions back as size 1, so that it
+    broadcasts against the input."""
+    if dim is None or keepdim:
+        return r  # a total is 0-d; kept dimensions are in place
+    return np.expand_dims(r, _axis(x, dim))
+
+
+def _slices(x: Any, dim: Sequence[int] | None, keepdim: bool,
+            fn: Callable[[list[Any]], Any]) -> Any:
+    """``fn`` of each reduced slice of an object array (a flat list of its expressions)."""
+    axes = _axis(x, dim)
+    kept = [d for d in range(np.ndim(x)) if d not in axes]
+    size = math.prod(np.shape(x)[d] for d in axes)
+    lines = np.transpose(x, kept + list(axes)).reshape(
+        [np.shape(x)[d] for d in kept] + [size])
+    out = np.empty(lines.shape[:-1], dtype=object)
+    for index in np.ndindex(out.shape):
+        out[index] = fn(list(lines[index]))
+    if keepdim:
+        out = out.reshape([1 if d in axes else n for d, n in enumerate(np.shape(x))])
+    return out
+
+
+def _amax(x: Array, dim: Sequence[int] | None = None, keepdim: bool = False) -> Array:
+    return np.amax(x, axis=_reduced_axes(x, dim), keepdims=keepdim)
+
+
+def _amin(x: Array, dim: Sequence[int] | None = None, keepdim: bool = False) -> Array:
+    return np.amin(x, axis=_reduced_axes(x, dim), keepdims=keepdim)
+
+
+def _amax_vjp(g: Array, out: Array, x: Array, dim: Sequence[int] | None = None,
+              keepdim: bool = False) -> Array:
+    # PyTorch's amax/amin backward: (g / count) * mask, ties sharing the gradient evenly; the
+    # product keeps the sign of zero elsewhere (-0.0 under a negative g), and a slice holding a
+    # NaN matches no element: 0 / 0 there, NaN.
+    mask = x == _restore(out, x, dim, keepdim)
+    g = _restore(g, x, dim, keepdim)
+    count = np.add.reduce(mask, axis=_reduced_axes(x, dim), keepdims=True)
+    return g / count.astype(np.result_type(g)) * mask
+
+
+def _extremum_symbolic(above: Callable[[Any, Any], Any]) -> Callable[..., Any]:
+    """The maximum (``above`` >=) or minimum (<=) of each slice, as the mean of the elements at
+    the extreme: each element weighted by a branch constant in the elements, so that the
+    derivative is 1/count at each of count tied extremes, 0 elsewhere (PyTorch's tie rule)."""
+
+    def extreme(line: list[Any], cas: Any) -> Any:
+        if len(line) == 1:
+            return line[0]
+        at_extreme = [cas.Piecewise((1, cas.And(*(above(e, other) for j, other in enumerate(line)
+                                                  if j != i))), (0, True))
+                      for i, e in enumerate(line)]
+        return sum(e * w for e, w in zip(line, at_extreme, strict=True)) / sum(at_extreme)
+
+    def forward(x: Any, dim: Sequence[int] | None = None, keepdim: bool = False) -> Any:
+        cas = _cas(x)
+        return _slices(x, dim, keepdim, lambda line: extreme(line, cas))
+
+    return forward
+
+
+def _whole_extremum_vjp(g: Array, out: Array, x: Array) -> Array:
+    # PyTorch's max()/min() backward (evenly_distribute_backward): the gradient shared evenly
+    # among the elements equal to the result, or among the NaNs if the result is NaN; +0.0
+    # elsewhere (a selection, not a product).
+    mask = np.isnan(x) if np.isnan(out) else x == out
+    return np.where(mask, g / np.count_nonzero(mask), 0)
+
+
+def _prod(x: Array, dim: Sequence[int] | None = None, keepdim: bool = False) -> Array:
+    return np.prod(x, axis=_reduced_axes(x, dim), keepdims=keepdim)
+
+
+def _exclusive_products(x: Array, axis: int) -> Array:
+    """Per element, the product of the others along ``axis`` (exact where elements are 0): the
+    products of the elements before it times those after it."""
+    n = np.shape(x)[axis]
+    ones = np.ones_like(np.take(x, [0], axis=axis))
+    before = np.cumprod(np.concatenate([ones, np.take(x, range(n - 1), axis=axis)], axis), axis)
+    after = np.flip(np.cumprod(np.concatenate(
+        [ones, np.flip(np.take(x, range(1, n), axis=axis), axis)], axis), axis), axis)
+    return before * after
+
+
+def _prod_vjp(g: Array, out: Array, x: Array, dim: Sequence[int] | None = None,
+              keepdim: bool = False) -> Array:
+    # PyTorch's prod backward: g * (out / x) without zeros; with zeros the products of the
+    # others, exactly (g * out / x would be 0 / 0). A total with two zeros or more gives zeros.
+    if np.ndim(x) == 0:
+        return g
+    if dim is None:
+        zeros = np.count_nonzero(x == 0)
+        if zeros == 0:
+            return g * (out / x)
+        if zeros > 1:
+            return np.zeros_like(x)
+        return g * _exclusive_products(np.reshape(x, -1), 0).reshape(np.shape(x))
+    g, out = _restore(g, x, dim, keepdim), _restore(out, x, dim, keepdim)
+    if not (x == 0).any():
+        return g * (out / x)
+    return g * _exclusive_products(x, _axis(x, dim)[0])
+
+
+def _prod_symbolic(x: Any, dim: Sequence[int] | None = None, keepdim: bool = False) -> Any:
+    # The plain product: its derivative is the product of the others, exact at zeros.
+    return _prod(x, dim, keepdim)
+
+
+def _logsumexp(x: Array, dim: Sequence[int] | None, keepdim: bool = False) -> Array:
+    # PyTorch's: the maximum subtracted (left at 0 where it is infinite), so exp cannot overflow.
+    axes = _axis(x, dim)
+    peak = np.amax(x, axis=axes, keepdims=True, initial=-np.inf)
+    peak = np.where(np.isinf(peak), 0, peak)
+    with np.errstate(divide="ignore"):  # log(0): -inf, as PyTorch gives for all -inf
+        total = np.log(np.add.reduce(np.exp(x - peak), axis=axes, keepdims=True)) + peak
+    return total if keepdim else np.squeeze(total, axes)
+
+
+def _logsumexp_vjp(g: Array, out: Array, x: Array, dim: Sequence[int] | None,
+                   keepdim: bool = False) -> Array:
+    return _restore(g, x, dim, keepdim) * np.exp(x - _restore(out, x, dim, keepdim))
+
+
+def _logsumexp_symbolic(x: Any, dim: Sequence[int] | None, keepdim: bool = False) -> Any:
+    # Shifted by the slice's first element, an identity with no kink: the closed form evaluates
+    # in float64 without overflow unless the slice's elements are ~700 apart.
+    cas = _cas(x)
+
+    def line_logsumexp(line: list[Any]) -> Any:
+        if not line:
+            return -cas.oo
+        first = line[0]
+        return first + cas.log(sum(cas.exp(e - first) for e in line))
+
+    return _slices(x, dim, keepdim, line_logsumexp)
+
+
+def _along(x: Array, dim: int) -> int | None:
+    # The axis of a softmax; None for a 0-d tensor, which PyTorch takes with dim 0 or -1.
+    d = shapes.normalize_dim(dim, np.ndim(x))
+    return d if np.ndim(x) else None
+
+
+def _softmax(x: Array, dim: int) -> Array:
+    axis = _along(x, dim)
+    e = np.exp(x - np.amax(x, axis=axis, keepdims=True))
+    return e / np.add.reduce(e, axis=axis, keepdims=True)
+
+
+def _log_softmax(x: Array, dim: int) -> Array:
+    axis = _along(x, dim)
+    shifted = x - np.amax(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.add.reduce(np.exp(shifted), axis=axis, keepdims=True))
+
+
+def _softmax_vjp(g: Array, out: Array, x: Array, dim: int) -> Array:
+    # PyTorch's: out * (g - sum(g * out)); a product, so out = 0 (at -inf) gives a signed zero.
+    return out * (g - np.add.reduce(g * out, axis=_along(x, dim), keepdims=True))
+
+
+def _log_softmax_vjp(g: Array, out: Array, x: Array, dim: int) -> Array:
+    return g - np.exp(out) * np.add.reduce(g, axis=_along(x, dim), keepdims=True)
+
+
+def _shifted_exps(x: Any, dim: int) -> tuple[Any, Any, int]:
+    """exp(x - first element) along ``dim`` (the last axis), x so shifted, and ``dim``'s axis:
+    the exponentials of a softmax, by an identity with no kink that keeps float64 in range."""
+    d = shapes.normalize_dim(dim, np.ndim(x))
+    moved = np.moveaxis(x, d, -1)
+    shifted = moved - moved[..., :1]
+    return np.frompyfunc(_cas(x).exp, 1, 1)(shifted), shifted, d
+
+
+def _softmax_symbolic(x: Any, dim: int) -> Any:
+    if np.ndim(x) == 0:
+        return np.array(1, dtype=object)
+    e, _, d = _shifted_exps(x, dim)
+    return np.moveaxis(e / np.add.reduce(e, axis=-1, keepdims=True), -1, d)
+
+
+def _log_softmax_symbolic(x: Any, dim: int) -> Any:
+    if np.ndim(x) == 0:
+        return np.array(0, dtype=object)
+    e, shifted, d = _shifted_exps(x, dim)
+    log = np.frompyfunc(_cas(x).log, 1, 1)
+    return np.moveaxis(shifted - log(np.add.reduce(e, axis=-1, keepdims=True)), -1, d)
+
+
+def _correction(unbiased: bool, correction: float | None) -> float:
+    # PyTorch's ``correction`` (default 1) or, in its older form, ``unbiased`` (1 or 0).
+    if correction is not None:
+        return correction
+    return 1 if unbiased else 0
+
+
+def _degrees_of_freedom(shape: tuple[int, ...], dim: Sequence[int] | None,
+                        correction: float) -> float:
+    count = math.prod(shape[d] for d in shapes.normalize_dims(dim, len(shape)))
+    return max(0, count - correction)
+
+
+def _var(x: Array, dim: Sequence[int] | None = None, unbiased: bool = True,
+         keepdim: bool = False, correction: float | None = None) -> Array:
+    # Two passes (the mean, then the squared deviations), as exact as PyTorch's Welford; no
+    # degrees of freedom left gives inf, or nan for no spread, as in PyTorch.
+    axes = _reduced_axes(x, dim)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        deviations = x - np.add.reduce(x, axis=axes, keepdims=True) / _reduced_count(x, dim)
+        squares = _sum(deviations * deviations, dim, keepdim)
+        return squares / _degrees_of_freedom(np.shape(x), dim, _correction(unbiased, correction))
+
+
+def _std(x: Array, dim: Sequence[int] | None = None, unbiased: bool = True,
+         keepdim: bool = False, correction: float | None = None) -> Array:
+    return np.sqrt(_var(x, dim, unbiased, keepdim, correction))
+
+
+def _var_vjp(g: Array, out: Array, x: Array, dim: Sequence[int] | None = None,
+             unbiased: bool = True, keepdim: bool = False,
+             correction: float | None = None) -> Array:
+    # PyTorch's var_backward: 2 / (n - correction) * g * (x - mean); a total with no degrees of
+    # freedom gives g * (nan where x is the mean, else inf), a reduction over dims 2 / 0 = inf.
+    c = _correction(unbiased, correction)
+    if not dim or np.ndim(x) == 0:
+        dof = np.size(x) - c
+        mean = np.add.reduce(x, axis=None) / np.size(x)
+        if dof <= 0:
+            return g * np.where(x == mean, np.nan, np.inf).astype(np.result_type(x))
+        return (2.0 / dof) * g * (x - mean)
+    dof = _reduced_count(x, dim) - c
+    scale = 2.0 / dof if dof else math.inf
+    mean = np.add.reduce(x, axis=_axis(x, dim), keepdims=True) / _reduced_count(x, dim)
+    return scale * _restore(g, x, dim, keepdim) * (x - mean)
+
+
+def _std_vjp(g: Array, out: Array, x: Array, dim: Sequence[int] | None = None,
+             unbiased: bool = True, keepdim: bool = False,
+             correction: float | None = None) -> Array:
+    # PyTorch's std_backward: var's backward of g / (2 std), 0 where std is 0 (no spread).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        of_var = np.where(out == 0, 0, g / (out * 2))
+    return _var_vjp(of_var, out, x, dim, unbiased, keepdim, correction)
+
+
+def _squared_deviations(x: Any, dim: Sequence[int] | None, keepdim: bool,
+                        correction: float) -> Any:
+    # The sum of squared deviations over the degrees of freedom, with exact counts.
+    axes = _reduced_axes(x, dim)
+    count = _reduced_count(x, dim)
+    deviations = x - np.add.reduce(x, axis=axes, keepdims=True) / count
+    squares = _sum(deviations * deviations, dim, keepdim)
+    dof = max(0, count - correction)
+    return squares / (int(dof) if float(dof).is_integer() else _cas(x).Float(dof))
+
+
+def _var_symbolic(x: Any, dim: Sequence[int] | None = None, unbiased: bool = True,
+                  keepdim: bool = False, correction: float | None = None) -> Any:
+    return _squared_deviations(x, dim, keepdim, _correction(unbiased, correction))
+
+
+def _root_masked_at_zero(cas: Any) -> Callable[[Any], Any]:
+    # sqrt(s) with a branch of its own where s == 0, so that the derivative there is 0, as
+    # PyTorch's std and norm backwards mask it (sqrt' would be infinite).
+    return np.frompyfunc(lambda s: cas.Piecewise((0, cas.Eq(s, 0)), (cas.sqrt(s), True)), 1, 1)
+
+
+def _std_symbolic(x: Any, dim: Sequence[int] | None = None, unbiased: bool = True,
+                  keepdim: bool = False, correction: float | None = None) -> Any:
+    return _root_masked_at_zero(_cas(x))(
+        _squared_deviations(x, dim, keepdim, _correction(unbiased, correction)))
+
+
+def _norm(x: Array, p: float | None = 2.0, dim: Sequence[int] | None = None,
+          keepdim: bool = False) -> Array:
+    shapes.two_norm_only(p)
+    return np.sqrt(_sum(x * x, dim, keepdim))
+
+
+def _norm_vjp(g: Array, out: Array, x: Array, p: float | None = 2.0,
+              dim: Sequence[int] | None = None, keepdim: bool = False) -> Array:
+    # PyTorch's: g * (x / norm), with x / norm set to 0 where the norm is 0.
+    out = _restore(out, x, dim, keepdim)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        direction = np.where(out == 0, 0, x / out)
+    return _restore(g, x, dim, keepdim) * direction
+
+
+def _norm_symbolic(x: Any, p: float | None = 2.0, dim: Sequence[int] | None = None,
+                   keepdim: bool = False) -> Any:
+    shapes.two_norm_only(p)
+    squares = _sum(x * x, dim, keepdim)
+    return _root_masked_at_zero(_cas(x))(squares)
+
+
+def _degenerate_variance(name: str) -> Callable[[tuple[int, ...], Mapping[str, Any]], str]:
+    """PyTorch's warning for a ``var`` or ``std`` call left with no degrees of freedom."""
+
+    def warning(shape: tuple[int, ...], attrs: Mapping[str, Any]) -> str:
+        correction = _correction(attrs["unbiased"], attrs["correction"])
+        try:
+            dof = _degrees_of_freedom(shape, attrs["dim"], correction)
+        except CrossgradError:
+            return ""  # the dims are wrong: the shape rule says so
+        return "" if dof > 0 else (
+            f"{name}(): degrees of freedom is <= 0. Correction should be strictly less than the "
+            "reduction factor (input numel divided by output numel).")
+
+    return warning
 
 
 # matmul: 1-D operands are promoted to matrices (a row on the left, a column on the right), so
@@ -698,8 +1071,89 @@ OPS: tuple[Op, ...] = (
            g / _reduced_count(x, dim), x, dim, keepdim),),
        sympy=_mean_symbolic, grad_fn=_by_dim("MeanBackward0", "MeanBackward1"),
        tensor_grad_fn="MeanBackward0", shape=shapes.reduce, domain=_REAL,
-       attrs=_REDUCTION_ATTRS, saves=False, floating=True, refuses_integers=True,
+       attrs=_REDUCTION_ATTRS, saves=False, floating=True, refuses_integers=(
+           "mean(): could not infer output dtype. Input dtype must be either a floating point "
+           "or complex dtype. Got: {type}"),
        doc="The mean of all elements, or over the dimensions ``dim``."),
+    Op(name="prod", elementwise=False,
+       forward=_prod, vjps=(_prod_vjp,), sympy=_prod_symbolic,
+       grad_fn=_by_dim("ProdBackward0", "ProdBackward1"), tensor_grad_fn="ProdBackward0",
+       shape=shapes.reduce, domain=_REAL,
+       attrs={"dim": Attr("dim?"), "keepdim": Attr("bool", False)}, saves_output=True,
+       kink="at zeros the products of the other elements, exactly (PyTorch's); a total with "
+            "two zeros or more gives zeros",
+       doc="The product of all elements, or along the dimension ``dim``."),
+    Op(name="amax", elementwise=False,
+       forward=_amax, vjps=(_amax_vjp,), sympy=_extremum_symbolic(operator.ge),
+       grad_fn="AmaxBackward0", shape=shapes.extremum("amax"), domain=_REAL,
+       attrs=_REDUCTION_ATTRS, saves_output=True,
+       kink="tied maxima share the gradient evenly; a NaN makes its slice's gradient NaN",
+       doc="The maximum of all elements, or over the dimensions ``dim``."),
+    Op(name="amin", elementwise=False,
+       forward=_amin, vjps=(_amax_vjp,), sympy=_extremum_symbolic(operator.le),
+       grad_fn="AminBackward0", shape=shapes.extremum("amin"), domain=_REAL,
+       attrs=_REDUCTION_ATTRS, saves_output=True,
+       kink="tied minima share the gradient evenly; a NaN makes its slice's gradient NaN",
+       doc="The minimum of all elements, or over the dimensions ``dim``."),
+    # The whole tensor's maximum only: PyTorch's max(x, dim) gives (values, indices), and
+    # max(a, b) is maximum.
+    Op(name="max", elementwise=False,
+       forward=np.max, vjps=(_whole_extremum_vjp,), sympy=_extremum_symbolic(operator.ge),
+       grad_fn="MaxBackward1", shape=shapes.extremum("max"), domain=_REAL, saves_output=True,
+       kink="tied maxima share the gradient evenly (+0.0 elsewhere); at a NaN result the NaNs "
+            "share it",
+       doc="The maximum of all elements; tied maxima share the gradient evenly."),
+    Op(name="min", elementwise=False,
+       forward=np.min, vjps=(_whole_extremum_vjp,), sympy=_extremum_symbolic(operator.le),
+       grad_fn="MinBackward1", shape=shapes.extremum("min"), domain=_REAL, saves_output=True,
+       kink="tied minima share the gradient evenly (+0.0 elsewhere); at a NaN result the NaNs "
+            "share it",
+       doc="The minimum of all elements; tied minima share the gradient evenly."),
+    Op(name="logsumexp", elementwise=False,
+       forward=_logsumexp, vjps=(_logsumexp_vjp,), sympy=_logsumexp_symbolic,
+       grad_fn="LogsumexpBackward0", shape=shapes.reduce, domain=_REAL,
+       attrs={"dim": Attr("dims?", required=True), "keepdim": Attr("bool", False)},
+       floating=True, saves_output=True,
+       doc="log(sum(exp(x))) over the dimensions ``dim``, computed without overflow."),
+    Op(name="softmax", elementwise=False,
+       forward=_softmax, vjps=(_softmax_vjp,), sympy=_softmax_symbolic,
+       grad_fn="SoftmaxBackward0", shape=shapes.along, domain=_REAL,
+       attrs={"dim": Attr("int", required=True)}, saves_output=True,
+       refuses_integers="\"softmax_kernel_impl\" not implemented for '{type}'",
+       doc="exp(x) normalized to sum to 1 along ``dim``."),
+    Op(name="log_softmax", elementwise=False,
+       forward=_log_softmax, vjps=(_log_softmax_vjp,), sympy=_log_softmax_symbolic,
+       grad_fn="LogSoftmaxBackward0", shape=shapes.along, domain=_REAL,
+       attrs={"dim": Attr("int", required=True)}, saves_output=True,
+       refuses_integers="\"log_softmax_kernel_impl\" not implemented for '{type}'",
+       doc="log(softmax(x)) along ``dim``, computed without overflow."),
+    # PyTorch's positional order: dim, unbiased, keepdim; correction (default 1) by keyword.
+    Op(name="var", elementwise=False,
+       forward=_var, vjps=(_var_vjp,), sympy=_var_symbolic,
+       grad_fn="VarBackward0", shape=shapes.variance, domain=_REAL,
+       attrs={"dim": Attr("dims?"), "unbiased": Attr("bool", True),
+              "keepdim": Attr("bool", False), "correction": Attr("number?")},
+       refuses_integers="std and var only support floating point and complex dtypes",
+       warns=_degenerate_variance("var"),
+       doc="The variance over ``dim``, divided by n - ``correction`` (default 1)."),
+    Op(name="std", elementwise=False,
+       forward=_std, vjps=(_std_vjp,), sympy=_std_symbolic,
+       grad_fn="StdBackward0", shape=shapes.variance, domain=_REAL,
+       attrs={"dim": Attr("dims?"), "unbiased": Attr("bool", True),
+              "keepdim": Attr("bool", False), "correction": Attr("number?")},
+       saves_output=True,
+       refuses_integers="std and var only support floating point and complex dtypes",
+       warns=_degenerate_variance("std"), kink="std'(x) = 0 where all elements are equal",
+       doc="The standard deviation over ``dim``, with var's ``correction``."),
+    Op(name="norm", elementwise=False,
+       forward=_norm, vjps=(_norm_vjp,), sympy=_norm_symbolic,
+       grad_fn="LinalgVectorNormBackward0", shape=shapes.vector_norm, domain=_REAL,
+       attrs={"p": Attr("number?", 2.0), "dim": Attr("dims?"), "keepdim": Attr("bool", False)},
+       saves_output=True,
+       refuses_integers="linalg.vector_norm: Expected a floating point or complex tensor as "
+                        "input. Got {type}",
+       kink="norm'(0) = 0, as PyTorch's backward masks it",
+       doc="The 2-norm of all elements, or over ``dim``; its gradient is 0 at 0."),
     Op(name="matmul", operator="@", elementwise=False,
        forward=np.matmul, vjps=(_matmul_vjp_a, _matmul_vjp_b), sympy=np.matmul,
        grad_fn=_matmul_grad_fn, tensor_grad_fn="MmBackward0",

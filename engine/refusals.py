@@ -3,6 +3,7 @@ engine and the SDK (``crossgrad.client``) both raise with, kept once."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,22 +34,26 @@ def check_call(op: Op, dtype: DType, args: Mapping[str, Any]) -> None:
     """What PyTorch refuses of a Python call of ``op`` on a first operand of ``dtype`` that a
     graph accepts: ``mean`` of an int64 tensor, ``clamp`` without bounds."""
     if op.refuses_integers and not dtype.is_floating_point:
-        raise UsageError(f"{op.name}(): could not infer output dtype. Input dtype must be either "
-                         "a floating point or complex dtype. Got: "
-                         f"{legacy_type_name(np.empty(0, dtype.numpy))[6:-6]}")
+        raise UsageError(op.refuses_integers.format(
+            type=legacy_type_name(np.empty(0, dtype.numpy))[6:-6]))
     if op.needs_one_of and all(args[attr] is None for attr in op.needs_one_of):
         raise UsageError(f"torch.{op.name}: At least one of "
                          f"{' or '.join(repr(attr) for attr in op.needs_one_of)} must not be None")
 
 
-def python_attrs(op: Op, dtype: DType, args: dict[str, Any]) -> dict[str, Any]:
+def python_attrs(op: Op, dtype: DType, args: dict[str, Any],
+                 shape: tuple[int, ...] = ()) -> dict[str, Any]:
     """A Python call's attribute arguments (``args``, by name) as ``op``'s attributes: what
-    PyTorch refuses of the call on a first operand of ``dtype``, then each argument turned into
-    its attribute's value by the attribute's kind."""
+    PyTorch refuses of the call on a first operand of ``dtype`` and ``shape``, then each argument
+    turned into its attribute's value by the attribute's kind, then PyTorch's warning for the
+    call, if any (``var`` of one element)."""
     if op.refuses_integers or op.needs_one_of:
         check_call(op, dtype, args)
     for attr, convert in op.python_forms:
         args[attr] = convert(args[attr])
+    if op.warns is not None and (message := op.warns(shape, args)):
+        # stacklevel: the user's line, past this function, ``_call`` and the generated method.
+        warnings.warn(message, UserWarning, stacklevel=4)
     return args
 
 

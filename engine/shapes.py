@@ -7,10 +7,10 @@ them up front.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from math import prod
 
-from .errors import DimensionError, ShapeError
+from .errors import DimensionError, ShapeError, UsageError
 
 Shape = tuple[int, ...]
 
@@ -68,6 +68,49 @@ def reduce(shape: Shape, dim: Sequence[int] | None, keepdim: bool) -> Shape:
     if keepdim:
         return tuple(1 if i in dims else s for i, s in enumerate(shape))
     return tuple(s for i, s in enumerate(shape) if i not in dims)
+
+
+def extremum(name: str) -> Callable[..., Shape]:
+    """The shape rule of ``amax``-like reductions named ``name``: as ``reduce``, refusing, as
+    PyTorch does, to reduce no element (a maximum of nothing has no value)."""
+
+    def rule(shape: Shape, dim: Sequence[int] | None = None, keepdim: bool = False) -> Shape:
+        result = reduce(shape, dim, keepdim)
+        if not dim and prod(shape) == 0:
+            raise ShapeError(f"{name}(): Expected reduction dim to be specified for "
+                             "input.numel() == 0. Specify the reduction dim with the 'dim' "
+                             "argument.")
+        for d in normalize_dims(dim, len(shape)):
+            if shape[d] == 0:
+                raise DimensionError(f"{name}(): Expected reduction dim {d} to have non-zero size.")
+        return result
+
+    return rule
+
+
+def along(shape: Shape, dim: int) -> Shape:
+    """An op along one dimension that keeps the shape (``softmax``)."""
+    normalize_dim(dim, len(shape))
+    return shape
+
+
+def variance(shape: Shape, dim: Sequence[int] | None, unbiased: bool, keepdim: bool,
+             correction: float | None) -> Shape:
+    """``var`` and ``std``: as ``reduce``."""
+    return reduce(shape, dim, keepdim)
+
+
+def vector_norm(shape: Shape, p: float | None, dim: Sequence[int] | None,
+                keepdim: bool) -> Shape:
+    """``norm``: as ``reduce``, for the 2-norm only."""
+    two_norm_only(p)
+    return reduce(shape, dim, keepdim)
+
+
+def two_norm_only(p: object) -> None:
+    """Refuse a norm other than the 2-norm (``p`` 2 or None, PyTorch's "fro" of a vector)."""
+    if p is not None and p != 2:
+        raise UsageError(f"norm: only the 2-norm is supported (p=2, or None); got p={p!r}")
 
 
 def matmul(a: Shape, b: Shape) -> Shape:

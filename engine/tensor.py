@@ -519,6 +519,70 @@ class Tensor:
         """The mean of all elements, or over the dimensions ``dim``."""
         return _call("mean", (self,), {"dim": dim, "keepdim": keepdim})
 
+    def prod(self, dim: int = ALL_DIMS, keepdim: bool = False) -> Tensor:
+        """The product of all elements, or along the dimension ``dim``."""
+        return _call("prod", (self,), {"dim": dim, "keepdim": keepdim})
+
+    def amax(self, dim: Dims = ALL_DIMS, keepdim: bool = False) -> Tensor:
+        """The maximum of all elements, or over the dimensions ``dim``."""
+        return _call("amax", (self,), {"dim": dim, "keepdim": keepdim})
+
+    def amin(self, dim: Dims = ALL_DIMS, keepdim: bool = False) -> Tensor:
+        """The minimum of all elements, or over the dimensions ``dim``."""
+        return _call("amin", (self,), {"dim": dim, "keepdim": keepdim})
+
+    def max(self) -> Tensor:
+        """The maximum of all elements; tied maxima share the gradient evenly."""
+        return _apply_unary(TABLE["max"], self, _NO_ATTRS)
+
+    def min(self) -> Tensor:
+        """The minimum of all elements; tied minima share the gradient evenly."""
+        return _apply_unary(TABLE["min"], self, _NO_ATTRS)
+
+    def logsumexp(self, dim: Dims, keepdim: bool = False) -> Tensor:
+        """log(sum(exp(x))) over the dimensions ``dim``, computed without overflow."""
+        return _call("logsumexp", (self,), {"dim": dim, "keepdim": keepdim})
+
+    def softmax(self, dim: int) -> Tensor:
+        """exp(x) normalized to sum to 1 along ``dim``."""
+        return _call("softmax", (self,), {"dim": dim})
+
+    def log_softmax(self, dim: int) -> Tensor:
+        """log(softmax(x)) along ``dim``, computed without overflow."""
+        return _call("log_softmax", (self,), {"dim": dim})
+
+    def var(
+        self,
+        dim: Dims = ALL_DIMS,
+        unbiased: bool = True,
+        keepdim: bool = False,
+        correction: float | None = None,
+    ) -> Tensor:
+        """The variance over ``dim``, divided by n - ``correction`` (default 1)."""
+        return _call(
+            "var",
+            (self,),
+            {"dim": dim, "unbiased": unbiased, "keepdim": keepdim, "correction": correction},
+        )
+
+    def std(
+        self,
+        dim: Dims = ALL_DIMS,
+        unbiased: bool = True,
+        keepdim: bool = False,
+        correction: float | None = None,
+    ) -> Tensor:
+        """The standard deviation over ``dim``, with var's ``correction``."""
+        return _call(
+            "std",
+            (self,),
+            {"dim": dim, "unbiased": unbiased, "keepdim": keepdim, "correction": correction},
+        )
+
+    def norm(self, p: float | None = 2.0, dim: Dims = ALL_DIMS, keepdim: bool = False) -> Tensor:
+        """The 2-norm of all elements, or over ``dim``; its gradient is 0 at 0."""
+        return _call("norm", (self,), {"p": p, "dim": dim, "keepdim": keepdim})
+
     def matmul(self, other: Operand) -> Tensor:
         """The matrix product (1-D operands promoted, batch dimensions broadcast)."""
         return _binary("matmul", self, other)
@@ -602,7 +666,8 @@ def _call(name: str, operands: tuple[Operand, ...], args: dict[str, Any]) -> Ten
     becomes the attributes): what PyTorch refuses of the call, then each argument turned into
     the attribute's value by its kind."""
     op = TABLE[name]
-    return apply(op, operands, python_attrs(op, operands[0].dtype, args))
+    return apply(op, operands, python_attrs(op, operands[0].dtype, args,
+                                               operands[0]._data.shape))
 
 
 def _promoted(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any] | None = None,

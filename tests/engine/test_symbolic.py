@@ -221,7 +221,33 @@ def test_symengine_is_what_carries_the_composition() -> None:
     assert {str(s) for s in derivation.inputs} == {"L0_0", "C0_0"}
 
 
+# Reductions whose local derivatives are not linear in one element: the op-by-op evaluator
+# compiles them. Values with ties and zeros, where PyTorch's conventions show.
+REDUCTIONS = {
+    "prod": ["sum(prod(x, 1) * c)", "prod(x)", "prod(z)"],
+    "amax": ["sum(amax(x, 1, True) * c)", "amax(t)"],
+    "amin": ["amin(x, (0, 1))", "sum(amin(t, 0) * d)"],
+    "max": ["max(x)", "max(t)"],
+    "min": ["min(x) * 2", "min(t)"],
+    "logsumexp": ["sum(logsumexp(x, 1) * c)", "logsumexp(x, (0, 1))"],
+    "softmax": ["sum(softmax(x, 1) * w)", "sum(softmax(x, 0) * w)"],
+    "log_softmax": ["sum(log_softmax(x, -1) * w)"],
+    "var": ["var(x)", "sum(var(x, 1, False) * c)", "var(x, correction=2)"],
+    "std": ["sum(std(x, 0, keepdim=True) * d)", "std(t, correction=0)"],
+    "norm": ["norm(x)", "sum(norm(x, None, 1) * c)", "norm(z, dim=0)"],
+}
+
+
+@pytest.mark.parametrize("text", [t for forms in REDUCTIONS.values() for t in forms])
+def test_reductions_agree_with_the_engine(text: str) -> None:
+    rng = np.random.default_rng(3)
+    values = {"x": rng.uniform(-2, 2, (2, 3)), "c": rng.uniform(-1, 1, (2,)),
+              "w": rng.uniform(-1, 1, (2, 3)), "d": rng.uniform(-1, 1, (1, 3)),
+              "t": np.array([[1.0, 3.0, 3.0], [3.0, 0.5, 3.0]]), "z": np.array([2.0, 0.0, 3.0])}
+    _both(text, {n: v for n, v in values.items() if re.search(rf"\b{n}\b", text)})
+
+
 def test_every_op_of_the_table_is_covered_here() -> None:
     covered = {op.name for op in ELEMENTWISE} | {"matmul", "sum", "mean", "reshape",
                                                  "transpose", "permute", "detach"}
-    assert covered == set(TABLE)
+    assert covered | set(REDUCTIONS) == set(TABLE)
