@@ -295,6 +295,21 @@ def permute(input: Tensor, dims: Sequence[int]) -> Tensor:
     return input.permute(tuple(dims))
 
 
+def squeeze(input: Tensor, dim: int | Sequence[int] = ALL_DIMS) -> Tensor:
+    """The dimensions of size 1 removed: all of them, or those among ``dim``."""
+    return input.squeeze(dim)
+
+
+def unsqueeze(input: Tensor, dim: int) -> Tensor:
+    """A dimension of size 1 inserted at ``dim``."""
+    return input.unsqueeze(dim)
+
+
+def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Dimensions ``start_dim`` to ``end_dim`` merged into one."""
+    return input.flatten(start_dim, end_dim)
+
+
 def detach(input: Tensor) -> Tensor:
     """A new leaf sharing the input's values, out of the graph."""
     return input.detach()

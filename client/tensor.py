@@ -547,6 +547,12 @@ class Tensor:
                                  "subspaces). Use .reshape(...) instead.")
         return result
 
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        """Dimensions ``start_dim`` to ``end_dim`` merged into one (op ``flatten``); this tensor
+        itself where that merges nothing, as PyTorch returns it."""
+        if shapes.flattens_nothing(tuple(self.shape), start_dim, end_dim):
+            return self
+        return _call("flatten", (self,), {"start_dim": start_dim, "end_dim": end_dim})
     # --- generated: op-methods (scripts/generate_surface.py writes them from the op table) ---
     def add(self, other: Operand) -> Tensor:
         """Elementwise add (op ``add``; backward node ``AddBackward0``)."""
@@ -842,6 +848,14 @@ class Tensor:
         if not dims:
             raise TypeError('permute() missing 1 required positional arguments: "dims"')
         return _call("permute", (self,), {"dims": dims})
+
+    def squeeze(self, dim: int | Sequence[int] = ALL_DIMS) -> Tensor:
+        """The dimensions of size 1 removed: all of them, or those among ``dim``."""
+        return _call("squeeze", (self,), {"dim": dim})
+
+    def unsqueeze(self, dim: int) -> Tensor:
+        """A dimension of size 1 inserted at ``dim``."""
+        return _call("unsqueeze", (self,), {"dim": dim})
     # --- end generated: op-methods ---
 
 

@@ -195,6 +195,19 @@ def _dim_or_all(dim: Any) -> tuple[int, ...] | None:
     if not is_int(dim):
         raise TypeError(f"argument 'dim' must be int, not {type(dim).__name__}")
     return (int(dim),)
+def _int_or_dims(value: Any) -> int | tuple[int, ...]:
+    # An int stays an int: ``squeeze(1)`` and ``squeeze((1,))`` are different overloads in
+    # PyTorch, each with its own grad_fn name.
+    return _int(value) if is_int(value) else _dims(value)
+
+
+def _dim_or_dims(dim: Any) -> int | tuple[int, ...] | None:
+    # No dim at all is PyTorch's squeeze-everything overload; it has no ``dim=None`` overload.
+    if dim is ALL_DIMS:
+        return None
+    if dim is None:
+        raise TypeError("dim must be an int or a tuple of ints, not None")
+    return dim if isinstance(dim, int) else tuple(dim)
 
 
 def _sizes(values: tuple[Any, ...]) -> tuple[int, ...]:
@@ -212,7 +225,10 @@ ATTR_KINDS: Mapping[str, AttrKind] = {kind.name: kind for kind in (
              python_default="ALL_DIMS"),
     AttrKind("dims", "an int or a sequence of ints", ("integers", "integer"), _dims,
              "Sequence[int]", _sizes, varargs=True),
+    AttrKind("int|dims?", "an int, a sequence of ints or None", ("integer", "integers"),
+             _int_or_dims, "int | Sequence[int]", _dim_or_dims, python_default="ALL_DIMS"),
     AttrKind("int", "an int", ("integer",), _int, "int"),
+    AttrKind("int?", "an int or None", ("integer",), _int, "int | None"),
     AttrKind("bool", "a bool", ("flag",), _bool, "bool", bool),
 )}
 
@@ -791,6 +807,23 @@ def _inverse_permutation(dims: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argsort([d % len(dims) for d in dims]))
 
 
+def _reshaped_by(rule: Callable[..., shapes.Shape]) -> Callable[..., Array]:
+    """The forward of a view whose result shape ``rule`` gives (squeeze, unsqueeze, flatten):
+    the rule runs first, so a bad dim raises PyTorch's error, not NumPy's."""
+    return lambda x, **attrs: np.reshape(x, rule(np.shape(x), **attrs))
+
+
+def _back_to_input_shape(g: Array, out: Array, x: Array, **attrs: Any) -> Array:
+    return np.reshape(g, np.shape(x))
+
+
+def _squeeze_grad_fn(call: Call) -> str:
+    # Three overloads in PyTorch: no dim, one dim, a tuple of dims.
+    dim = call.attrs.get("dim")
+    return ("SqueezeBackward0" if dim is None else
+            "SqueezeBackward1" if is_int(dim) else "SqueezeBackward2")
+
+
 def _pow_base_vjp(g: Array, out: Array, x: Array, y: Array) -> Array:
     # d/dx x**y = y * x**(y-1); PyTorch gives 0 where y == 0 (even at x == 0).
     if _is_number(y):
@@ -1181,6 +1214,24 @@ OPS: tuple[Op, ...] = (
        shape=shapes.permute, domain=_REAL,
        attrs={"dims": Attr("dims", required=True)}, saves=False,
        doc="The dimensions reordered: dimension ``i`` of the result is ``dims[i]`` of the input."),
+    Op(name="squeeze", elementwise=False,
+       forward=_reshaped_by(shapes.squeeze), vjps=(_back_to_input_shape,),
+       sympy=_reshaped_by(shapes.squeeze), grad_fn=_squeeze_grad_fn,
+       tensor_grad_fn="SqueezeBackward0", shape=shapes.squeeze, domain=_REAL,
+       attrs={"dim": Attr("int|dims?")}, saves=False,
+       doc="The dimensions of size 1 removed: all of them, or those among ``dim``."),
+    Op(name="unsqueeze", elementwise=False,
+       forward=_reshaped_by(shapes.unsqueeze), vjps=(_back_to_input_shape,),
+       sympy=_reshaped_by(shapes.unsqueeze), grad_fn="UnsqueezeBackward0",
+       shape=shapes.unsqueeze, domain=_REAL, attrs={"dim": Attr("int", required=True)},
+       saves=False, doc="A dimension of size 1 inserted at ``dim``."),
+    # Tensor writes the method: PyTorch returns the tensor itself when nothing is merged.
+    Op(name="flatten", elementwise=False, method=False,
+       forward=_reshaped_by(shapes.flatten), vjps=(_back_to_input_shape,),
+       sympy=_reshaped_by(shapes.flatten), grad_fn=_reshape_grad_fn,
+       tensor_grad_fn="ViewBackward0", shape=shapes.flatten, domain=_REAL,
+       attrs={"start_dim": Attr("int", 0), "end_dim": Attr("int", -1)}, saves=False,
+       doc="Dimensions ``start_dim`` to ``end_dim`` merged into one."),
     # The value passes, nothing flows back; Tensor.detach also shares the version counter.
     Op(name="detach", stops_gradient=True, method=False, elementwise=True,
        forward=lambda x: x, vjps=(None,), sympy=lambda x: x, grad_fn=None,

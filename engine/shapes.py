@@ -179,3 +179,51 @@ def permute(shape: Shape, dims: Sequence[int]) -> Shape:
     if len(set(normalized)) != len(normalized):
         raise ShapeError("permute(): duplicate dims are not allowed.")
     return tuple(shape[d] for d in normalized)
+
+
+def _distinct_dims(dims: Sequence[int], ndim: int) -> tuple[int, ...]:
+    """``dims`` counted from 0, each at most once (PyTorch's error otherwise)."""
+    normalized = tuple(normalize_dim(d, ndim) for d in dims)
+    for d in normalized:
+        if normalized.count(d) > 1:
+            raise ShapeError(f"dim {d} appears multiple times in the list of dims")
+    return normalized
+
+
+def squeezed_dims(shape: Shape, dim: int | Sequence[int] | None) -> tuple[int, ...]:
+    """The dimensions ``squeeze`` removes: those of size 1 among ``dim`` (every one if None)."""
+    if dim is None:
+        candidates: Sequence[int] = range(len(shape))
+    else:
+        candidates = _distinct_dims((dim,) if isinstance(dim, int) else dim, len(shape))
+    return tuple(d for d in candidates if d < len(shape) and shape[d] == 1)
+
+
+def squeeze(shape: Shape, dim: int | Sequence[int] | None = None) -> Shape:
+    """Shape without the size-1 dimensions among ``dim`` (all of them if None)."""
+    removed = squeezed_dims(shape, dim)
+    return tuple(s for i, s in enumerate(shape) if i not in removed)
+
+
+def unsqueeze(shape: Shape, dim: int) -> Shape:
+    """Shape with a dimension of size 1 inserted at ``dim`` (counted in the result)."""
+    at = normalize_dim(dim, len(shape) + 1)
+    return (*shape[:at], 1, *shape[at:])
+
+
+def flatten(shape: Shape, start_dim: int = 0, end_dim: int = -1) -> Shape:
+    """Shape with dimensions ``start_dim`` to ``end_dim`` (inclusive) merged into one."""
+    start, end = normalize_dim(start_dim, len(shape)), normalize_dim(end_dim, len(shape))
+    if start > end:
+        raise ShapeError("flatten() has invalid args: start_dim cannot come after end_dim")
+    if not shape:
+        return (1,)
+    return (*shape[:start], prod(shape[start:end + 1]), *shape[end + 1:])
+
+
+def flattens_nothing(shape: Shape, start_dim: int, end_dim: int) -> bool:
+    """Whether ``flatten`` merges one dimension into itself: PyTorch returns the tensor itself
+    then (a 0-d tensor still becomes 1-d)."""
+    flatten(shape, start_dim, end_dim)  # PyTorch's errors first
+    return bool(shape) and normalize_dim(start_dim, len(shape)) == normalize_dim(end_dim,
+                                                                                 len(shape))

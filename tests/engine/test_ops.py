@@ -35,7 +35,7 @@ Attrs = dict[str, Any]
 
 OPS = ops.OPS
 DIFFERENTIABLE = tuple(op for op in OPS if any(vjp is not None for vjp in op.vjps))
-ATTR_KINDS = {"number?", "dims?", "dim?", "dims", "int", "bool"}
+ATTR_KINDS = {"number?", "dims?", "dim?", "int|dims?", "dims", "int", "int?", "bool"}
 
 # Central differences in float64: truncation ~STEP^2, rounding ~eps/STEP, both far below 1e-6.
 STEP = 1e-6
@@ -135,6 +135,16 @@ ATTR_CASES: dict[str, list[tuple[str, Shape, Attrs]]] = {
     "permute": [("cycle", (2, 3, 4), {"dims": (2, 0, 1)}),
                 ("negative", (2, 3, 4), {"dims": (-1, 0, 1)}),
                 ("identity", (2, 3), {"dims": (0, 1)}), ("0d", (), {"dims": ()})],
+    "squeeze": [("all", (2, 1, 3, 1), {"dim": None}), ("one", (2, 1, 3), {"dim": 1}),
+                ("one-not-1", (2, 1, 3), {"dim": 0}), ("tuple", (1, 2, 1), {"dim": (0, -1)}),
+                ("empty-tuple", (1, 2), {"dim": ()}), ("0d", (), {"dim": 0})],
+    "unsqueeze": [("front", (2, 3), {"dim": 0}), ("back", (2, 3), {"dim": -1}),
+                  ("middle", (2, 3), {"dim": 1}), ("0d", (), {"dim": -1})],
+    "flatten": [("all", (2, 3, 2), {"start_dim": 0, "end_dim": -1}),
+                ("tail", (2, 3, 2), {"start_dim": 1, "end_dim": -1}),
+                ("head", (2, 3, 2), {"start_dim": 0, "end_dim": 1}),
+                ("one-dim", (2, 3), {"start_dim": 1, "end_dim": 1}),
+                ("0d", (), {"start_dim": 0, "end_dim": -1})],
 }
 
 
@@ -169,8 +179,8 @@ def _accepted(op: ops.Op, specs: Sequence[ShapeSpec], attrs: Mapping[str, Any]) 
 
 def _default_attrs(op: ops.Op, shape: Shape) -> Attrs:
     """Attributes for a row with no named cases: defaults, or a plain valid pick per kind."""
-    picks: dict[str, Any] = {"number?": None, "dims?": None, "dim?": None, "bool": False,
-                             "int": 0,
+    picks: dict[str, Any] = {"number?": None, "dims?": None, "dim?": None, "int|dims?": None,
+                             "bool": False, "int": 0, "int?": None,
                              "dims": tuple(range(len(shape)))}
     return {name: a.default if not a.required else picks[a.kind] for name, a in op.attrs.items()}
 
@@ -256,11 +266,15 @@ def _valid_attr(draw: st.DrawFn, attr: ops.Attr, shape: Shape, domain: tuple[flo
         return draw(st.booleans())
     if attr.kind == "int":
         return draw(st.integers(-rank, rank - 1))
-    if attr.kind in ("dims?", "dim?") and optional:
+    if attr.kind == "int?":
+        return None if optional else draw(st.integers(-rank, rank - 1))
+    if attr.kind in ("dims?", "dim?", "int|dims?") and optional:
         return None
     if attr.kind == "dim?":
         return (draw(st.integers(-rank, rank - 1)),)
-    if attr.kind == "dims?":
+    if attr.kind == "int|dims?" and draw(st.booleans()):
+        return _with_negatives(draw, [draw(st.integers(0, rank - 1))], rank)[0]
+    if attr.kind in ("dims?", "int|dims?"):
         dims = draw(st.lists(st.integers(0, rank - 1), unique=True, max_size=rank))
     else:
         dims = draw(st.permutations(range(len(shape))))
@@ -334,9 +348,9 @@ def _wild_attr(draw: st.DrawFn, attr: ops.Attr, shape: Shape) -> Any:
         return draw(st.none() | st.floats(-3, 3))
     if attr.kind == "bool":
         return draw(st.booleans())
-    if attr.kind == "int":
+    if attr.kind in ("int", "int?"):
         return draw(st.integers(-rank - 1, rank))
-    if attr.kind in ("dims?", "dim?") and draw(st.booleans()):
+    if attr.kind in ("dims?", "dim?", "int|dims?") and draw(st.booleans()):
         return None
     if attr.kind == "dim?":
         return (draw(st.integers(-rank - 1, rank)),)
@@ -543,6 +557,11 @@ def _transpose_reference(x: np.ndarray, dim0: int, dim1: int) -> np.ndarray:
     return np.transpose(x, axes)
 
 
+def _squeeze_reference(x: np.ndarray, dim: int | tuple[int, ...] | None) -> np.ndarray:
+    dims = range(x.ndim) if dim is None else (dim,) if isinstance(dim, int) else dim
+    return np.squeeze(x, axis=tuple(d % x.ndim for d in dims if x.ndim and x.shape[d] == 1))
+
+
 # Independent NumPy spellings of each op (PyTorch semantics). A row missing here is checked
 # against its SymPy forward instead, so new rows are still covered.
 NUMPY_REFERENCE: dict[str, Callable[..., Any]] = {
@@ -558,6 +577,10 @@ NUMPY_REFERENCE: dict[str, Callable[..., Any]] = {
     "reshape": lambda x, shape: np.reshape(x, shape),
     "transpose": _transpose_reference,
     "permute": lambda x, dims: np.transpose(x, dims),
+    "squeeze": lambda x, dim: _squeeze_reference(x, dim),
+    "unsqueeze": lambda x, dim: np.expand_dims(x, dim % (x.ndim + 1)),
+    "flatten": lambda x, start_dim, end_dim: np.reshape(x, (
+        *x.shape[:start_dim % max(x.ndim, 1)], -1, *x.shape[end_dim % max(x.ndim, 1) + 1:])),
     "detach": lambda x: np.array(x, copy=True),
 }
 
@@ -886,7 +909,8 @@ def _kind_holds(kind: str, value: Any) -> bool:
     return {"number?": value is None or type(value) in (int, float),
             "dims?": value is None or dims, "dim?": value is None or (dims and len(value) == 1),
             "dims": dims, "int": type(value) is int,
-            "bool": type(value) is bool}[kind]
+            "int|dims?": value is None or dims or type(value) is int,
+            "int?": value is None or type(value) is int, "bool": type(value) is bool}[kind]
 
 
 @pytest.mark.parametrize("op", OPS, ids=_op_id)

@@ -126,6 +126,9 @@ def test_kinks_follow_pytorch_on_the_symbolic_side() -> None:
     ("sum(x * detach(x * detach(x)))", {"x": (3,)}),
     ("sum(x + y)", {"x": (2, 1), "y": (1, 3)}),  # both broadcast
     ("x * 0 + 3", {"x": ()}),
+    ("sum(squeeze(x) * unsqueeze(squeeze(x, (0, 2)), 0) ** 2)", {"x": (1, 3, 1)}),
+    ("sum(exp(flatten(x, 1)) * squeeze(x, 0))", {"x": (2, 3)}),
+    ("sum(flatten(unsqueeze(x, -1)) ** 3)", {"x": (2, 2)}),
 ])
 def test_structural_ops_and_broadcasting(text: str, shapes: dict[str, tuple[int, ...]]) -> None:
     rng = np.random.default_rng(2)
@@ -249,5 +252,6 @@ def test_reductions_agree_with_the_engine(text: str) -> None:
 
 def test_every_op_of_the_table_is_covered_here() -> None:
     covered = {op.name for op in ELEMENTWISE} | {"matmul", "sum", "mean", "reshape",
-                                                 "transpose", "permute", "detach"}
+                                                 "transpose", "permute", "detach", "squeeze",
+                                                 "unsqueeze", "flatten"}
     assert covered | set(REDUCTIONS) == set(TABLE)

@@ -287,7 +287,8 @@ BINARY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
           "div": operator.truediv, "pow": operator.pow}
 # Elementwise functions of two tensors (no Python numbers: PyTorch refuses them), drawn with ties.
 TENSOR_BINARY = ("maximum", "minimum", "atan2")
-SPECIAL = ("clamp", "sum", "mean", "matmul", "reshape", "transpose", "permute", "detach")
+SPECIAL = ("clamp", "sum", "mean", "matmul", "reshape", "transpose", "permute", "detach",
+           "squeeze", "unsqueeze", "flatten")
 
 
 @dataclass
@@ -572,6 +573,68 @@ def detach_cases(draw: st.DrawFn) -> OpCase:
                   [_values(draw, draw(SHAPES), TABLE["detach"].domain[0])], [True], call)
 
 
+# Sides of 1 are common, so that squeeze has dimensions to remove.
+SQUEEZABLE = hnp.array_shapes(min_dims=0, max_dims=4, min_side=1, max_side=3).map(
+    lambda shape: tuple(1 if side == 3 else side for side in shape))
+
+
+@st.composite
+def squeeze_cases(draw: st.DrawFn) -> OpCase:
+    shape = draw(SQUEEZABLE)
+    rank = max(len(shape), 1)
+    dims = st.lists(st.integers(-rank, rank - 1), max_size=rank, unique_by=lambda d: d % rank)
+    dim = draw(st.one_of(st.none(), st.integers(-rank, rank - 1), dims.map(tuple)))
+    form = draw(st.sampled_from(["method", "function", "keyword"]))
+
+    def call(lib: ModuleType, xs: list[Any]) -> Any:
+        if dim is None:
+            return xs[0].squeeze() if form == "method" else lib.squeeze(xs[0])
+        if form == "keyword":
+            return xs[0].squeeze(dim=dim)
+        return xs[0].squeeze(dim) if form == "method" else lib.squeeze(xs[0], dim)
+
+    return OpCase(f"squeeze {form} {shape} dim={dim}",
+                  [_values(draw, shape, TABLE["squeeze"].domain[0])], [True], call,
+                  draw(st.integers(0, 2**32 - 1)))
+
+
+@st.composite
+def unsqueeze_cases(draw: st.DrawFn) -> OpCase:
+    shape = draw(SHAPES)
+    dim = draw(st.integers(-len(shape) - 1, len(shape)))
+    function = draw(st.booleans())
+
+    def call(lib: ModuleType, xs: list[Any]) -> Any:
+        return lib.unsqueeze(xs[0], dim) if function else xs[0].unsqueeze(dim)
+
+    return OpCase(f"unsqueeze({dim}) {shape} {'function' if function else 'method'}",
+                  [_values(draw, shape, TABLE["unsqueeze"].domain[0])], [True], call,
+                  draw(st.integers(0, 2**32 - 1)))
+
+
+@st.composite
+def flatten_cases(draw: st.DrawFn) -> OpCase:
+    shape = draw(SHAPES)
+    rank = max(len(shape), 1)
+    start = draw(st.integers(-rank, rank - 1))
+    end = draw(st.integers(-rank, rank - 1))
+    # A transposed input is not contiguous: flatten copies instead of viewing.
+    transposed = len(shape) >= 2 and draw(st.booleans())
+    form = draw(st.sampled_from(["method", "function", "keywords", "default"]))
+
+    def call(lib: ModuleType, xs: list[Any]) -> Any:
+        x = xs[0].transpose(0, 1) if transposed else xs[0]
+        if form == "default":
+            return x.flatten()
+        if form == "keywords":
+            return x.flatten(start_dim=start, end_dim=end)
+        return x.flatten(start, end) if form == "method" else lib.flatten(x, start, end)
+
+    return OpCase(f"flatten {form} {shape} ({start}, {end}) transposed={transposed}",
+                  [_values(draw, shape, TABLE["flatten"].domain[0])], [True], call,
+                  draw(st.integers(0, 2**32 - 1)))
+
+
 def op_cases(name: str) -> st.SearchStrategy[OpCase]:
     if name in UNARY:
         return unary_cases(name)
@@ -583,7 +646,8 @@ def op_cases(name: str) -> st.SearchStrategy[OpCase]:
         return tensor_binary_cases(name)
     return {"clamp": clamp_cases, "matmul": matmul_cases, "reshape": reshape_cases,
             "transpose": transpose_cases, "permute": permute_cases,
-            "detach": detach_cases}[name]()
+            "detach": detach_cases, "squeeze": squeeze_cases, "unsqueeze": unsqueeze_cases,
+            "flatten": flatten_cases}[name]()
 
 
 def test_every_table_op_is_exercised(require_torch: ModuleType) -> None:
