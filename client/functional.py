@@ -310,6 +310,11 @@ def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     return input.flatten(start_dim, end_dim)
 
 
+def select(input: Tensor, dim: int, index: int) -> Tensor:
+    """Element ``index`` along dimension ``dim``, that dimension removed."""
+    return input.select(dim, index)
+
+
 def detach(input: Tensor) -> Tensor:
     """A new leaf sharing the input's values, out of the graph."""
     return input.detach()

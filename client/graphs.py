@@ -183,7 +183,8 @@ def build(session: Session, roots: Sequence[Tensor], *, backward: bool = False,
     return pb.Graph(nodes=nodes, output=ids[id(roots[0])]), ids
 
 
-_REORDERING = frozenset(("transpose", "permute"))
+# Ops whose result may not be laid out contiguously (views that reorder or skip elements).
+_REORDERING = frozenset(("transpose", "permute", "select", "slice"))
 
 
 def layout(t: Tensor) -> np.ndarray | None:

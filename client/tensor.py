@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from crossgrad.engine import dtypes, shapes
+from crossgrad.engine import dtypes, indexing, shapes
 from crossgrad.engine.backward_graph import SECOND_BACKWARD, legacy_type_name, modified_message
 from crossgrad.engine.dtypes import DType, Size
 from crossgrad.engine.errors import DTypeError, ShapeError, UsageError
@@ -547,6 +547,16 @@ class Tensor:
                                  "subspaces). Use .reshape(...) instead.")
         return result
 
+    def __getitem__(self, key: Any) -> Tensor:
+        """Basic indexing, as the ops PyTorch decomposes it into (``indexing.steps``)."""
+        result = self
+        for name, attrs in indexing.steps(key, self.shape):
+            result = apply(TABLE[name], (result,), attrs)
+        return result
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise NotImplementedError(indexing.ASSIGNMENT)
+
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
         """Dimensions ``start_dim`` to ``end_dim`` merged into one (op ``flatten``); this tensor
         itself where that merges nothing, as PyTorch returns it."""
@@ -856,6 +866,10 @@ class Tensor:
     def unsqueeze(self, dim: int) -> Tensor:
         """A dimension of size 1 inserted at ``dim``."""
         return _call("unsqueeze", (self,), {"dim": dim})
+
+    def select(self, dim: int, index: int) -> Tensor:
+        """Element ``index`` along dimension ``dim``, that dimension removed."""
+        return _call("select", (self,), {"dim": dim, "index": index})
     # --- end generated: op-methods ---
 
 

@@ -41,10 +41,12 @@ operands (``input``, ``other`` unless given); ``operator``, the Python operator 
 (``+``; ``-`` is ``sub`` with two operands and ``neg`` with one), which the formula parser reads
 too; ``in_place``, whether it has an in-place method (``add_``); ``method``, False where Tensor
 writes the method itself (``detach`` shares the tensor's storage and version counter, which no op
-application does); ``refuses_integers`` and ``needs_one_of``, what PyTorch refuses of a call that
-a graph accepts (``mean`` of an int64 tensor, PyTorch's message with ``{type}`` for the tensor
-type's name; ``clamp`` without bounds); ``warns``, the warning PyTorch gives for a call, by the
-input's shape and the attributes ("" for none: ``var`` of one element); ``doc``, the docstring.
+application does); ``public``, False for a row PyTorch has no function or method for (``slice``,
+which indexing writes): the graph, the wire and formulas take it, the Python surface does not;
+``refuses_integers`` and ``needs_one_of``, what PyTorch refuses of a call that a graph accepts
+(``mean`` of an int64 tensor, PyTorch's message with ``{type}`` for the tensor type's name;
+``clamp`` without bounds); ``warns``, the warning PyTorch gives for a call, by the input's shape
+and the attributes ("" for none: ``var`` of one element); ``doc``, the docstring.
 """
 
 from __future__ import annotations
@@ -274,6 +276,7 @@ class Op:
     operator: str = ""
     in_place: bool = False
     method: bool = True
+    public: bool = True
     refuses_integers: str = ""
     needs_one_of: tuple[str, ...] = ()
     warns: Callable[[tuple[int, ...], Mapping[str, Any]], str] | None = None
@@ -824,6 +827,51 @@ def _squeeze_grad_fn(call: Call) -> str:
             "SqueezeBackward1" if is_int(dim) else "SqueezeBackward2")
 
 
+def _selection(shape: shapes.Shape, dim: int, index: int | slice) -> tuple[int | slice, ...]:
+    """The NumPy key that picks ``index`` along dimension ``dim`` and everything elsewhere."""
+    return (slice(None),) * shapes.normalize_dim(dim, len(shape)) + (index,)
+
+
+def _select_key(x: Array, dim: int, index: int) -> tuple[int | slice, ...]:
+    shape = np.shape(x)
+    shapes.select(shape, dim, index)  # PyTorch's errors, where NumPy's would differ
+    return _selection(shape, dim, index)
+
+
+def _slice_key(x: Array, dim: int, start: int | None, end: int | None,
+               step: int) -> tuple[int | slice, ...]:
+    shape = np.shape(x)
+    shapes.slice_(shape, dim, start, end, step)
+    first, last = shapes.slice_bounds(shape[shapes.normalize_dim(dim, len(shape))], start, end,
+                                      step)
+    return _selection(shape, dim, slice(first, last, step))
+
+
+def _scattered(g: Array, x: Array, key: tuple[int | slice, ...]) -> Array:
+    # The gradient of a view: g in the viewed positions, zeros in the others.
+    grad = np.zeros(np.shape(x), dtype=np.result_type(g))
+    grad[key] = g
+    return grad
+
+
+def _select(x: Array, dim: int, index: int) -> Array:
+    return x[_select_key(x, dim, index)]
+
+
+def _select_vjp(g: Array, out: Array, x: Array, dim: int, index: int) -> Array:
+    return _scattered(g, x, _select_key(x, dim, index))
+
+
+def _slice(x: Array, dim: int = 0, start: int | None = None, end: int | None = None,
+           step: int = 1) -> Array:
+    return x[_slice_key(x, dim, start, end, step)]
+
+
+def _slice_vjp(g: Array, out: Array, x: Array, dim: int = 0, start: int | None = None,
+               end: int | None = None, step: int = 1) -> Array:
+    return _scattered(g, x, _slice_key(x, dim, start, end, step))
+
+
 def _pow_base_vjp(g: Array, out: Array, x: Array, y: Array) -> Array:
     # d/dx x**y = y * x**(y-1); PyTorch gives 0 where y == 0 (even at x == 0).
     if _is_number(y):
@@ -1232,6 +1280,22 @@ OPS: tuple[Op, ...] = (
        tensor_grad_fn="ViewBackward0", shape=shapes.flatten, domain=_REAL,
        attrs={"start_dim": Attr("int", 0), "end_dim": Attr("int", -1)}, saves=False,
        doc="Dimensions ``start_dim`` to ``end_dim`` merged into one."),
+    Op(name="select", elementwise=False,
+       forward=_select, vjps=(_select_vjp,), sympy=_select, grad_fn="SelectBackward0",
+       shape=shapes.select, domain=_REAL,
+       attrs={"dim": Attr("int", required=True), "index": Attr("int", required=True)},
+       saves=False, doc="Element ``index`` along dimension ``dim``, that dimension removed."),
+    # Indexing writes these two (``x[1:3]``, ``x[...]``); PyTorch has no function for either.
+    Op(name="slice", elementwise=False, public=False,
+       forward=_slice, vjps=(_slice_vjp,), sympy=_slice, grad_fn="SliceBackward0",
+       shape=shapes.slice_, domain=_REAL,
+       attrs={"dim": Attr("int", 0), "start": Attr("int?"), "end": Attr("int?"),
+              "step": Attr("int", 1)}, saves=False,
+       doc="Every ``step``-th position from ``start`` to ``end`` along dimension ``dim``."),
+    Op(name="alias", elementwise=True, public=False,
+       forward=lambda x: x[...], vjps=(lambda g, out, x: g,), sympy=lambda x: x,
+       grad_fn="AliasBackward0", shape=shapes.same, domain=_REAL, saves=False,
+       doc="The same values, as a view of their own (``x[...]``)."),
     # The value passes, nothing flows back; Tensor.detach also shares the version counter.
     Op(name="detach", stops_gradient=True, method=False, elementwise=True,
        forward=lambda x: x, vjps=(None,), sympy=lambda x: x, grad_fn=None,

@@ -227,3 +227,37 @@ def flattens_nothing(shape: Shape, start_dim: int, end_dim: int) -> bool:
     flatten(shape, start_dim, end_dim)  # PyTorch's errors first
     return bool(shape) and normalize_dim(start_dim, len(shape)) == normalize_dim(end_dim,
                                                                                  len(shape))
+
+
+def select(shape: Shape, dim: int, index: int) -> Shape:
+    """Shape without dimension ``dim``, of which element ``index`` is taken."""
+    if not shape:
+        raise DimensionError("select() cannot be applied to a 0-dim tensor.")
+    d = normalize_dim(dim, len(shape))
+    if not -shape[d] <= index < shape[d]:
+        raise DimensionError(f"select(): index {index} out of range for tensor of size "
+                             f"{list(shape)} at dimension {d}")
+    return (*shape[:d], *shape[d + 1:])
+
+
+def slice_bounds(size: int, start: int | None, end: int | None, step: int) -> tuple[int, int]:
+    """A slice's first and past-the-end positions in a dimension of ``size``, as PyTorch's
+    ``slice`` reads them: None for either end, negative positions counted from the end, and
+    both clamped into the dimension (an empty range where they cross)."""
+    if step <= 0:
+        raise ShapeError("slice step must be positive")
+    first = 0 if start is None else start + size if start < 0 else start
+    last = size if end is None else end + size if end < 0 else end
+    first = min(max(first, 0), size)
+    return first, min(max(last, first), size)
+
+
+def slice_(shape: Shape, dim: int = 0, start: int | None = None, end: int | None = None,
+           step: int = 1) -> Shape:
+    """Shape with dimension ``dim`` cut to every ``step``-th position from ``start`` to
+    ``end``."""
+    if not shape:
+        raise DimensionError("slice() cannot be applied to a 0-dim tensor.")
+    d = normalize_dim(dim, len(shape))
+    first, last = slice_bounds(shape[d], start, end, step)
+    return (*shape[:d], -(-(last - first) // step), *shape[d + 1:])

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import dtypes, shapes
+from . import dtypes, indexing, shapes
 from .backward_graph import Node, backpropagate, legacy_type_name
 from .dtypes import DType, Size
 from .errors import DTypeError, ShapeError, UsageError
@@ -312,6 +312,16 @@ class Tensor:
                              "least one dimension spans across two contiguous subspaces). Use "
                              ".reshape(...) instead.")
         return result
+
+    def __getitem__(self, key: Any) -> Tensor:
+        """Basic indexing, as the ops PyTorch decomposes it into (``indexing.steps``)."""
+        result = self
+        for name, attrs in indexing.steps(key, self.shape):
+            result = apply(TABLE[name], (result,), attrs)
+        return result
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise NotImplementedError(indexing.ASSIGNMENT)
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
         """Dimensions ``start_dim`` to ``end_dim`` merged into one (op ``flatten``); this tensor
@@ -622,6 +632,10 @@ class Tensor:
     def unsqueeze(self, dim: int) -> Tensor:
         """A dimension of size 1 inserted at ``dim``."""
         return _call("unsqueeze", (self,), {"dim": dim})
+
+    def select(self, dim: int, index: int) -> Tensor:
+        """Element ``index`` along dimension ``dim``, that dimension removed."""
+        return _call("select", (self,), {"dim": dim, "index": index})
     # --- end generated: op-methods ---
 
 

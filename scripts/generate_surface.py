@@ -15,7 +15,8 @@ From the rows of ``crossgrad.engine.ops.OPS`` it writes:
   (``__add__``, ``__radd__``; ``__neg__``) and its in-place method (``add_``, ``__iadd__``);
 - ``__init__.py``, between its markers: the module functions, imported and in ``__all__``;
 
-each in ``engine/`` (the in-process engine) and in ``client/`` (the SDK over the service), from the
+rows that are not ``public`` (``slice``, which indexing writes) get none of these; each in
+``engine/`` (the in-process engine) and in ``client/`` (the SDK over the service), from the
 same rows and by the same code: a new row reaches both with no edit to either.
 
 The surface is generated source, committed, rather than built at import time: mypy, IDEs and
@@ -205,14 +206,14 @@ def wrapped(line: str, indent: int = 0) -> list[str]:
 
 def methods(ops: Iterable[Op]) -> str:
     """The Tensor class-body block of the rows' methods and operators."""
-    lines = [part for op in ops for line in method(op) for part in wrapped(line, 4)]
+    lines = [part for op in ops if op.public for line in method(op) for part in wrapped(line, 4)]
     return "".join(f"    {line}\n" if line else "\n" for line in lines[:-1])
 
 
 def functional(ops: Sequence[Op]) -> str:
     """The text of ``engine/functional.py``."""
     body = "\n\n\n".join("\n".join(part for line in function(op) for part in wrapped(line))
-                          for op in ops) + "\n"
+                          for op in ops if op.public) + "\n"
     return f"{_FUNCTIONAL_HEADER}\nfrom __future__ import annotations\n\n{_imports(body)}\n{body}"
 
 
@@ -247,13 +248,18 @@ def _isort_key(name: str) -> tuple[int, tuple[str | int, ...]]:
     return (0 if bare.isupper() else 1 if bare[:1].isupper() else 2, _natural(name))
 
 
+def _public_by_name(ops: Iterable[Op]) -> list[Op]:
+    """The rows of the Python surface, sorted by name as ruff sorts them."""
+    return sorted((op for op in ops if op.public), key=lambda op: _natural(op.name))
+
+
 def init_imports(ops: Iterable[Op]) -> str:
-    names = "".join(f"    {op.name},\n" for op in sorted(ops, key=lambda op: _natural(op.name)))
+    names = "".join(f"    {op.name},\n" for op in _public_by_name(ops))
     return f"from .functional import (\n{names})\n\n"
 
 
 def init_exports(ops: Iterable[Op]) -> str:
-    names = "".join(f'    "{op.name}",\n' for op in sorted(ops, key=lambda op: _natural(op.name)))
+    names = "".join(f'    "{op.name}",\n' for op in _public_by_name(ops))
     return f"__all__ += [\n{names}]\n"
 
 

@@ -34,8 +34,10 @@ _POSITIVE = {"log", "sqrt", "pow"}  # defined from their domain's low end up
 
 
 def _ops() -> list[ops.Op]:
-    # Elementwise, with a gradient, no attributes to draw (clamp has its own tests).
-    return [op for op in ops.OPS if op.elementwise and not op.stops_gradient and not op.attrs]
+    # Elementwise, with a gradient, no attributes to draw (clamp has its own tests), and a torch
+    # function of the same name to compare with.
+    return [op for op in ops.OPS if op.elementwise and not op.stops_gradient and not op.attrs
+            and op.public]
 
 
 Step = tuple[str, float | None]  # an op's name, and the constant of a binary op

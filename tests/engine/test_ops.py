@@ -145,6 +145,16 @@ ATTR_CASES: dict[str, list[tuple[str, Shape, Attrs]]] = {
                 ("head", (2, 3, 2), {"start_dim": 0, "end_dim": 1}),
                 ("one-dim", (2, 3), {"start_dim": 1, "end_dim": 1}),
                 ("0d", (), {"start_dim": 0, "end_dim": -1})],
+    "select": [("first", (3, 2), {"dim": 0, "index": 0}),
+               ("last", (3, 2), {"dim": 1, "index": -1}),
+               ("middle", (2, 3, 2), {"dim": -2, "index": 1}),
+               ("vector", (3,), {"dim": 0, "index": 2})],
+    "slice": [("all", (4, 2), {"dim": 0, "start": None, "end": None, "step": 1}),
+              ("range", (4, 2), {"dim": 0, "start": 1, "end": 3, "step": 1}),
+              ("step", (5, 2), {"dim": 0, "start": None, "end": None, "step": 2}),
+              ("negative", (2, 5), {"dim": -1, "start": -3, "end": -1, "step": 1}),
+              ("past-the-end", (2, 3), {"dim": 1, "start": 1, "end": 10, "step": 2}),
+              ("empty", (3, 2), {"dim": 0, "start": 2, "end": 1, "step": 1})],
 }
 
 
@@ -281,7 +291,29 @@ def _valid_attr(draw: st.DrawFn, attr: ops.Attr, shape: Shape, domain: tuple[flo
     return _with_negatives(draw, dims, rank)
 
 
+@st.composite
+def _select_attrs(draw: st.DrawFn, shape: Shape) -> Attrs:
+    if not shape:
+        reject()
+    dim = draw(st.integers(-len(shape), len(shape) - 1))
+    return {"dim": dim, "index": draw(st.integers(-shape[dim], shape[dim] - 1))}
+
+
+@st.composite
+def _slice_attrs(draw: st.DrawFn, shape: Shape) -> Attrs:
+    if not shape:
+        reject()
+    dim = draw(st.integers(-len(shape), len(shape) - 1))
+    bound = st.none() | st.integers(-shape[dim] - 2, shape[dim] + 2)
+    return {"dim": dim, "start": draw(bound), "end": draw(bound),
+            "step": draw(st.integers(1, 3))}
+
+
 def _valid_attrs(op: ops.Op, shape: Shape) -> st.SearchStrategy[Attrs]:
+    if op.name == "select":
+        return _select_attrs(shape)
+    if op.name == "slice":
+        return _slice_attrs(shape)
     if op.name == "clamp":
         return _clamp_bounds(shape)
     if op.name == "reshape":
@@ -579,6 +611,10 @@ NUMPY_REFERENCE: dict[str, Callable[..., Any]] = {
     "permute": lambda x, dims: np.transpose(x, dims),
     "squeeze": lambda x, dim: _squeeze_reference(x, dim),
     "unsqueeze": lambda x, dim: np.expand_dims(x, dim % (x.ndim + 1)),
+    "select": lambda x, dim, index: np.take(x, index, axis=dim),
+    "slice": lambda x, dim, start, end, step: np.moveaxis(
+        np.moveaxis(x, dim, 0)[start:end:step], 0, dim),
+    "alias": lambda x: np.array(x, copy=True),
     "flatten": lambda x, start_dim, end_dim: np.reshape(x, (
         *x.shape[:start_dim % max(x.ndim, 1)], -1, *x.shape[end_dim % max(x.ndim, 1) + 1:])),
     "detach": lambda x: np.array(x, copy=True),

@@ -129,6 +129,8 @@ def test_kinks_follow_pytorch_on_the_symbolic_side() -> None:
     ("sum(squeeze(x) * unsqueeze(squeeze(x, (0, 2)), 0) ** 2)", {"x": (1, 3, 1)}),
     ("sum(exp(flatten(x, 1)) * squeeze(x, 0))", {"x": (2, 3)}),
     ("sum(flatten(unsqueeze(x, -1)) ** 3)", {"x": (2, 2)}),
+    ("sum(select(x, 1, -1) * slice(x, 1, 0, 3, 2) ** 2)", {"x": (2, 4)}),
+    ("sum(exp(slice(select(x, 0, 1), 0, -2))) * sum(alias(x) ** 2)", {"x": (2, 3)}),
 ])
 def test_structural_ops_and_broadcasting(text: str, shapes: dict[str, tuple[int, ...]]) -> None:
     rng = np.random.default_rng(2)
@@ -253,5 +255,5 @@ def test_reductions_agree_with_the_engine(text: str) -> None:
 def test_every_op_of_the_table_is_covered_here() -> None:
     covered = {op.name for op in ELEMENTWISE} | {"matmul", "sum", "mean", "reshape",
                                                  "transpose", "permute", "detach", "squeeze",
-                                                 "unsqueeze", "flatten"}
+                                                 "unsqueeze", "flatten", "select", "slice"}
     assert covered | set(REDUCTIONS) == set(TABLE)

@@ -288,7 +288,7 @@ BINARY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
 # Elementwise functions of two tensors (no Python numbers: PyTorch refuses them), drawn with ties.
 TENSOR_BINARY = ("maximum", "minimum", "atan2")
 SPECIAL = ("clamp", "sum", "mean", "matmul", "reshape", "transpose", "permute", "detach",
-           "squeeze", "unsqueeze", "flatten")
+           "squeeze", "unsqueeze", "flatten", "select", "slice", "alias")
 
 
 @dataclass
@@ -635,6 +635,54 @@ def flatten_cases(draw: st.DrawFn) -> OpCase:
                   draw(st.integers(0, 2**32 - 1)))
 
 
+NONEMPTY = hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=4)
+
+
+@st.composite
+def select_cases(draw: st.DrawFn) -> OpCase:
+    shape = draw(NONEMPTY)
+    dim = draw(st.integers(-len(shape), len(shape) - 1))
+    index = draw(st.integers(-shape[dim], shape[dim] - 1))
+    form = draw(st.sampled_from(["method", "function", "subscript"]))
+
+    def call(lib: ModuleType, xs: list[Any]) -> Any:
+        if form == "subscript":  # x[:, :, i] for a dim counted from the start
+            return xs[0][(slice(None),) * (dim % len(shape)) + (index,)]
+        return xs[0].select(dim, index) if form == "method" else lib.select(xs[0], dim, index)
+
+    return OpCase(f"select {form} {shape} dim={dim} index={index}",
+                  [_values(draw, shape, TABLE["select"].domain[0])], [True], call,
+                  draw(st.integers(0, 2**32 - 1)))
+
+
+@st.composite
+def slice_cases(draw: st.DrawFn) -> OpCase:
+    # slice has no function in PyTorch: indexing writes it (x[a:b:c], x[:, a:b:c]).
+    shape = draw(NONEMPTY)
+    dim = draw(st.integers(0, len(shape) - 1))
+    bound = st.none() | st.integers(-shape[dim] - 2, shape[dim] + 2)
+    index = slice(draw(bound), draw(bound), draw(st.none() | st.integers(1, 3)))
+
+    def call(lib: ModuleType, xs: list[Any]) -> Any:
+        return xs[0][(slice(None),) * dim + (index,)] if dim else xs[0][index]
+
+    return OpCase(f"slice {shape} x[{':, ' * dim}{index}]",
+                  [_values(draw, shape, TABLE["slice"].domain[0])], [True], call,
+                  draw(st.integers(0, 2**32 - 1)))
+
+
+@st.composite
+def alias_cases(draw: st.DrawFn) -> OpCase:
+    shape = draw(SHAPES)
+    key = draw(st.sampled_from([Ellipsis, (), (Ellipsis,)]))
+
+    def call(lib: ModuleType, xs: list[Any]) -> Any:
+        return xs[0][key]
+
+    return OpCase(f"alias {shape} x[{key}]", [_values(draw, shape, TABLE["alias"].domain[0])],
+                  [True], call, draw(st.integers(0, 2**32 - 1)))
+
+
 def op_cases(name: str) -> st.SearchStrategy[OpCase]:
     if name in UNARY:
         return unary_cases(name)
@@ -647,7 +695,8 @@ def op_cases(name: str) -> st.SearchStrategy[OpCase]:
     return {"clamp": clamp_cases, "matmul": matmul_cases, "reshape": reshape_cases,
             "transpose": transpose_cases, "permute": permute_cases,
             "detach": detach_cases, "squeeze": squeeze_cases, "unsqueeze": unsqueeze_cases,
-            "flatten": flatten_cases}[name]()
+            "flatten": flatten_cases, "select": select_cases, "slice": slice_cases,
+            "alias": alias_cases}[name]()
 
 
 def test_every_table_op_is_exercised(require_torch: ModuleType) -> None:
