@@ -2,7 +2,9 @@
 
 Python's ``ast`` reads the text; a whitelist decides what it may hold: int and float literals,
 names (the leaves), the operators that write the op table's ops (``+ - * / ** @``, unary ``-``),
-unary ``+``, and calls of the op table's functions by name (``clamp(x, min=0, max=1)``,
+unary ``+``, subscripts of literal integers, slices, ``...`` and None (``x[0]``, ``x[1:3]``,
+``x[:, -1]``, ``x[..., 0]``: the ops tensor indexing decomposes them into, see ``indexing``),
+and calls of the op table's functions by name (``clamp(x, min=0, max=1)``,
 ``sum(x, 0)``, ``mean(x)``), with the op's attributes as keywords or as literal arguments after
 the operands, in the table's order, as in PyTorch's signatures. Everything else is refused with
 an ``InvalidArgument`` naming it and its column. Nothing in the text is ever evaluated: no
@@ -36,7 +38,8 @@ from typing import Any, NoReturn, TypeGuard
 
 import numpy as np
 
-from .errors import InvalidArgument
+from . import indexing
+from .errors import CrossgradError, InvalidArgument
 from .graph import (
     DEFAULT_LIMITS,
     Constant,
@@ -69,6 +72,8 @@ _REFUSED = {
     ast.Set: "set", ast.Await: "await", ast.Yield: "yield", ast.YieldFrom: "yield",
     ast.Slice: "slice",
 }
+_SUBSCRIPT = ("a subscript takes integers, slices of integers (1:3, ::2), ... and None, written "
+              "as literals")
 
 # The nesting pre-scan reads the text as tokens: brackets nest; each operator or keyword can add
 # one level of syntax tree. Numbers are matched whole so that the "." and "e-5" in them do not
@@ -206,6 +211,7 @@ class _Builder:
         self.nodes: list[Node] = []
         self.ids: dict[ast.AST, str] = {}  # the graph node each expression became
         self.calls: dict[ast.Call, tuple[Op, dict[str, Any]]] = {}
+        self.subscripts: dict[ast.Subscript, list[indexing.Step]] = {}
         self.taken: set[str] = set()
         self.constant_valued: set[str] = set()  # nodes that depend on no leaf
         self.literals: dict[str, Number] = {}  # constants written as numbers, by node id
@@ -240,6 +246,8 @@ class _Builder:
             return [expr.operand]
         if isinstance(expr, ast.Call):
             return self._check_call(expr)
+        if isinstance(expr, ast.Subscript):
+            return self._check_subscript(expr)
         if isinstance(expr, ast.Name):
             self._check_name(expr.id, expr)
             if expr.id in TABLE:
@@ -291,6 +299,33 @@ class _Builder:
             self._fail(error.message, expr)
         self.calls[expr] = (op, normalized)
         return expr.args[:op.arity]
+
+    def _check_subscript(self, expr: ast.Subscript) -> list[ast.expr]:
+        """``x[1:3, 0]``: the ops indexing decomposes the key into, as for a tensor (the shape is
+        not known here: the rows check the bounds when the graph is validated)."""
+        parts = expr.slice.elts if isinstance(expr.slice, ast.Tuple) else [expr.slice]
+        key = tuple(self._index(part) for part in parts)
+        try:
+            self.subscripts[expr] = indexing.steps(
+                key if isinstance(expr.slice, ast.Tuple) else key[0], None)
+        except (CrossgradError, TypeError) as error:
+            self._fail(str(error), expr.slice)
+        return [expr.value]
+
+    def _index(self, part: ast.expr) -> Any:
+        """One index of a subscript: an int, a slice of ints, ``...`` or None, as literals."""
+        if isinstance(part, ast.Constant) and (part.value is None or part.value is Ellipsis):
+            return part.value
+        if isinstance(part, ast.Slice):
+            return slice(*(None if bound is None else self._integer(bound)
+                           for bound in (part.lower, part.upper, part.step)))
+        return self._integer(part)
+
+    def _integer(self, expr: ast.expr) -> int:
+        value = self._constant_value(expr)
+        if type(value) is not int:
+            self._fail(_SUBSCRIPT, expr)
+        return value
 
     def _check_name(self, name: str, where: ast.AST) -> None:
         if name.startswith("_"):
@@ -426,6 +461,12 @@ class _Builder:
             if isinstance(expr.op, ast.Pow):
                 self._check_power(expr, left, right)
             return self._operation(expr, _op_of(expr.op, 2), [left, right], {})
+        if isinstance(expr, ast.Subscript):
+            node_id = self._id(expr.value)
+            for name, attrs in self.subscripts[expr]:
+                node_id = self._operation(expr, name, [node_id],
+                                          normalize_attrs(TABLE[name], attrs))
+            return node_id
         assert isinstance(expr, ast.Call)
         op, attrs = self.calls[expr]
         return self._operation(expr, op.name, [self._id(a) for a in expr.args[:op.arity]], attrs)

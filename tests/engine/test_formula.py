@@ -120,8 +120,17 @@ REFUSED = [
     # (formula, a part of the message)
     ("x.T", "attribute access '.T' is not allowed in a formula (at column 1)"),
     ("x.sin()", "attribute access '.sin'"),
-    ("x[0]", "subscript"),
-    ("x[0:2]", "subscript"),
+    ("x[y]", "a subscript takes integers, slices of integers (1:3, ::2), ... and None, written "
+             "as literals (at column 3)"),
+    ("x[0:n]", "a subscript takes integers"),
+    ("x[1.5]", "a subscript takes integers"),
+    ("x[True]", "a subscript takes integers"),
+    ("x[[0, 1]]", "a subscript takes integers"),
+    ("x[sum(y)]", "a subscript takes integers"),
+    ("x[::0]", "slice step cannot be zero"),
+    ("x[::-1]", "step must be greater than zero"),
+    ("x[..., 0, ...]", "an index can only have a single ellipsis"),
+    ("x['a']", "a string"),
     ("(lambda: x)()", "calling anything but a function name"),
     ("lambda: x", "lambda"),
     ("[a for a in x]", "comprehension"),
@@ -327,6 +336,55 @@ def run(text: str, values: dict[str, Any], dtype: cg.DType = cg.float32,
         **kwargs: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     shapes = {name: (np.shape(value), dtype) for name, value in values.items()}
     return evaluate(validate(parse(text), shapes), values, **kwargs)
+
+
+# Subscripts become the ops tensor indexing runs (see test_torch_shapes), dims after an ellipsis
+# counted from the end, as the formula knows no shapes.
+@pytest.mark.parametrize(("text", "expected"), [
+    ("x[0]", [("select", {"dim": 0, "index": 0})]),
+    ("x[-1]", [("select", {"dim": 0, "index": -1})]),
+    ("x[1 - 2]", [("select", {"dim": 0, "index": -1})]),
+    ("x[1:3]", [("slice", {"dim": 0, "start": 1, "end": 3, "step": 1})]),
+    ("x[:]", [("slice", {"dim": 0, "start": None, "end": None, "step": 1})]),
+    ("x[:, -1]", [("select", {"dim": 1, "index": -1})]),
+    ("x[..., 0]", [("select", {"dim": -1, "index": 0})]),
+    ("x[..., None, 0]", [("unsqueeze", {"dim": -2}), ("select", {"dim": -1, "index": 0})]),
+    ("x[None, ::2]", [("unsqueeze", {"dim": 0}),
+                      ("slice", {"dim": 1, "start": None, "end": None, "step": 2})]),
+    ("x[1:3, 0]", [("slice", {"dim": 0, "start": 1, "end": 3, "step": 1}),
+                   ("select", {"dim": 1, "index": 0})]),
+    ("x[:, :]", [("alias", {})]),
+    ("x[...]", [("alias", {})]),
+])
+def test_subscripts_become_indexing_ops(text: str, expected: list[tuple[str, dict[str, Any]]],
+                                        ) -> None:
+    assert ops_of(text) == expected
+
+
+INDEXED: list[tuple[str, Callable[[Any], Any]]] = [
+    ("x[0]", lambda x: x[0]), ("x[1:3]", lambda x: x[1:3]), ("x[:, -1]", lambda x: x[:, -1]),
+    ("x[..., 0]", lambda x: x[..., 0]), ("x[None, ::2]", lambda x: x[None, ::2]),
+    ("x[1:3, 0] * x[0, ..., None]", lambda x: x[1:3, 0] * x[0, ..., None]),
+    ("x[..., None, 1:]", lambda x: x[..., None, 1:]), ("x[-2:, ...]", lambda x: x[-2:, ...]),
+    ("x[1, 2]", lambda x: x[1, 2])]
+
+
+@pytest.mark.parametrize(("text", "index"), INDEXED, ids=[t for t, _ in INDEXED])
+def test_subscripts_compute_what_tensor_indexing_computes(text: str,
+                                                          index: Callable[[Any], Any]) -> None:
+    values = np.arange(12.0).reshape(3, 4) / 7
+    value, grads = run(f"sum(sin({text}))", {"x": values}, dtype=cg.float64)
+    x = cg.tensor(values, dtype=cg.float64, requires_grad=True)
+    expected = index(x).sin().sum()
+    expected.backward()
+    assert value == pytest.approx(expected.item(), rel=1e-12)
+    np.testing.assert_allclose(grads["x"], x.grad.numpy(), rtol=1e-12)
+
+
+def test_a_subscript_out_of_bounds_names_its_node() -> None:
+    with pytest.raises(cg.DimensionError, match="index 5 out of range") as caught:
+        validate(parse("x[5] + 1"), {"x": ((3,), cg.float32)})
+    assert caught.value.node == "select@1"
 
 
 def test_seed_notebook_sin_of_square() -> None:

@@ -131,6 +131,7 @@ def test_kinks_follow_pytorch_on_the_symbolic_side() -> None:
     ("sum(flatten(unsqueeze(x, -1)) ** 3)", {"x": (2, 2)}),
     ("sum(select(x, 1, -1) * slice(x, 1, 0, 3, 2) ** 2)", {"x": (2, 4)}),
     ("sum(exp(slice(select(x, 0, 1), 0, -2))) * sum(alias(x) ** 2)", {"x": (2, 3)}),
+    ("sum(x[1:3, 0] ** 2) * sum(exp(x[..., -1])) + sum(x[None, ::2])", {"x": (4, 2)}),
 ])
 def test_structural_ops_and_broadcasting(text: str, shapes: dict[str, tuple[int, ...]]) -> None:
     rng = np.random.default_rng(2)
