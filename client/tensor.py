@@ -653,6 +653,48 @@ class Tensor:
         """Elementwise atan2 (op ``atan2``; backward node ``Atan2Backward0``)."""
         return _binary("atan2", self, other)
 
+    def gt(self, other: Operand) -> Tensor:
+        """Elementwise ``input > other`` (greater than): a bool tensor without grad."""
+        return _binary("gt", self, other)
+
+    def __gt__(self, other: Operand) -> Tensor:
+        return _compare("gt", self, other)
+
+    def lt(self, other: Operand) -> Tensor:
+        """Elementwise ``input < other`` (less than): a bool tensor without grad."""
+        return _binary("lt", self, other)
+
+    def __lt__(self, other: Operand) -> Tensor:
+        return _compare("lt", self, other)
+
+    def ge(self, other: Operand) -> Tensor:
+        """Elementwise ``input >= other`` (greater than or equal): a bool tensor without grad."""
+        return _binary("ge", self, other)
+
+    def __ge__(self, other: Operand) -> Tensor:
+        return _compare("ge", self, other)
+
+    def le(self, other: Operand) -> Tensor:
+        """Elementwise ``input <= other`` (less than or equal): a bool tensor without grad."""
+        return _binary("le", self, other)
+
+    def __le__(self, other: Operand) -> Tensor:
+        return _compare("le", self, other)
+
+    def eq(self, other: Operand) -> Tensor:
+        """Elementwise ``input == other`` (equal): a bool tensor without grad."""
+        return _binary("eq", self, other)
+
+    def __eq__(self, other: Operand) -> Tensor:  # type: ignore[override]
+        return _compare("eq", self, other)
+
+    def ne(self, other: Operand) -> Tensor:
+        """Elementwise ``input != other`` (not equal): a bool tensor without grad."""
+        return _binary("ne", self, other)
+
+    def __ne__(self, other: Operand) -> Tensor:  # type: ignore[override]
+        return _compare("ne", self, other)
+
     def exp(self) -> Tensor:
         """Elementwise exp (op ``exp``; backward node ``ExpBackward0``)."""
         return _apply_unary(TABLE["exp"], self, _NO_ATTRS)
@@ -921,6 +963,14 @@ def _binary(name: str, a: Operand, b: Operand) -> Tensor:
     return apply(TABLE[name], (a, b))
 
 
+def _compare(name: str, a: Tensor, b: Any) -> Any:
+    """A comparison operator: NotImplemented for an operand that is neither a tensor nor a number,
+    so that Python falls back to identity (``x == None`` is False), as PyTorch's operators do."""
+    if type(b) is not Tensor and not isinstance(b, (int, float, np.number, np.bool_)):
+        return NotImplemented
+    return _binary(name, a, b)
+
+
 def _apply_unary(op: Op, a: Tensor, attrs: dict[str, Any]) -> Tensor:
     return apply(op, (a,), attrs)
 
@@ -940,12 +990,10 @@ def _result_meta(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any],
     first = tensors[0]._dtype
     if first.is_floating_point and all(t._dtype is first for t in tensors) and not (
             attrs and op.number_types(attrs)):
-        return tuple(shape), first
-    numbers = [type(a) for a in args if type(a) is not Tensor]
-    if attrs:
-        numbers += op.number_types(attrs)
-    dtype = dtypes.result_type([(t._dtype, len(t._shape)) for t in tensors], numbers, op.floating)
-    return tuple(shape), dtype
+        return tuple(shape), op.result_dtype(first)
+    computed = op.computed_dtype([(t._dtype, len(t._shape)) for t in tensors],
+                                 [type(a) for a in args if type(a) is not Tensor], attrs)
+    return tuple(shape), op.result_dtype(computed)
 
 
 def apply(op: Op, args: tuple[Operand, ...], attrs: dict[str, Any] = _NO_ATTRS) -> Tensor:

@@ -23,8 +23,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import dtypes
 from .errors import CrossgradError, InvalidArgument, UsageError
-from .graph import Constant, Leaf, Node, NodeType, Operation, ValidGraph, ancestors
+from .graph import (
+    Constant,
+    Leaf,
+    Node,
+    NodeType,
+    Operation,
+    ValidGraph,
+    ancestors,
+    computed_dtype,
+)
 from .ops import TABLE, Op, Vjp
 from .reverse import FLOAT_ONLY, NO_GRAD, NO_RETAIN_GRAD, initial_gradient, schedule, send
 
@@ -125,7 +135,7 @@ class Executor:
                 continue
             assert isinstance(node, Operation)
             inputs = [slot[j] for j in node.inputs]
-            casts = _casts(types[i], [types[j] for j in inputs])
+            casts = _casts(node, [types[j] for j in inputs])
             if all([values[j] is not None for j in inputs]):
                 try:  # it depends on no leaf: computed once, here
                     with np.errstate(all="ignore"):
@@ -293,15 +303,17 @@ def _constant(node: Constant, t: NodeType) -> Any:
     return np.array(node.value, dtype=t.dtype.numpy)
 
 
-def _casts(result: NodeType, inputs: Sequence[NodeType]) -> Casts:
+def _casts(node: Operation, inputs: Sequence[NodeType]) -> Casts:
     """Per operand, the dtype the op computes in (None for a weak scalar: NumPy takes Python
     numbers as weak, as PyTorch does); None where every operand has it already.
 
-    The dtype an op computes in is its result's: the validator promoted the operands to it. As
+    The validator promoted the operands to that dtype (the result's, but for a comparison). As
     the eager engine does, every tensor operand is cast once one is: a NumPy scalar becomes a 0-d
     array, which the VJPs and grad_fn names tell from a Python number.
     """
-    target = result.dtype
+    if all(t.weak for t in inputs):
+        return None
+    target = computed_dtype(TABLE[node.op], inputs, node.attrs)
     for t in inputs:
         if not t.weak and t.dtype is not target:
             return tuple([None if u.weak else target.numpy for u in inputs])
@@ -318,6 +330,8 @@ def _weak(op: Op, args: Sequence[Any], attrs: Mapping[str, Any], result: NodeTyp
     value = op.forward(*args, **attrs)
     if result.dtype.is_floating_point:
         return float(value)
+    if result.dtype is dtypes.bool_:
+        return bool(value)
     number = int(value)
     if not _INT64[0] <= number <= _INT64[1]:
         # Where PyTorch raises "Overflow when unpacking long"; it also keeps Python's integers

@@ -1,10 +1,11 @@
 """Formulas as text, e.g. ``"sin(x**2)"``, parsed safely into a ``Graph``.
 
 Python's ``ast`` reads the text; a whitelist decides what it may hold: int and float literals,
-names (the leaves), the operators that write the op table's ops (``+ - * / ** @``, unary ``-``),
-unary ``+``, subscripts of literal integers, slices, ``...`` and None (``x[0]``, ``x[1:3]``,
-``x[:, -1]``, ``x[..., 0]``: the ops tensor indexing decomposes them into, see ``indexing``),
-and calls of the op table's functions by name (``clamp(x, min=0, max=1)``,
+names (the leaves), the operators that write the op table's ops (``+ - * / ** @``, unary ``-``,
+one comparison ``> < >= <= == !=``: a chain ``a < b < c`` is refused), unary ``+``, subscripts of
+literal integers, slices, ``...`` and None (``x[0]``, ``x[1:3]``, ``x[:, -1]``, ``x[..., 0]``: the
+ops tensor indexing decomposes them into, see ``indexing``), and calls of the op table's functions
+by name (``clamp(x, min=0, max=1)``,
 ``sum(x, 0)``, ``mean(x)``), with the op's attributes as keywords or as literal arguments after
 the operands, in the table's order, as in PyTorch's signatures. Everything else is refused with
 an ``InvalidArgument`` naming it and its column. Nothing in the text is ever evaluated: no
@@ -59,14 +60,17 @@ Number = int | float
 _OPERATOR_TEXT = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**",
                   ast.MatMult: "@", ast.FloorDiv: "//", ast.Mod: "%", ast.LShift: "<<",
                   ast.RShift: ">>", ast.BitOr: "|", ast.BitXor: "^", ast.BitAnd: "&",
-                  ast.USub: "-", ast.UAdd: "+", ast.Not: "not", ast.Invert: "~"}
+                  ast.USub: "-", ast.UAdd: "+", ast.Not: "not", ast.Invert: "~",
+                  ast.Gt: ">", ast.Lt: "<", ast.GtE: ">=", ast.LtE: "<=", ast.Eq: "==",
+                  ast.NotEq: "!=", ast.Is: "is", ast.IsNot: "is not", ast.In: "in",
+                  ast.NotIn: "not in"}
 # Arithmetic of numbers alone is folded as Python computes it.
 _FOLDED = frozenset({ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow})
 _REFUSED = {
     ast.Attribute: "attribute access", ast.Subscript: "subscript", ast.Lambda: "lambda",
     ast.ListComp: "comprehension", ast.SetComp: "comprehension", ast.DictComp: "comprehension",
     ast.GeneratorExp: "generator expression", ast.JoinedStr: "f-string",
-    ast.FormattedValue: "f-string", ast.Compare: "comparison", ast.BoolOp: "boolean operator",
+    ast.FormattedValue: "f-string", ast.BoolOp: "boolean operator",
     ast.NamedExpr: "assignment expression (:=)", ast.IfExp: "conditional expression",
     ast.Starred: "starred argument", ast.Tuple: "tuple", ast.List: "list", ast.Dict: "dict",
     ast.Set: "set", ast.Await: "await", ast.Yield: "yield", ast.YieldFrom: "yield",
@@ -244,6 +248,8 @@ class _Builder:
             if not isinstance(expr.op, ast.UAdd) and not _op_of(expr.op, 1):
                 self._refuse(f"the operator {_text(expr.op)}", expr)
             return [expr.operand]
+        if isinstance(expr, ast.Compare):
+            return self._check_comparison(expr)
         if isinstance(expr, ast.Call):
             return self._check_call(expr)
         if isinstance(expr, ast.Subscript):
@@ -260,6 +266,14 @@ class _Builder:
         if isinstance(expr, ast.Attribute):
             what = f"attribute access '.{expr.attr}'"
         self._refuse(what, expr)
+
+    def _check_comparison(self, expr: ast.Compare) -> list[ast.expr]:
+        if len(expr.ops) > 1:
+            # Python reads a < b < c as (a < b) and (b < c), which is not elementwise on tensors.
+            self._refuse("a chained comparison (write each comparison on its own)", expr)
+        if not _op_of(expr.ops[0], 2):
+            self._refuse(f"the operator {_text(expr.ops[0])}", expr)
+        return [expr.left, expr.comparators[0]]
 
     def _check_call(self, expr: ast.Call) -> list[ast.expr]:
         func = expr.func
@@ -467,6 +481,9 @@ class _Builder:
                 node_id = self._operation(expr, name, [node_id],
                                           normalize_attrs(TABLE[name], attrs))
             return node_id
+        if isinstance(expr, ast.Compare):
+            operands = [self._id(expr.left), self._id(expr.comparators[0])]
+            return self._operation(expr, _op_of(expr.ops[0], 2), operands, {})
         assert isinstance(expr, ast.Call)
         op, attrs = self.calls[expr]
         return self._operation(expr, op.name, [self._id(a) for a in expr.args[:op.arity]], attrs)

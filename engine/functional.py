@@ -58,6 +58,36 @@ def atan2(input: Operand, other: Operand) -> Tensor:
     return _binary("atan2", input, other)
 
 
+def gt(input: Operand, other: Operand) -> Tensor:
+    """Elementwise ``input > other`` (greater than): a bool tensor without grad."""
+    return _binary("gt", input, other)
+
+
+def lt(input: Operand, other: Operand) -> Tensor:
+    """Elementwise ``input < other`` (less than): a bool tensor without grad."""
+    return _binary("lt", input, other)
+
+
+def ge(input: Operand, other: Operand) -> Tensor:
+    """Elementwise ``input >= other`` (greater than or equal): a bool tensor without grad."""
+    return _binary("ge", input, other)
+
+
+def le(input: Operand, other: Operand) -> Tensor:
+    """Elementwise ``input <= other`` (less than or equal): a bool tensor without grad."""
+    return _binary("le", input, other)
+
+
+def eq(input: Operand, other: Operand) -> Tensor:
+    """Elementwise ``input == other`` (equal): a bool tensor without grad."""
+    return _binary("eq", input, other)
+
+
+def ne(input: Operand, other: Operand) -> Tensor:
+    """Elementwise ``input != other`` (not equal): a bool tensor without grad."""
+    return _binary("ne", input, other)
+
+
 def exp(input: Tensor) -> Tensor:
     """Elementwise exp (op ``exp``; backward node ``ExpBackward0``)."""
     return _apply_unary(TABLE["exp"], _as_operand(input), _NO_ATTRS)

@@ -476,7 +476,7 @@ class _Checker:
                                       "computed; give its value", node=node.id)
             floating = (op.floating or any(t.dtype.is_floating_point for t in inputs)
                         or float in op.number_types(attrs))
-            result = _WEAK_FLOAT if floating else _WEAK_INT
+            result = _WEAK_BOOL if op.boolean else _WEAK_FLOAT if floating else _WEAK_INT
         else:
             result = NodeType(shape, _promote(op, inputs, attrs))
         return attrs, result, self.sized(result, node.id)
@@ -485,10 +485,14 @@ class _Checker:
 def _promote(op: Op, inputs: Sequence[NodeType], attrs: Mapping[str, Any]) -> DType:
     """PyTorch's result dtype, the weak inputs and the op's promoting attributes taking part as
     Python numbers."""
-    return dtypes.result_type(
-        [(t.dtype, len(t.shape)) for t in inputs if not t.weak],
-        [_PYTHON_TYPE[t.dtype.name] for t in inputs if t.weak] + op.number_types(attrs),
-        op.floating)
+    return op.result_dtype(computed_dtype(op, inputs, attrs))
+
+
+def computed_dtype(op: Op, inputs: Sequence[NodeType], attrs: Mapping[str, Any]) -> DType:
+    """The dtype ``op`` computes in on operands of these types (its result's, but for a
+    comparison)."""
+    return op.computed_dtype([(t.dtype, len(t.shape)) for t in inputs if not t.weak],
+                             [_PYTHON_TYPE[t.dtype.name] for t in inputs if t.weak], attrs)
 
 
 # --- leaf values ----------------------------------------------------------------------------------

@@ -32,8 +32,9 @@ Rows are written with named fields:
   ``saves_output``: backward reads the forward's result, so an in-place change of the result is
   refused; ``saves_inputs``: backward reads the operands (False where it reads only the result,
   as ``exp``'s does), so an in-place change of an operand is refused; ``floating``: integer
-  inputs give a floating result (sin of an int64 tensor is float32); ``promoting``: attributes
-  that take part in type promotion as Python numbers do.
+  inputs give a floating result (sin of an int64 tensor is float32); ``boolean``: the result is
+  bool whatever the operands' dtype (comparisons, computed in the operands' promoted dtype);
+  ``promoting``: attributes that take part in type promotion as Python numbers do.
 
 The Python surface (the module function, the Tensor method, operators; generated from these rows
 by ``scripts/generate_surface.py``) reads the rest: ``operands``, PyTorch's parameter names for the
@@ -62,7 +63,8 @@ import numpy as np
 import symengine as se
 import sympy
 
-from . import shapes, special
+from . import dtypes, shapes, special
+from .dtypes import DType
 from .errors import CrossgradError
 
 Array = Any  # np.ndarray, a NumPy scalar, or a Python number for a constant operand
@@ -271,6 +273,7 @@ class Op:
     saves_output: bool = False
     saves_inputs: bool = True
     floating: bool = False
+    boolean: bool = False
     promoting: tuple[str, ...] = ()
     operands: tuple[str, ...] = ()
     operator: str = ""
@@ -313,6 +316,19 @@ class Op:
     def number_types(self, attrs: Mapping[str, Any]) -> list[type]:
         """The types of the promoting attributes given in ``attrs``."""
         return [type(attrs[name]) for name in self.promoting if attrs.get(name) is not None]
+
+    def computed_dtype(self, tensors: Sequence[tuple[DType, int]], numbers: Sequence[type],
+                       attrs: Mapping[str, Any] | None = None) -> DType:
+        """The dtype PyTorch computes this op in, on tensor operands of these (dtype, ndim) and
+        Python numbers of these types: their promoted type, the promoting attributes in
+        ``attrs`` taking part as Python numbers; a float where the op makes floats of integers."""
+        if attrs:
+            numbers = [*numbers, *self.number_types(attrs)]
+        return dtypes.result_type(tensors, numbers, self.floating)
+
+    def result_dtype(self, computed: DType) -> DType:
+        """The dtype of the result of this op computed in ``computed``: bool for a comparison."""
+        return dtypes.bool_ if self.boolean else computed
 
     @functools.cached_property
     def python_forms(self) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
@@ -930,6 +946,20 @@ def _atan2_symbolic(y: Any, x: Any) -> Any:
     return sympy.Piecewise((sympy.atan2(y, x), sympy.Ne(y * y + x * x, 0)), (0, True))
 
 
+def _comparison_symbolic(relation: Callable[[Any, Any], Any]) -> Callable[..., Any]:
+    # 1 where the relation holds, else 0: a value the closed form holds as a constant.
+    return _elementwise2(lambda a, b: sympy.Piecewise((1, relation(a, b)), (0, True)))
+
+
+def _comparison(name: str, symbol: str, forward: Callable[..., Array],
+                relation: Callable[[Any, Any], Any], doc: str) -> Op:
+    """A comparison row: a bool result that never requires grad, written with ``symbol``."""
+    return Op(name=name, operator=symbol, elementwise=True, boolean=True, stops_gradient=True,
+              forward=forward, vjps=(None, None), sympy=_comparison_symbolic(relation),
+              grad_fn=None, shape=shapes.broadcast, domain=_REAL * 2, saves=False,
+              doc=f"Elementwise ``input {symbol} other`` ({doc}): a bool tensor without grad.")
+
+
 def _sign(x: Array) -> Array:
     # NumPy's sign has no bool loop (PyTorch's sign of a bool tensor is the tensor itself), and
     # gives nan at nan, where PyTorch gives 0.
@@ -1001,6 +1031,12 @@ OPS: tuple[Op, ...] = (
        shape=shapes.broadcast, domain=((-3.0, 3.0), (0.2, 3.0)), floating=True,
        kink="the gradient at (0, 0) is 0 for both inputs; the closed form's value there is 0 "
             "(PyTorch's atan2(0, -0) is pi)"),
+    _comparison("gt", ">", np.greater, operator.gt, "greater than"),
+    _comparison("lt", "<", np.less, operator.lt, "less than"),
+    _comparison("ge", ">=", np.greater_equal, operator.ge, "greater than or equal"),
+    _comparison("le", "<=", np.less_equal, operator.le, "less than or equal"),
+    _comparison("eq", "==", np.equal, sympy.Eq, "equal"),
+    _comparison("ne", "!=", np.not_equal, sympy.Ne, "not equal"),
     Op(name="exp", elementwise=True,
        forward=np.exp, vjps=(lambda g, out, x: g * out,), sympy=_elementwise(sympy.exp),
        grad_fn="ExpBackward0", shape=shapes.broadcast, domain=_REAL,

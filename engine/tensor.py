@@ -419,6 +419,48 @@ class Tensor:
         """Elementwise atan2 (op ``atan2``; backward node ``Atan2Backward0``)."""
         return _binary("atan2", self, other)
 
+    def gt(self, other: Operand) -> Tensor:
+        """Elementwise ``input > other`` (greater than): a bool tensor without grad."""
+        return _binary("gt", self, other)
+
+    def __gt__(self, other: Operand) -> Tensor:
+        return _compare("gt", self, other)
+
+    def lt(self, other: Operand) -> Tensor:
+        """Elementwise ``input < other`` (less than): a bool tensor without grad."""
+        return _binary("lt", self, other)
+
+    def __lt__(self, other: Operand) -> Tensor:
+        return _compare("lt", self, other)
+
+    def ge(self, other: Operand) -> Tensor:
+        """Elementwise ``input >= other`` (greater than or equal): a bool tensor without grad."""
+        return _binary("ge", self, other)
+
+    def __ge__(self, other: Operand) -> Tensor:
+        return _compare("ge", self, other)
+
+    def le(self, other: Operand) -> Tensor:
+        """Elementwise ``input <= other`` (less than or equal): a bool tensor without grad."""
+        return _binary("le", self, other)
+
+    def __le__(self, other: Operand) -> Tensor:
+        return _compare("le", self, other)
+
+    def eq(self, other: Operand) -> Tensor:
+        """Elementwise ``input == other`` (equal): a bool tensor without grad."""
+        return _binary("eq", self, other)
+
+    def __eq__(self, other: Operand) -> Tensor:  # type: ignore[override]
+        return _compare("eq", self, other)
+
+    def ne(self, other: Operand) -> Tensor:
+        """Elementwise ``input != other`` (not equal): a bool tensor without grad."""
+        return _binary("ne", self, other)
+
+    def __ne__(self, other: Operand) -> Tensor:  # type: ignore[override]
+        return _compare("ne", self, other)
+
     def exp(self) -> Tensor:
         """Elementwise exp (op ``exp``; backward node ``ExpBackward0``)."""
         return _apply_unary(TABLE["exp"], self, _NO_ATTRS)
@@ -689,6 +731,14 @@ def _binary(name: str, a: Operand, b: Operand) -> Tensor:
     return _apply_binary(TABLE[name], a, b)
 
 
+def _compare(name: str, a: Tensor, b: Any) -> Any:
+    """A comparison operator: NotImplemented for an operand that is neither a tensor nor a number,
+    so that Python falls back to identity (``x == None`` is False), as PyTorch's operators do."""
+    if type(b) is not Tensor and not isinstance(b, (int, float, np.number, np.bool_)):
+        return NotImplemented
+    return _binary(name, a, b)
+
+
 def _call(name: str, operands: tuple[Operand, ...], args: dict[str, Any]) -> Tensor:
     """Op ``name`` called from Python with its attributes' arguments by name (``args``, which
     becomes the attributes): what PyTorch refuses of the call, then each argument turned into
@@ -708,12 +758,9 @@ def _promoted(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any] | None
     tensors = [a._data.dtype for a in args if type(a) is Tensor]
     if tensors[0].kind == "f" and all(d == tensors[0] for d in tensors):
         return tuple(value_of(a) for a in args)
-    numbers = [type(a) for a in args if type(a) is not Tensor]
-    if attrs:
-        numbers += op.number_types(attrs)
-    target = dtypes.result_type(
+    target = op.computed_dtype(
         [(dtypes.from_numpy(a._data.dtype), a._data.ndim) for a in args if type(a) is Tensor],
-        numbers, op.floating).numpy
+        [type(a) for a in args if type(a) is not Tensor], attrs).numpy
     # Python numbers stay Python numbers: NumPy treats them as weak, as PyTorch does.
     return tuple(np.asarray(a._data, dtype=target) if type(a) is Tensor else a for a in args)
 
@@ -779,7 +826,7 @@ def _apply_binary(op: Op, a: Operand, b: Operand) -> Tensor:
     if not fast:
         x, y = _promoted(op, (a, b))
     out = _forward(op, (x, y), _NO_ATTRS)
-    if not _enabled.get():
+    if not _enabled.get() or op.stops_gradient:
         return Tensor(out)
     ta = (a._node or a) if type(a) is Tensor and a.requires_grad else None
     tb = (b._node or b) if type(b) is Tensor and b.requires_grad else None

@@ -53,6 +53,10 @@ PACKAGES = (ROOT / "engine", ROOT / "client")
 # Python's operators: the special method of each, by the number of operands it takes.
 _BINARY_METHODS = {"+": "add", "-": "sub", "*": "mul", "/": "truediv", "**": "pow",
                    "@": "matmul"}
+# Comparisons have no reflected method: Python turns ``2 < x`` into ``x > 2`` itself.
+_COMPARISON_METHODS = {">": "gt", "<": "lt", ">=": "ge", "<=": "le", "==": "eq", "!=": "ne"}
+# ``object`` defines these two, returning bool; a tensor's are elementwise, as PyTorch's.
+_OBJECT_METHODS = frozenset({"eq", "ne"})
 _UNARY_METHODS = {"-": "neg", "+": "pos", "~": "invert"}
 # Where the names the generated functions use come from (only those used are imported).
 _SOURCES = {"Any": "typing", "Sequence": "collections.abc", "ALL_DIMS": ".ops", "Dims": ".ops",
@@ -136,7 +140,13 @@ def method(op: Op) -> list[str]:
                       f"        raise TypeError('{op.name}() missing 1 required positional "
                       f'arguments: "{spread}"\')']
         lines += [f"    return {_call_line(op, operands)}", ""]
-    if op.operator and op.arity == 2:
+    if op.operator in _COMPARISON_METHODS and op.arity == 2:
+        special = _COMPARISON_METHODS[op.operator]
+        (other,) = op.operands[1:]
+        ignore = "  # type: ignore[override]" if special in _OBJECT_METHODS else ""
+        lines += [f"def __{special}__(self, {other}: Operand) -> Tensor:{ignore}",
+                  f'    return _compare("{op.name}", self, {other})', ""]
+    elif op.operator and op.arity == 2:
         special = _BINARY_METHODS[op.operator]
         (other,) = op.operands[1:]
         lines += [f"def __{special}__(self, {other}: Operand) -> Tensor:",

@@ -67,6 +67,8 @@ def eager_op(node: Operation, args: list[Any], result: NodeType) -> Any:
         if not result.weak:
             return apply(op, tuple(args), dict(node.attrs))
         value = op.forward(*args, **node.attrs)
+        if result.dtype is cg.bool:
+            return bool(value)  # a comparison of Python numbers
         return float(value) if result.dtype.is_floating_point else int(value)
     except (CrossgradError, ArithmeticError, ValueError, TypeError) as error:
         reported = blame(node, error)

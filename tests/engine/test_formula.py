@@ -160,8 +160,10 @@ REFUSED = [
     ("sin", "'sin' is a function: call it"),
     ("sin(*x)", "a starred argument is not allowed"),
     ("sum(x, **k)", "a ** argument is not allowed"),
-    ("x < 1", "comparison"),
-    ("x == y", "comparison"),
+    ("x < y < 1", "a chained comparison (write each comparison on its own) is not allowed in a "
+                  "formula (at column 1)"),
+    ("x is y", "the operator is is not allowed in a formula (at column 1)"),
+    ("x not in y", "the operator not in is not allowed"),
     ("x and y", "boolean operator"),
     ("not x", "the operator not"),
     ("~x", "the operator ~"),

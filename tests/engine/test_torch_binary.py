@@ -116,3 +116,88 @@ def test_method_and_grad_fn_names(require_torch: ModuleType, name: str) -> None:
         _log_grads(rec, [x, t])
 
     assert_same(require_torch, scenario)
+
+
+# --- comparisons --------------------------------------------------------------------------------
+
+# A number on the left is Python's reflected comparison: 1.5 >= x runs x <= 1.5.
+COMPARISON_FORMS: list[tuple[str, Callable[[ModuleType, Any, Any], Any]]] = [
+    ("x > t", lambda lib, x, t: x > t), ("x < 1", lambda lib, x, t: x < 1),
+    ("1.5 >= x", lambda lib, x, t: 1.5 >= x),  # noqa: SIM300
+    ("x <= t", lambda lib, x, t: x <= t), ("x == t", lambda lib, x, t: x == t),
+    ("2 == x", lambda lib, x, t: 2 == x),  # noqa: SIM300
+    ("x != t", lambda lib, x, t: x != t), ("x != 0.5", lambda lib, x, t: x != 0.5),
+    ("lib.gt(x, t)", lambda lib, x, t: lib.gt(x, t)), ("x.le(t)", lambda lib, x, t: x.le(t)),
+    ("lib.eq(x, 2)", lambda lib, x, t: lib.eq(x, 2)), ("x.ne(x)", lambda lib, x, t: x.ne(x)),
+]
+
+
+@pytest.mark.parametrize(("text", "form"), COMPARISON_FORMS, ids=[f[0] for f in COMPARISON_FORMS])
+def test_comparisons_as_pytorch(require_torch: ModuleType, text: str,
+                                form: Callable[[ModuleType, Any, Any], Any]) -> None:
+    # A bool result with PyTorch's repr, no grad_fn and no requires_grad, broadcasting.
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        x = lib.tensor([[0.5, 2.0, 3.0], [1.0, 2.0, -1.0]], requires_grad=True)
+        t = lib.tensor([0.5, 1.0, 3.0], requires_grad=True)
+        result = rec.call(text, lambda: form(lib, x, t))
+        rec.log("grad_fn", result.grad_fn)
+        rec.call("backward", lambda: result.sum().backward())
+
+    assert_same(require_torch, scenario)
+
+
+def test_comparisons_of_other_dtypes_as_pytorch(require_torch: ModuleType) -> None:
+    # Computed in the promoted dtype (int64 with a float compares as float32), the result bool.
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        i = lib.tensor([1, 2, 3])
+        b = lib.tensor([True, False, True])
+        d = lib.tensor([1.5, 2.0, 2.5], dtype=lib.float64)
+        rec.log("int > 1.5", i > 1.5)
+        rec.log("int == int", i == lib.tensor([[1], [3]]))
+        rec.log("int <= double", i <= d)
+        rec.log("bool == 1", b == 1)
+        rec.log("bool != bool", b != lib.tensor(True))
+        rec.log("0-d", lib.tensor(2.0) > 1)
+        rec.log("0-d int vs float tensor", lib.tensor(2) < lib.tensor([1.5, 2.5]))
+
+    assert_same(require_torch, scenario)
+
+
+def test_a_mask_in_a_loss_as_pytorch(require_torch: ModuleType) -> None:
+    # The mask multiplies, as a hand-written relu does; its ties and the gradient through it.
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        x = lib.tensor([-1.0, 0.0, 2.0, 3.0], requires_grad=True)
+        t = lib.tensor([0.0, 0.0, 1.0, 4.0], requires_grad=True)
+        loss = (x * (x > 0) + t * (x <= t) * (t != 4)).sum()
+        rec.log("loss", loss)
+        loss.backward()
+        _log_grads(rec, [x, t])
+
+    assert_same(require_torch, scenario)
+
+
+def test_equality_with_other_objects_as_pytorch(require_torch: ModuleType) -> None:
+    # == and != on a tensor are elementwise; with an object that is neither a tensor nor a
+    # number, Python's identity decides, as for PyTorch's tensors; < refuses such an object.
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        x = lib.tensor([1.0, 2.0])
+        rec.log("x == None", x == None)  # noqa: E711
+        rec.log("x != None", x != None)  # noqa: E711
+        rec.log("x == 'x'", x == "x")
+        rec.log("x == [1.0, 2.0]", x == [1.0, 2.0])
+        rec.call("x < None", lambda: x < None)
+
+    assert_same(require_torch, scenario)
+
+
+def test_tensors_in_sets_and_dicts_as_pytorch(require_torch: ModuleType) -> None:
+    # Tensors hash by identity: equal values are still two keys, and membership is identity.
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        x, y = lib.tensor([1.0, 2.0]), lib.tensor([1.0, 2.0])
+        seen = {x, y}
+        rec.log("len", len(seen))
+        rec.log("x in set", x in seen)
+        rec.log("x in list", x in [x])
+        rec.log("dict", {x: "x", y: "y"}[y])
+
+    assert_same(require_torch, scenario)

@@ -287,6 +287,8 @@ BINARY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
           "div": operator.truediv, "pow": operator.pow}
 # Elementwise functions of two tensors (no Python numbers: PyTorch refuses them), drawn with ties.
 TENSOR_BINARY = ("maximum", "minimum", "atan2")
+COMPARISONS = {"gt": operator.gt, "lt": operator.lt, "ge": operator.ge, "le": operator.le,
+               "eq": operator.eq, "ne": operator.ne}
 SPECIAL = ("clamp", "sum", "mean", "matmul", "reshape", "transpose", "permute", "detach",
            "squeeze", "unsqueeze", "flatten", "select", "slice", "alias")
 
@@ -410,6 +412,34 @@ def tensor_binary_cases(draw: st.DrawFn, name: str) -> OpCase:
 
     return OpCase(f"{name} {'method' if method else 'function'}", arrays, requires, call,
                   draw(st.integers(0, 2**32 - 1)))
+
+
+@st.composite
+def comparison_cases(draw: st.DrawFn, name: str) -> OpCase:
+    fn = COMPARISONS[name]
+    form = draw(st.sampled_from(["operator", "tensor-number", "number-tensor", "function",
+                                 "method"]))
+    if form in ("tensor-number", "number-tensor"):
+        # The number is one of the tensor's values (float32-exact) or another: ties and not.
+        (array,) = _tied_values(draw, [draw(SHAPES)], st.floats(-3, 3, width=32))
+        number = draw(st.one_of(st.sampled_from(array.ravel().tolist()),
+                                st.integers(-3, 3), st.floats(-3, 3)))
+
+        def call_number(lib: ModuleType, xs: list[Any]) -> Any:
+            return fn(xs[0], number) if form == "tensor-number" else fn(number, xs[0])
+
+        return OpCase(f"{name} {form} {number!r}", [array], [True], call_number)
+    shapes = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4,
+                                                    max_side=4)).input_shapes
+    arrays = _tied_values(draw, shapes, st.floats(-3, 3))
+    requires = draw(st.sampled_from([[True, True], [True, False], [False, False]]))
+
+    def call(lib: ModuleType, xs: list[Any]) -> Any:
+        if form == "function":
+            return getattr(lib, name)(xs[0], xs[1])
+        return getattr(xs[0], name)(xs[1]) if form == "method" else fn(xs[0], xs[1])
+
+    return OpCase(f"{name} {form}", arrays, requires, call)
 
 
 @st.composite
@@ -692,6 +722,8 @@ def op_cases(name: str) -> st.SearchStrategy[OpCase]:
         return reduction_cases(name)
     if name in TENSOR_BINARY:
         return tensor_binary_cases(name)
+    if name in COMPARISONS:
+        return comparison_cases(name)
     return {"clamp": clamp_cases, "matmul": matmul_cases, "reshape": reshape_cases,
             "transpose": transpose_cases, "permute": permute_cases,
             "detach": detach_cases, "squeeze": squeeze_cases, "unsqueeze": unsqueeze_cases,
@@ -701,7 +733,8 @@ def op_cases(name: str) -> st.SearchStrategy[OpCase]:
 
 def test_every_table_op_is_exercised(require_torch: ModuleType) -> None:
     # A row added to the table must get a case generator here, or this fails.
-    assert {op.name for op in OPS} == set(UNARY) | set(BINARY) | set(TENSOR_BINARY) | set(SPECIAL)
+    assert {op.name for op in OPS} == (set(UNARY) | set(BINARY) | set(TENSOR_BINARY)
+                                       | set(COMPARISONS) | set(SPECIAL))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -1557,6 +1590,10 @@ def apply_step(lib: ModuleType, step: Step, pool: list[Any]) -> Any:
     name, attrs = step.op, step.attrs
     if name in BINARY:
         return BINARY[name](args[0], args[1])
+    if name in COMPARISONS:
+        return COMPARISONS[name](args[0], args[1])
+    if name in TENSOR_BINARY:
+        return getattr(lib, name)(args[0], args[1])
     if name == "matmul":
         return args[0] @ args[1]
     if name in ("sum", "mean", "clamp", "transpose"):
@@ -1620,10 +1657,11 @@ class GraphBuilder:
 
     def pick(self) -> Ref:
         # Half the time the newest tensor (a chain); otherwise any (shared subexpressions).
-        last = len(self.values) - 1
+        # Comparisons' bool masks are only ever multiplied in, where they are made.
+        floats = [i for i, v in enumerate(self.values) if v.is_floating_point()]
         if self.draw(st.booleans()):
-            return Ref(last)
-        return Ref(self.draw(st.integers(0, last)))
+            return Ref(floats[-1])
+        return Ref(self.draw(st.sampled_from(floats)))
 
     def step(self, name: str) -> None:
         draw, x = self.draw, self.pick()
@@ -1631,6 +1669,12 @@ class GraphBuilder:
         rank = len(self.shape(x))
         if name in BINARY:
             self.binary(name, x, domain)
+        elif name in TENSOR_BINARY:
+            self.binary(name, x, domain, numbers=False)
+        elif name in COMPARISONS:
+            # A mask, used as programs use one: multiplied into a float tensor.
+            self.binary(name, x, domain)
+            self.emit("mul", x, Ref(len(self.values) - 1))
         elif name == "matmul":
             self.matmul(x)
         elif name == "clamp":
@@ -1653,17 +1697,19 @@ class GraphBuilder:
         else:
             self.emit(name, self.within(x, domain[0]))  # unary elementwise ops, detach
 
-    def binary(self, name: str, x: Ref, domain: tuple[tuple[float, float], ...]) -> None:
+    def binary(self, name: str, x: Ref, domain: tuple[tuple[float, float], ...],
+               numbers: bool = True) -> None:
         draw = self.draw
-        how = draw(st.sampled_from(["tensor", "tensor", "number right", "number left"]))
+        how = draw(st.sampled_from(["tensor", "tensor", "number right", "number left"]
+                                   if numbers else ["tensor"]))
         if how == "number right":
             self.emit(name, self.within(x, domain[0]), _number(draw, domain[1]))
             return
         if how == "number left":
             self.emit(name, _number(draw, domain[0]), self.within(x, domain[1]))
             return
-        fits = [i for i in range(len(self.values)) if _broadcasts(self.shape(x),
-                                                                  self.shape(Ref(i)))]
+        fits = [i for i in range(len(self.values)) if self.values[i].is_floating_point()
+                and _broadcasts(self.shape(x), self.shape(Ref(i)))]
         y = Ref(draw(st.sampled_from(fits)))  # x itself fits: x * x shares one operand
         if draw(st.booleans()):
             x, y = y, x
@@ -1673,7 +1719,8 @@ class GraphBuilder:
         domain = TABLE["matmul"].domain
         if not self.shape(x):
             x = self.emit("reshape", x, shape=(1,))
-        fits = [i for i in range(len(self.values)) if self.shape(Ref(i))
+        fits = [i for i in range(len(self.values)) if self.values[i].is_floating_point()
+                and self.shape(Ref(i))
                 and _multiplies(self.shape(x), self.shape(Ref(i)))]
         if fits:
             y = Ref(self.draw(st.sampled_from(fits)))
