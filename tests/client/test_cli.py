@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from crossgrad.client import cli
@@ -20,6 +21,12 @@ from crossgrad.server.main import RunningServer
 from grpc_health.v1 import health_pb2
 
 from tests.client.conftest import ROOT
+from tests.engine.test_formula import (
+    SEED_LOSS,
+    SEED_VALUES,
+    assert_seed_numbers,
+    seed_loss_in_torch,
+)
 from tests.notebook import CELLS, NON_LEAF_WARNING
 
 
@@ -103,6 +110,19 @@ def test_grad_of_vectors_with_respect_to_chosen_leaves(
     # A trailing comma makes a one-element vector.
     status, out, _ = run(capsys, "grad", "sum(y)", "--at", "y=3,", "--json", "--target", target)
     assert status == 0 and json.loads(out)["gradients"][0]["shape"] == [1]
+
+
+def test_grad_of_the_seed_notebook_loss_as_written(
+        capsys: pytest.CaptureFixture[str], target: str, require_torch: Any) -> None:
+    at = [arg for name, value in SEED_VALUES.items() for arg in ("--at", f"{name}={value}")]
+    status, out, err = run(capsys, "grad", SEED_LOSS, *at, "--wrt", "w", "--wrt", "b",
+                           "--json", "--target", target)
+    assert (status, err) == (0, "")
+    result = json.loads(out)
+    assert (result["check"]["method"], result["check"]["status"]) == ("SYMBOLIC", "AGREE")
+    loss, grads = seed_loss_in_torch(require_torch)
+    assert_seed_numbers(result["output"]["value"],
+                        {g["leaf"]: g["value"] for g in result["gradients"]}, loss, grads)
 
 
 def test_the_address_comes_from_the_environment(

@@ -412,6 +412,47 @@ def test_seed_notebook_binary_cross_entropy() -> None:
     assert grads["b"] == pytest.approx(0.9988, abs=1e-4)
 
 
+# The seed notebook's binary cross-entropy exactly as its cell writes it: clamp's bounds are
+# arithmetic of numbers (1-1e-8), folded by the parser.
+SEED_P = "sigmoid(w*6.7+b)"
+SEED_LOSS = (f"-(y*log(clamp({SEED_P}, 1e-8, 1-1e-8)) "
+             f"+ (1-y)*log(1-clamp({SEED_P}, 1e-8, 1-1e-8)))")
+SEED_VALUES = {"w": 1.0, "b": 0.0, "y": 0.0}
+
+
+def seed_loss_in_torch(torch: Any) -> tuple[float, dict[str, float]]:
+    """The notebook's cell on PyTorch: the loss and the gradients of w and b (float32)."""
+    w = torch.tensor(SEED_VALUES["w"], requires_grad=True)
+    b = torch.tensor(SEED_VALUES["b"], requires_grad=True)
+    y_pred = torch.clamp(torch.sigmoid(w * 6.7 + b), 1e-8, 1 - 1e-8)
+    y = torch.tensor(SEED_VALUES["y"])
+    loss = -(y * torch.log(y_pred) + (1 - y) * torch.log(1 - y_pred))
+    loss.backward()
+    return loss.item(), {"w": w.grad.item(), "b": b.grad.item()}
+
+
+def test_the_seed_notebook_loss_as_written(require_torch: Any) -> None:
+    values = {name: np.float32(v) for name, v in SEED_VALUES.items()}
+    result = cg.differentiate(SEED_LOSS, values, wrt=["w", "b"])  # strict: a disagreement raises
+    assert result.check.status.value == "AGREE"
+    loss, grads = seed_loss_in_torch(require_torch)
+    assert result.value.dtype == np.float32
+    assert_seed_numbers(float(result.value), {n: float(g) for n, g in result.gradients.items()},
+                        loss, grads)
+
+
+def assert_seed_numbers(value: float, grads: dict[str, float], torch_value: float,
+                        torch_grads: dict[str, float]) -> None:
+    """The notebook's printed digits (4 decimals) are PyTorch's. 1 - p cancels in float32 near
+    p = 1, so NumPy's and PyTorch's sigmoid, 1 ulp apart there, differ from the fifth digit."""
+    assert f"{value:.4f}" == f"{torch_value:.4f}"
+    assert value == pytest.approx(torch_value, rel=1e-4)
+    assert set(grads) == set(torch_grads)
+    for name, grad in grads.items():
+        assert f"{grad:.4f}" == f"{torch_grads[name]:.4f}"
+        assert grad == pytest.approx(torch_grads[name], rel=1e-5)
+
+
 def test_constant_arithmetic_is_pythons() -> None:
     # (1 / 3) is divided in double precision, as Python divides it before PyTorch sees it.
     value, _ = run("x * (1 / 3)", {"x": 3.0}, dtype=cg.float64)
