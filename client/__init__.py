@@ -104,6 +104,7 @@ from .functional import (
     transpose,
     unsqueeze,
     var,
+    where,
 )
 
 # --- end generated: op-functions ---
@@ -240,5 +241,6 @@ __all__ += [
     "transpose",
     "unsqueeze",
     "var",
+    "where",
 ]
 # --- end generated: op-exports ---

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .ops import ALL_DIMS, TABLE, Dims
-from .tensor import _NO_ATTRS, Operand, Tensor, _apply_unary, _as_operand, _binary
+from .tensor import _NO_ATTRS, Operand, Tensor, _apply_unary, _as_operand, _binary, _call
 
 
 def add(input: Operand, other: Operand) -> Tensor:
@@ -86,6 +86,11 @@ def eq(input: Operand, other: Operand) -> Tensor:
 def ne(input: Operand, other: Operand) -> Tensor:
     """Elementwise ``input != other`` (not equal): a bool tensor without grad."""
     return _binary("ne", input, other)
+
+
+def where(condition: Operand, input: Operand, other: Operand) -> Tensor:
+    """``input`` where ``condition`` holds, else ``other`` (``condition`` a bool tensor)."""
+    return _call("where", (condition, input, other), {})
 
 
 def exp(input: Tensor) -> Tensor:

@@ -695,6 +695,10 @@ class Tensor:
     def __ne__(self, other: Operand) -> Tensor:  # type: ignore[override]
         return _compare("ne", self, other)
 
+    def where(self, condition: Operand, other: Operand) -> Tensor:
+        """``input`` where ``condition`` holds, else ``other`` (``condition`` a bool tensor)."""
+        return _call("where", (condition, self, other), {})
+
     def exp(self) -> Tensor:
         """Elementwise exp (op ``exp``; backward node ``ExpBackward0``)."""
         return _apply_unary(TABLE["exp"], self, _NO_ATTRS)
@@ -977,6 +981,8 @@ def _apply_unary(op: Op, a: Tensor, attrs: dict[str, Any]) -> Tensor:
 
 def _call(name: str, operands: tuple[Operand, ...], args: dict[str, Any]) -> Tensor:
     op = TABLE[name]
+    if not args:  # no attributes (where): nothing to check or convert
+        return apply(op, operands)
     return apply(op, operands, python_attrs(op, operands[0].dtype, args,
                                                operands[0]._shape))
 
@@ -989,10 +995,10 @@ def _result_meta(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any],
     shape = op.shape(*[a._shape if type(a) is Tensor else () for a in args], **attrs)
     first = tensors[0]._dtype
     if first.is_floating_point and all(t._dtype is first for t in tensors) and not (
-            attrs and op.number_types(attrs)):
+            (attrs and op.number_types(attrs)) or op.conditioned):
         return tuple(shape), op.result_dtype(first)
-    computed = op.computed_dtype([(t._dtype, len(t._shape)) for t in tensors],
-                                 [type(a) for a in args if type(a) is not Tensor], attrs)
+    computed = op.computed_dtype([(a._dtype, len(a._shape)) if type(a) is Tensor else type(a)
+                                  for a in args], attrs)
     return tuple(shape), op.result_dtype(computed)
 
 

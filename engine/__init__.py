@@ -111,6 +111,7 @@ from .functional import (
     transpose,
     unsqueeze,
     var,
+    where,
 )
 
 # --- end generated: op-functions ---
@@ -232,5 +233,6 @@ __all__ += [
     "transpose",
     "unsqueeze",
     "var",
+    "where",
 ]
 # --- end generated: op-exports ---

@@ -461,6 +461,7 @@ class _Checker:
         attrs = normalize_attrs(op, node.attrs, node.id)
         try:
             shape = op.shape(*(t.shape for t in inputs), **attrs)
+            dtype = _promote(op, inputs, attrs)
         except CrossgradError as error:
             raise type(error)(f"node {node.id!r} ({op.name}): {error.message}",
                               node=node.id) from None
@@ -478,7 +479,7 @@ class _Checker:
                         or float in op.number_types(attrs))
             result = _WEAK_BOOL if op.boolean else _WEAK_FLOAT if floating else _WEAK_INT
         else:
-            result = NodeType(shape, _promote(op, inputs, attrs))
+            result = NodeType(shape, dtype)
         return attrs, result, self.sized(result, node.id)
 
 
@@ -491,8 +492,8 @@ def _promote(op: Op, inputs: Sequence[NodeType], attrs: Mapping[str, Any]) -> DT
 def computed_dtype(op: Op, inputs: Sequence[NodeType], attrs: Mapping[str, Any]) -> DType:
     """The dtype ``op`` computes in on operands of these types (its result's, but for a
     comparison)."""
-    return op.computed_dtype([(t.dtype, len(t.shape)) for t in inputs if not t.weak],
-                             [_PYTHON_TYPE[t.dtype.name] for t in inputs if t.weak], attrs)
+    return op.computed_dtype([_PYTHON_TYPE[t.dtype.name] if t.weak else (t.dtype, len(t.shape))
+                              for t in inputs], attrs)
 
 
 # --- leaf values ----------------------------------------------------------------------------------

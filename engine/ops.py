@@ -65,7 +65,7 @@ import sympy
 
 from . import dtypes, shapes, special
 from .dtypes import DType
-from .errors import CrossgradError
+from .errors import CrossgradError, DTypeError, UsageError
 
 Array = Any  # np.ndarray, a NumPy scalar, or a Python number for a constant operand
 Vjp = Callable[..., Array]
@@ -144,6 +144,20 @@ class AttrKind:
 def is_int(value: Any) -> bool:
     """An integer, Python's or NumPy's, that is not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_condition(op: str, operand: tuple[DType, int] | type) -> None:
+    """PyTorch's refusal of a condition that is not a bool tensor."""
+    if not isinstance(operand, tuple):
+        raise DTypeError(f"{op}(): argument 'condition' (position 1) must be Tensor, not "
+                         f"{operand.__name__}")
+    if operand[0] is not dtypes.bool_:
+        raise UsageError(f"{op} expected condition to be a boolean tensor, but got a tensor "
+                         f"with dtype {_TORCH_DTYPE_NAMES[operand[0].name]}")
+
+
+# PyTorch's words for dtypes in its messages (ScalarType names).
+_TORCH_DTYPE_NAMES = {"float32": "Float", "float64": "Double", "int64": "Long", "bool": "Bool"}
 
 
 def _finite_number(value: Any) -> float:
@@ -317,14 +331,30 @@ class Op:
         """The types of the promoting attributes given in ``attrs``."""
         return [type(attrs[name]) for name in self.promoting if attrs.get(name) is not None]
 
-    def computed_dtype(self, tensors: Sequence[tuple[DType, int]], numbers: Sequence[type],
+    def computed_dtype(self, operands: Sequence[tuple[DType, int] | type],
                        attrs: Mapping[str, Any] | None = None) -> DType:
-        """The dtype PyTorch computes this op in, on tensor operands of these (dtype, ndim) and
-        Python numbers of these types: their promoted type, the promoting attributes in
-        ``attrs`` taking part as Python numbers; a float where the op makes floats of integers."""
+        """The dtype PyTorch computes this op in, per operand a tensor's (dtype, ndim) or a
+        Python number's type: their promoted type, the promoting attributes in ``attrs`` taking
+        part as Python numbers; a float where the op makes floats of integers. A ``condition``
+        operand (``where``'s) takes no part, and must be a bool tensor."""
+        tensors: list[tuple[DType, int]] = []
+        numbers: list[type] = []
+        for name, operand in zip(self.operands, operands, strict=True):
+            if name == "condition":
+                _check_condition(self.name, operand)
+            elif isinstance(operand, tuple):
+                tensors.append(operand)
+            else:
+                numbers.append(operand)
         if attrs:
-            numbers = [*numbers, *self.number_types(attrs)]
+            numbers += self.number_types(attrs)
         return dtypes.result_type(tensors, numbers, self.floating)
+
+    @functools.cached_property
+    def conditioned(self) -> bool:
+        """Whether an operand is a condition (``where``'s): a bool tensor that takes no part in
+        type promotion, so the operands' dtypes alone do not type a call."""
+        return "condition" in self.operands
 
     def result_dtype(self, computed: DType) -> DType:
         """The dtype of the result of this op computed in ``computed``: bool for a comparison."""
@@ -960,6 +990,20 @@ def _comparison(name: str, symbol: str, forward: Callable[..., Array],
               doc=f"Elementwise ``input {symbol} other`` ({doc}): a bool tensor without grad.")
 
 
+def _where(condition: Array, x: Array, y: Array) -> Array:
+    out: Array = np.where(condition, x, y)
+    if _is_number(x) and _is_number(y):
+        # Only the condition is a tensor: PyTorch's default dtype for the numbers (NumPy's
+        # would be float64 or int64 whatever they are).
+        return out.astype(dtypes.result_type([], [type(x), type(y)]).numpy)
+    return out
+
+
+def _where_symbolic(condition: Any, x: Any, y: Any) -> Any:
+    # The condition's 0/1 picks a branch: the other branch's derivative is exactly 0.
+    return sympy.Piecewise((x, sympy.Ne(condition, 0)), (y, True))
+
+
 def _sign(x: Array) -> Array:
     # NumPy's sign has no bool loop (PyTorch's sign of a bool tensor is the tensor itself), and
     # gives nan at nan, where PyTorch gives 0.
@@ -1037,6 +1081,15 @@ OPS: tuple[Op, ...] = (
     _comparison("le", "<=", np.less_equal, operator.le, "less than or equal"),
     _comparison("eq", "==", np.equal, sympy.Eq, "equal"),
     _comparison("ne", "!=", np.not_equal, sympy.Ne, "not equal"),
+    # The gradient is selected (np.where), not multiplied: the unselected branch gets exactly +0,
+    # whatever inf or NaN it holds, as in PyTorch.
+    Op(name="where", operands=("condition", "input", "other"), elementwise=True,
+       forward=_where,
+       vjps=(None, lambda g, out, c, x, y: np.where(c, g, 0.0),
+             lambda g, out, c, x, y: np.where(c, 0.0, g)),
+       sympy=np.frompyfunc(_where_symbolic, 3, 1), grad_fn="WhereBackward0",
+       shape=shapes.broadcast, domain=((-1.0, 1.0), *_REAL, *_REAL),
+       doc="``input`` where ``condition`` holds, else ``other`` (``condition`` a bool tensor)."),
     Op(name="exp", elementwise=True,
        forward=np.exp, vjps=(lambda g, out, x: g * out,), sympy=_elementwise(sympy.exp),
        grad_fn="ExpBackward0", shape=shapes.broadcast, domain=_REAL,

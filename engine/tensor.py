@@ -461,6 +461,10 @@ class Tensor:
     def __ne__(self, other: Operand) -> Tensor:  # type: ignore[override]
         return _compare("ne", self, other)
 
+    def where(self, condition: Operand, other: Operand) -> Tensor:
+        """``input`` where ``condition`` holds, else ``other`` (``condition`` a bool tensor)."""
+        return _call("where", (condition, self, other), {})
+
     def exp(self) -> Tensor:
         """Elementwise exp (op ``exp``; backward node ``ExpBackward0``)."""
         return _apply_unary(TABLE["exp"], self, _NO_ATTRS)
@@ -744,6 +748,8 @@ def _call(name: str, operands: tuple[Operand, ...], args: dict[str, Any]) -> Ten
     becomes the attributes): what PyTorch refuses of the call, then each argument turned into
     the attribute's value by its kind."""
     op = TABLE[name]
+    if not args:  # no attributes (where): nothing to check or convert
+        return apply(op, operands)
     return apply(op, operands, python_attrs(op, operands[0].dtype, args,
                                                operands[0]._data.shape))
 
@@ -756,11 +762,11 @@ def _promoted(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any] | None
     Python numbers are weak there as in PyTorch. Otherwise PyTorch's rules pick the type.
     """
     tensors = [a._data.dtype for a in args if type(a) is Tensor]
-    if tensors[0].kind == "f" and all(d == tensors[0] for d in tensors):
+    if tensors[0].kind == "f" and all(d == tensors[0] for d in tensors) and not op.conditioned:
         return tuple(value_of(a) for a in args)
     target = op.computed_dtype(
-        [(dtypes.from_numpy(a._data.dtype), a._data.ndim) for a in args if type(a) is Tensor],
-        [type(a) for a in args if type(a) is not Tensor], attrs).numpy
+        [(dtypes.from_numpy(a._data.dtype), a._data.ndim) if type(a) is Tensor else type(a)
+         for a in args], attrs).numpy
     # Python numbers stay Python numbers: NumPy treats them as weak, as PyTorch does.
     return tuple(np.asarray(a._data, dtype=target) if type(a) is Tensor else a for a in args)
 

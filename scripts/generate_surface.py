@@ -61,7 +61,8 @@ _UNARY_METHODS = {"-": "neg", "+": "pos", "~": "invert"}
 # Where the names the generated functions use come from (only those used are imported).
 _SOURCES = {"Any": "typing", "Sequence": "collections.abc", "ALL_DIMS": ".ops", "Dims": ".ops",
             "TABLE": ".ops", "_NO_ATTRS": ".tensor", "Operand": ".tensor", "Tensor": ".tensor",
-            "_apply_unary": ".tensor", "_as_operand": ".tensor", "_binary": ".tensor"}
+            "_apply_unary": ".tensor", "_as_operand": ".tensor", "_binary": ".tensor",
+            "_call": ".tensor"}
 
 _FUNCTIONAL_HEADER = '''\
 """The torch-like module functions: one per row of the op table (``sin(x)``, ``sum(x, dim)``).
@@ -119,13 +120,16 @@ def _call_line(op: Op, operands: Sequence[str]) -> str:
     if not op.attrs and op.arity == 2:
         return f'_binary("{op.name}", {operands[0]}, {operands[1]})'
     attrs = ", ".join(f'"{name}": {name}' for name in op.attrs)
-    return f'_call("{op.name}", ({", ".join(operands)},), {{{attrs}}})'
+    tuple_text = f"({operands[0]},)" if len(operands) == 1 else f"({', '.join(operands)})"
+    return f'_call("{op.name}", {tuple_text}, {{{attrs}}})'
 
 
 def method(op: Op) -> list[str]:
-    """The method named after the op, its operators and in-place method, as class-body lines."""
-    others = [f"{name}: Operand" for name in op.operands[1:]]
-    operands = ["self", *op.operands[1:]]
+    """The method named after the op, its operators and in-place method, as class-body lines.
+
+    The tensor is the operand named ``input``, as in PyTorch (``x.where(condition, other)``)."""
+    others = [f"{name}: Operand" for name in op.operands if name != "input"]
+    operands = ["self" if name == "input" else name for name in op.operands]
     lines: list[str] = []
     if op.method:
         spread = _varargs(op)

@@ -33,11 +33,16 @@ _WHOLE_LINE = {"add", "sub", "mul", "div", "neg", "exp", "sin", "cos", "tanh", "
 _POSITIVE = {"log", "sqrt", "pow"}  # defined from their domain's low end up
 
 
+# Binary ops PyTorch calls on tensors only: the chain's constant is a 0-d tensor there.
+_TENSOR_OPERANDS = {"maximum", "minimum", "atan2"}
+
+
 def _ops() -> list[ops.Op]:
-    # Elementwise, with a gradient, no attributes to draw (clamp has its own tests), and a torch
-    # function of the same name to compare with.
+    # Elementwise, with a gradient, no attributes to draw (clamp has its own tests), a torch
+    # function of the same name to compare with, and no condition (where selects by a
+    # comparison: the chains are smooth).
     return [op for op in ops.OPS if op.elementwise and not op.stops_gradient and not op.attrs
-            and op.public]
+            and op.public and not op.conditioned]
 
 
 Step = tuple[str, float | None]  # an op's name, and the constant of a binary op
@@ -98,7 +103,10 @@ def _torch_gradient(torch: ModuleType, steps: list[Step], x: float) -> float:
     value = leaf
     for name, other in steps:
         op = getattr(torch, name)
-        value = op(value) if other is None else op(value, other)
+        if other is not None and name in _TENSOR_OPERANDS:
+            value = op(value, torch.tensor(other, dtype=torch.float32))
+        else:
+            value = op(value) if other is None else op(value, other)
     value.backward()
     return float(leaf.grad)
 

@@ -226,8 +226,22 @@ def _case_id(case: Case) -> str:
 def _case_values(case: Case) -> tuple[Value, ...]:
     """Uniform values from each operand's domain, seeded by the case so reruns agree."""
     rng = np.random.default_rng(zlib.crc32(case.id.encode()))
-    return tuple(float(rng.uniform(lo, hi)) if spec is None else rng.uniform(lo, hi, spec)
-                 for (lo, hi), spec in zip(case.op.domain, case.shapes, strict=True))
+    return _with_conditions(case.op, tuple(
+        float(rng.uniform(lo, hi)) if spec is None else rng.uniform(lo, hi, spec)
+        for (lo, hi), spec in zip(case.op.domain, case.shapes, strict=True)))
+
+
+def _with_conditions(op: ops.Op, values: Sequence[Value]) -> tuple[Value, ...]:
+    """``values`` with a ``condition`` operand (where's) as a bool mask: its drawn value > 0."""
+    return tuple(np.asarray(np.asarray(v) > 0) if name == "condition" else v
+                 for name, v in zip(op.operands, values, strict=True))
+
+
+def _tensor(value: Value, dtype: cg.DType, requires_grad: bool = False) -> Any:
+    """An operand's tensor: of ``dtype``; a bool mask stays bool, without grad."""
+    if isinstance(value, np.ndarray) and value.dtype == np.bool_:
+        return cg.tensor(value)
+    return cg.tensor(value, dtype=dtype, requires_grad=requires_grad)
 
 
 # --- hypothesis strategies ------------------------------------------------------------------------
@@ -341,16 +355,19 @@ def _matmul_shapes(draw: st.DrawFn) -> tuple[ShapeSpec, ...]:
 
 
 @st.composite
-def _broadcast_shapes(draw: st.DrawFn, arity: int) -> tuple[ShapeSpec, ...]:
+def _broadcast_shapes(draw: st.DrawFn, operands: Sequence[str]) -> tuple[ShapeSpec, ...]:
+    arity = len(operands)
     named = [p for p in BROADCAST_PAIRS if len(p) == arity]
     drawn = draw(hnp.mutually_broadcastable_shapes(
         num_shapes=arity, min_dims=0, max_dims=3, max_side=3)).input_shapes
     use_named = bool(named) and draw(st.booleans())
     specs: list[ShapeSpec] = list(draw(st.sampled_from(named)) if use_named else drawn)
-    # A 0-d operand may instead be a Python number, if a tensor remains.
+    # A 0-d operand may instead be a Python number, if a tensor other than a condition (which
+    # stays one) remains.
     for i, spec in enumerate(specs):
-        others = specs[:i] + specs[i + 1:]
-        if spec == () and any(s is not None for s in others) and draw(st.booleans()):
+        others = [s for j, s in enumerate(specs) if j != i and operands[j] != "condition"]
+        if (spec == () and any(s is not None for s in others) and draw(st.booleans())
+                and operands[i] != "condition"):
             specs[i] = None
     return tuple(specs)
 
@@ -363,7 +380,7 @@ def calls(draw: st.DrawFn, op: ops.Op) -> tuple[tuple[ShapeSpec, ...], Attrs]:
     elif op.arity == 1:
         specs = (draw(hnp.array_shapes(min_dims=0, max_dims=3, max_side=3)),)
     else:
-        specs = draw(_broadcast_shapes(op.arity))
+        specs = draw(_broadcast_shapes(op.operands))
     attrs = draw(_valid_attrs(op, _as_shapes(specs)[0]))
     if not _accepted(op, specs, attrs):
         reject()
@@ -448,7 +465,7 @@ def operand_values(draw: st.DrawFn, op: ops.Op, specs: tuple[ShapeSpec, ...],
         else:
             array = draw(hnp.arrays(np.float64, spec, elements=elements))
             values.append(_away_from_kinks(op, array, attrs))
-    return tuple(values)
+    return _with_conditions(op, values)
 
 
 # --- the three derivatives: engine backward, finite differences, sympy.diff -------------------
@@ -459,7 +476,7 @@ Grads = list[np.ndarray | None]
 def engine_vjp(op: ops.Op, values: Sequence[Value], attrs: Attrs, g: np.ndarray) -> Grads:
     """Leaf gradients from the engine's backward, seeded with upstream ``g`` (float64)."""
     leaves: list[Any] = [v if isinstance(v, float) else
-                         cg.tensor(v, dtype=cg.float64, requires_grad=True) for v in values]
+                         _tensor(v, cg.float64, requires_grad=True) for v in values]
     out = apply(op, tuple(leaves), attrs)
     out.backward(cg.tensor(g, dtype=cg.float64))
     return [None if isinstance(leaf, float) or leaf.grad is None else leaf.grad.numpy()
@@ -632,18 +649,18 @@ def _reference(op: ops.Op, values: Sequence[Value], attrs: Attrs) -> np.ndarray:
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_forward_matches_numpy(case: Case, dtype: cg.DType) -> None:
     op = case.op
-    values = tuple(v if isinstance(v, float) else v.astype(dtype.numpy)
+    values = tuple(v if isinstance(v, float) or v.dtype == np.bool_ else v.astype(dtype.numpy)
                    for v in _case_values(case))
     differentiable = op in DIFFERENTIABLE
     operands = tuple(v if isinstance(v, float) else
-                     cg.tensor(v, dtype=dtype, requires_grad=differentiable) for v in values)
+                     _tensor(v, dtype, requires_grad=differentiable) for v in values)
     result = apply(op, operands, case.attrs)
 
     assert result.dtype == op.result_dtype(dtype), "the input dtype (bool for comparisons)"
     assert tuple(result.shape) == _rule_shape(op, case.shapes, case.attrs)
     # The reference runs in float64 on the (possibly float32-rounded) inputs.
-    expected = _reference(op, tuple(v if isinstance(v, float) else v.astype(np.float64)
-                                    for v in values), case.attrs)
+    expected = _reference(op, tuple(v if isinstance(v, float) or v.dtype == np.bool_
+                                    else v.astype(np.float64) for v in values), case.attrs)
     tol = 1e-5 if dtype == cg.float32 else 1e-12
     np.testing.assert_allclose(result.detach().numpy(), expected, rtol=tol, atol=tol)
     # The backward node is named (PyTorch's ``grad_fn``) exactly when the row is differentiable.
@@ -692,7 +709,7 @@ def test_vjp_matches_finite_differences(op: ops.Op, data: st.DataObject) -> None
 def test_non_differentiable_inputs_get_no_gradient(op: ops.Op) -> None:
     # A row without a VJP for an input (detach) must cut the graph there, as PyTorch does.
     case = _cases_for(op)[0]
-    leaves = [v if isinstance(v, float) else cg.tensor(v, dtype=cg.float64, requires_grad=True)
+    leaves = [v if isinstance(v, float) else _tensor(v, cg.float64, requires_grad=True)
               for v in _case_values(case)]
     out = apply(op, tuple(leaves), case.attrs)
     if all(vjp is None for vjp in op.vjps):
@@ -869,8 +886,8 @@ def test_engine_raises_the_shape_rules_error(op: ops.Op, data: st.DataObject) ->
     # On any shapes, the engine either computes the rule's shape or raises the rule's error
     # (PyTorch's type and message), never NumPy's.
     specs, attrs = data.draw(wild_calls(op), label="shapes, attrs")
-    operands = tuple(cg.tensor(np.full(s, sum(lo_hi) / 2), dtype=cg.float64)
-                     for s, lo_hi in zip(specs, op.domain, strict=True))
+    operands = tuple(_tensor(v, cg.float64) for v in _with_conditions(
+        op, [np.full(s, sum(lo_hi) / 2) for s, lo_hi in zip(specs, op.domain, strict=True)]))
     rule, expected = _outcome(lambda: _rule_shape(op, specs, attrs))
     engine, actual = _outcome(lambda: tuple(apply(op, operands, attrs).shape))
     if rule == "ok":
@@ -972,7 +989,7 @@ def test_row_invariants(op: ops.Op) -> None:
     # none of its inputs is differentiable.
     assert not op.elementwise or op.shape in (shapes.broadcast, shapes.same)
     assert op.stops_gradient == (not differentiable)
-    assert op.operands[0] == "input" and len(op.operands) == op.arity
+    assert "input" in op.operands and len(op.operands) == op.arity
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,7 +46,9 @@ def test_every_row_has_its_function_and_method(op: ops.Op) -> None:
     method = getattr(Tensor, op.name)
     if op.method:
         parameters = list(inspect.signature(method).parameters)
-        assert parameters[:op.arity] == ["self", *op.operands[1:]]
+        # The tensor is the ``input`` operand: x.where(condition, other), as in PyTorch.
+        others = [name for name in op.operands if name != "input"]
+        assert parameters[:op.arity] == ["self", *others]
         assert parameters[op.arity:] in (attrs, [a for a in attrs if op.attrs[a].required])
     if op.in_place:
         assert callable(getattr(Tensor, f"{op.name}_"))

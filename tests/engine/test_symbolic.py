@@ -102,7 +102,8 @@ def test_each_elementwise_op_agrees_with_the_engine(op: Any) -> None:
     for attrs in _ATTRS.get(op.name, ({},)):
         extra = "".join(f", {k}={v}" for k, v in attrs.items())
         call = {"add": "x + y", "sub": "x - y", "mul": "x * y", "div": "x / y",
-                "pow": "x ** y", "neg": "-x"}.get(op.name, f"{op.name}({operands}{extra})")
+                "pow": "x ** y", "neg": "-x",
+                "where": "where(x > 0, x, y)"}.get(op.name, f"{op.name}({operands}{extra})")
         values = {n: rng.uniform(op.domain[k][0], op.domain[k][1], size=(2, 3)) for k, n in
                   enumerate("xy"[:op.arity])}
         _both(f"sum({call} * c)", {**values, "c": rng.uniform(-1, 1, (3,))})

@@ -201,3 +201,61 @@ def test_tensors_in_sets_and_dicts_as_pytorch(require_torch: ModuleType) -> None
         rec.log("dict", {x: "x", y: "y"}[y])
 
     assert_same(require_torch, scenario)
+
+
+# --- where --------------------------------------------------------------------------------------
+
+@pytest.mark.usefixtures("sdk_unchecked")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_where_gives_the_unselected_branch_exactly_zero(require_torch: ModuleType,
+                                                        dtype: str) -> None:
+    # inf and NaN in the branch not taken do not leak into either gradient; the zeros are +0
+    # even for a negative upstream gradient.
+    x = [1.0, 2.0, INF, NAN, -0.0]
+    y = [NAN, INF, 3.0, 4.0, -1.0]
+    upstream = [-1.0, -2.0, -3.0, -4.0, -5.0]
+
+    def select(lib: ModuleType, xs: list[Any]) -> Any:
+        return lib.where(lib.tensor([True, False, True, False, True]), xs[0], xs[1])
+
+    assert_same(require_torch, _backward_scenario([x, y], select, upstream, dtype))
+
+
+WHERE_FORMS: list[tuple[str, Callable[[ModuleType, Any, Any, Any], Any]]] = [
+    ("where(c, x, t)", lambda lib, c, x, t: lib.where(c, x, t)),
+    ("where(c, x, 2.5)", lambda lib, c, x, t: lib.where(c, x, 2.5)),
+    ("where(c, 1, t)", lambda lib, c, x, t: lib.where(c, 1, t)),
+    ("x.where(c, t)", lambda lib, c, x, t: x.where(c, t)),
+    ("x.where(c, 0.0)", lambda lib, c, x, t: x.where(c, 0.0)),
+    ("where(x > t, x, t)", lambda lib, c, x, t: lib.where(x > t, x, t)),
+]
+
+
+@pytest.mark.parametrize(("text", "form"), WHERE_FORMS, ids=[f[0] for f in WHERE_FORMS])
+def test_where_forms_as_pytorch(require_torch: ModuleType, text: str,
+                                form: Callable[[ModuleType, Any, Any, Any], Any]) -> None:
+    # Broadcasting of the three operands, grad_fn names, gradients summed back to each shape.
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        c = lib.tensor([[True], [False]])
+        x = lib.tensor([[0.5, 2.0, 3.0], [1.0, 2.0, -1.0]], requires_grad=True)
+        t = lib.tensor([0.5, 1.0, 3.0], requires_grad=True)
+        out = rec.call(text, lambda: form(lib, c, x, t))
+        rec.call("backward", lambda: out.sum().backward())
+        _log_grads(rec, [x, t])
+
+    assert_same(require_torch, scenario)
+
+
+def test_where_dtypes_and_refusals_as_pytorch(require_torch: ModuleType) -> None:
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        c = lib.tensor([True, False, True])
+        x = lib.tensor([1.0, 2.0, 3.0])
+        rec.log("numbers int", lib.where(c, 1, 2))
+        rec.log("numbers float, int", lib.where(c, 1.0, 2))
+        rec.log("int tensor, float", lib.where(c, lib.tensor([1, 2, 3]), 2.5))
+        rec.log("double, float", lib.where(c, lib.tensor([1.0, 2.0, 3.0], dtype=lib.float64), x))
+        rec.log("0-d double, float", lib.where(c, lib.tensor(1.0, dtype=lib.float64), x))
+        rec.call("float condition", lambda: lib.where(x, x, x))
+        rec.call("int condition", lambda: lib.where(lib.tensor([1, 0, 1]), x, x))
+
+    assert_same(require_torch, scenario)

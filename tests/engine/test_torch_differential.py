@@ -289,7 +289,7 @@ BINARY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
 TENSOR_BINARY = ("maximum", "minimum", "atan2")
 COMPARISONS = {"gt": operator.gt, "lt": operator.lt, "ge": operator.ge, "le": operator.le,
                "eq": operator.eq, "ne": operator.ne}
-SPECIAL = ("clamp", "sum", "mean", "matmul", "reshape", "transpose", "permute", "detach",
+SPECIAL = ("where", "clamp", "sum", "mean", "matmul", "reshape", "transpose", "permute", "detach",
            "squeeze", "unsqueeze", "flatten", "select", "slice", "alias")
 
 
@@ -440,6 +440,33 @@ def comparison_cases(draw: st.DrawFn, name: str) -> OpCase:
         return getattr(xs[0], name)(xs[1]) if form == "method" else fn(xs[0], xs[1])
 
     return OpCase(f"{name} {form}", arrays, requires, call)
+
+
+@st.composite
+def where_cases(draw: st.DrawFn) -> OpCase:
+    # The condition is a comparison of the first leaf with 0 (a bool tensor, as programs make
+    # them); input and other may be Python numbers; the unselected branch may hold inf or NaN.
+    shapes = draw(hnp.mutually_broadcastable_shapes(num_shapes=3, min_dims=0, max_dims=3,
+                                                    max_side=3)).input_shapes
+    special = st.sampled_from([math.inf, -math.inf, math.nan])
+    arrays = [_values(draw, shapes[0], (-1, 1))]
+    arrays += [draw(hnp.arrays(np.float64, s, elements=st.one_of(st.floats(-3, 3), special)))
+               for s in shapes[1:]]
+    form = draw(st.sampled_from(["function", "method", "number input", "number other"]))
+    number = _number(draw, (-3, 3))
+
+    def call(lib: ModuleType, xs: list[Any]) -> Any:
+        condition = xs[0] > 0
+        if form == "method":
+            return xs[1].where(condition, xs[2])
+        if form == "number input":
+            return lib.where(condition, number, xs[2])
+        if form == "number other":
+            return lib.where(condition, xs[1], number)
+        return lib.where(condition, xs[1], xs[2])
+
+    return OpCase(f"where {form} {number!r}", arrays, [False, True, True], call,
+                  draw(st.integers(0, 2**32 - 1)))
 
 
 @st.composite
@@ -728,7 +755,7 @@ def op_cases(name: str) -> st.SearchStrategy[OpCase]:
             "transpose": transpose_cases, "permute": permute_cases,
             "detach": detach_cases, "squeeze": squeeze_cases, "unsqueeze": unsqueeze_cases,
             "flatten": flatten_cases, "select": select_cases, "slice": slice_cases,
-            "alias": alias_cases}[name]()
+            "alias": alias_cases, "where": where_cases}[name]()
 
 
 def test_every_table_op_is_exercised(require_torch: ModuleType) -> None:
@@ -1594,6 +1621,8 @@ def apply_step(lib: ModuleType, step: Step, pool: list[Any]) -> Any:
         return COMPARISONS[name](args[0], args[1])
     if name in TENSOR_BINARY:
         return getattr(lib, name)(args[0], args[1])
+    if name == "where":
+        return lib.where(args[0], args[1], args[2])
     if name == "matmul":
         return args[0] @ args[1]
     if name in ("sum", "mean", "clamp", "transpose"):
@@ -1675,6 +1704,8 @@ class GraphBuilder:
             # A mask, used as programs use one: multiplied into a float tensor.
             self.binary(name, x, domain)
             self.emit("mul", x, Ref(len(self.values) - 1))
+        elif name == "where":
+            self.where(x)
         elif name == "matmul":
             self.matmul(x)
         elif name == "clamp":
@@ -1714,6 +1745,17 @@ class GraphBuilder:
         if draw(st.booleans()):
             x, y = y, x
         self.emit(name, self.within(x, domain[0]), self.within(y, domain[1]))
+
+    def where(self, x: Ref) -> None:
+        # Selects between x and another tensor or a number by a comparison of x.
+        mask = self.emit(self.draw(st.sampled_from(sorted(COMPARISONS))), x,
+                         self.draw(st.floats(-1, 1)))
+        fits = [i for i in range(len(self.values)) if self.values[i].is_floating_point()
+                and _broadcasts(self.shape(x), self.shape(Ref(i)))]
+        other: Ref | float = (Ref(self.draw(st.sampled_from(fits))) if self.draw(st.booleans())
+                              else self.draw(st.floats(-3, 3)))
+        operands = (x, other) if self.draw(st.booleans()) else (other, x)
+        self.emit("where", mask, *operands)
 
     def matmul(self, x: Ref) -> None:
         domain = TABLE["matmul"].domain
