@@ -302,7 +302,7 @@ def std(
 
 def norm(
     input: Tensor,
-    p: float | None = 2.0,
+    p: float | None = None,
     dim: Dims = ALL_DIMS,
     keepdim: bool = False,
 ) -> Tensor:

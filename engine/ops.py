@@ -689,11 +689,15 @@ def _degrees_of_freedom(shape: tuple[int, ...], dim: Sequence[int] | None,
 
 def _var(x: Array, dim: Sequence[int] | None = None, unbiased: bool = True,
          keepdim: bool = False, correction: float | None = None) -> Array:
-    # Two passes (the mean, then the squared deviations), as exact as PyTorch's Welford; no
-    # degrees of freedom left gives inf, or nan for no spread, as in PyTorch.
-    axes = _reduced_axes(x, dim)
+    # Two passes (the mean, then the squared deviations) over the values less a slice's first
+    # element: a constant slice is then exactly 0, as PyTorch's Welford gives it (x - mean
+    # would not be: the mean of 0.1, 0.1, 0.1 rounds). No degrees of freedom left gives inf,
+    # or nan for no spread, as in PyTorch.
+    axes = _axis(x, dim)
+    first = tuple(slice(0, 1) if d in axes else slice(None) for d in range(np.ndim(x)))
     with np.errstate(divide="ignore", invalid="ignore"):
-        deviations = x - np.add.reduce(x, axis=axes, keepdims=True) / _reduced_count(x, dim)
+        shifted = x - x[first] if np.size(x) else x
+        deviations = shifted - _sum(shifted, dim, True) / _reduced_count(x, dim)
         squares = _sum(deviations * deviations, dim, keepdim)
         return squares / _degrees_of_freedom(np.shape(x), dim, _correction(unbiased, correction))
 
@@ -737,7 +741,9 @@ def _squared_deviations(x: Any, dim: Sequence[int] | None, keepdim: bool,
     count = _reduced_count(x, dim)
     deviations = x - np.add.reduce(x, axis=axes, keepdims=True) / count
     squares = _sum(deviations * deviations, dim, keepdim)
-    dof = max(0, count - correction)
+    dof = count - correction
+    if dof <= 0:  # PyTorch divides by 0: inf, or nan for no spread (0 * oo is nan)
+        return squares * _cas(x).oo
     return squares / (int(dof) if float(dof).is_integer() else _cas(x).Float(dof))
 
 
@@ -758,13 +764,15 @@ def _std_symbolic(x: Any, dim: Sequence[int] | None = None, unbiased: bool = Tru
         _squared_deviations(x, dim, keepdim, _correction(unbiased, correction)))
 
 
-def _norm(x: Array, p: float | None = 2.0, dim: Sequence[int] | None = None,
+def _norm(x: Array, p: float | None = None, dim: Sequence[int] | None = None,
           keepdim: bool = False) -> Array:
     shapes.two_norm_only(p)
+    if _reduced_count(x, dim) == 1:
+        return _sum(np.abs(x), dim, keepdim)  # PyTorch's too: |x|, where x * x could underflow
     return np.sqrt(_sum(x * x, dim, keepdim))
 
 
-def _norm_vjp(g: Array, out: Array, x: Array, p: float | None = 2.0,
+def _norm_vjp(g: Array, out: Array, x: Array, p: float | None = None,
               dim: Sequence[int] | None = None, keepdim: bool = False) -> Array:
     # PyTorch's: g * (x / norm), with x / norm set to 0 where the norm is 0.
     out = _restore(out, x, dim, keepdim)
@@ -773,11 +781,16 @@ def _norm_vjp(g: Array, out: Array, x: Array, p: float | None = 2.0,
     return _restore(g, x, dim, keepdim) * direction
 
 
-def _norm_symbolic(x: Any, p: float | None = 2.0, dim: Sequence[int] | None = None,
+def _norm_symbolic(x: Any, p: float | None = None, dim: Sequence[int] | None = None,
                    keepdim: bool = False) -> Any:
     shapes.two_norm_only(p)
-    squares = _sum(x * x, dim, keepdim)
-    return _root_masked_at_zero(_cas(x))(squares)
+    cas = _cas(x)
+    if _reduced_count(x, dim) == 1:
+        # |x|, as the forward computes it (x * x could underflow), with abs'(0) = 0.
+        magnitude = np.frompyfunc(lambda e: cas.Piecewise((e, e > 0), (-e, e < 0), (0, True)),
+                                  1, 1)
+        return _sum(magnitude(x), dim, keepdim)
+    return _root_masked_at_zero(cas)(_sum(x * x, dim, keepdim))
 
 
 def _degenerate_variance(name: str) -> Callable[[tuple[int, ...], Mapping[str, Any]], str]:
@@ -1318,7 +1331,8 @@ OPS: tuple[Op, ...] = (
     Op(name="norm", elementwise=False,
        forward=_norm, vjps=(_norm_vjp,), sympy=_norm_symbolic,
        grad_fn="LinalgVectorNormBackward0", shape=shapes.vector_norm, domain=_REAL,
-       attrs={"p": Attr("number?", 2.0), "dim": Attr("dims?"), "keepdim": Attr("bool", False)},
+       # p None is PyTorch's default "fro", the 2-norm of the elements.
+       attrs={"p": Attr("number?"), "dim": Attr("dims?"), "keepdim": Attr("bool", False)},
        saves_output=True,
        refuses_integers="linalg.vector_norm: Expected a floating point or complex tensor as "
                         "input. Got {type}",

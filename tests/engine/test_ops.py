@@ -427,6 +427,8 @@ KINK_POINTS: dict[str, Callable[[Mapping[str, Any]], list[float]]] = {
     "clamp": lambda attrs: [b for b in (attrs["min"], attrs["max"]) if b is not None],
     "norm": lambda attrs: [0.0],  # a slice of zeros
 }
+# The 2-norm's curvature is 1/norm: finite differences need more room than a margin of 1e-4.
+WIDE_KINKS = {"norm": 0.05}
 # Rows whose derivative jumps where elements tie (a maximum; std where a slice is constant):
 # drawn values are spread apart.
 TIE_KINKS = {"amax", "amin", "max", "min", "std"}
@@ -447,9 +449,10 @@ def _away_from_kinks(op: ops.Op, value: np.ndarray, attrs: Mapping[str, Any]) ->
     if op.name in TIE_KINKS:
         # Equal elements (hypothesis draws them often) made at least 3 margins apart.
         value = np.asarray(value + 3 * KINK_MARGIN * np.arange(value.size).reshape(value.shape))
+    margin = WIDE_KINKS.get(op.name, KINK_MARGIN)
     for point in KINK_POINTS.get(op.name, lambda attrs: [])(attrs):
-        near = np.abs(value - point) < KINK_MARGIN
-        value = np.where(near, point + np.where(value >= point, 2.0, -2.0) * KINK_MARGIN, value)
+        near = np.abs(value - point) < margin
+        value = np.where(near, point + np.where(value >= point, 2.0, -2.0) * margin, value)
     return value
 
 

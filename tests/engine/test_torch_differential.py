@@ -291,6 +291,9 @@ COMPARISONS = {"gt": operator.gt, "lt": operator.lt, "ge": operator.ge, "le": op
                "eq": operator.eq, "ne": operator.ne}
 SPECIAL = ("where", "clamp", "sum", "mean", "matmul", "reshape", "transpose", "permute", "detach",
            "squeeze", "unsqueeze", "flatten", "select", "slice", "alias")
+# Reductions beyond sums, each called in PyTorch's forms for it (reduction_cases).
+REDUCTIONS = ("prod", "amax", "amin", "max", "min", "logsumexp", "softmax", "log_softmax", "var",
+              "std", "norm")
 
 
 @dataclass
@@ -488,28 +491,67 @@ def clamp_cases(draw: st.DrawFn) -> OpCase:
                   draw(st.integers(0, 2**32 - 1)))
 
 
+# Per reduction, what its dim may be: one int or none (prod), none at all (max() and min()),
+# one int required (softmax), ints or a tuple required (logsumexp); any other: none, an int
+# or a tuple.
+_ONE_DIM, _NO_DIM, _ONE_DIM_REQUIRED, _DIMS_REQUIRED = (
+    {"prod"}, {"max", "min"}, {"softmax", "log_softmax"}, {"logsumexp"})
+# Reductions whose ties, zeros or constant slices are where PyTorch's conventions show: their
+# values are sometimes drawn from a few numbers, so that elements repeat.
+_TIES = {"prod", "amax", "amin", "max", "min", "std", "norm", "var"}
+
+
+def _reduction_dim(draw: st.DrawFn, name: str, rank: int) -> int | tuple[int, ...] | None:
+    one_dim = st.integers(-rank, rank - 1)
+    dims = st.lists(st.integers(0, rank - 1), min_size=1, max_size=rank, unique=True)
+    if name in _NO_DIM or (not rank and name not in _ONE_DIM_REQUIRED | _DIMS_REQUIRED):
+        return None
+    if not rank:  # a 0-d tensor takes dim 0 or -1
+        return draw(st.sampled_from([0, -1]))
+    if name in _ONE_DIM | _ONE_DIM_REQUIRED:
+        return draw(one_dim if name in _ONE_DIM_REQUIRED else st.one_of(st.none(), one_dim))
+    choices = [one_dim, dims.map(tuple)] + ([] if name in _DIMS_REQUIRED else [st.none()])
+    dim = draw(st.one_of(*choices))
+    if isinstance(dim, tuple) and draw(st.booleans()):
+        dim = tuple(d - rank for d in dim)  # negative dims count from the end
+    return dim
+
+
+def _reduction_values(draw: st.DrawFn, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    if name in _TIES and draw(st.booleans()):
+        few = st.sampled_from([-1.0, 0.0, 0.0, 2.0] if name != "norm" else [0.0, 0.0, 1.5])
+        return draw(hnp.arrays(np.float64, shape, elements=few))
+    return _values(draw, shape, TABLE[name].domain[0])
+
+
 @st.composite
 def reduction_cases(draw: st.DrawFn, name: str) -> OpCase:
     shape = draw(SHAPES)
     rank = len(shape)  # reducing a 0-d tensor over dim 0 is an edge case below
-    one_dim = st.integers(-rank, rank - 1)
-    dims = st.lists(st.integers(0, rank - 1), min_size=1, max_size=rank, unique=True)
-    dim = draw(st.one_of(st.none(), one_dim, dims.map(tuple))) if rank else None
-    if isinstance(dim, tuple) and draw(st.booleans()):
-        dim = tuple(d - rank for d in dim)  # negative dims count from the end
-    keepdim = draw(st.booleans()) and dim is not None
+    dim = _reduction_dim(draw, name, rank)
+    keepdim = draw(st.booleans()) and dim is not None and name not in _ONE_DIM_REQUIRED
+    # var and std's corrections as PyTorch takes them: by default (1), unbiased positionally
+    # or by keyword, correction by keyword; norm's p as 2 or not given.
+    extra: dict[str, Any] = {}
+    if name in ("var", "std"):
+        extra = draw(st.sampled_from([{}, {"unbiased": False}, {"unbiased": True},
+                                      {"correction": 0}, {"correction": 2}, {"correction": 0.5}]))
+    if name == "norm":
+        extra = draw(st.sampled_from([{}, {"p": 2}, {"p": 2.0}]))
     form = draw(st.sampled_from(["method", "function"]))
 
     def call(lib: ModuleType, xs: list[Any]) -> Any:
+        fn = getattr(xs[0], name) if form == "method" else functools.partial(
+            getattr(lib, name), xs[0])
         # An explicit dim=None is another overload in PyTorch (named forms below).
         if dim is None:
-            return getattr(xs[0], name)() if form == "method" else getattr(lib, name)(xs[0])
-        if form == "function":
-            return getattr(lib, name)(xs[0], dim=dim, keepdim=keepdim)
-        return getattr(xs[0], name)(dim=dim, keepdim=keepdim)
+            return fn(**extra)
+        if name in _ONE_DIM_REQUIRED:
+            return fn(dim)
+        return fn(dim=dim, keepdim=keepdim, **extra)
 
-    return OpCase(f"{name} {form} dim={dim} keepdim={keepdim}",
-                  [_values(draw, shape, TABLE[name].domain[0])], [True], call,
+    return OpCase(f"{name} {form} dim={dim} keepdim={keepdim} {extra}",
+                  [_reduction_values(draw, name, shape)], [True], call,
                   draw(st.integers(0, 2**32 - 1)))
 
 
@@ -745,7 +787,7 @@ def op_cases(name: str) -> st.SearchStrategy[OpCase]:
         return unary_cases(name)
     if name in BINARY:
         return binary_cases(name)
-    if name in ("sum", "mean"):
+    if name in ("sum", "mean", *REDUCTIONS):
         return reduction_cases(name)
     if name in TENSOR_BINARY:
         return tensor_binary_cases(name)
@@ -761,7 +803,7 @@ def op_cases(name: str) -> st.SearchStrategy[OpCase]:
 def test_every_table_op_is_exercised(require_torch: ModuleType) -> None:
     # A row added to the table must get a case generator here, or this fails.
     assert {op.name for op in OPS} == (set(UNARY) | set(BINARY) | set(TENSOR_BINARY)
-                                       | set(COMPARISONS) | set(SPECIAL))
+                                       | set(COMPARISONS) | set(SPECIAL) | set(REDUCTIONS))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -1625,7 +1667,7 @@ def apply_step(lib: ModuleType, step: Step, pool: list[Any]) -> Any:
         return lib.where(args[0], args[1], args[2])
     if name == "matmul":
         return args[0] @ args[1]
-    if name in ("sum", "mean", "clamp", "transpose"):
+    if name in ("sum", "mean", "clamp", "transpose", *REDUCTIONS):
         return getattr(args[0], name)(**attrs)
     if name == "reshape":
         return args[0].reshape(attrs["shape"])
@@ -1716,6 +1758,8 @@ class GraphBuilder:
         elif name in ("sum", "mean"):
             dim = None if rank == 0 else draw(st.one_of(st.none(), st.integers(-rank, rank - 1)))
             self.emit(name, self.within(x, domain[0]), dim=dim, keepdim=draw(st.booleans()))
+        elif name in REDUCTIONS:
+            self.emit(name, self.within(x, domain[0]), **self.reduction_attrs(name, rank))
         elif name == "reshape":
             self.emit("reshape", x, shape=draw(st.sampled_from(_targets(self.shape(x)))))
         elif name == "transpose" and rank >= 2:
@@ -1727,6 +1771,19 @@ class GraphBuilder:
             self.emit("neg", x)  # nothing to reorder in fewer than 2 dimensions
         else:
             self.emit(name, self.within(x, domain[0]))  # unary elementwise ops, detach
+
+    def reduction_attrs(self, name: str, rank: int) -> dict[str, Any]:
+        """A dim as the reduction takes it (by keyword; none where it takes none), keepdim."""
+        if name in _NO_DIM:
+            return {}
+        dim = _reduction_dim(self.draw, name, rank)
+        if name in _ONE_DIM_REQUIRED:
+            return {"dim": dim}
+        if dim is None:  # prod takes keepdim only with a dim
+            return {} if name in _ONE_DIM else {"keepdim": self.draw(st.booleans())}
+        # norm without p takes more than two dims for a matrix norm's and refuses them.
+        p = {"p": 2} if name == "norm" and isinstance(dim, tuple) and len(dim) > 2 else {}
+        return {"dim": dim, "keepdim": self.draw(st.booleans()), **p}
 
     def binary(self, name: str, x: Ref, domain: tuple[tuple[float, float], ...],
                numbers: bool = True) -> None:
