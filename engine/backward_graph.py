@@ -137,13 +137,18 @@ def legacy_type_name(value: Array) -> str:
     return f"torch.{_TYPE_NAMES[np.dtype(value.dtype).name]}Tensor"
 
 
+def _overload(suffix: re.Match[str]) -> str:
+    return "" if suffix.group(1) == "0" else suffix.group(1)
+
+
 def modified_message(dtype: np.dtype[Any], shape: tuple[int, ...], producer: str | None,
                      version: int, expected: int) -> str:
     """PyTorch's error for a backward through a value of this dtype and shape that an in-place
     operation changed since it was saved (``producer``: the node that made it)."""
-    # PyTorch names the producing node without its "Backward<n>" suffix here.
+    # PyTorch names the producing node without "Backward" and without the overload's number
+    # when it is 0: ProdBackward0 is "Prod", ProdBackward1 "Prod1".
     produced_by = "" if producer is None else (
-        f", which is output 0 of {re.sub(r'Backward[0-9]*$', '', producer)},")
+        f", which is output 0 of {re.sub(r'Backward(0|[0-9]*)$', _overload, producer)},")
     return ("one of the variables needed for gradient computation has been modified by an inplace "
             f"operation: [{legacy_type_name(np.empty(0, dtype))} {list(shape)}]{produced_by} is at "
             f"version {version}; expected version {expected} instead. Hint: enable anomaly "

@@ -374,8 +374,9 @@ class Op:
 
 
 def _is_number(value: Array) -> bool:
-    """Whether an operand is a Python number (PyTorch's "wrapped scalar") rather than a tensor."""
-    return isinstance(value, (int, float))
+    """Whether an operand is a Python number (PyTorch's "wrapped scalar") rather than a tensor
+    (whose value may be a NumPy scalar: np.float64 is a float subclass, not a number here)."""
+    return type(value) in (int, float, bool)
 
 
 def _elementwise(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -631,13 +632,13 @@ def _along(x: Array, dim: int) -> int | None:
 
 def _softmax(x: Array, dim: int) -> Array:
     axis = _along(x, dim)
-    e = np.exp(x - np.amax(x, axis=axis, keepdims=True))
+    e = np.exp(x - np.amax(x, axis=axis, keepdims=True, initial=-np.inf))
     return e / np.add.reduce(e, axis=axis, keepdims=True)
 
 
 def _log_softmax(x: Array, dim: int) -> Array:
     axis = _along(x, dim)
-    shifted = x - np.amax(x, axis=axis, keepdims=True)
+    shifted = x - np.amax(x, axis=axis, keepdims=True, initial=-np.inf)
     return shifted - np.log(np.add.reduce(np.exp(shifted), axis=axis, keepdims=True))
 
 
@@ -766,7 +767,7 @@ def _std_symbolic(x: Any, dim: Sequence[int] | None = None, unbiased: bool = Tru
 
 def _norm(x: Array, p: float | None = None, dim: Sequence[int] | None = None,
           keepdim: bool = False) -> Array:
-    shapes.two_norm_only(p)
+    shapes.two_norm_only(p, dim)
     if _reduced_count(x, dim) == 1:
         return _sum(np.abs(x), dim, keepdim)  # PyTorch's too: |x|, where x * x could underflow
     return np.sqrt(_sum(x * x, dim, keepdim))
@@ -783,7 +784,7 @@ def _norm_vjp(g: Array, out: Array, x: Array, p: float | None = None,
 
 def _norm_symbolic(x: Any, p: float | None = None, dim: Sequence[int] | None = None,
                    keepdim: bool = False) -> Any:
-    shapes.two_norm_only(p)
+    shapes.two_norm_only(p, dim)
     cas = _cas(x)
     if _reduced_count(x, dim) == 1:
         # |x|, as the forward computes it (x * x could underflow), with abs'(0) = 0.

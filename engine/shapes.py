@@ -102,19 +102,19 @@ def variance(shape: Shape, dim: Sequence[int] | None, unbiased: bool, keepdim: b
 
 def vector_norm(shape: Shape, p: float | None, dim: Sequence[int] | None,
                 keepdim: bool) -> Shape:
-    """``norm``: as ``reduce``, for the 2-norm only. Without ``p`` (PyTorch's "fro"), PyTorch
-    takes more than two dims for a matrix norm's, and refuses them."""
-    two_norm_only(p)
-    if p is None and dim is not None and len(dim) > 2:
-        raise ShapeError("linalg.matrix_norm: dim must be a 2-tuple. Got "
-                         f"{' '.join(map(str, dim))}")
+    """``norm``: as ``reduce``, for the 2-norm only."""
+    two_norm_only(p, dim)
     return reduce(shape, dim, keepdim)
 
 
-def two_norm_only(p: object) -> None:
-    """Refuse a norm other than the 2-norm (``p`` 2, or None: PyTorch's "fro" of a vector)."""
+def two_norm_only(p: object, dim: Sequence[int] | None) -> None:
+    """Refuse a norm other than the 2-norm (``p`` 2, or None: PyTorch's "fro" of a vector).
+    Without ``p``, PyTorch takes more than two dims for a matrix norm's, and refuses them."""
     if p is not None and p != 2:
         raise UsageError(f"norm: only the 2-norm is supported (p=2, or None); got p={p!r}")
+    if p is None and dim is not None and len(dim) > 2:
+        raise ShapeError("linalg.matrix_norm: dim must be a 2-tuple. Got "
+                         f"{' '.join(map(str, dim))}")
 
 
 def matmul(a: Shape, b: Shape) -> Shape:
