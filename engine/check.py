@@ -22,7 +22,9 @@ one side is finite and the other is not, the status is ``SINGULAR``, not ``DISAG
 cause is a removable singularity of one derivation (the numeric chain rule multiplies
 ``sqrt'(0) = inf`` by 0 in ``sqrt(x**2 + y**2)**2`` at 0, as PyTorch's does, while the closed form
 simplifies to ``2*x``), or a point where the closed form is undefined and the numeric engine
-applies PyTorch's convention (``x**y`` at ``x == 0``).
+applies PyTorch's convention (``x**y`` at ``x == 0``). The reason gives both values at each such
+element (the first few per leaf), so that where the engine returns PyTorch's NaN (a norm written
+by hand, ``sqrt(sum(x*x))**2``, at 0) the user also sees the closed form's finite value.
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ def compare(numeric: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarra
     """The numeric gradients against the closed form's, leaf by leaf, element by element."""
     atol, rtol = tolerance(dtype)
     worst_abs = worst_rel = 0.0
-    disagreement = singular = ""
+    disagreement = ""
+    singular: list[str] = []
     for name in sorted(numeric.keys() | reference.keys()):
         mine, theirs = numeric.get(name), reference.get(name)
         if (mine is not None and theirs is not None and mine.size <= _FEW
@@ -135,10 +138,8 @@ def compare(numeric: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarra
         both = np.isfinite(got) & np.isfinite(want)
         same_nonfinite = ~both & ((np.isnan(got) & np.isnan(want)) | (got == want))
         one_sided = ~both & ~same_nonfinite
-        if one_sided.any() and not singular:
-            at = _index(one_sided)
-            singular = (f"d/d{name}{at}: {numeric_label} gives {_at(got, one_sided)} where "
-                        f"the closed form gives {_at(want, one_sided)}")
+        if one_sided.any():
+            singular.append(_singular(name, got, want, one_sided, numeric_label))
         if not both.any():
             continue
         g, w = got[both], want[both]
@@ -159,9 +160,10 @@ def compare(numeric: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarra
                            disagreement)
     if singular:
         return CheckReport(method, Status.SINGULAR, worst_abs, worst_rel, atol, rtol,
-                           f"{singular}: a singular point of one derivation (e.g. 0 * inf in "
-                           "the numeric chain rule, as in PyTorch, or a closed form undefined "
-                           "where PyTorch's convention gives a number); elsewhere they agree")
+                           f"{'; '.join(singular)}: a singular point of one derivation (e.g. "
+                           "0 * inf in the numeric chain rule, as in PyTorch, or a closed form "
+                           "undefined where PyTorch's convention gives a number); elsewhere they "
+                           "agree")
     return CheckReport(method, Status.AGREE, worst_abs, worst_rel, atol, rtol,
                        f"{numeric_label} matches the closed form within tolerance")
 
@@ -195,18 +197,31 @@ def _disagreement(name: str, at: str, label: str, got: float, want: float, error
             f"{float(error):.3g} > {atol:g}*{scale:.3g} + {rtol:g}*|closed form|)")
 
 
-def _index(mask: np.ndarray) -> str:
-    return _index_of(int(np.flatnonzero(mask)[0]), mask.shape)
+_SHOWN = 4  # singular elements named per leaf
+
+
+def _singular(name: str, got: np.ndarray, want: np.ndarray, mask: np.ndarray,
+              label: str) -> str:
+    """The elements of leaf ``name`` where one side is finite and the other not, with both
+    values (the first few): what the user sees of the closed form where PyTorch's gradient is
+    NaN (``sqrt(sum(x*x))**2`` at 0), or of PyTorch's where the closed form is undefined."""
+    at = np.flatnonzero(mask)
+    first = int(at[0])
+    text = (f"d/d{name}{_index_of(first, got.shape)}: {label} gives {float(got.flat[first])!r} "
+            f"where the closed form gives {float(want.flat[first])!r}")
+    others = [f"d/d{name}{_index_of(int(k), got.shape)} ({float(got.flat[k])!r} vs "
+              f"{float(want.flat[k])!r})" for k in at[1:_SHOWN]]
+    if others:
+        text += f", as at {', '.join(others)}"
+    if at.size > _SHOWN:
+        text += f" and {at.size - _SHOWN} more"
+    return text
 
 
 def _index_of(flat: int, shape: tuple[int, ...]) -> str:
     if not shape:
         return ""
     return "[" + ",".join(str(int(i)) for i in np.unravel_index(flat, shape)) + "]"
-
-
-def _at(values: np.ndarray, mask: np.ndarray) -> str:
-    return repr(float(values[mask].ravel()[0]))
 
 
 _UNIT_ROUNDOFF_32 = 2.0 ** -24

@@ -111,3 +111,15 @@ def test_finite_differences_catch_a_wrong_gradient() -> None:
 def test_finite_differences_with_nothing_to_check() -> None:
     report = finite_difference(_quadratic, {"x": np.ones(2)}, {}, F64, "over a cap")
     assert report.status is Status.SKIPPED
+
+
+def test_a_singular_report_gives_both_values_at_each_singular_element() -> None:
+    # The numeric gradient NaN (PyTorch's) where the closed form is finite: the user sees the
+    # closed form's values too, element by element (the first few per leaf).
+    report = compare({"x": np.full(6, np.nan), "y": np.array(np.inf)},
+                     {"x": np.arange(6.0), "y": np.array(1.0)}, F64)
+    assert report.status is Status.SINGULAR
+    assert report.reason.startswith(
+        "d/dx[0]: the numeric gradient gives nan where the closed form gives 0.0, as at "
+        "d/dx[1] (nan vs 1.0), d/dx[2] (nan vs 2.0), d/dx[3] (nan vs 3.0) and 2 more; "
+        "d/dy: the numeric gradient gives inf where the closed form gives 1.0: ")

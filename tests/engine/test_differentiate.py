@@ -228,6 +228,42 @@ def test_numeric_nan_where_the_closed_form_is_finite_is_reported_as_such(
     assert result.closed_forms == {"x": "2*x", "y": "2*y"}
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_norm_by_hand_at_0_is_singular_with_the_closed_forms_value(
+        symbolic: Symbolic, dtype: type) -> None:
+    # PyTorch's reverse mode gives NaN (sqrt'(0) = inf times 0), the engine too; the closed form
+    # simplifies to 2*x, finite: the report is SINGULAR and gives it, element by element.
+    result = differentiate("sqrt(sum(x*x))**2", {"x": np.zeros(3, dtype)}, symbolic=symbolic)
+    assert np.isnan(result.gradients["x"]).all() and result.gradients["x"].dtype == dtype
+    assert result.check.status is Status.SINGULAR
+    assert result.check.reason.startswith(
+        "d/dx[0]: the numeric gradient gives nan where the closed form gives 0.0, as at "
+        "d/dx[1] (nan vs 0.0), d/dx[2] (nan vs 0.0): a singular point of one derivation")
+    assert result.closed_forms == {"x": "[2*x[0], 2*x[1], 2*x[2]]"}
+    # Off 0 the two agree; the table's norm has gradient 0 at 0 in both derivations.
+    assert differentiate("sqrt(sum(x*x))**2", {"x": np.array([3.0, 4.0], dtype)},
+                         symbolic=symbolic).check.status is Status.AGREE
+    for text in ("norm(x)", "norm(x)**2", "sum(norm(x, None, 1))"):
+        row = differentiate(text, {"x": np.zeros((2, 3), dtype)}, symbolic=symbolic)
+        assert (row.gradients["x"] == 0).all(), text
+        assert row.check.status is Status.AGREE, (text, row.check.reason)
+
+
+@pytest.mark.parametrize("text", [
+    "logsumexp(x, 1)", "sum(softmax(x, 1) * c)", "-sum(log_softmax(x, 1) * c)",
+    "sum(log_softmax(x, 0) * c)"])
+def test_reductions_of_large_values_agree_in_float32(symbolic: Symbolic, text: str) -> None:
+    # The numeric forwards subtract the maximum; the closed forms shift by a slice's first
+    # element (no kink): neither overflows, so no false disagreement at inputs near 80.
+    x = np.array([[80.0, 81.0, 79.5], [88.5, 90.0, 3.0]], np.float32)
+    c = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], np.float32)
+    values = {"x": x, "c": c} if "c" in text else {"x": x}
+    seed = [1.0, -2.0] if text == "logsumexp(x, 1)" else None
+    result = differentiate(text, values, seed=seed, symbolic=symbolic)
+    assert np.isfinite(result.gradients["x"]).all()
+    assert result.check.status is Status.AGREE, result.check.reason
+
+
 def test_kinks_agree_with_pytorch_on_both_sides(symbolic: Symbolic) -> None:
     at = {"x": np.array([0.0, -1.0, 0.5, 1.0, 2.0])}
     for text in ("sum(relu(x))", "sum(abs(x))", "sum(clamp(x, -1, 0.5))"):

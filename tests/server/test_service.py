@@ -222,6 +222,19 @@ def test_differentiate_a_formula_with_its_hessian(stub: Stub) -> None:
     assert response.hessian.check.status == pb.CHECK_STATUS_AGREE
 
 
+def test_differentiate_a_norm_by_hand_at_0_reports_the_closed_forms_value(stub: Stub) -> None:
+    # PyTorch's NaN as the gradient; the closed form's finite value in the check report.
+    response = stub.Differentiate(pb.DifferentiateRequest(
+        formula="sqrt(sum(x*x))**2", values={"x": tensor([0.0, 0.0])}))
+    (gradient,) = response.gradients
+    assert np.isnan(array(gradient.value)).all()
+    assert response.check.status == pb.CHECK_STATUS_SINGULAR
+    assert response.check.reason.startswith(
+        "d/dx[0]: the numeric gradient gives nan where the closed form gives 0.0, as at "
+        "d/dx[1] (nan vs 0.0)")
+    assert gradient.closed_form == "[2*x[0], 2*x[1]]"
+
+
 def test_differentiate_a_graph(stub: Stub) -> None:
     response = stub.Differentiate(pb.DifferentiateRequest(
         graph=bce(), values={"w": tensor(1.0), "b": tensor(0.0)}))
