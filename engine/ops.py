@@ -194,7 +194,11 @@ def _dims_or_all(dim: Any) -> tuple[int, ...] | None:
         return None
     if dim is None:
         return ()
-    return (dim,) if isinstance(dim, int) else tuple(dim)
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    if any(isinstance(d, (bool, np.bool_)) for d in dims):
+        # A bool is an int to Python, not to PyTorch: x.var(False) is not dim 0.
+        raise TypeError("argument 'dim' must be tuple of ints, not bool")
+    return dims
 
 
 def _one_dim(value: Any) -> tuple[int, ...]:

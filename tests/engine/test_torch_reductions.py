@@ -243,6 +243,10 @@ def test_what_is_refused_beyond_pytorch(lib: Any) -> None:
         x.max(0)
     with pytest.raises(TypeError, match="argument 'dim' must be int, not NoneType"):
         x.prod(dim=None)
+    # PyTorch's var(x, unbiased) overload: a bool where a dim goes is refused, not taken as 0.
+    for call in (lambda: x.var(False), lambda: x.sum(True), lambda: x.amax((0, True))):
+        with pytest.raises(TypeError, match="argument 'dim' must be tuple of ints, not bool"):
+            call()
     with pytest.raises(RuntimeError, match="\"softmax_kernel_impl\" not implemented for 'Long'"):
         lib.tensor([1, 2]).softmax(0)
 
