@@ -314,13 +314,13 @@ def _ops(args: argparse.Namespace) -> int:
                        "default": _attr(attr.default_value)
                        if attr.HasField("default_value") else None}
                       for attr in op.attrs],
-            "grad_fn": op.grad_fn, "kink": op.kink}
+            "grad_fn": op.grad_fn, "kink": op.kink, "variadic": op.variadic}
            for op in response.ops]
     if args.json:
         print(json.dumps({"ops": ops}, indent=2, ensure_ascii=False))
         return 0
     table = [("NAME", "ARITY", "ATTRS", "GRAD_FN", "KINK")]
-    table += [(op["name"], str(op["arity"]),
+    table += [(op["name"], f"{op['arity']}+" if op["variadic"] else str(op["arity"]),
                ", ".join(_signature(attr) for attr in op["attrs"]) or "-",
                op["grad_fn"] or "-", op["kink"] or "-") for op in ops]
     widths = [max(len(row[column]) for row in table) for column in range(4)]

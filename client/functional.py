@@ -10,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .ops import ALL_DIMS, TABLE, Dims
-from .tensor import _NO_ATTRS, Operand, Tensor, _apply_unary, _as_operand, _binary, _call
+from .tensor import (
+    _NO_ATTRS,
+    Operand,
+    Tensor,
+    _apply_unary,
+    _as_operand,
+    _binary,
+    _call,
+    _call_variadic,
+)
 
 
 def add(input: Operand, other: Operand) -> Tensor:
@@ -348,6 +357,16 @@ def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
 def select(input: Tensor, dim: int, index: int) -> Tensor:
     """Element ``index`` along dimension ``dim``, that dimension removed."""
     return input.select(dim, index)
+
+
+def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """The tensors joined along dimension ``dim``."""
+    return _call_variadic("cat", tensors, {"dim": dim})
+
+
+def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """The tensors, of one shape, stacked along a new dimension ``dim``."""
+    return _call_variadic("stack", tensors, {"dim": dim})
 
 
 def detach(input: Tensor) -> Tensor:

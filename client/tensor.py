@@ -39,6 +39,7 @@ from crossgrad.engine.refusals import (
     T_ON_0D,
     data_dtype,
     python_attrs,
+    tensor_list,
 )
 from crossgrad.engine.reverse import FLOAT_ONLY, NO_GRAD, NO_RETAIN_GRAD, initial_gradient, schedule
 from crossgrad.v1 import crossgrad_pb2 as pb
@@ -987,6 +988,12 @@ def _call(name: str, operands: tuple[Operand, ...], args: dict[str, Any]) -> Ten
                                                operands[0]._shape))
 
 
+def _call_variadic(name: str, operands: Sequence[Tensor], args: dict[str, Any]) -> Tensor:
+    """Variadic op ``name`` called from Python with its operands as one sequence
+    (``cat([a, b], dim=1)``)."""
+    return _call(name, tensor_list(TABLE[name], operands, Tensor), args)
+
+
 def _result_meta(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any],
                  ) -> tuple[tuple[int, ...], DType]:
     """The shape and dtype of ``op`` on ``args``, by the table's shape rule and PyTorch's
@@ -1009,11 +1016,12 @@ def apply(op: Op, args: tuple[Operand, ...], attrs: dict[str, Any] = _NO_ATTRS) 
     for a in args:
         if type(a) is Tensor and a._session is not session:
             raise RuntimeError("tensors of two crossgrad sessions cannot be used in one op")
+    vjps = op.vjps_for(len(args))
     records = _enabled.get() and any(type(a) is Tensor and a.requires_grad and vjp is not None
-                                     for a, vjp in zip(args, op.vjps, strict=True))
+                                     for a, vjp in zip(args, vjps, strict=True))
     targets = tuple((a._expr if not a.is_leaf else a)
                     if records and type(a) is Tensor and a.requires_grad and vjp else None
-                    for a, vjp in zip(args, op.vjps, strict=True))
+                    for a, vjp in zip(args, vjps, strict=True))
     return Tensor(session, shape, dtype, expr=Expr(op, args, attrs, targets),
                   requires_grad=records)
 

@@ -175,7 +175,8 @@ def backpropagate(root: Node, grad: Array, retain_graph: bool,
         if node.retained is not None:
             retained.append((node.retained, g))
         inputs, out, attrs = node.inputs(), node.out, node.attrs
-        for vjp, target, x in zip(node.op.vjps, node.targets, inputs):  # noqa: B905
+        for vjp, target, x in zip(node.op.vjps_for(len(inputs)), node.targets,  # noqa: B905
+                                  inputs):
             if target is not None and vjp is not None:  # a target only where there is a VJP
                 send(grads, target, vjp, g, out, inputs, x, attrs)
     if not retain_graph:

@@ -151,7 +151,8 @@ class Executor:
             self._add_step(node, (call, _getter(inputs), i, casts))
             if requires_grad and any([tracked[j] for j in inputs]):
                 edges = [(len(self._steps) - 1, i, vjp, position, key[j], attrs)
-                         for position, (j, vjp) in enumerate(zip(inputs, op.vjps, strict=True))
+                         for position, (j, vjp) in enumerate(zip(inputs, op.vjps_for(len(inputs)),
+                                                                 strict=True))
                          if tracked[j] and vjp is not None]
                 if edges:
                     tracked[i] = True

@@ -5,9 +5,9 @@ names (the leaves), the operators that write the op table's ops (``+ - * / ** @`
 one comparison ``> < >= <= == !=``: a chain ``a < b < c`` is refused), unary ``+``, subscripts of
 literal integers, slices, ``...`` and None (``x[0]``, ``x[1:3]``, ``x[:, -1]``, ``x[..., 0]``: the
 ops tensor indexing decomposes them into, see ``indexing``), and calls of the op table's functions
-by name (``clamp(x, min=0, max=1)``,
-``sum(x, 0)``, ``mean(x)``), with the op's attributes as keywords or as literal arguments after
-the operands, in the table's order, as in PyTorch's signatures. Everything else is refused with
+by name (``clamp(x, min=0, max=1)``, ``sum(x, 0)``, ``mean(x)``; ``cat([x, y], 1)``, a variadic
+op's operands as a list), with the op's attributes as keywords or as literal arguments after the
+operands, in the table's order, as in PyTorch's signatures. Everything else is refused with
 an ``InvalidArgument`` naming it and its column. Nothing in the text is ever evaluated: no
 ``eval``, no ``compile``, no ``sympify``.
 
@@ -292,10 +292,14 @@ class _Builder:
         for kw in expr.keywords:
             if kw.arg is None:
                 self._refuse("a ** argument", kw)
+        if op.variadic and expr.args and not (
+                isinstance(expr.args[0], (ast.List, ast.Tuple)) and expr.args[0].elts):
+            self._fail(f"{op.name} takes a list of one or more operands first, as in "
+                       f"{op.name}([x, y])", expr.args[0])
         if not op.arity <= len(expr.args) <= op.arity + len(op.attrs):
             then = f", then {', '.join(op.attrs)}" if op.attrs else ""
-            self._fail(f"{op.name} takes {op.arity} operand(s){then}; got {len(expr.args)} "
-                       "argument(s)", expr)
+            what = ("a list of operands" if op.variadic else f"{op.arity} operand(s)")
+            self._fail(f"{op.name} takes {what}{then}; got {len(expr.args)} argument(s)", expr)
         # Arguments past the operands are attributes in the table's order, as in PyTorch.
         attrs = {name: self._literal(value, f"{op.name}'s {name}")
                  for name, value in zip(op.attrs, expr.args[op.arity:], strict=False)}
@@ -312,7 +316,7 @@ class _Builder:
         except InvalidArgument as error:
             self._fail(error.message, expr)
         self.calls[expr] = (op, normalized)
-        return expr.args[:op.arity]
+        return _operands_of(op, expr)
 
     def _check_subscript(self, expr: ast.Subscript) -> list[ast.expr]:
         """``x[1:3, 0]``: the ops indexing decomposes the key into, as for a tensor (the shape is
@@ -486,7 +490,7 @@ class _Builder:
             return self._operation(expr, _op_of(expr.ops[0], 2), operands, {})
         assert isinstance(expr, ast.Call)
         op, attrs = self.calls[expr]
-        return self._operation(expr, op.name, [self._id(a) for a in expr.args[:op.arity]], attrs)
+        return self._operation(expr, op.name, [self._id(a) for a in _operands_of(op, expr)], attrs)
 
     def _id(self, expr: ast.expr) -> str:
         """The node ``expr`` became; a folded number becomes its constant node here."""
@@ -542,6 +546,16 @@ class _Builder:
 
     def _fail(self, message: str, node: ast.AST) -> NoReturn:
         raise InvalidArgument(f"{message} (at {self._where(node)})")
+
+
+def _operands_of(op: Op, call: ast.Call) -> list[ast.expr]:
+    """The operand expressions of a call of ``op``: its first arguments, or for a variadic op
+    the elements of its first, a list (``cat([x, y], 1)``)."""
+    if op.variadic:
+        first = call.args[0]
+        assert isinstance(first, (ast.List, ast.Tuple))
+        return first.elts
+    return call.args[:op.arity]
 
 
 def _text(operator: ast.AST) -> str:

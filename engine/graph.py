@@ -455,8 +455,8 @@ class _Checker:
         if op is None:
             raise InvalidArgument(f"node {node.id!r}: unknown op {node.op!r}; known ops: "
                                   f"{', '.join(sorted(TABLE))}", node=node.id)
-        if len(inputs) != op.arity:
-            raise InvalidArgument(f"node {node.id!r}: {op.name} takes {op.arity} input(s), "
+        if not op.takes(len(inputs)):
+            raise InvalidArgument(f"node {node.id!r}: {op.name} takes {op.inputs_text} input(s), "
                                   f"got {len(inputs)}", node=node.id)
         attrs = normalize_attrs(op, node.attrs, node.id)
         try:

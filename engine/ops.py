@@ -26,6 +26,11 @@ Rows are written with named fields:
   matmul), which is what ``ListOps`` lists; it defaults to ``grad_fn`` when that is a name;
 - ``shape``: the shape rule (``shapes.py``), ``kink``: the convention at non-differentiable
   points, ``domain``: per input, the range the tests draw values from;
+- ``variadic``: it takes one or more inputs, as many as the call gives (``cat``, ``stack``):
+  ``vjps`` then holds one rule for all of them, ``vjp(position, g, out, *inputs, **attrs)``, the
+  gradient of the input at ``position``, and ``domain`` the one range every input draws from;
+  ``arity`` is the least number of inputs (1), ``takes`` says how many it accepts and
+  ``vjps_for`` gives the per-input VJPs of a call;
 - ``attrs``: the attributes it takes, each of a kind of ``ATTR_KINDS``, with a default;
 - ``saves``: whether backward needs saved values, so a second backward without ``retain_graph``
   fails exactly where PyTorch's does (``x + 1`` can be backpropagated twice, ``x * 2`` cannot);
@@ -298,6 +303,7 @@ class Op:
     in_place: bool = False
     method: bool = True
     public: bool = True
+    variadic: bool = False
     refuses_integers: str = ""
     needs_one_of: tuple[str, ...] = ()
     warns: Callable[[tuple[int, ...], Mapping[str, Any]], str] | None = None
@@ -329,7 +335,22 @@ class Op:
 
     @property
     def arity(self) -> int:
+        """The number of inputs; for a variadic op, the least (1)."""
         return len(self.vjps)
+
+    def takes(self, count: int) -> bool:
+        """Whether the op takes ``count`` inputs: its arity, or for a variadic op one or more."""
+        return count >= 1 if self.variadic else count == self.arity
+
+    @property
+    def inputs_text(self) -> str:
+        """How many inputs it takes, for messages: "2", "one or more"."""
+        return "one or more" if self.variadic else str(self.arity)
+
+    def vjps_for(self, count: int) -> tuple[Vjp | None, ...]:
+        """The VJP of each of ``count`` inputs: the row's own, or for a variadic op its rule
+        bound to each position."""
+        return _positional(self.vjps[0], count) if self.variadic else self.vjps
 
     def number_types(self, attrs: Mapping[str, Any]) -> list[type]:
         """The types of the promoting attributes given in ``attrs``."""
@@ -375,6 +396,14 @@ class Op:
         if callable(self.grad_fn):
             return self.grad_fn(call)
         return self.grad_fn or ""
+
+
+@functools.lru_cache(maxsize=256)
+def _positional(rule: Vjp | None, count: int) -> tuple[Vjp | None, ...]:
+    # Built once per rule and count: backward asks for them at every node.
+    if rule is None:
+        return (None,) * count
+    return tuple(functools.partial(rule, position) for position in range(count))
 
 
 def _is_number(value: Array) -> bool:
@@ -936,6 +965,32 @@ def _slice_vjp(g: Array, out: Array, x: Array, dim: int = 0, start: int | None =
     return _scattered(g, x, _slice_key(x, dim, start, end, step))
 
 
+def _cat(*tensors: Array, dim: int = 0) -> Array:
+    shapes.cat(*(np.shape(x) for x in tensors), dim=dim)  # PyTorch's errors, not NumPy's
+    kept = [x for x in tensors if not shapes.is_legacy_empty(np.shape(x))] or tensors[:1]
+    return np.concatenate(kept, axis=shapes.normalize_dim(dim, np.ndim(kept[0])))
+
+
+def _cat_vjp(position: int, g: Array, out: Array, *tensors: Array, dim: int = 0) -> Array:
+    # The input's own stretch of the result along ``dim`` (nothing, for a legacy empty one).
+    x = tensors[position]
+    if shapes.is_legacy_empty(np.shape(x)):
+        return np.zeros(np.shape(x), dtype=np.result_type(g))
+    d = shapes.normalize_dim(dim, np.ndim(out))
+    start = sum(np.shape(t)[d] for t in tensors[:position]
+                if not shapes.is_legacy_empty(np.shape(t)))
+    return g[_selection(np.shape(out), d, slice(start, start + np.shape(x)[d]))]
+
+
+def _stack(*tensors: Array, dim: int = 0) -> Array:
+    shapes.stack(*(np.shape(x) for x in tensors), dim=dim)
+    return np.stack(tensors, axis=shapes.normalize_dim(dim, np.ndim(tensors[0]) + 1))
+
+
+def _stack_vjp(position: int, g: Array, out: Array, *tensors: Array, dim: int = 0) -> Array:
+    return g[_selection(np.shape(out), dim, position)]
+
+
 def _pow_base_vjp(g: Array, out: Array, x: Array, y: Array) -> Array:
     # d/dx x**y = y * x**(y-1); PyTorch gives 0 where y == 0 (even at x == 0).
     if _is_number(y):
@@ -1404,6 +1459,15 @@ OPS: tuple[Op, ...] = (
        forward=lambda x: x[...], vjps=(lambda g, out, x: g,), sympy=lambda x: x,
        grad_fn="AliasBackward0", shape=shapes.same, domain=_REAL, saves=False,
        doc="The same values, as a view of their own (``x[...]``)."),
+    # Any number of inputs; the result's dtype is their promoted one.
+    Op(name="cat", elementwise=False, variadic=True, operands=("tensors",),
+       forward=_cat, vjps=(_cat_vjp,), sympy=_cat, grad_fn="CatBackward0",
+       shape=shapes.cat, domain=_REAL, attrs={"dim": Attr("int", 0)}, saves=False,
+       doc="The tensors joined along dimension ``dim``."),
+    Op(name="stack", elementwise=False, variadic=True, operands=("tensors",),
+       forward=_stack, vjps=(_stack_vjp,), sympy=_stack, grad_fn="StackBackward0",
+       shape=shapes.stack, domain=_REAL, attrs={"dim": Attr("int", 0)}, saves=False,
+       doc="The tensors, of one shape, stacked along a new dimension ``dim``."),
     # The value passes, nothing flows back; Tensor.detach also shares the version counter.
     Op(name="detach", stops_gradient=True, method=False, elementwise=True,
        forward=lambda x: x, vjps=(None,), sympy=lambda x: x, grad_fn=None,

@@ -57,6 +57,23 @@ def python_attrs(op: Op, dtype: DType, args: dict[str, Any],
     return args
 
 
+def tensor_list(op: Op, operands: Any, tensor_type: type) -> tuple[Any, ...]:
+    """The operands of a variadic op as a Python call gives them, one sequence of tensors
+    (``cat([a, b])``), checked as PyTorch checks them: a tensor or a number in place of the
+    sequence, or an element that is not a tensor, is a TypeError; no tensors at all, the op's
+    own error (its shape rule's)."""
+    if isinstance(operands, tensor_type) or not isinstance(operands, (list, tuple)):
+        raise TypeError(f"{op.name}(): argument '{op.operands[0]}' (position 1) must be tuple of "
+                        f"Tensors, not {type(operands).__name__}")
+    for position, operand in enumerate(operands):
+        if not isinstance(operand, tensor_type):
+            raise TypeError(f"expected Tensor as element {position} in argument 0, but got "
+                            f"{type(operand).__name__}")
+    if not operands:
+        op.shape()
+    return tuple(operands)
+
+
 def data_dtype(data: Any) -> DType:
     """The dtype ``torch.tensor(data)`` gives: an array's own, float32 for Python floats, int64
     for ints, bool for bools; PyTorch's error for data that is not numbers."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from math import prod
 
-from .errors import DimensionError, ShapeError, UsageError
+from .errors import DimensionError, InvalidArgument, ShapeError, UsageError
 
 Shape = tuple[int, ...]
 
@@ -265,3 +265,45 @@ def slice_(shape: Shape, dim: int = 0, start: int | None = None, end: int | None
     d = normalize_dim(dim, len(shape))
     first, last = slice_bounds(shape[d], start, end, step)
     return (*shape[:d], -(-(last - first) // step), *shape[d + 1:])
+
+
+def is_legacy_empty(shape: Shape) -> bool:
+    """A 1-d tensor of no elements, which ``cat`` skips whatever the others' shapes (PyTorch's
+    legacy behaviour)."""
+    return shape == (0,)
+
+
+def cat(*shapes: Shape, dim: int = 0) -> Shape:
+    """Shape of the tensors joined along ``dim``: every other size must match."""
+    if not shapes:
+        raise InvalidArgument("torch.cat(): expected a non-empty list of Tensors")
+    for position, shape in enumerate(shapes):
+        if not shape:
+            raise ShapeError(f"zero-dimensional tensor (at position {position}) cannot be "
+                             "concatenated")
+    kept = [(i, s) for i, s in enumerate(shapes) if not is_legacy_empty(s)] or [(0, shapes[0])]
+    first = kept[0][1]
+    d = normalize_dim(dim, len(first))
+    for position, shape in kept[1:]:
+        if len(shape) != len(first):
+            raise ShapeError(f"Tensors must have same number of dimensions: got {len(first)} "
+                             f"and {len(shape)}")
+        for axis, (expected, size) in enumerate(zip(first, shape, strict=True)):
+            if axis != d and size != expected:
+                raise ShapeError(f"Sizes of tensors must match except in dimension {d}. "
+                                 f"Expected size {expected} but got size {size} for tensor "
+                                 f"number {position} in the list.")
+    return (*first[:d], sum(s[d] for _, s in kept), *first[d + 1:])
+
+
+def stack(*shapes: Shape, dim: int = 0) -> Shape:
+    """Shape of the tensors, all of one shape, stacked along a new dimension ``dim``."""
+    if not shapes:
+        raise ShapeError("stack expects a non-empty TensorList")
+    first = shapes[0]
+    for position, shape in enumerate(shapes[1:], start=1):
+        if shape != first:
+            raise ShapeError(f"stack expects each tensor to be equal size, but got "
+                             f"{list(first)} at entry 0 and {list(shape)} at entry {position}")
+    d = normalize_dim(dim, len(first) + 1)
+    return (*first[:d], len(shapes), *first[d:])

@@ -27,6 +27,7 @@ from .refusals import (
     T_ON_0D,
     data_dtype,
     python_attrs,
+    tensor_list,
 )
 from .reverse import FLOAT_ONLY, NO_GRAD, NO_RETAIN_GRAD, initial_gradient
 
@@ -754,6 +755,12 @@ def _call(name: str, operands: tuple[Operand, ...], args: dict[str, Any]) -> Ten
                                                operands[0]._data.shape))
 
 
+def _call_variadic(name: str, operands: Sequence[Tensor], args: dict[str, Any]) -> Tensor:
+    """Variadic op ``name`` called from Python with its operands as one sequence
+    (``cat([a, b], dim=1)``)."""
+    return _call(name, tensor_list(TABLE[name], operands, Tensor), args)
+
+
 def _promoted(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any] | None = None,
               ) -> tuple[Array, ...]:
     """The operands' values in the dtype PyTorch computes ``op`` in, where NumPy would pick another.
@@ -791,7 +798,7 @@ def record(op: Op, args: tuple[Operand, ...], inputs: tuple[Array, ...], attrs: 
     if not _enabled.get():
         return Tensor(out)
     targets = tuple([(a._node or a) if type(a) is Tensor and a.requires_grad and vjp else None
-                     for a, vjp in zip(args, op.vjps, strict=True)])
+                     for a, vjp in zip(args, op.vjps_for(len(args)), strict=True)])
     if all([t is None for t in targets]):
         return Tensor(out)
     modified = any([type(a) is Tensor and a._version for a in args])

@@ -15,7 +15,8 @@ From the rows of ``crossgrad.engine.ops.OPS`` it writes:
   (``__add__``, ``__radd__``; ``__neg__``) and its in-place method (``add_``, ``__iadd__``);
 - ``__init__.py``, between its markers: the module functions, imported and in ``__all__``;
 
-rows that are not ``public`` (``slice``, which indexing writes) get none of these; each in
+rows that are not ``public`` (``slice``, which indexing writes) get none of these, and a
+``variadic`` row (``cat``) its module function only, taking its operands as one sequence; each in
 ``engine/`` (the in-process engine) and in ``client/`` (the SDK over the service), from the
 same rows and by the same code: a new row reaches both with no edit to either.
 
@@ -62,7 +63,7 @@ _UNARY_METHODS = {"-": "neg", "+": "pos", "~": "invert"}
 _SOURCES = {"Any": "typing", "Sequence": "collections.abc", "ALL_DIMS": ".ops", "Dims": ".ops",
             "TABLE": ".ops", "_NO_ATTRS": ".tensor", "Operand": ".tensor", "Tensor": ".tensor",
             "_apply_unary": ".tensor", "_as_operand": ".tensor", "_binary": ".tensor",
-            "_call": ".tensor"}
+            "_call": ".tensor", "_call_variadic": ".tensor"}
 
 _FUNCTIONAL_HEADER = '''\
 """The torch-like module functions: one per row of the op table (``sin(x)``, ``sum(x, dim)``).
@@ -128,6 +129,8 @@ def method(op: Op) -> list[str]:
     """The method named after the op, its operators and in-place method, as class-body lines.
 
     The tensor is the operand named ``input``, as in PyTorch (``x.where(condition, other)``)."""
+    if op.variadic:
+        return []  # PyTorch's cat and stack are functions only
     others = [f"{name}: Operand" for name in op.operands if name != "input"]
     operands = ["self" if name == "input" else name for name in op.operands]
     lines: list[str] = []
@@ -172,6 +175,13 @@ def method(op: Op) -> list[str]:
 
 def function(op: Op) -> list[str]:
     """The module function of the op, as module-level lines."""
+    if op.variadic:
+        (tensors,) = op.operands
+        attrs = ", ".join(f'"{name}": {name}' for name in op.attrs)
+        parameters = [f"{tensors}: Sequence[Tensor]", *_attr_parameters(op)]
+        return [f"def {op.name}({', '.join(parameters)}) -> Tensor:",
+                f'    """{_doc(op)}"""',
+                f'    return _call_variadic("{op.name}", {tensors}, {{{attrs}}})']
     first = "Operand" if _takes_numbers(op) else "Tensor"
     others = [f"{name}: Operand" for name in op.operands[1:]]
     parameters = [f"{op.operands[0]}: {first}", *others, *_attr_parameters(op)]

@@ -582,7 +582,7 @@ def _ops() -> pb.ListOpsResponse:
                 info.default_value.CopyFrom(default)
             attrs.append(info)
         ops.append(pb.OpInfo(name=name, arity=op.arity, attrs=attrs,
-                             grad_fn=op.tensor_grad_fn, kink=op.kink))
+                             grad_fn=op.tensor_grad_fn, kink=op.kink, variadic=op.variadic))
     return pb.ListOpsResponse(ops=ops)
 
 

@@ -165,6 +165,7 @@ def test_ops_lists_the_op_table(capsys: pytest.CaptureFixture[str], target: str)
     assert lines[0].split() == ["NAME", "ARITY", "ATTRS", "GRAD_FN", "KINK"]
     assert re.search(r"^sin\s+1\s+-\s+SinBackward0\s+-$", out, re.M)
     assert re.search(r"^clamp\s+1\s+min: number\? = None, max: number\? = None\s", out, re.M)
+    assert re.search(r"^cat\s+1\+\s+dim: int = 0\s+CatBackward0", out, re.M)  # one or more
     column = lines[0].index("GRAD_FN")  # aligned: every row's grad_fn starts under the header
     assert all(line[column - 2:column] == "  " and line[column] != " " for line in lines)
 
@@ -172,7 +173,8 @@ def test_ops_lists_the_op_table(capsys: pytest.CaptureFixture[str], target: str)
     assert status == 0
     ops = {op["name"]: op for op in json.loads(out)["ops"]}
     assert ops["sin"] == {"name": "sin", "arity": 1, "attrs": [], "grad_fn": "SinBackward0",
-                          "kink": ""}
+                          "kink": "", "variadic": False}
+    assert (ops["cat"]["arity"], ops["cat"]["variadic"]) == (1, True)
     assert [attr["name"] for attr in ops["sum"]["attrs"]] == ["dim", "keepdim"]
     assert ops["sum"]["attrs"][1]["default"] is False
 

@@ -383,6 +383,41 @@ def test_subscripts_compute_what_tensor_indexing_computes(text: str,
     np.testing.assert_allclose(grads["x"], x.grad.numpy(), rtol=1e-12)
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("cat([x, y])", [("cat", ("x", "y"), {"dim": 0})]),
+    ("cat((x, y, x), 1)", [("cat", ("x", "y", "x"), {"dim": 1})]),
+    ("stack([y], dim=-1)", [("stack", ("y",), {"dim": -1})]),
+])
+def test_a_variadic_op_takes_its_operands_as_a_list(
+        text: str, expected: list[tuple[str, tuple[str, ...], dict[str, Any]]]) -> None:
+    found = [(n.op, n.inputs, dict(n.attrs)) for n in parse(text).nodes
+             if isinstance(n, Operation)]
+    assert found == expected
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("cat(x, y)", "cat takes a list of one or more operands first, as in cat([x, y]) (at "
+                  "column 5)"),
+    ("cat([])", "cat takes a list of one or more operands first"),
+    ("stack()", "stack takes a list of operands, then dim; got 0 argument(s)"),
+    ("cat([x], 0, 1)", "cat takes a list of operands, then dim; got 3 argument(s)"),
+])
+def test_a_variadic_op_without_its_list_is_refused(text: str, message: str) -> None:
+    assert message in refusal(text)[0].message
+
+
+def test_a_formula_cat_computes_what_the_engine_computes() -> None:
+    values = {"x": np.arange(6.0).reshape(2, 3) / 5, "y": np.arange(3.0).reshape(1, 3) / 4}
+    value, grads = run("sum(sin(cat([x, y, x * y], 0)) * 2)", values, dtype=cg.float64,
+                       wrt=["x", "y"])
+    x, y = (cg.tensor(values[n], dtype=cg.float64, requires_grad=True) for n in "xy")
+    expected = (cg.cat([x, y, x * y], 0).sin() * 2).sum()
+    expected.backward()
+    assert value == pytest.approx(expected.item(), rel=1e-12)
+    np.testing.assert_allclose(grads["x"], x.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(grads["y"], y.grad.numpy(), rtol=1e-12)
+
+
 def test_a_subscript_out_of_bounds_names_its_node() -> None:
     with pytest.raises(cg.DimensionError, match="index 5 out of range") as caught:
         validate(parse("x[5] + 1"), {"x": ((3,), cg.float32)})

@@ -55,6 +55,11 @@ def _op_id(op: ops.Op) -> str:
     return op.name
 
 
+def _domains(op: ops.Op, count: int) -> tuple[tuple[float, float], ...]:
+    """Per operand of a call of ``count`` operands, the range its values are drawn from."""
+    return op.domain * count if op.variadic else op.domain
+
+
 # --- cases: (operand shapes, attributes) per row ------------------------------------------------
 
 # Shapes exercising broadcasting: trailing alignment, size-1 stretching, 0-d and Python numbers.
@@ -195,7 +200,19 @@ def _default_attrs(op: ops.Op, shape: Shape) -> Attrs:
     return {name: a.default if not a.required else picks[a.kind] for name, a in op.attrs.items()}
 
 
+# Variadic rows: (label, operand shapes, attributes).
+VARIADIC_CASES: dict[str, list[tuple[str, tuple[Shape, ...], Attrs]]] = {
+    "cat": [("one", ((2, 3),), {"dim": 0}), ("rows", ((2, 3), (1, 3), (3, 3)), {"dim": 0}),
+            ("columns", ((2, 1), (2, 3)), {"dim": -1}), ("vectors", ((3,), (0,), (2,)), {"dim": 0}),
+            ("legacy-empty", ((2, 3), (0,), (1, 3)), {"dim": 0})],
+    "stack": [("one", ((2, 3),), {"dim": 0}), ("three", ((2, 3),) * 3, {"dim": 1}),
+              ("last", ((2,), (2,)), {"dim": -1}), ("0d", ((), ()), {"dim": 0})],
+}
+
+
 def _cases_for(op: ops.Op) -> list[Case]:
+    if op.name in VARIADIC_CASES:
+        return [Case(op, specs, attrs, label) for label, specs, attrs in VARIADIC_CASES[op.name]]
     if op.name in ATTR_CASES:
         return [Case(op, (shape,), attrs, label) for label, shape, attrs in ATTR_CASES[op.name]]
     if op.shape is shapes.matmul:
@@ -228,11 +245,14 @@ def _case_values(case: Case) -> tuple[Value, ...]:
     rng = np.random.default_rng(zlib.crc32(case.id.encode()))
     return _with_conditions(case.op, tuple(
         float(rng.uniform(lo, hi)) if spec is None else rng.uniform(lo, hi, spec)
-        for (lo, hi), spec in zip(case.op.domain, case.shapes, strict=True)))
+        for (lo, hi), spec in zip(_domains(case.op, len(case.shapes)), case.shapes,
+                                  strict=True)))
 
 
 def _with_conditions(op: ops.Op, values: Sequence[Value]) -> tuple[Value, ...]:
     """``values`` with a ``condition`` operand (where's) as a bool mask: its drawn value > 0."""
+    if "condition" not in op.operands:
+        return tuple(values)
     return tuple(np.asarray(np.asarray(v) > 0) if name == "condition" else v
                  for name, v in zip(op.operands, values, strict=True))
 
@@ -373,8 +393,25 @@ def _broadcast_shapes(draw: st.DrawFn, operands: Sequence[str]) -> tuple[ShapeSp
 
 
 @st.composite
+def _variadic_call(draw: st.DrawFn, op: ops.Op) -> tuple[tuple[ShapeSpec, ...], Attrs]:
+    """One to three shapes that join: equal (stack), or differing along the joined dim (cat)."""
+    shape = draw(hnp.array_shapes(min_dims=0 if op.name == "stack" else 1, max_dims=3,
+                                  max_side=3))
+    count = draw(st.integers(1, 3))
+    rank = len(shape) + (op.name == "stack")
+    dim = draw(st.integers(-rank, rank - 1))
+    if op.name == "stack":
+        return (shape,) * count, {"dim": dim}
+    sizes = draw(st.lists(st.integers(0, 3), min_size=count, max_size=count))
+    d = dim % rank
+    return tuple((*shape[:d], size, *shape[d + 1:]) for size in sizes), {"dim": dim}
+
+
+@st.composite
 def calls(draw: st.DrawFn, op: ops.Op) -> tuple[tuple[ShapeSpec, ...], Attrs]:
     """Operand shapes and attributes the shape rule accepts, for any row."""
+    if op.variadic:
+        return draw(_variadic_call(op))
     if op.shape is shapes.matmul:
         specs = draw(_matmul_shapes())
     elif op.arity == 1:
@@ -409,8 +446,9 @@ def _wild_attr(draw: st.DrawFn, attr: ops.Attr, shape: Shape) -> Any:
 @st.composite
 def wild_calls(draw: st.DrawFn, op: ops.Op) -> tuple[tuple[Shape, ...], Attrs]:
     """Independent shapes and attributes of the right kinds, often incompatible."""
+    count = draw(st.integers(1, 3)) if op.variadic else op.arity
     specs = tuple(draw(hnp.array_shapes(min_dims=0, max_dims=3, max_side=3))
-                  for _ in range(op.arity))
+                  for _ in range(count))
     if op.name == "reshape":
         attrs = {"shape": tuple(draw(st.lists(st.integers(-2, 4), max_size=3)))}
     else:
@@ -461,7 +499,7 @@ def operand_values(draw: st.DrawFn, op: ops.Op, specs: tuple[ShapeSpec, ...],
                    attrs: Attrs) -> tuple[Value, ...]:
     """float64 values from each operand's domain, kept off the row's kinks."""
     values: list[Value] = []
-    for (lo, hi), spec in zip(op.domain, specs, strict=True):
+    for (lo, hi), spec in zip(_domains(op, len(specs)), specs, strict=True):
         elements = st.floats(lo, hi, allow_nan=False, allow_infinity=False)
         if spec is None:
             values.append(float(_away_from_kinks(op, np.array(draw(elements)), attrs)))
@@ -494,7 +532,7 @@ def finite_difference_vjp(op: ops.Op, values: Sequence[Value], attrs: Attrs,
         return float(np.sum(g * op.forward(*args, **attrs)))
 
     grads: Grads = []
-    for i, (value, vjp) in enumerate(zip(values, op.vjps, strict=True)):
+    for i, (value, vjp) in enumerate(zip(values, op.vjps_for(len(values)), strict=True)):
         if isinstance(value, float) or vjp is None:
             grads.append(None)
             continue
@@ -557,7 +595,7 @@ def sympy_vjp(op: ops.Op, values: Sequence[Value], attrs: Attrs, g: np.ndarray) 
     terms = zip(g.flat, out.flat, strict=True)
     loss = sympy.Add(*(sympy.Float(float(gj)) * oj for gj, oj in terms))
     grads: Grads = []
-    for sym, vjp in zip(symbols, op.vjps, strict=True):
+    for sym, vjp in zip(symbols, op.vjps_for(len(symbols)), strict=True):
         if sym is None or vjp is None:
             grads.append(None)
             continue
@@ -635,6 +673,9 @@ NUMPY_REFERENCE: dict[str, Callable[..., Any]] = {
     "slice": lambda x, dim, start, end, step: np.moveaxis(
         np.moveaxis(x, dim, 0)[start:end:step], 0, dim),
     "alias": lambda x: np.array(x, copy=True),
+    "cat": lambda *xs, dim: np.concatenate([x for x in xs if x.shape != (0,)] or xs[:1],
+                                            axis=dim),
+    "stack": lambda *xs, dim: np.stack(xs, axis=dim),
     "flatten": lambda x, start_dim, end_dim: np.reshape(x, (
         *x.shape[:start_dim % max(x.ndim, 1)], -1, *x.shape[end_dim % max(x.ndim, 1) + 1:])),
     "detach": lambda x: np.array(x, copy=True),
@@ -890,7 +931,8 @@ def test_engine_raises_the_shape_rules_error(op: ops.Op, data: st.DataObject) ->
     # (PyTorch's type and message), never NumPy's.
     specs, attrs = data.draw(wild_calls(op), label="shapes, attrs")
     operands = tuple(_tensor(v, cg.float64) for v in _with_conditions(
-        op, [np.full(s, sum(lo_hi) / 2) for s, lo_hi in zip(specs, op.domain, strict=True)]))
+        op, [np.full(s, sum(lo_hi) / 2)
+             for s, lo_hi in zip(specs, _domains(op, len(specs)), strict=True)]))
     rule, expected = _outcome(lambda: _rule_shape(op, specs, attrs))
     engine, actual = _outcome(lambda: tuple(apply(op, operands, attrs).shape))
     if rule == "ok":
@@ -992,7 +1034,9 @@ def test_row_invariants(op: ops.Op) -> None:
     # none of its inputs is differentiable.
     assert not op.elementwise or op.shape in (shapes.broadcast, shapes.same)
     assert op.stops_gradient == (not differentiable)
-    assert "input" in op.operands and len(op.operands) == op.arity
+    # PyTorch names the tensor operand "input", a variadic op's sequence "tensors".
+    assert ("tensors" if op.variadic else "input") in op.operands
+    assert len(op.operands) == op.arity
 
 
 @dataclasses.dataclass(frozen=True)

@@ -134,6 +134,8 @@ def test_kinks_follow_pytorch_on_the_symbolic_side() -> None:
     ("sum(select(x, 1, -1) * slice(x, 1, 0, 3, 2) ** 2)", {"x": (2, 4)}),
     ("sum(exp(slice(select(x, 0, 1), 0, -2))) * sum(alias(x) ** 2)", {"x": (2, 3)}),
     ("sum(x[1:3, 0] ** 2) * sum(exp(x[..., -1])) + sum(x[None, ::2])", {"x": (4, 2)}),
+    ("sum(cat([x, sin(y), x * y], 1) ** 2)", {"x": (2, 1), "y": (2, 1)}),
+    ("sum(stack((x, y, exp(x)), -1) * cat([y[:1], x[1:2], y[2:]]))", {"x": (3,), "y": (3,)}),
 ])
 def test_structural_ops_and_broadcasting(text: str, shapes: dict[str, tuple[int, ...]]) -> None:
     rng = np.random.default_rng(2)
@@ -267,5 +269,5 @@ def test_every_op_of_the_table_is_covered_here() -> None:
     covered = {op.name for op in ELEMENTWISE} | {"matmul", "sum", "mean", "reshape",
                                                  "transpose", "permute", "detach", "squeeze",
                                                  "unsqueeze", "flatten", "select", "slice",
-                                                 *COMPARISONS}
+                                                 *COMPARISONS, "cat", "stack"}
     assert covered | set(REDUCTIONS) == set(TABLE)

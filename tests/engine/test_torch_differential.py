@@ -290,7 +290,7 @@ TENSOR_BINARY = ("maximum", "minimum", "atan2")
 COMPARISONS = {"gt": operator.gt, "lt": operator.lt, "ge": operator.ge, "le": operator.le,
                "eq": operator.eq, "ne": operator.ne}
 SPECIAL = ("where", "clamp", "sum", "mean", "matmul", "reshape", "transpose", "permute", "detach",
-           "squeeze", "unsqueeze", "flatten", "select", "slice", "alias")
+           "squeeze", "unsqueeze", "flatten", "select", "slice", "alias", "cat", "stack")
 # Reductions beyond sums, each called in PyTorch's forms for it (reduction_cases).
 REDUCTIONS = ("prod", "amax", "amin", "max", "min", "logsumexp", "softmax", "log_softmax", "var",
               "std", "norm")
@@ -782,6 +782,33 @@ def alias_cases(draw: st.DrawFn) -> OpCase:
                   [True], call, draw(st.integers(0, 2**32 - 1)))
 
 
+@st.composite
+def join_cases(draw: st.DrawFn, name: str) -> OpCase:
+    # cat and stack over one to four tensors, some not requiring grad, some float64 constants
+    # (the result is promoted to float64 then): each leaf gets its stretch of the gradient.
+    shape = draw(NONEMPTY if name == "cat" else SHAPES)
+    count = draw(st.integers(1, 4))
+    rank = len(shape) + (name == "stack")
+    dim = draw(st.integers(-rank, rank - 1))
+    sizes = [draw(st.integers(1, 3)) if name == "cat" else None for _ in range(count)]
+    shapes = [shape if size is None else (*shape[:dim % rank], size, *shape[dim % rank + 1:])
+              for size in sizes]
+    arrays = [_values(draw, s, TABLE[name].domain[0]) for s in shapes]
+    requires = [draw(st.booleans()) for _ in range(count)]
+    doubles = [draw(st.booleans()) for _ in range(count)]
+    form = draw(st.sampled_from(["list", "tuple", "keyword"]))
+
+    def call(lib: ModuleType, xs: list[Any]) -> Any:
+        tensors = [lib.tensor(array, dtype=lib.float64) if double else x
+                   for x, array, double in zip(xs, arrays, doubles, strict=True)]
+        if form == "keyword":
+            return getattr(lib, name)(tensors, dim=dim)
+        return getattr(lib, name)(tensors if form == "list" else tuple(tensors), dim)
+
+    return OpCase(f"{name} {form} {shapes} dim={dim} float64={doubles}", arrays, requires,
+                  call, draw(st.integers(0, 2**32 - 1)))
+
+
 def op_cases(name: str) -> st.SearchStrategy[OpCase]:
     if name in UNARY:
         return unary_cases(name)
@@ -793,6 +820,8 @@ def op_cases(name: str) -> st.SearchStrategy[OpCase]:
         return tensor_binary_cases(name)
     if name in COMPARISONS:
         return comparison_cases(name)
+    if name in ("cat", "stack"):
+        return join_cases(name)
     return {"clamp": clamp_cases, "matmul": matmul_cases, "reshape": reshape_cases,
             "transpose": transpose_cases, "permute": permute_cases,
             "detach": detach_cases, "squeeze": squeeze_cases, "unsqueeze": unsqueeze_cases,

@@ -1,5 +1,5 @@
-"""The shape ops over the wire: select, slice and squeeze graphs sent as RPCs, their gradients and
-closed forms, and a bad index refused naming its node."""
+"""The shape ops over the wire: select, slice, squeeze and cat graphs sent as RPCs, their
+gradients and closed forms, a cat of three inputs, and a bad index refused naming its node."""
 
 from __future__ import annotations
 
@@ -67,3 +67,43 @@ def test_list_ops_lists_the_shape_rows(stub: Stub) -> None:
     assert [(a.name, a.kind) for a in listed["slice"].attrs] == [
         ("dim", "int"), ("start", "int?"), ("end", "int?"), ("step", "int")]
     assert [(a.name, a.kind) for a in listed["squeeze"].attrs] == [("dim", "int|dims?")]
+
+
+def test_a_cat_of_three_inputs(stub: Stub) -> None:
+    a, b = np.array([[1.0, 2.0]], np.float32), np.array([[3.0], [4.0]], np.float32)
+    session = new_session(stub, a=(a, True), b=(b, True))
+    # cat([a, b.T, a], 0) ** 2, summed: each input gets 2 * its own values, a twice.
+    g = graph(leaf("a"), leaf("b"), op("bt", "transpose", "b", dim0=0, dim1=1),
+              op("joined", "cat", "a", "bt", "a", dim=0), op("sq", "mul", "joined", "joined"),
+              op("loss", "sum", "sq"))
+    evaluated = stub.Evaluate(pb.EvaluateRequest(session_id=session, graph=g, nodes=["joined"]))
+    np.testing.assert_array_equal(array(evaluated.values[0].value), [[1, 2], [3, 4], [1, 2]])
+    assert evaluated.values[0].grad_fn == "CatBackward0"
+    response = stub.Backward(pb.BackwardRequest(session_id=session, graph=g))
+    grads = {leaf.name: array(leaf.grad) for leaf in response.leaves}
+    np.testing.assert_allclose(grads["a"], 4 * a)
+    np.testing.assert_allclose(grads["b"], 2 * b)
+    assert response.check.status == pb.CHECK_STATUS_AGREE, response.check.reason
+
+
+@pytest.mark.parametrize(("inputs", "expected"), [
+    ([], "cat takes one or more input(s), got 0"),
+    (["x", "y"], "Sizes of tensors must match except in dimension 0. Expected size 2 but got "
+                 "size 3 for tensor number 1 in the list."),
+])
+def test_a_bad_cat_is_refused_naming_its_node(stub: Stub, inputs: list[str],
+                                              expected: str) -> None:
+    session = new_session(stub, x=(np.zeros((4, 2), np.float32), True),
+                          y=(np.zeros((1, 3), np.float32), True))
+    g = graph(leaf("x"), leaf("y"), op("bad", "cat", *inputs))
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.Evaluate(pb.EvaluateRequest(session_id=session, graph=g))
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert expected in raised.value.details()
+    assert _error_info(raised.value).get("node") == "bad"
+
+
+def test_list_ops_says_which_ops_are_variadic(stub: Stub) -> None:
+    listed = {info.name: info for info in stub.ListOps(pb.ListOpsRequest()).ops}
+    assert {name for name, info in listed.items() if info.variadic} == {"cat", "stack"}
+    assert (listed["cat"].arity, listed["cat"].grad_fn) == (1, "CatBackward0")

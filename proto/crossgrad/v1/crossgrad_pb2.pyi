@@ -612,18 +612,20 @@ class AttrInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., default_value: _Optional[_Union[AttrValue, _Mapping]] = ..., required: _Optional[bool] = ...) -> None: ...
 
 class OpInfo(_message.Message):
-    __slots__ = ("name", "arity", "attrs", "grad_fn", "kink")
+    __slots__ = ("name", "arity", "attrs", "grad_fn", "kink", "variadic")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARITY_FIELD_NUMBER: _ClassVar[int]
     ATTRS_FIELD_NUMBER: _ClassVar[int]
     GRAD_FN_FIELD_NUMBER: _ClassVar[int]
     KINK_FIELD_NUMBER: _ClassVar[int]
+    VARIADIC_FIELD_NUMBER: _ClassVar[int]
     name: str
     arity: int
     attrs: _containers.RepeatedCompositeFieldContainer[AttrInfo]
     grad_fn: str
     kink: str
-    def __init__(self, name: _Optional[str] = ..., arity: _Optional[int] = ..., attrs: _Optional[_Iterable[_Union[AttrInfo, _Mapping]]] = ..., grad_fn: _Optional[str] = ..., kink: _Optional[str] = ...) -> None: ...
+    variadic: bool
+    def __init__(self, name: _Optional[str] = ..., arity: _Optional[int] = ..., attrs: _Optional[_Iterable[_Union[AttrInfo, _Mapping]]] = ..., grad_fn: _Optional[str] = ..., kink: _Optional[str] = ..., variadic: _Optional[bool] = ...) -> None: ...
 
 class ListOpsResponse(_message.Message):
     __slots__ = ("ops",)
