@@ -1702,6 +1702,15 @@ def apply_step(lib: ModuleType, step: Step, pool: list[Any]) -> Any:
         return args[0].reshape(attrs["shape"])
     if name == "permute":
         return args[0].permute(attrs["dims"])
+    if name in ("squeeze", "unsqueeze", "flatten", "select"):
+        return getattr(args[0], name)(**attrs)
+    if name == "slice":  # indexing writes it: x[:, start:end:step]
+        return args[0][(slice(None),) * attrs["dim"] + (
+            slice(attrs["start"], attrs["end"], attrs["step"]),)]
+    if name == "alias":
+        return args[0][...]
+    if name in ("cat", "stack"):
+        return getattr(lib, name)(args, **attrs)
     return getattr(args[0], name)()  # unary elementwise ops and detach
 
 
@@ -1798,6 +1807,8 @@ class GraphBuilder:
             self.emit("permute", x, dims=tuple(draw(st.permutations(range(rank)))))
         elif name in ("transpose", "permute"):
             self.emit("neg", x)  # nothing to reorder in fewer than 2 dimensions
+        elif name in ("squeeze", "unsqueeze", "flatten", "select", "slice", "cat", "stack"):
+            self.shaping(name, x, rank)
         else:
             self.emit(name, self.within(x, domain[0]))  # unary elementwise ops, detach
 
@@ -1813,6 +1824,36 @@ class GraphBuilder:
         # norm without p takes more than two dims for a matrix norm's and refuses them.
         p = {"p": 2} if name == "norm" and isinstance(dim, tuple) and len(dim) > 2 else {}
         return {"dim": dim, "keepdim": self.draw(st.booleans()), **p}
+
+    def shaping(self, name: str, x: Ref, rank: int) -> None:
+        """A shape op or indexing on ``x`` (of ``rank`` dimensions); cat and stack join it with
+        pool tensors of its shape (x itself among them)."""
+        draw, shape = self.draw, self.shape(x)
+        if name == "squeeze" and draw(st.booleans()):
+            self.emit("squeeze", x)
+        elif name == "squeeze":
+            self.emit("squeeze", x, dim=draw(st.integers(-max(rank, 1), max(rank, 1) - 1)))
+        elif name == "unsqueeze":
+            self.emit("unsqueeze", x, dim=draw(st.integers(-rank - 1, rank)))
+        elif name == "flatten":
+            start = draw(st.integers(0, max(rank, 1) - 1))
+            self.emit("flatten", x, start_dim=start,
+                      end_dim=draw(st.integers(start, max(rank, 1) - 1)))
+        elif not rank or 0 in shape:
+            self.emit("neg", x)  # nothing to select, slice or join along
+        elif name == "select":
+            dim = draw(st.integers(-rank, rank - 1))
+            self.emit("select", x, dim=dim, index=draw(st.integers(-shape[dim], shape[dim] - 1)))
+        elif name == "slice":
+            dim = draw(st.integers(0, rank - 1))
+            bound = st.none() | st.integers(-shape[dim], shape[dim])
+            self.emit("slice", x, dim=dim, start=draw(bound), end=draw(bound),
+                      step=draw(st.integers(1, 2)))
+        else:
+            same = [Ref(i) for i in range(len(self.values)) if self.shape(Ref(i)) == shape]
+            others = draw(st.lists(st.sampled_from(same), max_size=2))
+            dim = draw(st.integers(-rank - (name == "stack"), rank - 1 + (name == "stack")))
+            self.emit(name, x, *others, dim=dim)
 
     def binary(self, name: str, x: Ref, domain: tuple[tuple[float, float], ...],
                numbers: bool = True) -> None:

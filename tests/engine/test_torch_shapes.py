@@ -1,7 +1,7 @@
-"""Differential tests of the shape ops and indexing: squeeze, unsqueeze, flatten, select, and
-basic indexing (``x[0]``, ``x[1:3]``, ``x[:, 0]``, ``x[..., -1]``, ``x[None]``), which runs as the
-chain of select/slice/unsqueeze/alias ops PyTorch decomposes it into. Each scenario runs on
-PyTorch, the engine and the SDK (see ``test_torch_differential``); PyTorch is the oracle.
+"""Differential tests of the shape ops and indexing: squeeze, unsqueeze, flatten, select, cat,
+stack, and basic indexing (``x[0]``, ``x[1:3]``, ``x[:, 0]``, ``x[..., -1]``, ``x[None]``), which
+runs as the chain of select/slice/unsqueeze/alias ops PyTorch decomposes it into. Each scenario
+runs on PyTorch, the engine and the SDK (see ``test_torch_differential``); PyTorch is the oracle.
 """
 
 from __future__ import annotations
@@ -176,6 +176,44 @@ def test_errors_and_edges_are_pytorchs(require_torch: ModuleType, text: str,
     def scenario(lib: ModuleType, rec: Recorder) -> None:
         x = lib.tensor(VALUES, requires_grad=True)
         rec.call(text, lambda: form(x))
+
+    assert_same(require_torch, scenario)
+
+
+JOINS: list[tuple[str, Callable[[ModuleType, Any], Any]]] = [
+    ("cat([x, x[1:]], 0)", lambda lib, x: lib.cat([x, x[1:]], 0)),
+    ("cat((x, x, x), dim=-1)", lambda lib, x: lib.cat((x, x, x), dim=-1)),
+    ("stack([x[0], x[1]], 1)", lambda lib, x: lib.stack([x[0], x[1]], 1)),
+    ("stack 0-d", lambda lib, x: lib.stack([x.sum(), x[0, 0, 0]])),
+    ("cat([])", lambda lib, x: lib.cat([])),
+    ("stack([])", lambda lib, x: lib.stack([])),
+    ("cat([x, 2])", lambda lib, x: lib.cat([x, 2])),
+    ("cat(x)", lambda lib, x: lib.cat(x)),
+    ("cat 0-d", lambda lib, x: lib.cat([x.sum(), x.sum()])),
+    ("cat ranks", lambda lib, x: lib.cat([x, x[0]])),
+    ("cat sizes", lambda lib, x: lib.cat([x, x[:, 1:]], -1)),
+    ("cat sizes dim 1", lambda lib, x: lib.cat([x, x[:, :, :1]], 1)),
+    ("cat dim", lambda lib, x: lib.cat([x, x], 3)),
+    ("cat legacy empty", lambda lib, x: lib.cat([x, lib.ones(0), x])),
+    ("stack sizes", lambda lib, x: lib.stack([x, x[1:]])),
+    ("stack dim", lambda lib, x: lib.stack([x, x], -5)),
+    ("cat f32, f64, int64", lambda lib, x: lib.cat([x[0], lib.ones(3, 2, dtype=lib.float64),
+                                                    lib.tensor([[1, 2]])])),
+]
+
+
+@pytest.mark.parametrize(("text", "form"), JOINS, ids=[j[0] for j in JOINS])
+def test_cat_and_stack_are_pytorchs(require_torch: ModuleType, text: str,
+                                    form: Callable[[ModuleType, Any], Any]) -> None:
+    # Values, dtype promotion, grad_fn, errors, and each input's stretch of the gradient.
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        x = lib.tensor(VALUES, requires_grad=True)
+        out = rec.call(text, lambda: form(lib, x))
+        if out is not None:
+            rec.call("backward", lambda: (out * out).sum().backward())
+            rec.log("x.grad", x.grad)
+            rec.call("second backward through the join", lambda: out.sum().backward())
+            rec.log("x.grad again", x.grad)
 
     assert_same(require_torch, scenario)
 
