@@ -167,6 +167,14 @@ ERRORS: list[tuple[str, Callable[[Any], Any]]] = [
     ("x.flatten(2, 0)", lambda x: x.flatten(2, 0)),
     ("x.flatten(0, 3)", lambda x: x.flatten(0, 3)),
     ("0-d.flatten()", lambda x: x.sum().flatten()),
+    # Views of views: a column or a strided slice is not contiguous, so view() refuses it and
+    # reshape() copies or aliases, as in PyTorch.
+    ("x[:, 0].view(-1)", lambda x: x[:, 0].view(-1)),
+    ("x[::2].view(-1)", lambda x: x[::2].view(-1)),
+    ("x[1:3].view(-1)", lambda x: x[1:3].view(-1)),
+    ("x[0].view(-1)", lambda x: x[0].view(-1)),
+    ("x[..., 0].reshape(-1)", lambda x: x[..., 0].reshape(-1)),
+    ("x[:, 1:].flatten()", lambda x: x[:, 1:].flatten()),
 ]
 
 
