@@ -364,7 +364,8 @@ class Op:
         operand (``where``'s) takes no part, and must be a bool tensor."""
         tensors: list[tuple[DType, int]] = []
         numbers: list[type] = []
-        for name, operand in zip(self.operands, operands, strict=True):
+        names = self.operands * len(operands) if self.variadic else self.operands
+        for name, operand in zip(names, operands, strict=True):
             if name == "condition":
                 _check_condition(self.name, operand)
             elif isinstance(operand, tuple):
