@@ -39,7 +39,9 @@ Rows are written with named fields:
   as ``exp``'s does), so an in-place change of an operand is refused; ``floating``: integer
   inputs give a floating result (sin of an int64 tensor is float32); ``boolean``: the result is
   bool whatever the operands' dtype (comparisons, computed in the operands' promoted dtype);
-  ``promoting``: attributes that take part in type promotion as Python numbers do.
+  ``promoting``: attributes that take part in type promotion as Python numbers do;
+  ``implicit_numbers``: the types of Python numbers the op applies besides its operands, which
+  take part too (``square`` is ``x ** 2``: the int 2 makes a bool tensor's square int64).
 
 The Python surface (the module function, the Tensor method, operators; generated from these rows
 by ``scripts/generate_surface.py``) reads the rest: ``operands``, PyTorch's parameter names for the
@@ -298,6 +300,7 @@ class Op:
     floating: bool = False
     boolean: bool = False
     promoting: tuple[str, ...] = ()
+    implicit_numbers: tuple[type, ...] = ()
     operands: tuple[str, ...] = ()
     operator: str = ""
     in_place: bool = False
@@ -374,6 +377,7 @@ class Op:
                 numbers.append(operand)
         if attrs:
             numbers += self.number_types(attrs)
+        numbers += self.implicit_numbers
         return dtypes.result_type(tensors, numbers, self.floating)
 
     @functools.cached_property
@@ -1205,12 +1209,11 @@ OPS: tuple[Op, ...] = (
        forward=np.sqrt, vjps=(lambda g, out, x: g / (2 * out),), sympy=_elementwise(sympy.sqrt),
        grad_fn="SqrtBackward0", shape=shapes.broadcast, domain=_POSITIVE,
        floating=True, saves_output=True, saves_inputs=False, kink="sqrt'(0) = inf"),
-    # PyTorch computes square as pow(x, 2): PowBackward0, saving x. Its square of a bool tensor
-    # is int64 (the 2 promotes it); here it stays bool, as the row's dtype rule says (NumPy's
-    # square would make int8 of it).
+    # PyTorch computes square as pow(x, 2): PowBackward0, saving x; the 2 makes a bool tensor's
+    # square int64.
     Op(name="square", elementwise=True,
        forward=lambda x: x * x, vjps=(lambda g, out, x: g * 2 * x,), sympy=lambda x: x * x,
-       grad_fn="PowBackward0", shape=shapes.broadcast, domain=_REAL),
+       grad_fn="PowBackward0", shape=shapes.broadcast, domain=_REAL, implicit_numbers=(int,)),
     # The closed forms of log1p and expm1 are written to keep log1p's and expm1's precision
     # near 0, where log(1 + x) and exp(x) - 1 round to 0 (SymEngine has neither function):
     # log1p(x) = asinh(sinh(log(1 + x))), sinh(log(1 + x)) = x (x + 2) / (2 (x + 1)), and

@@ -1329,6 +1329,13 @@ def saved_result_or_input_modified(lib: ModuleType, rec: Recorder) -> None:
 
 
 @scenario
+def square_of_integers_and_bools(lib: ModuleType, rec: Recorder) -> None:
+    # square is x ** 2 in PyTorch: the 2 makes a bool tensor's square int64.
+    for data in ([True, False], True, [2, -3], [1.5]):
+        rec.call(f"square({data})", functools.partial(lib.square, lib.tensor(data)))
+
+
+@scenario
 def sign_of_nan_and_zeros(lib: ModuleType, rec: Recorder) -> None:
     # PyTorch's sign is 0 at nan and at -0.0 (NumPy's is nan and -0.0); its gradient is 0.
     x = lib.tensor([float("nan"), -0.0, 0.0, float("inf"), -2.0], requires_grad=True)
