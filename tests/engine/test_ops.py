@@ -464,6 +464,8 @@ KINK_POINTS: dict[str, Callable[[Mapping[str, Any]], list[float]]] = {
     "sign": lambda attrs: [0.0],
     "clamp": lambda attrs: [b for b in (attrs["min"], attrs["max"]) if b is not None],
     "norm": lambda attrs: [0.0],  # a slice of zeros
+    # Not a kink: PyTorch's g * (out / x) rounds out to a subnormal when x is one (4.9e-324).
+    "prod": lambda attrs: [0.0],
 }
 # The 2-norm's curvature is 1/norm: finite differences need more room than a margin of 1e-4.
 WIDE_KINKS = {"norm": 0.05}
