@@ -92,13 +92,16 @@ def promote(dtypes_by_priority: tuple[list[DType], list[DType]], python_types: l
 
 
 def result_type(tensors: Sequence[tuple[DType, int]], numbers: Sequence[type],
-                floating: bool = False) -> DType:
+                floating: bool = False, counting: bool = False) -> DType:
     """PyTorch's result dtype of an op on tensors of these (dtype, ndim) and on Python numbers of
-    these types; ``floating``: the op makes floats of integers (``sin``, ``mean``, ``div``)."""
+    these types; ``floating``: the op makes floats of integers (``sin``, ``mean``, ``div``);
+    ``counting``: the op makes int64 of bools (``sum``, ``prod``)."""
     dtype = promote(([d for d, ndim in tensors if ndim], [d for d, ndim in tensors if not ndim]),
                     list(numbers))
     if floating and not dtype.is_floating_point:
         return DEFAULT_FLOAT
+    if counting and dtype is bool_:
+        return int64
     return dtype
 
 

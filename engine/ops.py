@@ -37,7 +37,8 @@ Rows are written with named fields:
   ``saves_output``: backward reads the forward's result, so an in-place change of the result is
   refused; ``saves_inputs``: backward reads the operands (False where it reads only the result,
   as ``exp``'s does), so an in-place change of an operand is refused; ``floating``: integer
-  inputs give a floating result (sin of an int64 tensor is float32); ``boolean``: the result is
+  inputs give a floating result (sin of an int64 tensor is float32); ``counting``: bool inputs
+  give int64 (the sum or product of a bool tensor); ``boolean``: the result is
   bool whatever the operands' dtype (comparisons, computed in the operands' promoted dtype);
   ``promoting``: attributes that take part in type promotion as Python numbers do;
   ``implicit_numbers``: the types of Python numbers the op applies besides its operands, which
@@ -298,6 +299,7 @@ class Op:
     saves_output: bool = False
     saves_inputs: bool = True
     floating: bool = False
+    counting: bool = False
     boolean: bool = False
     promoting: tuple[str, ...] = ()
     implicit_numbers: tuple[type, ...] = ()
@@ -378,7 +380,7 @@ class Op:
         if attrs:
             numbers += self.number_types(attrs)
         numbers += self.implicit_numbers
-        return dtypes.result_type(tensors, numbers, self.floating)
+        return dtypes.result_type(tensors, numbers, self.floating, self.counting)
 
     @functools.cached_property
     def conditioned(self) -> bool:
@@ -1310,7 +1312,7 @@ OPS: tuple[Op, ...] = (
        vjps=(lambda g, out, x, dim=None, keepdim=False: _sum_back(g, x, dim, keepdim),),
        sympy=_sum, grad_fn=_by_dim("SumBackward0", "SumBackward1"),
        tensor_grad_fn="SumBackward0", shape=shapes.reduce, domain=_REAL,
-       attrs=_REDUCTION_ATTRS, saves=False,
+       attrs=_REDUCTION_ATTRS, saves=False, counting=True,
        doc="The sum of all elements, or over the dimensions ``dim``."),
     Op(name="mean", elementwise=False,
        forward=_mean,
@@ -1327,6 +1329,7 @@ OPS: tuple[Op, ...] = (
        grad_fn=_by_dim("ProdBackward0", "ProdBackward1"), tensor_grad_fn="ProdBackward0",
        shape=shapes.reduce, domain=_REAL,
        attrs={"dim": Attr("dim?"), "keepdim": Attr("bool", False)}, saves_output=True,
+       counting=True,
        kink="at zeros the products of the other elements, exactly (PyTorch's); a total with "
             "two zeros or more gives zeros",
        doc="The product of all elements, or along the dimension ``dim``."),
@@ -1365,13 +1368,13 @@ OPS: tuple[Op, ...] = (
     Op(name="softmax", elementwise=False,
        forward=_softmax, vjps=(_softmax_vjp,), sympy=_softmax_symbolic,
        grad_fn="SoftmaxBackward0", shape=shapes.along, domain=_REAL,
-       attrs={"dim": Attr("int", required=True)}, saves_output=True,
+       attrs={"dim": Attr("int", required=True)}, saves_output=True, floating=True,
        refuses_integers="\"softmax_kernel_impl\" not implemented for '{type}'",
        doc="exp(x) normalized to sum to 1 along ``dim``."),
     Op(name="log_softmax", elementwise=False,
        forward=_log_softmax, vjps=(_log_softmax_vjp,), sympy=_log_softmax_symbolic,
        grad_fn="LogSoftmaxBackward0", shape=shapes.along, domain=_REAL,
-       attrs={"dim": Attr("int", required=True)}, saves_output=True,
+       attrs={"dim": Attr("int", required=True)}, saves_output=True, floating=True,
        refuses_integers="\"log_softmax_kernel_impl\" not implemented for '{type}'",
        doc="log(softmax(x)) along ``dim``, computed without overflow."),
     # PyTorch's positional order: dim, unbiased, keepdim; correction (default 1) by keyword.
@@ -1380,6 +1383,7 @@ OPS: tuple[Op, ...] = (
        grad_fn="VarBackward0", shape=shapes.variance, domain=_REAL,
        attrs={"dim": Attr("dims?"), "unbiased": Attr("bool", True),
               "keepdim": Attr("bool", False), "correction": Attr("number?")},
+       floating=True,
        refuses_integers="std and var only support floating point and complex dtypes",
        warns=_degenerate_variance("var"),
        doc="The variance over ``dim``, divided by n - ``correction`` (default 1)."),
@@ -1388,7 +1392,7 @@ OPS: tuple[Op, ...] = (
        grad_fn="StdBackward0", shape=shapes.variance, domain=_REAL,
        attrs={"dim": Attr("dims?"), "unbiased": Attr("bool", True),
               "keepdim": Attr("bool", False), "correction": Attr("number?")},
-       saves_output=True,
+       saves_output=True, floating=True,
        refuses_integers="std and var only support floating point and complex dtypes",
        warns=_degenerate_variance("std"), kink="std'(x) = 0 where all elements are equal",
        doc="The standard deviation over ``dim``, with var's ``correction``."),
@@ -1397,7 +1401,7 @@ OPS: tuple[Op, ...] = (
        grad_fn="LinalgVectorNormBackward0", shape=shapes.vector_norm, domain=_REAL,
        # p None is PyTorch's default "fro", the 2-norm of the elements.
        attrs={"p": Attr("number?"), "dim": Attr("dims?"), "keepdim": Attr("bool", False)},
-       saves_output=True,
+       saves_output=True, floating=True,
        refuses_integers="linalg.vector_norm: Expected a floating point or complex tensor as "
                         "input. Got {type}",
        kink="norm'(0) = 0, as PyTorch's backward masks it",

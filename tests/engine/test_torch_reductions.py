@@ -189,6 +189,9 @@ def test_conventions(require_torch: ModuleType, name: str) -> None:
 
 CALLS: dict[str, Callable[[ModuleType], Any]] = {
     "prod of int64": lambda lib: lib.tensor([[1, 2], [3, 4]]).prod(),
+    "prod of bool": lambda lib: lib.tensor([True, False]).prod(),
+    "sum of bool": lambda lib: lib.tensor([[True, False], [True, True]]).sum(0),
+    "sum of bool, then a float": lambda lib: lib.tensor([True, True]).sum() * 1.5,
     "prod of int64 along dim": lambda lib: lib.tensor([[1, 2], [3, 4]]).prod(0),
     "amax of int64": lambda lib: lib.tensor([[1, 5], [3, 4]]).amax(1),
     "max of bool": lambda lib: lib.tensor([True, False]).max(),
