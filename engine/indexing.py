@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import DimensionError, InvalidArgument
-from .ops import is_int
+from .ops import is_int as _is_integer
 
 Step = tuple[str, dict[str, Any]]  # an op of the table and its attributes
 
@@ -126,6 +126,10 @@ def _spans(start: int | None, stop: int | None, step: int, size: int | None) -> 
     if step != 1 or start not in (None, 0):
         return False
     return stop is None or (size is not None and stop >= size)
+
+
+def is_int(index: Any) -> bool:
+    return type(index) is int or _is_integer(index)  # the common case first: indexing is hot
 
 
 def _invalid(index: Any) -> Exception:

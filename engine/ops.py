@@ -927,24 +927,23 @@ def _squeeze_grad_fn(call: Call) -> str:
             "SqueezeBackward1" if is_int(dim) else "SqueezeBackward2")
 
 
-def _selection(shape: shapes.Shape, dim: int, index: int | slice) -> tuple[int | slice, ...]:
-    """The NumPy key that picks ``index`` along dimension ``dim`` and everything elsewhere."""
-    return (slice(None),) * shapes.normalize_dim(dim, len(shape)) + (index,)
-
-
 def _select_key(x: Array, dim: int, index: int) -> tuple[int | slice, ...]:
     shape = np.shape(x)
-    shapes.select(shape, dim, index)  # PyTorch's errors, where NumPy's would differ
-    return _selection(shape, dim, index)
+    d = dim + len(shape) if dim < 0 else dim
+    if not (0 <= d < len(shape) and -shape[d] <= index < shape[d]):
+        shapes.select(shape, dim, index)  # PyTorch's error, where NumPy's would differ
+    return (slice(None),) * d + (index,)
 
 
 def _slice_key(x: Array, dim: int, start: int | None, end: int | None,
                step: int) -> tuple[int | slice, ...]:
-    shape = np.shape(x)
-    shapes.slice_(shape, dim, start, end, step)
-    first, last = shapes.slice_bounds(shape[shapes.normalize_dim(dim, len(shape))], start, end,
-                                      step)
-    return _selection(shape, dim, slice(first, last, step))
+    # For a positive step, Python's slices read None, negative and out-of-range bounds exactly
+    # as PyTorch's slice does (shapes.slice_bounds).
+    ndim = np.ndim(x)
+    d = dim + ndim if dim < 0 else dim
+    if not (0 <= d < ndim and step > 0):
+        shapes.slice_(np.shape(x), dim, start, end, step)  # PyTorch's error
+    return (slice(None),) * d + (slice(start, end, step),)
 
 
 def _scattered(g: Array, x: Array, key: tuple[int | slice, ...]) -> Array:
@@ -973,29 +972,35 @@ def _slice_vjp(g: Array, out: Array, x: Array, dim: int = 0, start: int | None =
 
 
 def _cat(*tensors: Array, dim: int = 0) -> Array:
-    shapes.cat(*(np.shape(x) for x in tensors), dim=dim)  # PyTorch's errors, not NumPy's
-    kept = [x for x in tensors if not shapes.is_legacy_empty(np.shape(x))] or tensors[:1]
-    return np.concatenate(kept, axis=shapes.normalize_dim(dim, np.ndim(kept[0])))
+    try:
+        return np.concatenate(tensors, axis=dim)
+    except ValueError:  # NumPy's refusal: PyTorch's error, or a legacy empty tensor to skip
+        shapes.cat(*(np.shape(x) for x in tensors), dim=dim)
+    kept = [x for x in tensors if not shapes.is_legacy_empty(np.shape(x))]
+    return np.concatenate(kept, axis=dim)
 
 
 def _cat_vjp(position: int, g: Array, out: Array, *tensors: Array, dim: int = 0) -> Array:
-    # The input's own stretch of the result along ``dim`` (nothing, for a legacy empty one).
+    # The input's own stretch of the result along ``dim``; nothing for a legacy empty tensor
+    # (1-d among tensors of more dimensions), which also takes no room before the others'.
     x = tensors[position]
-    if shapes.is_legacy_empty(np.shape(x)):
-        return np.zeros(np.shape(x), dtype=np.result_type(g))
-    d = shapes.normalize_dim(dim, np.ndim(out))
-    start = sum(np.shape(t)[d] for t in tensors[:position]
-                if not shapes.is_legacy_empty(np.shape(t)))
-    return g[_selection(np.shape(out), d, slice(start, start + np.shape(x)[d]))]
+    if x.ndim != g.ndim:
+        return np.zeros(x.shape, dtype=g.dtype)
+    d = dim + g.ndim if dim < 0 else dim
+    start = sum([t.shape[d] for t in tensors[:position] if t.ndim > d])
+    return g[(slice(None),) * d + (slice(start, start + x.shape[d]),)]
 
 
 def _stack(*tensors: Array, dim: int = 0) -> Array:
-    shapes.stack(*(np.shape(x) for x in tensors), dim=dim)
-    return np.stack(tensors, axis=shapes.normalize_dim(dim, np.ndim(tensors[0]) + 1))
+    try:
+        return np.stack(tensors, axis=dim)
+    except ValueError:
+        shapes.stack(*(np.shape(x) for x in tensors), dim=dim)  # PyTorch's error, not NumPy's
+        raise
 
 
 def _stack_vjp(position: int, g: Array, out: Array, *tensors: Array, dim: int = 0) -> Array:
-    return g[_selection(np.shape(out), dim, position)]
+    return g[(slice(None),) * (dim + g.ndim if dim < 0 else dim) + (position,)]
 
 
 def _pow_base_vjp(g: Array, out: Array, x: Array, y: Array) -> Array:
