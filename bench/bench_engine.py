@@ -2,7 +2,7 @@
 autograd and a hand-derived NumPy gradient, forward + backward, in one process.
 
     PYTHONPATH=<dir holding crossgrad/engine> python bench/bench_engine.py
-        [--quick] [--sections abcde] [--profile]
+        [--quick] [--sections abcdef] [--profile]
 
 ``--quick`` is a ~30 s run (shorter budgets, one call per 100k-op case); ``--sections`` picks
 sections; ``--profile`` adds cProfile hot spots of crossgrad. The full run takes ~2-3 minutes on
@@ -20,7 +20,9 @@ applies; ratios are crossgrad / anchor, so below 1 means crossgrad is faster):
 (d) a 100,000-op scalar chain: time, peak memory (fresh subprocess per implementation), and no
     RecursionError;
 (e) the tax of Python's cyclic GC on the tape: (b) at N=1000 and (d) with the collector enabled
-    and disabled, in this process, which has torch, sympy and numpy imported.
+    and disabled, in this process, which has torch, sympy and numpy imported;
+(f) a case per op family of the table (an elementwise unary pair, maximum, softmax, indexing,
+    cat) on a scalar and on 1,000 elements, against torch.
 
 Timing: ``time.perf_counter``; warm-up calls, then rounds that interleave the implementations in a
 rotating order, so that noise hits all of them alike; medians with the 10th-90th percentiles.
@@ -324,6 +326,39 @@ def mlp_cases(data: MlpData) -> dict[str, Callable[[], Grads]]:
             HAND: lambda: hand_mlp(d.X, d.W1, d.W2, d.y)}
 
 
+# --- (f) the op families ----------------------------------------------------------------------
+# One case per family of the table, on crossgrad and torch (same code): leaves built in the call,
+# the op, a weighted sum (so every element's gradient differs), backward.
+
+def _family_inputs(m: Any, n: int) -> tuple[Any, Any, Any]:
+    rng = np.random.default_rng(n)
+    a, b = (m.tensor(rng.standard_normal(n).astype(F32), requires_grad=True) for _ in range(2))
+    weights = m.tensor(rng.standard_normal(n).astype(F32))
+    return a, b, weights
+
+
+def _family_step(m: Any, family: str, n: int) -> Grads:
+    a, b, weights = _family_inputs(m, n)
+    if family == "unary":
+        out = m.erf(a) * m.log1p(b * b)
+    elif family == "maximum":
+        out = m.maximum(a, b)
+    elif family == "softmax":
+        out = m.softmax(a, dim=0) + b
+    elif family == "indexing":
+        rows = a.reshape(-1, 2)
+        out = m.cat([rows[:, 0], rows[:, 1]]) + b
+    else:  # cat
+        half = n // 2
+        out = m.cat([a[half:], b[:half]]) * a
+    (out * weights).sum().backward()
+    return a.grad, b.grad
+
+
+FAMILIES = ("unary", "maximum", "softmax", "indexing", "cat")
+FAMILY_SIZES = (1, 1000)
+
+
 # --- checks ---------------------------------------------------------------------------------------
 
 def as_numpy(value: Any) -> np.ndarray:
@@ -335,21 +370,22 @@ def as_numpy(value: Any) -> np.ndarray:
 
 
 def check_agree(what: str, results: Mapping[str, Grads], rtol: float,
-                atol: float | None = None) -> float:
-    """Assert every implementation's gradients match the hand-derived ones; the worst difference.
+                atol: float | None = None, reference: str = HAND) -> float:
+    """Assert every implementation's gradients match the reference's (the hand-derived ones by
+    default); the worst difference.
 
     ``atol`` defaults to ``rtol`` times the largest reference magnitude, so entries near zero are
     compared at the gradient's own scale.
     """
-    reference = [as_numpy(v).astype(np.float64) for v in results[HAND]]
+    expected = [as_numpy(v).astype(np.float64) for v in results[reference]]
     worst = 0.0
     for name, grads in results.items():
-        assert len(grads) == len(reference), f"{what}: {name} returned {len(grads)} gradients"
-        for i, (ref, value) in enumerate(zip(reference, grads, strict=True)):
+        assert len(grads) == len(expected), f"{what}: {name} returned {len(grads)} gradients"
+        for i, (ref, value) in enumerate(zip(expected, grads, strict=True)):
             got = as_numpy(value).astype(np.float64)
             tol = atol if atol is not None else rtol * float(np.max(np.abs(ref), initial=0.0))
             np.testing.assert_allclose(got.reshape(ref.shape), ref, rtol=rtol, atol=tol,
-                                       err_msg=f"{what}: gradient {i} of {name} vs {HAND}")
+                                       err_msg=f"{what}: gradient {i} of {name} vs {reference}")
             scale = np.abs(ref) + max(tol, 1e-300)
             worst = max(worst, float(np.max(np.abs(got.reshape(ref.shape) - ref) / scale,
                                             initial=0.0)))
@@ -417,6 +453,37 @@ def section_b(plan: Plan) -> list[Target]:
          "crossgrad / torch", "target", "verdict", "crossgrad / HIPS"], rows))
     print("\nµs per op = time per forward+backward call / N (leaf creation included), median "
           "[p10–p90]. " + agreement_note(checks))
+    return targets
+
+
+def section_f(plan: Plan) -> list[Target]:
+    print("\n### (f) The op families (float32, leaves built in each call, forward + weighted sum + "
+          "backward)\n")
+    rows: list[list[str]] = []
+    targets: list[Target] = []
+    checks: list[tuple[str, float]] = []
+    for family in FAMILIES:
+        for n in FAMILY_SIZES:
+            if family in ("indexing", "cat") and n == 1:
+                continue  # a 1-element tensor has no halves
+            label = f"{family}, {n} element{'s' if n > 1 else ''}"
+            cases: dict[str, Callable[[], Grads]] = {
+                CG: functools.partial(_family_step, cg, family, n),
+                TORCH: functools.partial(_family_step, torch, family, n)}
+            results = {k: f() for k, f in cases.items()}
+            checks.append((label, check_agree(label, results, rtol=1e-4, reference=TORCH)))
+            gc.collect()
+            stats = measure(cases, budget=plan.budget(3.0), min_rounds=plan.min_rounds)
+            ratio = stats[CG].median / stats[TORCH].median
+            targets.append(Target.ratio(f"(f) {label}: crossgrad / torch", ratio, SCALAR_TARGET))
+            rows.append([label, fmt_spread(stats[CG]), fmt_spread(stats[TORCH]),
+                         fmt_ratio(ratio), f"<= {SCALAR_TARGET:.2f}x",
+                         verdict(ratio, SCALAR_TARGET)])
+    print(markdown_table(["case", "crossgrad µs", "torch µs", "crossgrad / torch", "target",
+                          "verdict"], rows))
+    worst = ", ".join(f"{what}: {value:.1e}" for what, value in checks)
+    print("\nTimes are µs per call, median [p10–p90] over interleaved rounds. crossgrad's "
+          f"gradients agree with torch's (worst |diff| / (|ref| + atol): {worst}).")
     return targets
 
 
@@ -838,7 +905,7 @@ def profile_hotspots() -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a ~30 s run with shorter budgets")
-    parser.add_argument("--sections", default="abcde", help="which sections to run (abcde)")
+    parser.add_argument("--sections", default="abcdef", help="which sections to run (abcdef)")
     parser.add_argument("--profile", action="store_true",
                         help="also print cProfile hot spots of crossgrad")
     parser.add_argument("--memory-probe", choices=IMPLS, help=argparse.SUPPRESS)
@@ -862,6 +929,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         targets += section_c(plan, blas)
     if "d" in args.sections or "e" in args.sections:
         targets += sections_d_e(plan, "d" in args.sections, "e" in args.sections)
+    if "f" in args.sections:
+        targets += section_f(plan)
     if targets:
         print_summary(targets)
     if args.profile:

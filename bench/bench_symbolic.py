@@ -1,6 +1,6 @@
 """Benchmark of the symbolic side: deriving and compiling closed forms, and evaluating them.
 
-Run: ``python bench/bench_symbolic.py [--quick] [--sections abcd] [--chains N] [--seed S]``.
+Run: ``python bench/bench_symbolic.py [--quick] [--sections abcde] [--chains N] [--seed S]``.
 Sections, each measured against its anchors in the same run and printed as ratios:
 
 (a) derivation + compile of a 200-op scalar chain (sin, *1.01, +0.1, tanh, -0.1 repeated), cold
@@ -128,6 +128,8 @@ def _symbols(library: Any, prefix: str, shape: tuple[int, ...]) -> Any:
 def _sympy_op(node: Any, inputs: list[Any], library: Any) -> Any:
     op = cg.ops.TABLE[node.op]
     if library is sympy or node.op in ("add", "sub", "mul", "div", "neg", "pow", "mean", "sum"):
+        return op.sympy(*inputs, **dict(node.attrs))
+    if not op.elementwise:  # the table's forward, written with SymEngine's arithmetic
         return op.sympy(*inputs, **dict(node.attrs))
     function = _SYMENGINE[node.op]
     attrs = dict(node.attrs)
@@ -267,6 +269,51 @@ def evaluation_section(budget: float) -> tuple[list[str], bool]:
     print(markdown_table(["seed example", "closed form", "engine fwd+bwd", "ratio",
                           "<= 0.5x", "whole differentiate()"], rows))
     return summary, ok
+
+
+# --- (e) softmax cross-entropy: a non-elementwise head ------------------------------------------
+
+CLASSES = 100
+SOFTMAX_CE = "-sum(log_softmax(z, 0) * y)"
+
+
+def softmax_ce_values() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"z": rng.standard_normal(CLASSES).astype(np.float32),
+            "y": np.eye(CLASSES, dtype=np.float32)[7]}
+
+
+def _engine_softmax_ce(values: dict[str, np.ndarray]) -> Callable[[], Any]:
+    def run() -> Any:
+        z = cg.tensor(values["z"], requires_grad=True)
+        (-(cg.log_softmax(z, 0) * cg.tensor(values["y"])).sum()).backward()
+        return z.grad
+    return run
+
+
+def softmax_section(budget: float) -> list[tuple[str, bool]]:
+    values = softmax_ce_values()
+    valid, plan = _plan(SOFTMAX_CE, {"z": (CLASSES,), "y": (CLASSES,)})
+    plan = Plan.of(valid, ["z"])
+    results = [derivation_section(f"(e) {SOFTMAX_CE}, {CLASSES} classes", valid, plan, 1.0,
+                                  sympy_anchor=False)]
+    evaluator = Fused(plan, derive(plan))
+    leaves = [np.asarray(values[n], dtype=np.float64) for n, _ in plan.leaves]
+    constants = constants_of(valid)
+    closed = evaluator(leaves, constants).gradients["z"]
+    engine = np.asarray(_engine_softmax_ce(values)().tolist(), dtype=np.float64)
+    np.testing.assert_allclose(closed, engine, rtol=1e-5, atol=1e-6)
+    stats = measure({"closed": functools.partial(evaluator, leaves, constants),
+                     "engine": _engine_softmax_ce(values)}, budget=budget)
+    ratio = stats["closed"].median / stats["engine"].median
+    print(markdown_table(["cached evaluation", "closed form µs", "engine fwd+bwd µs", "ratio",
+                          "<= 0.5x"],
+                         [["gradient at new values", f"{stats['closed'].median * 1e6:.1f}",
+                           f"{stats['engine'].median * 1e6:.1f}", fmt_ratio(ratio),
+                           verdict(ratio, 0.5)]]))
+    results.append((f"(e) cached closed form / engine: {fmt_ratio(ratio)} (target 0.50x)",
+                    ratio <= 0.5))
+    return results
 
 
 # --- (d) random scalar chains: the check's verdicts, held against PyTorch, and their cost ------
@@ -784,7 +831,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="skip the minute-long SymPy "
                         "anchor of (b) and time (c) briefly")
-    parser.add_argument("--sections", default="abcd", help="which sections to run (abcd)")
+    parser.add_argument("--sections", default="abcde", help="which sections to run (abcde)")
     parser.add_argument("--chains", type=int, default=2000, help="random chains in (d)")
     parser.add_argument("--seed", type=int, default=0, help="seed of (d)'s chains")
     parser.add_argument("--spread", type=float, default=3.0,
@@ -809,6 +856,8 @@ def main() -> None:
     ok = True
     if "c" in args.sections:
         summary, ok = evaluation_section(0.5 if args.quick else 3.0)
+    if "e" in args.sections:
+        results += softmax_section(0.5 if args.quick else 3.0)
     if "d" in args.sections:
         results += chains_section(args.chains, args.seed, args.spread, args.sympy_chains,
                                   args.default_chains)
