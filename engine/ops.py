@@ -15,6 +15,10 @@ Rows are written with named fields:
 - ``sympy``: the forward over NumPy object arrays of SymPy expressions. Forward only: SymPy derives
   the closed form itself, so the two derivations stay independent. At kinks it is written to
   agree with PyTorch (``Piecewise``, not SymPy's ``Max``/``Heaviside``, which give 1/2 at 0);
+- ``composed``: for an op whose every result element depends on a whole slice (``softmax``), the
+  same function as a few other rows, ``composed(**attrs) -> (Step, ...)``. The closed form derives
+  the op through these steps, whose derivatives stay linear in the slice's length where the op's
+  own Jacobian is dense (a softmax over n elements has n * n partials);
 - ``elementwise``: each result element depends only on the same-position elements of the
   (broadcast) operands, so the closed form derives the op once on scalar symbols rather than
   over arrays of placeholders;
@@ -65,7 +69,7 @@ import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import symengine as se
@@ -279,6 +283,15 @@ class Attr:
 
 # --- rows -----------------------------------------------------------------------------------------
 
+class Step(NamedTuple):
+    """One op of a composed row: the op's name, its inputs (the row's operands by position, then
+    the results of the steps before it) and its attributes."""
+
+    op: str
+    inputs: tuple[int, ...]
+    attrs: Mapping[str, Any] = {}
+
+
 @dataclass(frozen=True, kw_only=True)
 class Op:
     """One row of the table (the fields are described in the module's docstring)."""
@@ -312,6 +325,7 @@ class Op:
     refuses_integers: str = ""
     needs_one_of: tuple[str, ...] = ()
     warns: Callable[[tuple[int, ...], Mapping[str, Any]], str] | None = None
+    composed: Callable[..., tuple[Step, ...]] | None = None
     doc: str = ""
 
     def __post_init__(self) -> None:
@@ -713,6 +727,16 @@ def _log_softmax_symbolic(x: Any, dim: int) -> Any:
     e, shifted, d = _shifted_exps(x, dim)
     log = np.frompyfunc(_cas(x).log, 1, 1)
     return np.moveaxis(shifted - log(np.add.reduce(e, axis=-1, keepdims=True)), -1, d)
+
+
+def _log_softmax_steps(dim: int) -> tuple[Step, ...]:
+    # x - logsumexp(x, dim, keepdim=True)
+    return (Step("logsumexp", (0,), {"dim": (dim,), "keepdim": True}), Step("sub", (0, 1)))
+
+
+def _softmax_steps(dim: int) -> tuple[Step, ...]:
+    # exp(log_softmax(x, dim))
+    return (*_log_softmax_steps(dim), Step("exp", (2,)))
 
 
 def _correction(unbiased: bool, correction: float | None) -> float:
@@ -1375,12 +1399,14 @@ OPS: tuple[Op, ...] = (
        grad_fn="SoftmaxBackward0", shape=shapes.along, domain=_REAL,
        attrs={"dim": Attr("int", required=True)}, saves_output=True, floating=True,
        refuses_integers="\"softmax_kernel_impl\" not implemented for '{type}'",
+       composed=_softmax_steps,
        doc="exp(x) normalized to sum to 1 along ``dim``."),
     Op(name="log_softmax", elementwise=False,
        forward=_log_softmax, vjps=(_log_softmax_vjp,), sympy=_log_softmax_symbolic,
        grad_fn="LogSoftmaxBackward0", shape=shapes.along, domain=_REAL,
        attrs={"dim": Attr("int", required=True)}, saves_output=True, floating=True,
        refuses_integers="\"log_softmax_kernel_impl\" not implemented for '{type}'",
+       composed=_log_softmax_steps,
        doc="log(softmax(x)) along ``dim``, computed without overflow."),
     # PyTorch's positional order: dim, unbiased, keepdim; correction (default 1) by keyword.
     Op(name="var", elementwise=False,

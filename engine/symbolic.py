@@ -9,6 +9,8 @@ repeats work per leaf element:
   hand-written rule: elementwise ops once per op and attributes, with ``sympy.diff`` on scalar
   symbols; reductions, matmul and views with SymEngine's ``diff`` of the forward applied to arrays
   of placeholder symbols (SymEngine agrees with SymPy on the table's forms: see the tests);
+- an op the table also writes as a few other rows (``Op.composed``: softmax is
+  exp(x - logsumexp(x))) enters the plan as those rows, whose partials stay linear in its size;
 - the values are the table's forwards over NumPy object arrays of SymEngine expressions;
 - the chain rule composes them from the output back to the leaves.
 
@@ -31,8 +33,8 @@ import symengine as se
 import sympy
 from symengine.lib.symengine_wrapper import sympy2symengine
 
-from .graph import Constant, Leaf, ValidGraph
-from .ops import TABLE
+from .graph import Constant, Leaf, ValidGraph, normalize_attrs
+from .ops import TABLE, Step
 
 Shape = tuple[int, ...]
 Expr = Any  # a SymEngine expression
@@ -96,10 +98,13 @@ class Plan:
                 nodes.append(PlanNode("leaf", shape, name=node.name))
             elif isinstance(node, Constant):
                 nodes.append(PlanNode("const", shape))
-            else:
+            elif (composed := TABLE[node.op].composed) is None:
                 nodes.append(PlanNode("op", shape, op=node.op,
                                       inputs=tuple(position[i] for i in node.inputs),
                                       attrs=tuple(sorted(node.attrs.items()))))
+            else:
+                _append_steps(nodes, composed(**node.attrs), [position[i] for i in node.inputs])
+                position[node.id] = len(nodes) - 1
         leaves = tuple((name, tuple(shape)) for name, (shape, _) in valid.leaves.items())
         return Plan(tuple(nodes), position[valid.output], leaves, tuple(wrt), hessian)
 
@@ -140,6 +145,19 @@ class Plan:
     def seeded(self) -> bool:
         """Whether the output is not a single element, so the gradient needs a seed."""
         return _numel(self.nodes[self.output].shape) != 1
+
+
+def _append_steps(nodes: list[PlanNode], steps: Sequence[Step], inputs: list[int]) -> None:
+    """A composed op's steps (``Op.composed``) as plan nodes, the last one its result; ``inputs``
+    the op's operands' positions, to which each step's result is added."""
+    for step in steps:
+        op = TABLE[step.op]
+        step_attrs = normalize_attrs(op, step.attrs)
+        step_inputs = tuple(inputs[i] for i in step.inputs)
+        shape = tuple(op.shape(*(nodes[i].shape for i in step_inputs), **step_attrs))
+        inputs.append(len(nodes))
+        nodes.append(PlanNode("op", shape, op=step.op, inputs=step_inputs,
+                              attrs=tuple(sorted(step_attrs.items()))))
 
 
 def constants_of(valid: ValidGraph) -> list[np.ndarray]:

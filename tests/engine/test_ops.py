@@ -21,7 +21,7 @@ import crossgrad.engine as cg
 import numpy as np
 import pytest
 import sympy
-from crossgrad.engine import ops, shapes
+from crossgrad.engine import graph, ops, shapes
 from crossgrad.engine.errors import CrossgradError
 from crossgrad.engine.tensor import apply
 from hypothesis import HealthCheck, given, reject, settings
@@ -879,6 +879,24 @@ def test_sympy_forward_matches_numpy(case: Case) -> None:
     numeric = np.asarray(case.op.forward(*values, **case.attrs))
     assert out.shape == numeric.shape
     np.testing.assert_allclose(_evaluate(out, subs), numeric, rtol=SYM_RTOL, atol=SYM_ATOL)
+
+
+COMPOSED_CASES = [case for case in CASES if case.op.composed is not None]
+
+
+@pytest.mark.parametrize("case", COMPOSED_CASES, ids=_case_id)
+def test_composed_steps_compute_the_forward(case: Case) -> None:
+    # The closed form derives a composed row through its steps: they must be the row's function.
+    assert case.op.composed is not None
+    values = list(_case_values(case))
+    expected = np.asarray(case.op.forward(*values, **case.attrs))
+    for step in case.op.composed(**case.attrs):
+        row = ops.get(step.op)
+        values.append(row.forward(*(values[i] for i in step.inputs),
+                                  **graph.normalize_attrs(row, step.attrs)))
+    result = np.asarray(values[-1])
+    assert result.shape == expected.shape
+    np.testing.assert_allclose(result, expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("case", DIFF_CASES, ids=_case_id)
