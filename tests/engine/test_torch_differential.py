@@ -1280,15 +1280,22 @@ def saved_leaf_modified(lib: ModuleType, rec: Recorder) -> None:
 
 
 # Their backward reads only the result: an in-place change of the operand does not matter.
-RESULT_SAVING = ("exp", "tan", "tanh", "sigmoid", "sqrt", "expm1", "rsqrt", "reciprocal")
+RESULT_SAVING = ("exp", "tan", "tanh", "sigmoid", "sqrt", "expm1", "rsqrt", "reciprocal",
+                 "softmax", "log_softmax")
+# Along a dimension; logsumexp, like the other reductions that save their result, reads its
+# operand too.
+ALONG_DIM = ("softmax", "log_softmax", "logsumexp")
 
 
 @scenario
 def operand_modified_after_result_saving_ops(lib: ModuleType, rec: Recorder) -> None:
     x = lib.tensor([0.5, 0.7], requires_grad=True)
-    for name in (*RESULT_SAVING, "pow"):
+    for name in (*RESULT_SAVING, "pow", "logsumexp", "std", "norm", "prod", "amax"):
         a = x * 1
-        y = a ** 2.5 if name == "pow" else getattr(lib, name)(a)  # pow reads its operand
+        if name == "pow":  # reads its operand
+            y = a ** 2.5
+        else:
+            y = getattr(lib, name)(a, 0) if name in ALONG_DIM else getattr(lib, name)(a)
         a.add_(0.1)
         rec.call(f"{name}: backward after a.add_(0.1)", y.sum().backward)
         rec.log(f"{name}: x.grad", x.grad)
