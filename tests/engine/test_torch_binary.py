@@ -259,3 +259,40 @@ def test_where_dtypes_and_refusals_as_pytorch(require_torch: ModuleType) -> None
         rec.call("int condition", lambda: lib.where(lib.tensor([1, 0, 1]), x, x))
 
     assert_same(require_torch, scenario)
+
+
+def _two_layer_network(lib: ModuleType, rec: Recorder, dtype: str) -> None:
+    """A 2-layer network with a relu written as maximum and a softmax head, its cross-entropy
+    written by hand, trained ten SGD steps."""
+    rng = np.random.default_rng(11)
+    kind = getattr(lib, dtype)
+    inputs = lib.tensor(rng.uniform(-2, 2, (8, 4)), dtype=kind)
+    onehot = lib.tensor(np.eye(3)[rng.integers(0, 3, 8)], dtype=kind)
+    w1 = lib.tensor(rng.uniform(-1, 1, (4, 6)), dtype=kind, requires_grad=True)
+    b1 = lib.tensor(rng.uniform(-0.5, 0.5, (6,)), dtype=kind, requires_grad=True)
+    w2 = lib.tensor(rng.uniform(-1, 1, (6, 3)), dtype=kind, requires_grad=True)
+    b2 = lib.tensor(rng.uniform(-0.5, 0.5, (3,)), dtype=kind, requires_grad=True)
+    zero = lib.tensor(0.0, dtype=kind)
+    params = [w1, b1, w2, b2]
+    for step in range(10):
+        hidden = lib.maximum(inputs @ w1 + b1, zero)
+        probabilities = lib.softmax(hidden @ w2 + b2, dim=1)
+        loss = -(lib.log(probabilities) * onehot).sum() / 8
+        rec.log(f"loss {step}", loss)
+        rec.call(f"backward {step}", loss.backward)
+        for name, p in zip(("w1", "b1", "w2", "b2"), params, strict=True):
+            rec.log(f"{name}.grad {step}", p.grad)
+        with lib.no_grad():
+            for p in params:
+                p -= 0.3 * p.grad
+        for p in params:
+            p.grad = None
+    rec.log("trained probabilities", lib.softmax(lib.maximum(inputs @ w1 + b1, zero) @ w2 + b2,
+                                                 dim=1))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_two_layer_network_with_a_softmax_head_trains_as_pytorch(require_torch: ModuleType,
+                                                                   dtype: str) -> None:
+    assert_same(require_torch, lambda lib, rec: _two_layer_network(lib, rec, dtype),
+                reprs=False)
