@@ -684,15 +684,21 @@ def _along(x: Array, dim: int) -> int | None:
     return d if np.ndim(x) else None
 
 
+def _shifted(x: Array, axis: int | None) -> Array:
+    # x less its slice's maximum, so exp cannot overflow (np.amax's ``initial`` costs twice the
+    # reduction, and only an empty tensor, with no slice to shift, needs it).
+    return x - np.maximum.reduce(x, axis=axis, keepdims=True) if np.size(x) else x
+
+
 def _softmax(x: Array, dim: int) -> Array:
     axis = _along(x, dim)
-    e = np.exp(x - np.amax(x, axis=axis, keepdims=True, initial=-np.inf))
+    e = np.exp(_shifted(x, axis))
     return e / np.add.reduce(e, axis=axis, keepdims=True)
 
 
 def _log_softmax(x: Array, dim: int) -> Array:
     axis = _along(x, dim)
-    shifted = x - np.amax(x, axis=axis, keepdims=True, initial=-np.inf)
+    shifted = _shifted(x, axis)
     return shifted - np.log(np.add.reduce(np.exp(shifted), axis=axis, keepdims=True))
 
 
