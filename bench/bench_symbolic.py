@@ -131,9 +131,24 @@ def _sympy_op(node: Any, inputs: list[Any], library: Any) -> Any:
         return op.sympy(*inputs, **dict(node.attrs))
     if not op.elementwise:  # the table's forward, written with SymEngine's arithmetic
         return op.sympy(*inputs, **dict(node.attrs))
-    function = _SYMENGINE[node.op]
     attrs = dict(node.attrs)
-    return np.frompyfunc(lambda v: function(v, **attrs), 1, 1)(*inputs)
+    if node.op in _SYMENGINE:
+        function = _SYMENGINE[node.op]
+        return np.frompyfunc(lambda v: function(v, **attrs), 1, 1)(*inputs)
+    symbols, forward = _symengine_forward(node.op, node.attrs)
+    return np.frompyfunc(lambda *v: forward.subs(dict(zip(symbols, v, strict=True))),
+                         len(inputs), 1)(*inputs)
+
+
+@functools.cache  # not emptied by _cold: the anchor's forms are written once, as _SYMENGINE's
+def _symengine_forward(name: str, attrs: tuple[tuple[str, Any], ...]) -> tuple[tuple[Any, ...],
+                                                                                Any]:
+    """The table's SymPy forward of an elementwise op without a form in ``_SYMENGINE``, on
+    scalar symbols, in SymEngine."""
+    op = cg.ops.TABLE[name]
+    symbols = sympy.symbols(f"t0:{op.arity}", real=True)
+    return (tuple(se.sympify(s) for s in symbols),
+            se.sympify(op.sympy(*symbols, **dict(attrs))))
 
 
 def _clamp_symengine(v: Any, min: float | None = None, max: float | None = None) -> Any:
@@ -323,6 +338,7 @@ Operand = str | float | int
 BINARY = {"add": ("+", operator.add), "sub": ("-", operator.sub), "mul": ("*", operator.mul),
           "div": ("/", operator.truediv), "pow": ("**", operator.pow)}
 KINK_MARGIN = 0.01  # operands of relu, abs and clamp stay this far from their kinks
+TIES = ("maximum", "minimum")  # and the operands of these from each other
 # Chain values stay below this: float32 still resolves sin and cos of it to ~1e-4, where larger
 # operands leave no digit of them that any tolerance could judge.
 MAGNITUDE = 1e3
@@ -350,6 +366,9 @@ class Chain:
             elif step.op in BINARY:
                 a, b = (_operand_text(arg, text, atomic) for arg in step.args)
                 text, atomic = f"{a} {BINARY[step.op][0]} {b}", False
+            elif len(step.args) == 2:  # maximum(x, 2)
+                a, b = (_operand_text(arg, text, True) for arg in step.args)
+                text, atomic = f"{step.op}({a}, {b})", True
             else:
                 extra = "".join(f", {k}={v!r}" for k, v in step.attrs)
                 text, atomic = f"{step.op}({text}{extra})", True
@@ -362,6 +381,9 @@ class Chain:
             args = [v if a == "v" else x if a == "x" else a for a in step.args]
             if step.op in BINARY:
                 v = BINARY[step.op][1](*args)
+            elif len(args) == 2:  # torch's functions of two tensors take no Python numbers
+                v = getattr(lib, step.op)(*(a if isinstance(a, lib.Tensor)
+                                            else lib.tensor(a, dtype=x.dtype) for a in args))
             else:
                 v = getattr(lib, step.op)(*args, **dict(step.attrs))
         return v
@@ -378,12 +400,10 @@ def _operand_text(arg: Operand, chain: str, atomic: bool) -> str:
 def _chain_ops() -> tuple[list[str], list[str]]:
     """The table's elementwise ops a scalar chain can use: unary (no attributes but clamp's
     optional bounds; ``detach`` passes no gradient) and binary."""
-    unary = [op.name for op in cg.ops.OPS if op.elementwise and op.arity == 1
+    unary = [op.name for op in cg.ops.OPS if op.elementwise and op.arity == 1 and op.public
              and op.vjps[0] is not None and not any(a.required for a in op.attrs.values())]
-    binary = [op.name for op in cg.ops.OPS if op.elementwise and op.arity == 2]
-    missing = set(binary) - set(BINARY)
-    if missing:
-        raise SystemExit(f"(d) knows no operator for {sorted(missing)}")
+    binary = [op.name for op in cg.ops.OPS if op.elementwise and op.arity == 2
+              and not op.boolean]  # a comparison's bool ends a chain's gradient
     return unary, binary
 
 
@@ -445,6 +465,8 @@ def _try_step(rng: np.random.Generator, name: str, v: float, x: float, widest: B
         if other == "x" and not _inside(x, reach[1 - chain_at]):
             continue
         operand: Operand = other or _number(rng, op.domain[1 - chain_at])
+        if name in TIES and abs(v - (x if operand == "x" else float(operand))) < KINK_MARGIN:
+            continue
         return Step(name, ("v", operand) if chain_at == 0 else (operand, "v"))
     return None
 
