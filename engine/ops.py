@@ -199,6 +199,16 @@ def _bool(value: Any) -> bool:
     raise IllTyped(value)
 
 
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else _int(value)
+
+
+def _python_number(value: Any) -> float | int | None:
+    # A NumPy number as the Python number it holds: an np.int64 correction must not make a
+    # float32 variance float64.
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _dims_or_all(dim: Any) -> tuple[int, ...] | None:
     # No dim at all is PyTorch's reduce-everything overload; an explicit ``dim=None`` is the
     # other overload (its own grad_fn name), passed on as ``dim=()``, which also reduces all.
@@ -206,11 +216,11 @@ def _dims_or_all(dim: Any) -> tuple[int, ...] | None:
         return None
     if dim is None:
         return ()
-    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    dims = (dim,) if is_int(dim) or isinstance(dim, (bool, np.bool_)) else tuple(dim)
     if any(isinstance(d, (bool, np.bool_)) for d in dims):
         # A bool is an int to Python, not to PyTorch: x.var(False) is not dim 0.
         raise TypeError("argument 'dim' must be tuple of ints, not bool")
-    return dims
+    return tuple(_int(d) for d in dims)
 
 
 def _one_dim(value: Any) -> tuple[int, ...]:
@@ -229,6 +239,8 @@ def _dim_or_all(dim: Any) -> tuple[int, ...] | None:
     if not is_int(dim):
         raise TypeError(f"argument 'dim' must be int, not {type(dim).__name__}")
     return (int(dim),)
+
+
 def _int_or_dims(value: Any) -> int | tuple[int, ...]:
     # An int stays an int: ``squeeze(1)`` and ``squeeze((1,))`` are different overloads in
     # PyTorch, each with its own grad_fn name.
@@ -241,18 +253,19 @@ def _dim_or_dims(dim: Any) -> int | tuple[int, ...] | None:
         return None
     if dim is None:
         raise TypeError("dim must be an int or a tuple of ints, not None")
-    return dim if isinstance(dim, int) else tuple(dim)
+    return _int(dim) if is_int(dim) or isinstance(dim, (bool, np.bool_)) else tuple(
+        _int(d) for d in dim)
 
 
 def _sizes(values: tuple[Any, ...]) -> tuple[int, ...]:
     # A method's arguments: the sizes themselves, or one sequence of them.
-    one = len(values) == 1 and not isinstance(values[0], int)
-    return tuple(int(d) for d in (values[0] if one else values))
+    one = len(values) == 1 and not is_int(values[0])
+    return tuple(_int(d) for d in (values[0] if one else values))
 
 
 ATTR_KINDS: Mapping[str, AttrKind] = {kind.name: kind for kind in (
     AttrKind("number?", "a finite number or None", ("number", "integer"), _finite_number,
-             "float | None"),
+             "float | None", _python_number),
     AttrKind("dims?", "an int, a sequence of ints or None", ("integers", "integer"), _dims,
              "Dims", _dims_or_all, python_default="ALL_DIMS"),
     AttrKind("dim?", "an int or None", ("integers", "integer"), _one_dim, "int", _dim_or_all,
@@ -261,9 +274,9 @@ ATTR_KINDS: Mapping[str, AttrKind] = {kind.name: kind for kind in (
              "Sequence[int]", _sizes, varargs=True),
     AttrKind("int|dims?", "an int, a sequence of ints or None", ("integer", "integers"),
              _int_or_dims, "int | Sequence[int]", _dim_or_dims, python_default="ALL_DIMS"),
-    AttrKind("int", "an int", ("integer",), _int, "int"),
-    AttrKind("int?", "an int or None", ("integer",), _int, "int | None"),
-    AttrKind("bool", "a bool", ("flag",), _bool, "bool", bool),
+    AttrKind("int", "an int", ("integer",), _int, "int", _int),
+    AttrKind("int?", "an int or None", ("integer",), _int, "int | None", _optional_int),
+    AttrKind("bool", "a bool", ("flag",), _bool, "bool", _bool),
 )}
 
 

@@ -13,7 +13,7 @@ from . import dtypes
 from .backward_graph import legacy_type_name
 from .dtypes import DType
 from .errors import DTypeError, UsageError
-from .ops import Op
+from .ops import ATTR_KINDS, IllTyped, Op
 
 NON_LEAF_GRAD = (
     "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "
@@ -50,7 +50,13 @@ def python_attrs(op: Op, dtype: DType, args: dict[str, Any],
     if op.refuses_integers or op.needs_one_of:
         check_call(op, dtype, args)
     for attr, convert in op.python_forms:
-        args[attr] = convert(args[attr])
+        try:
+            args[attr] = convert(args[attr])
+        except IllTyped:  # PyTorch's argument parser refuses it before the op runs
+            kind = ATTR_KINDS[op.attrs[attr].kind]
+            raise TypeError(f"{op.name}(): argument '{attr}' must be "
+                            f"{kind.python.removesuffix(' | None')}, not "
+                            f"{type(args[attr]).__name__}") from None
     if op.warns is not None and (message := op.warns(shape, args)):
         # stacklevel: the user's line, past this function, ``_call`` and the generated method.
         warnings.warn(message, UserWarning, stacklevel=4)

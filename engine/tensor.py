@@ -327,7 +327,8 @@ class Tensor:
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
         """Dimensions ``start_dim`` to ``end_dim`` merged into one (op ``flatten``); this tensor
         itself where that merges nothing, as PyTorch returns it."""
-        if shapes.flattens_nothing(tuple(self.shape), start_dim, end_dim):
+        if (type(start_dim) is int and type(end_dim) is int  # else the call says what is wrong
+                and shapes.flattens_nothing(tuple(self.shape), start_dim, end_dim)):
             return self
         return _call("flatten", (self,), {"start_dim": start_dim, "end_dim": end_dim})
     # --- generated: op-methods (scripts/generate_surface.py writes them from the op table) ---
@@ -749,6 +750,7 @@ def _call(name: str, operands: tuple[Operand, ...], args: dict[str, Any]) -> Ten
     becomes the attributes): what PyTorch refuses of the call, then each argument turned into
     the attribute's value by its kind."""
     op = TABLE[name]
+    operands = tuple(o if type(o) is Tensor else _as_operand(o) for o in operands)
     if not args:  # no attributes (where): nothing to check or convert
         return apply(op, operands)
     return apply(op, operands, python_attrs(op, operands[0].dtype, args,

@@ -1973,3 +1973,45 @@ def test_random_graphs(require_torch: ModuleType, dtype: str) -> None:
                     exact=graph_scenario(graph, dtype, exact=True))
 
     check()
+
+
+# Arguments PyTorch's parser refuses (a TypeError) or converts, by the attribute's kind: a bool
+# is not an int there, an int not a bool, a NumPy integer is an int. Messages differ (PyTorch
+# adds the argument's position in the call), so the types and the values are compared.
+ARGUMENTS: list[tuple[str, Callable[[ModuleType, Any], Any]]] = [
+    ("softmax(True)", lambda lib, x: x.softmax(True)),
+    ("unsqueeze(True)", lambda lib, x: x.unsqueeze(True)),
+    ("unsqueeze(1.0)", lambda lib, x: x.unsqueeze(1.0)),
+    ("select(True, 0)", lambda lib, x: x.select(True, 0)),
+    ("transpose(True, 0)", lambda lib, x: x.transpose(True, 0)),
+    ("flatten(True)", lambda lib, x: x.flatten(True)),
+    ("sum(0, keepdim=1)", lambda lib, x: x.sum(0, keepdim=1)),
+    ("prod(1, 1)", lambda lib, x: x.prod(1, 1)),
+    ("sum(keepdim=None)", lambda lib, x: x.sum(keepdim=None)),
+    ("cat(dim=None)", lambda lib, x: lib.cat([x, x], None)),
+    ("softmax(None)", lambda lib, x: x.softmax(None)),
+    ("amax(np.int64(0))", lambda lib, x: x.amax(np.int64(0))),
+    ("squeeze(np.int64(0))", lambda lib, x: x.squeeze(np.int64(0))),
+    ("logsumexp(np.int64(0))", lambda lib, x: x.logsumexp(np.int64(0))),
+    ("var(np.int64(0))", lambda lib, x: x.var(np.int64(0))),
+    ("var(correction=np.int64(0))", lambda lib, x: x.var(correction=np.int64(0))),
+    ("reshape(np.int64(4))", lambda lib, x: x.reshape(np.int64(4))),
+    ("where(c, x, np.float32(5))", lambda lib, x: lib.where(x > 2, x, np.float32(5))),
+]
+
+
+@pytest.mark.parametrize(("text", "call"), ARGUMENTS, ids=[a[0] for a in ARGUMENTS])
+def test_python_arguments_as_pytorch_parses_them(require_torch: ModuleType, sdk_session: None,
+                                                 text: str,
+                                                 call: Callable[[ModuleType, Any], Any]) -> None:
+    def outcome(lib: ModuleType) -> tuple[str, Any]:
+        x = lib.tensor([[1.0, 2.0], [3.0, 4.0]])
+        try:
+            result = call(lib, x)
+        except Exception as exc:
+            return _builtin_name(type(exc)), None
+        return repr(result.dtype), result.tolist()
+
+    expected = outcome(require_torch)
+    for runner, lib in RUNNERS.items():
+        assert outcome(lib) == expected, f"{text} in {runner}"
