@@ -39,9 +39,16 @@ def stale(t: Tensor) -> bool:
     return any(s.changed_at > stamp for s in t._deps)
 
 
-def before_change(session: Session, storage: Storage) -> None:
+def before_change(session: Session, storage: Storage, owner: Tensor | None = None) -> None:
     """Before ``storage`` changes in place: keep every lazy tensor still alive whose value reads
-    it, so it keeps the value it had (PyTorch computed it eagerly); then mark the change."""
+    it, so it keeps the value it had (PyTorch computed it eagerly); then mark the change.
+    ``owner``: the op result whose value ``storage`` keeps, which lazy tensors recorded before
+    it was kept read through its expression."""
+    if owner is not None:
+        # Recorded before ``storage`` kept the owner's value, they read it all the same.
+        for t in list(session.lazy.values()):
+            if storage not in t._deps and _reads(t, owner):
+                t._deps = t._deps | {storage}
     waiting = [t for t in list(session.lazy.values())
                if t._value is None and t._storage is None and storage in t._deps
                and not stale(t)]
@@ -50,6 +57,20 @@ def before_change(session: Session, storage: Storage) -> None:
         keep(session, waiting)
     session.clock += 1
     storage.changed_at = session.clock
+
+
+def _reads(t: Tensor, target: Tensor) -> bool:
+    """Whether ``t``'s expression reads ``target``'s value (other than through a kept value)."""
+    stack, seen = [t], set()
+    while stack:
+        u = stack.pop()
+        if u is target and u is not t:
+            return True
+        if u._expr is None or id(u) in seen or (u is not t and u._storage is not None):
+            continue
+        seen.add(id(u))
+        stack.extend(a for a in u._expr.args if type(a) not in NUMBERS)
+    return False
 
 
 # References to a tensor in ``_held``'s loop: the list, the loop variable, getrefcount's argument.
@@ -183,10 +204,6 @@ def build(session: Session, roots: Sequence[Tensor], *, backward: bool = False,
     return pb.Graph(nodes=nodes, output=ids[id(roots[0])]), ids
 
 
-# Ops whose result may not be laid out contiguously (views that reorder or skip elements).
-_REORDERING = frozenset(("transpose", "permute", "select", "slice"))
-
-
 def layout(t: Tensor) -> np.ndarray | None:
     """An array laid out in memory as ``t``'s value is where it is computed, or None when that is
     contiguous (every value computed without reordering dimensions is). The op table's forwards
@@ -198,7 +215,7 @@ def layout(t: Tensor) -> np.ndarray | None:
         if u._expr is None or id(u) in seen:
             continue
         seen.add(id(u))
-        found = u._expr.op.name in _REORDERING
+        found = u._expr.op.strided
         stack.extend(a for a in u._expr.args if type(a) not in NUMBERS)
     if not found:
         return None

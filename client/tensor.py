@@ -37,6 +37,8 @@ from crossgrad.engine.refusals import (
     NON_LEAF_GRAD,
     T_NOT_2D,
     T_ON_0D,
+    VIEW_IN_PLACE,
+    VIEW_OF_LEAF_IN_PLACE,
     data_dtype,
     python_attrs,
     tensor_list,
@@ -163,7 +165,7 @@ class Tensor:
     tensor(10.)
     """
 
-    __slots__ = ("__weakref__", "_deps", "_dtype", "_expr", "_grad", "_retains", "_serial",
+    __slots__ = ("__weakref__", "_base", "_deps", "_dtype", "_expr", "_grad", "_retains", "_serial",
                  "_session", "_shape", "_stamp", "_storage", "_uses", "_value", "_value_at",
                  "_version", "requires_grad")
     __array_priority__ = 1000
@@ -180,6 +182,7 @@ class Tensor:
         self._value = value
         self._value_at = storage.changed_at if storage is not None else 0
         self._version = [0]
+        self._base: Tensor | None = None  # the tensor this one is a view of (Op.view)
         self._grad: Tensor | None = None
         self._retains = False
         self._uses = 0  # the live Exprs that hold it as an operand
@@ -454,6 +457,8 @@ class Tensor:
     def _in_place(self, op: Op, operand: Operand) -> Tensor:
         """``self = op(self, operand)`` keeping this object, as PyTorch's ``add_`` and friends."""
         recording = _enabled.get() and (self.requires_grad or _requires_grad(operand))
+        if self._base is not None:
+            self._refuse_in_place_on_view(recording)
         if recording and self.is_leaf and self.requires_grad:
             raise UsageError(LEAF_IN_PLACE)
         if recording:
@@ -502,7 +507,7 @@ class Tensor:
             with _grad_off():
                 graph, _ = build(session, [apply(op, (self, operand))])
         session.ensure_created(storage)
-        before_change(session, storage)
+        before_change(session, storage, self if self._expr is not None else None)
         if storage.grad_of is not None:
             step = pb.Step(update_grad=pb.UpdateGrad(leaf=storage.name, graph=graph))
         else:
@@ -512,8 +517,17 @@ class Tensor:
         self._version[0] += 1
         return self
 
+    def _refuse_in_place_on_view(self, recording: bool) -> None:
+        base = self._base
+        assert base is not None
+        if recording and base.is_leaf and base.requires_grad:
+            raise UsageError(VIEW_OF_LEAF_IN_PLACE)
+        raise NotImplementedError(VIEW_IN_PLACE if recording else _VIEW_IN_PLACE_OVER_SERVICE)
+
     def zero_(self) -> Tensor:
         """Set every value to 0 in place (``x.grad.zero_()``)."""
+        if self._base is not None:
+            self._refuse_in_place_on_view(_enabled.get() and self.requires_grad)
         if _enabled.get() and self.requires_grad:
             if self.is_leaf:
                 raise UsageError(LEAF_IN_PLACE)
@@ -1024,8 +1038,31 @@ def apply(op: Op, args: tuple[Operand, ...], attrs: dict[str, Any] = _NO_ATTRS) 
     targets = tuple((a._expr if not a.is_leaf else a)
                     if records and type(a) is Tensor and a.requires_grad and vjp else None
                     for a, vjp in zip(args, vjps, strict=True))
-    return Tensor(session, shape, dtype, expr=Expr(op, args, attrs, targets),
-                  requires_grad=records)
+    result = Tensor(session, shape, dtype, expr=Expr(op, args, attrs, targets),
+                    requires_grad=records)
+    if op.view:
+        _share_storage(args[0], result)
+    return result
+
+
+# The engine writes through NumPy's views; the server keeps a view's values apart from its base's.
+_VIEW_IN_PLACE_OVER_SERVICE = (
+    "an in-place operation on a view (x[0], x.T, x.reshape(...)) is not supported over the "
+    "service: the server keeps a view's values apart from its base's. Change the base, or "
+    "compute the new tensor out of place (torch.where, torch.cat)")
+
+
+def _share_storage(base: Tensor, view: Tensor) -> None:
+    """A view shares its base's version counter where PyTorch's (and the engine's) shares its
+    storage: always, but for a reshape that must copy a strided layout."""
+    expr = view._expr
+    assert expr is not None
+    # A strided view (x.T, x[:, 0]) is always one; another may copy a strided base.
+    if not expr.op.strided and (found := layout(base)) is not None and not np.may_share_memory(
+            expr.op.forward(found, **expr.attrs), found):
+        return
+    view._version = base._version
+    view._base = base if base._base is None else base._base
 
 
 class _grad_off:
@@ -1073,7 +1110,7 @@ def check_graph(root: Tensor) -> list[Expr]:
                     raise UsageError(modified_message(
                         arg._dtype.numpy, arg._shape,
                         producer.name() if producer is not None else None,
-                        arg._version[0], expr.versions[i]))
+                        arg._version[0], expr.versions[i], arg._base is not None))
                 if changed or (arg._storage is None and stale(arg)):
                     # PyTorch's backward reads what it saved; the service recomputes the
                     # forward from the operands, whose values are no longer those it saw.

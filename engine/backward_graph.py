@@ -89,7 +89,8 @@ class Node:
                         node = arg.grad_fn
                         raise UsageError(modified_message(
                             np.dtype(arg._data.dtype), np.shape(arg._data),
-                            node.name() if node else None, version[0], expected))
+                            node.name() if node else None, version[0], expected,
+                            arg._base is not None))
         if self.out_version is not None and self.out_version[0]:
             raise UsageError(modified_message(np.result_type(self.out), np.shape(self.out),
                                               self.name(), self.out_version[0], 0))
@@ -142,9 +143,12 @@ def _overload(suffix: re.Match[str]) -> str:
 
 
 def modified_message(dtype: np.dtype[Any], shape: tuple[int, ...], producer: str | None,
-                     version: int, expected: int) -> str:
+                     version: int, expected: int, view: bool = False) -> str:
     """PyTorch's error for a backward through a value of this dtype and shape that an in-place
-    operation changed since it was saved (``producer``: the node that made it)."""
+    operation changed since it was saved (``producer``: the node that made it; ``view``: the value
+    is a view, whose node PyTorch remakes as an AsStrided one when its storage changes)."""
+    if view and producer is not None:
+        producer = "AsStridedBackward0"
     # PyTorch names the producing node without "Backward" and without the overload's number
     # when it is 0: ProdBackward0 is "Prod", ProdBackward1 "Prod1".
     produced_by = "" if producer is None else (

@@ -22,6 +22,10 @@ Rows are written with named fields:
 - ``elementwise``: each result element depends only on the same-position elements of the
   (broadcast) operands, so the closed form derives the op once on scalar symbols rather than
   over arrays of placeholders;
+- ``view``: the result is a view of its input, as PyTorch's is: where NumPy's is one too (a
+  reshape of a transposed matrix copies, in both), the two share storage and version counter;
+  ``strided``: a view that may skip or reorder its input's elements, so that its result is not
+  laid out contiguously (``x[:, 0]``, ``x.T``), which ``view()`` then may refuse;
 - ``stops_gradient``: the value passes and no gradient flows back (``detach``): the closed form
   holds the result as a constant equal to its value;
 - ``grad_fn``: the PyTorch 2.13 ``grad_fn`` name, or a function of the call that picks it
@@ -320,6 +324,8 @@ class Op:
     attrs: Mapping[str, Attr] = field(default_factory=dict)
     kink: str = ""
     stops_gradient: bool = False
+    view: bool = False
+    strided: bool = False
     tensor_grad_fn: str = ""
     saves: bool = True
     saves_output: bool = False
@@ -997,7 +1003,8 @@ def _scattered(g: Array, x: Array, key: tuple[int | slice, ...]) -> Array:
 
 
 def _select(x: Array, dim: int, index: int) -> Array:
-    return x[_select_key(x, dim, index)]
+    # The ellipsis makes even a 0-d result a view (an array), as PyTorch's x[0] is.
+    return x[(*_select_key(x, dim, index), ...)]
 
 
 def _select_vjp(g: Array, out: Array, x: Array, dim: int, index: int) -> Array:
@@ -1464,7 +1471,7 @@ OPS: tuple[Op, ...] = (
        shape=shapes.matmul, domain=_REAL * 2,
        doc="The matrix product (1-D operands promoted, batch dimensions broadcast)."),
     # The shape rule runs on every call: NumPy would read any negative size as "infer".
-    Op(name="reshape", elementwise=False,
+    Op(name="reshape", elementwise=False, view=True,
        forward=lambda x, shape: np.reshape(x, shapes.reshape(np.shape(x), shape)),
        vjps=(lambda g, out, x, shape: np.reshape(g, np.shape(x)),),
        sympy=lambda x, shape: np.reshape(x, shapes.reshape(np.shape(x), shape)),
@@ -1472,50 +1479,50 @@ OPS: tuple[Op, ...] = (
        shape=shapes.reshape, domain=_REAL,
        attrs={"shape": Attr("dims", required=True)}, saves=False,
        doc="The same values in a new shape (one size may be -1: inferred)."),
-    Op(name="transpose", elementwise=False,
+    Op(name="transpose", elementwise=False, view=True, strided=True,
        forward=_transpose, vjps=(lambda g, out, x, dim0, dim1: _transpose(g, dim0, dim1),),
        sympy=_transpose, grad_fn="TransposeBackward0",
        shape=shapes.transpose, domain=_REAL,
        attrs={"dim0": Attr("int", required=True), "dim1": Attr("int", required=True)},
        saves=False, doc="Dimensions ``dim0`` and ``dim1`` swapped."),
-    Op(name="permute", elementwise=False,
+    Op(name="permute", elementwise=False, view=True, strided=True,
        forward=lambda x, dims: np.transpose(x, dims),
        vjps=(lambda g, out, x, dims: np.transpose(g, _inverse_permutation(dims)),),
        sympy=lambda x, dims: np.transpose(x, dims), grad_fn="PermuteBackward0",
        shape=shapes.permute, domain=_REAL,
        attrs={"dims": Attr("dims", required=True)}, saves=False,
        doc="The dimensions reordered: dimension ``i`` of the result is ``dims[i]`` of the input."),
-    Op(name="squeeze", elementwise=False,
+    Op(name="squeeze", elementwise=False, view=True,
        forward=_reshaped_by(shapes.squeeze), vjps=(_back_to_input_shape,),
        sympy=_reshaped_by(shapes.squeeze), grad_fn=_squeeze_grad_fn,
        tensor_grad_fn="SqueezeBackward0", shape=shapes.squeeze, domain=_REAL,
        attrs={"dim": Attr("int|dims?")}, saves=False,
        doc="The dimensions of size 1 removed: all of them, or those among ``dim``."),
-    Op(name="unsqueeze", elementwise=False,
+    Op(name="unsqueeze", elementwise=False, view=True,
        forward=_reshaped_by(shapes.unsqueeze), vjps=(_back_to_input_shape,),
        sympy=_reshaped_by(shapes.unsqueeze), grad_fn="UnsqueezeBackward0",
        shape=shapes.unsqueeze, domain=_REAL, attrs={"dim": Attr("int", required=True)},
        saves=False, doc="A dimension of size 1 inserted at ``dim``."),
     # Tensor writes the method: PyTorch returns the tensor itself when nothing is merged.
-    Op(name="flatten", elementwise=False, method=False,
+    Op(name="flatten", elementwise=False, view=True, method=False,
        forward=_reshaped_by(shapes.flatten), vjps=(_back_to_input_shape,),
        sympy=_reshaped_by(shapes.flatten), grad_fn=_reshape_grad_fn,
        tensor_grad_fn="ViewBackward0", shape=shapes.flatten, domain=_REAL,
        attrs={"start_dim": Attr("int", 0), "end_dim": Attr("int", -1)}, saves=False,
        doc="Dimensions ``start_dim`` to ``end_dim`` merged into one."),
-    Op(name="select", elementwise=False,
+    Op(name="select", elementwise=False, view=True, strided=True,
        forward=_select, vjps=(_select_vjp,), sympy=_select, grad_fn="SelectBackward0",
        shape=shapes.select, domain=_REAL,
        attrs={"dim": Attr("int", required=True), "index": Attr("int", required=True)},
        saves=False, doc="Element ``index`` along dimension ``dim``, that dimension removed."),
     # Indexing writes these two (``x[1:3]``, ``x[...]``); PyTorch has no function for either.
-    Op(name="slice", elementwise=False, public=False,
+    Op(name="slice", elementwise=False, view=True, strided=True, public=False,
        forward=_slice, vjps=(_slice_vjp,), sympy=_slice, grad_fn="SliceBackward0",
        shape=shapes.slice_, domain=_REAL,
        attrs={"dim": Attr("int", 0), "start": Attr("int?"), "end": Attr("int?"),
               "step": Attr("int", 1)}, saves=False,
        doc="Every ``step``-th position from ``start`` to ``end`` along dimension ``dim``."),
-    Op(name="alias", elementwise=True, public=False,
+    Op(name="alias", elementwise=True, view=True, public=False,
        forward=lambda x: x[...], vjps=(lambda g, out, x: g,), sympy=lambda x: x,
        grad_fn="AliasBackward0", shape=shapes.same, domain=_REAL, saves=False,
        doc="The same values, as a view of their own (``x[...]``)."),

@@ -22,6 +22,13 @@ NON_LEAF_GRAD = (
     "access the non-leaf Tensor by mistake, make sure you access the leaf Tensor instead. See "
     "github.com/pytorch/pytorch/pull/30531 for more information.")
 LEAF_IN_PLACE = "a leaf Variable that requires grad is being used in an in-place operation."
+VIEW_OF_LEAF_IN_PLACE = ("a view of a leaf Variable that requires grad is being used in an "
+                         "in-place operation.")
+# PyTorch rewrites a view's base through its graph (CopySlices); crossgrad refuses rather than
+# give the base stale values.
+VIEW_IN_PLACE = ("an in-place operation on a view (x[0], x.T, x.reshape(...)) while recording a "
+                 "graph is not supported: the base would not see it. Compute the new tensor out "
+                 "of place (torch.where, torch.cat)")
 T_ON_0D = "Tensor.T is deprecated on 0-D tensors. This function is the identity in these cases."
 T_NOT_2D = (
     "The use of `x.T` on tensors of dimension other than 2 to reverse their shape is deprecated "

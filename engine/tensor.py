@@ -25,6 +25,8 @@ from .refusals import (
     NON_LEAF_GRAD,
     T_NOT_2D,
     T_ON_0D,
+    VIEW_IN_PLACE,
+    VIEW_OF_LEAF_IN_PLACE,
     data_dtype,
     python_attrs,
     tensor_list,
@@ -47,7 +49,7 @@ class Tensor:
     tensor(10.)
     """
 
-    __slots__ = ("__weakref__", "_data", "_grad", "_node", "_version", "requires_grad")
+    __slots__ = ("__weakref__", "_base", "_data", "_grad", "_node", "_version", "requires_grad")
     __array_priority__ = 1000  # NumPy defers to Tensor's reflected operators
 
     def __init__(self, data: Array, node: Node | None = None, requires_grad: bool = False) -> None:
@@ -58,6 +60,7 @@ class Tensor:
         self._grad: Tensor | None = None
         self._node = node
         self._version: list[int] | None = None  # created by the first in-place update or detach
+        self._base: Tensor | None = None  # the tensor this one is a view of (Op.view)
         self.requires_grad = requires_grad or node is not None
 
     # --- what it is ------------------------------------------------------------------------
@@ -263,6 +266,11 @@ class Tensor:
         recording = _enabled.get() and (self.requires_grad or _requires_grad(operand))
         if recording and self._node is None and self.requires_grad:
             raise UsageError(LEAF_IN_PLACE)
+        if recording and self._base is not None:
+            base = self._base
+            if base._node is None and base.requires_grad:
+                raise UsageError(VIEW_OF_LEAF_IN_PLACE)
+            raise NotImplementedError(VIEW_IN_PLACE)
         if recording:
             # The old value as a tensor of its own: the new node's operand, unaffected by the
             # version bump below (graphs that saved ``self`` itself do see it).
@@ -821,9 +829,23 @@ def _apply_unary(op: Op, a: Tensor, attrs: dict[str, Any]) -> Tensor:
         op.shape(np.shape(x), **attrs)  # raises PyTorch's error for what NumPy refused
         raise
     if not a.requires_grad or op.vjps[0] is None or not _enabled.get():
-        return Tensor(out)
-    return _result(out, Node(op, (a,), (x,), attrs, out, (a._node or a,),
-                             (a._version[0],) if a._version else None))
+        result = Tensor(out)
+    else:
+        result = _result(out, Node(op, (a,), (x,), attrs, out, (a._node or a,),
+                                   (a._version[0],) if a._version else None))
+    if op.view:
+        _share_storage(a, result)
+    return result
+
+
+def _share_storage(base: Tensor, view: Tensor) -> None:
+    """A view's values are its base's where NumPy made a view too: they then share the version
+    counter, so a graph that saved either refuses a change made through the other."""
+    if isinstance(view._data, np.ndarray) and np.may_share_memory(view._data, base._data):
+        if base._version is None:
+            base._version = [0]
+        view._version = base._version
+        view._base = base if base._base is None else base._base
 
 
 def _apply_binary(op: Op, a: Operand, b: Operand) -> Tensor:

@@ -1363,6 +1363,64 @@ def saved_output_modified_under_no_grad(lib: ModuleType, rec: Recorder) -> None:
 
 
 @scenario
+def views_share_the_version_counter(lib: ModuleType, rec: Recorder) -> None:
+    # A view (x[0], x.T, x[:, 1]) and its base are one storage: a change of the base is a change
+    # of a view a graph saved. A reshape that must copy is not a view.
+    w = lib.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    views: list[tuple[str, Callable[[Any], Any]]] = [
+        ("y[0]", lambda y: y[0]), ("y.T", lambda y: y.T), ("y[:, 1]", lambda y: y[:, 1]),
+        ("y.T.reshape(4)", lambda y: y.T.reshape(4)), ("y.reshape(4)", lambda y: y.reshape(4))]
+    for label, view in views:
+        y = w * 1
+        v = view(y)
+        z = (v * v).sum()
+        with lib.no_grad():
+            y.mul_(2)
+        rec.call(f"{label}: backward after the base changed", z.backward)
+        rec.log(f"{label}: w.grad", w.grad)
+        w.grad = None
+    rec.call("w[0].add_(1)", lambda: w[0].add_(1))
+    rec.call("w.T.mul_(2)", lambda: w.T.mul_(2))
+    rec.log("w", w)
+
+
+@scenario
+def result_changed_in_place_after_others_read_it(lib: ModuleType, rec: Recorder) -> None:
+    # y, an op's result, changes outside a graph after t was computed from it: t keeps its
+    # value (PyTorch computed it then), and a backward through t uses that value.
+    w = lib.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    y = w * 1
+    t = y.T.reshape(4)  # a copy, not a view: it does not change with y
+    z = (t * t).sum()
+    with lib.no_grad():
+        y.mul_(2)
+    rec.log("t's values", t.tolist())
+    rec.call("backward", z.backward)
+    rec.log("w.grad", w.grad)
+
+
+@scenario
+def writes_through_views(lib: ModuleType, rec: Recorder) -> None:
+    # Outside a graph a view writes into its base and reads what the base holds.
+    x = lib.tensor([1.0, 2.0, 3.0])
+    x[0].mul_(5)
+    rec.log("x after x[0].mul_(5)", x)
+    m = lib.tensor([[1.0, 2.0], [3.0, 4.0]])
+    m[:, 1].add_(1)
+    m.T.mul_(2)
+    rec.log("m after m[:, 1].add_(1), m.T.mul_(2)", m)
+    v = m[1:]
+    m.sub_(1)
+    rec.log("m[1:] after m.sub_(1)", v)
+    w = lib.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    y = w * 1
+    z = (y * y).sum()
+    with lib.no_grad():
+        y[:, 1].mul_(2)
+    rec.call("backward after a change through a view", z.backward)
+
+
+@scenario
 def saved_operand_modified(lib: ModuleType, rec: Recorder) -> None:
     # A non-leaf operand saved by mul, then changed in place in grad mode.
     x = _x(lib)
@@ -1610,6 +1668,9 @@ def shape_errors(lib: ModuleType, rec: Recorder) -> None:
 SDK_DIFFERENCES: dict[str, str] = {
     "numpy_shares_memory": "a tensor's values live on the server: numpy() and from_numpy() give "
                            "and take copies, so a write through one is not seen by the other",
+    "writes_through_views": "the server keeps a view's values apart from its base's: the SDK "
+                            "refuses an in-place change of a view (naming why), and a view read "
+                            "after its base changed shows the values it had",
     "operand_modified_after_result_saving_ops": "PyTorch's backward of exp, sigmoid and the "
                                                 "others that save their result reads the saved "
                                                 "result; the service recomputes it from the "
@@ -2015,3 +2076,18 @@ def test_python_arguments_as_pytorch_parses_them(require_torch: ModuleType, sdk_
     expected = outcome(require_torch)
     for runner, lib in RUNNERS.items():
         assert outcome(lib) == expected, f"{text} in {runner}"
+
+
+def test_in_place_on_a_view_in_a_graph_is_refused(sdk_session: None) -> None:
+    # PyTorch rewrites the base through the view's graph (CopySlices); crossgrad refuses rather
+    # than leave the base with values the graph does not know.
+    for lib in RUNNERS.values():
+        w = lib.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+        y = w * 1
+        changes: list[Callable[[Any], Any]] = [
+            lambda y: y[0].mul_(10), lambda y: y.T.add_(1), lambda y: y[:, 0].zero_()]
+        for change in changes:
+            with pytest.raises(NotImplementedError, match="in-place operation on a view"):
+                change(y)
+        y.sum().backward()
+        assert w.grad.tolist() == [[1.0, 1.0], [1.0, 1.0]], lib.__name__
