@@ -267,9 +267,10 @@ def _simplified(readable: Any) -> Any:
             and _symbolic_power_digits(readable) <= _MAX_DIGITS):
         try:
             return sympy.simplify(readable)
-        except TypeError:
-            # Some rewrites SymPy tries put a non-real value (zoo, nan) into a Piecewise
-            # condition, which it refuses: the form stays as derived, which is as correct.
+        except Exception:
+            # Some rewrites SymPy tries fail on forms it cannot handle (a non-real value in a
+            # Piecewise condition: TypeError; erfinv outside [-1, 1] while solving a condition
+            # with erf: ValueError): the form stays as derived, which is as correct.
             pass
     return readable
 
