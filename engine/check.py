@@ -273,6 +273,10 @@ def finite_difference(forward: Callable[[Mapping[str, np.ndarray]], float],
     numeric gradients against ``(f(x + h v) - f(x - h v)) / 2h``, with ``forward`` (a scalar
     function of the leaf values, evaluated in float64). Two directions must both disagree for a
     DISAGREE, so a kink that happens to lie within ``h`` of the point is not reported as one.
+    Where both disagree because the point is a kink along them (relu at exact zeros, tied maxima:
+    the one-sided differences differ, and the numeric gradient's slope lies between them, as
+    PyTorch's conventions at kinks pick), the report is SINGULAR: differences cannot check a
+    convention.
     """
     names = sorted(gradients)
     if not names:
@@ -281,6 +285,8 @@ def finite_difference(forward: Callable[[Mapping[str, np.ndarray]], float],
     atol, rtol = (1e-4, 1e-3) if dtype == float32 else (1e-6, 1e-5)
     worst_abs = worst_rel = 0.0
     last = ""
+    kinks: list[str] = []
+    center: float | None = None
     for attempt in range(2):
         direction = {n: rng.standard_normal(np.shape(values[n])) for n in names}
         norm = np.sqrt(sum(float(np.sum(d * d)) for d in direction.values())) or 1.0
@@ -293,7 +299,8 @@ def finite_difference(forward: Callable[[Mapping[str, np.ndarray]], float],
             plus[n] = np.asarray(values[n], np.float64) + step[n]
             minus[n] = np.asarray(values[n], np.float64) - step[n]
         with np.errstate(all="ignore"):
-            estimate = (forward(plus) - forward(minus)) / (2 * h)
+            above, below = forward(plus), forward(minus)
+            estimate = (above - below) / (2 * h)
             claimed = sum(float(np.sum(np.asarray(gradients[n], np.float64) * direction[n]))
                           for n in names) / norm
         claimed, estimate = float(claimed), float(estimate)
@@ -305,11 +312,27 @@ def finite_difference(forward: Callable[[Mapping[str, np.ndarray]], float],
                                atol, rtol, f"{why}; along a random direction the numeric "
                                f"gradient gives {claimed!r} and central differences "
                                f"{estimate!r}")
-        if error <= atol * max(1.0, abs(estimate)) + rtol * abs(estimate):
+        tolerance = atol * max(1.0, abs(estimate)) + rtol * abs(estimate)
+        if error <= tolerance:
             return CheckReport(Method.FINITE_DIFFERENCE, Status.AGREE, worst_abs, worst_rel,
                                atol, rtol, f"{why}; the numeric gradient matches central "
                                "differences along a random direction")
         last = (f"along a random direction the numeric gradient gives {claimed!r}, central "
                 f"differences {estimate!r}")
+        if center is None:
+            with np.errstate(all="ignore"):
+                center = float(forward(values))
+        # One-sided slopes: apart by O(h) where the function is smooth, by the kink's jump
+        # where it has one within h.
+        ahead, behind = (float(above) - center) / h, (center - float(below)) / h
+        if (abs(ahead - behind) > tolerance
+                and min(ahead, behind) - tolerance <= claimed <= max(ahead, behind) + tolerance):
+            kinks.append(f"one-sided differences {behind!r} and {ahead!r}")
+    if len(kinks) == 2:
+        return CheckReport(Method.FINITE_DIFFERENCE, Status.SINGULAR, worst_abs, worst_rel, atol,
+                           rtol, f"{why}; {last}: the point is a kink along both random "
+                           f"directions ({kinks[-1]}), and the numeric gradient's slope lies "
+                           "between the one-sided ones, as a convention at a kink puts it; "
+                           "differences cannot check which convention")
     return CheckReport(Method.FINITE_DIFFERENCE, Status.DISAGREE, worst_abs, worst_rel, atol,
                        rtol, f"{why}; {last} (in two directions)")

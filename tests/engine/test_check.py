@@ -108,6 +108,27 @@ def test_finite_differences_catch_a_wrong_gradient() -> None:
     assert report.status is Status.DISAGREE and "two directions" in report.reason
 
 
+def _relus(values: Mapping[str, np.ndarray]) -> float:
+    return float(np.sum(np.maximum(values["x"], 0.0)))
+
+
+# Exact zeros: relu's kink, where PyTorch's convention gives the gradient 0.
+KINKED = {"x": np.array([0.0, 0.0, 1.5, -2.0, 0.0, 3.0])}
+
+
+def test_finite_differences_at_kinks_are_singular_for_a_convention() -> None:
+    gradient = (KINKED["x"] > 0).astype(np.float64)
+    report = finite_difference(_relus, KINKED, {"x": gradient}, F64, "over a cap")
+    assert report.status is Status.SINGULAR and "kink along both" in report.reason
+
+
+def test_finite_differences_at_kinks_still_catch_a_gradient_no_convention_gives() -> None:
+    # 5 at the zeros is no subgradient of relu: the slope is outside the one-sided ones.
+    gradient = np.where(KINKED["x"] == 0, 5.0, (KINKED["x"] > 0).astype(np.float64))
+    report = finite_difference(_relus, KINKED, {"x": gradient}, F64, "over a cap")
+    assert report.status is Status.DISAGREE
+
+
 def test_finite_differences_with_nothing_to_check() -> None:
     report = finite_difference(_quadratic, {"x": np.ones(2)}, {}, F64, "over a cap")
     assert report.status is Status.SKIPPED
