@@ -62,7 +62,9 @@ application does); ``public``, False for a row PyTorch has no function or method
 which indexing writes): the graph, the wire and formulas take it, the Python surface does not;
 ``refuses_integers`` and ``needs_one_of``, what PyTorch refuses of a call that a graph accepts
 (``mean`` of an int64 tensor, PyTorch's message with ``{type}`` for the tensor type's name;
-``clamp`` without bounds); ``warns``, the warning PyTorch gives for a call, by the input's shape
+``clamp`` without bounds); ``bool_overload``, the attribute a bool in place of the first
+attribute is, in a Python call (PyTorch's ``var(unbiased)`` overload: ``x.var(False)``);
+``warns``, the warning PyTorch gives for a call, by the input's shape
 and the attributes ("" for none: ``var`` of one element); ``doc``, the docstring.
 """
 
@@ -343,6 +345,7 @@ class Op:
     variadic: bool = False
     refuses_integers: str = ""
     needs_one_of: tuple[str, ...] = ()
+    bool_overload: str = ""
     warns: Callable[[tuple[int, ...], Mapping[str, Any]], str] | None = None
     composed: Callable[..., tuple[Step, ...]] | None = None
     doc: str = ""
@@ -1443,6 +1446,7 @@ OPS: tuple[Op, ...] = (
        attrs={"dim": Attr("dims?"), "unbiased": Attr("bool", True),
               "keepdim": Attr("bool", False), "correction": Attr("number?")},
        floating=True,
+       bool_overload="unbiased",
        refuses_integers="std and var only support floating point and complex dtypes",
        warns=_degenerate_variance("var"),
        doc="The variance over ``dim``, divided by n - ``correction`` (default 1)."),
@@ -1452,6 +1456,7 @@ OPS: tuple[Op, ...] = (
        attrs={"dim": Attr("dims?"), "unbiased": Attr("bool", True),
               "keepdim": Attr("bool", False), "correction": Attr("number?")},
        saves_output=True, floating=True,
+       bool_overload="unbiased",
        refuses_integers="std and var only support floating point and complex dtypes",
        warns=_degenerate_variance("std"), kink="std'(x) = 0 where all elements are equal",
        doc="The standard deviation over ``dim``, with var's ``correction``."),

@@ -13,7 +13,7 @@ from . import dtypes
 from .backward_graph import legacy_type_name
 from .dtypes import DType
 from .errors import DTypeError, UsageError
-from .ops import ATTR_KINDS, IllTyped, Op
+from .ops import ALL_DIMS, ATTR_KINDS, IllTyped, Op
 
 NON_LEAF_GRAD = (
     "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "
@@ -54,6 +54,10 @@ def python_attrs(op: Op, dtype: DType, args: dict[str, Any],
     PyTorch refuses of the call on a first operand of ``dtype`` and ``shape``, then each argument
     turned into its attribute's value by the attribute's kind, then PyTorch's warning for the
     call, if any (``var`` of one element)."""
+    if op.bool_overload:
+        first = next(iter(op.attrs))
+        if isinstance(args[first], (bool, np.bool_)):
+            args[op.bool_overload], args[first] = args[first], ALL_DIMS
     if op.refuses_integers or op.needs_one_of:
         check_call(op, dtype, args)
     for attr, convert in op.python_forms:

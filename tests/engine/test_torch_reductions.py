@@ -189,6 +189,9 @@ def test_conventions(require_torch: ModuleType, name: str) -> None:
 
 CALLS: dict[str, Callable[[ModuleType], Any]] = {
     "prod of int64": lambda lib: lib.tensor([[1, 2], [3, 4]]).prod(),
+    # PyTorch's var(unbiased) overload: a bool first is unbiased, not a dim.
+    "x.var(False)": lambda lib: lib.tensor([[1.0, 2.0], [3.0, 5.0]]).var(False),
+    "torch.std(x, True)": lambda lib: lib.std(lib.tensor([1.0, 2.0, 4.0]), True),
     "prod of bool": lambda lib: lib.tensor([True, False]).prod(),
     "sum of bool": lambda lib: lib.tensor([[True, False], [True, True]]).sum(0),
     "sum of bool, then a float": lambda lib: lib.tensor([True, True]).sum() * 1.5,
@@ -246,8 +249,8 @@ def test_what_is_refused_beyond_pytorch(lib: Any) -> None:
         x.max(0)
     with pytest.raises(TypeError, match="argument 'dim' must be int, not NoneType"):
         x.prod(dim=None)
-    # PyTorch's var(x, unbiased) overload: a bool where a dim goes is refused, not taken as 0.
-    for call in (lambda: x.var(False), lambda: x.sum(True), lambda: x.amax((0, True))):
+    # A bool where a dim goes is refused, not taken as 0 (but var's and std's, see CALLS).
+    for call in (lambda: x.sum(True), lambda: x.amax((0, True))):
         with pytest.raises(TypeError, match="argument 'dim' must be tuple of ints, not bool"):
             call()
     with pytest.raises(RuntimeError, match="\"softmax_kernel_impl\" not implemented for 'Long'"):
