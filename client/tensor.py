@@ -1105,7 +1105,7 @@ def check_graph(root: Tensor) -> list[Expr]:
                 if type(arg) is not Tensor:
                     continue
                 changed = arg._version[0] != expr.versions[i]
-                if changed and expr.op.saves_inputs:
+                if changed and expr.op.saves_operand(i):
                     producer = arg.grad_fn
                     raise UsageError(modified_message(
                         arg._dtype.numpy, arg._shape,

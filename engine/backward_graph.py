@@ -83,7 +83,7 @@ class Node:
         if self.op.saves_inputs:
             for i, arg in enumerate(args):
                 version = getattr(arg, "_version", None)
-                if version is not None:
+                if version is not None and self.op.saves_operand(i):
                     expected = self.versions[i] if self.versions else 0
                     if version[0] != expected:
                         node = arg.grad_fn

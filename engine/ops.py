@@ -44,7 +44,8 @@ Rows are written with named fields:
   fails exactly where PyTorch's does (``x + 1`` can be backpropagated twice, ``x * 2`` cannot);
   ``saves_output``: backward reads the forward's result, so an in-place change of the result is
   refused; ``saves_inputs``: backward reads the operands (False where it reads only the result,
-  as ``exp``'s does), so an in-place change of an operand is refused; ``floating``: integer
+  as ``exp``'s does; the names of those it reads, ``where``'s condition), so an in-place change
+  of one is refused; ``floating``: integer
   inputs give a floating result (sin of an int64 tensor is float32); ``counting``: bool inputs
   give int64 (the sum or product of a bool tensor); ``boolean``: the result is
   bool whatever the operands' dtype (comparisons, computed in the operands' promoted dtype);
@@ -331,7 +332,7 @@ class Op:
     tensor_grad_fn: str = ""
     saves: bool = True
     saves_output: bool = False
-    saves_inputs: bool = True
+    saves_inputs: bool | tuple[str, ...] = True
     floating: bool = False
     counting: bool = False
     boolean: bool = False
@@ -373,6 +374,14 @@ class Op:
         if len(self.operands) != self.arity:
             raise ValueError(f"{self.name}: {len(self.operands)} operand names for "
                              f"{self.arity} operands")
+
+    def saves_operand(self, position: int) -> bool:
+        """Whether backward reads the operand at ``position`` (so it refuses an in-place change
+        of it made after the op)."""
+        if isinstance(self.saves_inputs, bool):
+            return self.saves_inputs
+        name = self.operands[0] if self.variadic else self.operands[position]
+        return name in self.saves_inputs
 
     @property
     def arity(self) -> int:
@@ -1227,6 +1236,7 @@ OPS: tuple[Op, ...] = (
              lambda g, out, c, x, y: np.where(c, 0.0, g)),
        sympy=np.frompyfunc(_where_symbolic, 3, 1), grad_fn="WhereBackward0",
        shape=shapes.broadcast, domain=((-1.0, 1.0), *_REAL, *_REAL),
+       saves_inputs=("condition",),
        doc="``input`` where ``condition`` holds, else ``other`` (``condition`` a bool tensor)."),
     Op(name="exp", elementwise=True,
        forward=np.exp, vjps=(lambda g, out, x: g * out,), sympy=_elementwise(sympy.exp),

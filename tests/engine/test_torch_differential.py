@@ -1290,10 +1290,12 @@ ALONG_DIM = ("softmax", "log_softmax", "logsumexp")
 @scenario
 def operand_modified_after_result_saving_ops(lib: ModuleType, rec: Recorder) -> None:
     x = lib.tensor([0.5, 0.7], requires_grad=True)
-    for name in (*RESULT_SAVING, "pow", "logsumexp", "std", "norm", "prod", "amax"):
+    for name in (*RESULT_SAVING, "pow", "where", "logsumexp", "std", "norm", "prod", "amax"):
         a = x * 1
         if name == "pow":  # reads its operand
             y = a ** 2.5
+        elif name == "where":  # reads its condition only
+            y = lib.where(x > 0.6, a, 0.0)
         else:
             y = getattr(lib, name)(a, 0) if name in ALONG_DIM else getattr(lib, name)(a)
         a.add_(0.1)
@@ -1673,9 +1675,10 @@ SDK_DIFFERENCES: dict[str, str] = {
                             "after its base changed shows the values it had",
     "operand_modified_after_result_saving_ops": "PyTorch's backward of exp, sigmoid and the "
                                                 "others that save their result reads the saved "
-                                                "result; the service recomputes it from the "
-                                                "operand, whose value changed, so the SDK refuses "
-                                                "(naming why) rather than give other gradients",
+                                                "result (where's, its condition); the service "
+                                                "recomputes values from the operand, whose value "
+                                                "changed, so the SDK refuses (naming why) rather "
+                                                "than give other gradients",
     "non_finite_clamp_bounds": "clamp's bounds travel as op attributes, which the wire API "
                                "takes finite only (INVALID_ARGUMENT); unlike a tensor's or an "
                                "operand's NaN and infinities, the SDK cannot compute them on "
