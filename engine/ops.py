@@ -1087,6 +1087,12 @@ def _elementwise2(fn: Callable[[Any, Any], Any]) -> Callable[..., Any]:
 
 # maximum/minimum: PyTorch's backward gives each input the gradient where it is the result, half
 # of it at a tie, and all of it to both at a NaN (where no comparison holds); zeros are +0.
+def _first_on_ties(ufunc: np.ufunc) -> Callable[[Array, Array], Array]:
+    # NumPy's maximum gives its second operand where they tie (maximum(-0.0, 0.0) is 0.0),
+    # PyTorch's its first (-0.0): with the operands swapped, NumPy's gives PyTorch's.
+    return lambda a, b: ufunc(b, a)
+
+
 def _maximum_vjp(g: Array, out: Array, a: Array, b: Array) -> Array:
     return np.where(a < b, 0.0, np.where(a == b, g / 2, g))
 
@@ -1204,12 +1210,12 @@ OPS: tuple[Op, ...] = (
        kink="numeric: d/dx is 0 where y == 0, d/dy is 0 where x == 0 and y >= 0 (PyTorch's); "
             "the closed form x**y leaves these undefined (nan) at x == 0", saves_output=True),
     Op(name="maximum", elementwise=True,
-       forward=np.maximum, vjps=(_maximum_vjp, _maximum_other_vjp),
+       forward=_first_on_ties(np.maximum), vjps=(_maximum_vjp, _maximum_other_vjp),
        sympy=_elementwise2(_maximum_symbolic), grad_fn="MaximumBackward0",
        shape=shapes.broadcast, domain=_REAL * 2,
        kink="equal inputs get half the gradient each; at a NaN both get all of it"),
     Op(name="minimum", elementwise=True,
-       forward=np.minimum, vjps=(_maximum_other_vjp, _maximum_vjp),
+       forward=_first_on_ties(np.minimum), vjps=(_maximum_other_vjp, _maximum_vjp),
        sympy=_elementwise2(_minimum_symbolic), grad_fn="MinimumBackward0",
        shape=shapes.broadcast, domain=_REAL * 2,
        kink="equal inputs get half the gradient each; at a NaN both get all of it"),

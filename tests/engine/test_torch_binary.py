@@ -296,3 +296,16 @@ def test_a_two_layer_network_with_a_softmax_head_trains_as_pytorch(require_torch
                                                                    dtype: str) -> None:
     assert_same(require_torch, lambda lib, rec: _two_layer_network(lib, rec, dtype),
                 reprs=False)
+
+
+@pytest.mark.parametrize("name", ["maximum", "minimum"])
+def test_a_tie_of_signed_zeros_gives_the_first_operand(require_torch: ModuleType,
+                                                       name: str) -> None:
+    # 1 / x shows a zero's sign: PyTorch's maximum(-0.0, 0.0) is -0.0, NumPy's 0.0.
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        a = lib.tensor([-0.0, 0.0, -0.0, 1.0])
+        b = lib.tensor([0.0, -0.0, -0.0, 1.0])
+        rec.log(f"1 / {name}(a, b)", 1 / getattr(lib, name)(a, b))
+        rec.log(f"1 / {name}(b, a)", 1 / getattr(lib, name)(b, a))
+
+    assert_same(require_torch, scenario)
