@@ -711,8 +711,11 @@ def _logsumexp_symbolic(x: Any, dim: Sequence[int] | None, keepdim: bool = False
 
 def _along(x: Array, dim: int) -> int | None:
     # The axis of a softmax; None for a 0-d tensor, which PyTorch takes with dim 0 or -1.
-    d = shapes.normalize_dim(dim, np.ndim(x))
-    return d if np.ndim(x) else None
+    ndim = x.ndim if type(x) is np.ndarray else np.ndim(x)
+    if -ndim <= dim < ndim:  # the common case, which NumPy takes as it is
+        return dim
+    shapes.normalize_dim(dim, ndim)  # PyTorch's error, or a 0-d tensor's dim 0 or -1
+    return None
 
 
 def _shifted(x: Array, axis: int | None) -> Array:
