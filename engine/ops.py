@@ -62,7 +62,8 @@ writes the method itself (``detach`` shares the tensor's storage and version cou
 application does); ``public``, False for a row PyTorch has no function or method for (``slice``,
 which indexing writes): the graph, the wire and formulas take it, the Python surface does not;
 ``refuses_integers`` and ``needs_one_of``, what PyTorch refuses of a call that a graph accepts
-(``mean`` of an int64 tensor, PyTorch's message with ``{type}`` for the tensor type's name;
+(``mean`` of an int64 tensor, PyTorch's message with ``{type}`` for the tensor type's name and
+``{lastdim}`` for "_lastdim" where the call's ``dim`` is the last one;
 ``clamp`` without bounds); ``bool_overload``, the attribute a bool in place of the first
 attribute is, in a Python call (PyTorch's ``var(unbiased)`` overload: ``x.var(False)``);
 ``warns``, the warning PyTorch gives for a call, by the input's shape
@@ -1447,7 +1448,7 @@ OPS: tuple[Op, ...] = (
        grad_fn="SoftmaxBackward0", shape=shapes.along, domain=_REAL,
        attrs={"dim": Attr("int", required=True)}, saves_output=True, saves_inputs=False,
        floating=True,
-       refuses_integers="\"softmax_kernel_impl\" not implemented for '{type}'",
+       refuses_integers="\"softmax{lastdim}_kernel_impl\" not implemented for '{type}'",
        composed=_softmax_steps,
        doc="exp(x) normalized to sum to 1 along ``dim``."),
     Op(name="log_softmax", elementwise=False,
@@ -1455,7 +1456,7 @@ OPS: tuple[Op, ...] = (
        grad_fn="LogSoftmaxBackward0", shape=shapes.along, domain=_REAL,
        attrs={"dim": Attr("int", required=True)}, saves_output=True, saves_inputs=False,
        floating=True,
-       refuses_integers="\"log_softmax_kernel_impl\" not implemented for '{type}'",
+       refuses_integers="\"log_softmax{lastdim}_kernel_impl\" not implemented for '{type}'",
        composed=_log_softmax_steps,
        doc="log(softmax(x)) along ``dim``, computed without overflow."),
     # PyTorch's positional order: dim, unbiased, keepdim; correction (default 1) by keyword.

@@ -37,12 +37,18 @@ T_NOT_2D = (
     "tensor.")
 
 
-def check_call(op: Op, dtype: DType, args: Mapping[str, Any]) -> None:
-    """What PyTorch refuses of a Python call of ``op`` on a first operand of ``dtype`` that a
-    graph accepts: ``mean`` of an int64 tensor, ``clamp`` without bounds."""
+def check_call(op: Op, dtype: DType, args: Mapping[str, Any],
+               shape: tuple[int, ...] = ()) -> None:
+    """What PyTorch refuses of a Python call of ``op`` on a first operand of ``dtype`` and
+    ``shape`` that a graph accepts: ``mean`` of an int64 tensor, ``clamp`` without bounds."""
     if op.refuses_integers and not dtype.is_floating_point:
-        raise UsageError(op.refuses_integers.format(
-            type=legacy_type_name(np.empty(0, dtype.numpy))[6:-6]))
+        dim = args.get("dim")
+        last = not shape or not isinstance(dim, int) or dim % len(shape) == len(shape) - 1
+        message = op.refuses_integers.format(
+            type=legacy_type_name(np.empty(0, dtype.numpy))[6:-6],
+            lastdim="_lastdim" if last else "")
+        # PyTorch's dispatch refuses a dtype it has no kernel for with NotImplementedError.
+        raise (NotImplementedError if "not implemented for" in message else UsageError)(message)
     if op.needs_one_of and all(args[attr] is None for attr in op.needs_one_of):
         raise UsageError(f"torch.{op.name}: At least one of "
                          f"{' or '.join(repr(attr) for attr in op.needs_one_of)} must not be None")
@@ -59,7 +65,7 @@ def python_attrs(op: Op, dtype: DType, args: dict[str, Any],
         if isinstance(args[first], (bool, np.bool_)):
             args[op.bool_overload], args[first] = args[first], ALL_DIMS
     if op.refuses_integers or op.needs_one_of:
-        check_call(op, dtype, args)
+        check_call(op, dtype, args, shape)
     for attr, convert in op.python_forms:
         try:
             args[attr] = convert(args[attr])
