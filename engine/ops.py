@@ -261,8 +261,7 @@ def _dim_or_dims(dim: Any) -> int | tuple[int, ...] | None:
         return None
     if dim is None:
         raise TypeError("dim must be an int or a tuple of ints, not None")
-    return _int(dim) if is_int(dim) or isinstance(dim, (bool, np.bool_)) else tuple(
-        _int(d) for d in dim)
+    return _int_or_dims(dim)
 
 
 def _sizes(values: tuple[Any, ...]) -> tuple[int, ...]:
