@@ -551,8 +551,12 @@ class _Numbers:
         return next(value for value, holds in pairs if holds)
 
     @staticmethod
-    def And(*conditions: Any) -> bool:
-        return all(conditions)
+    def Max(*values: Any) -> Any:
+        return np.max(values)
+
+    @staticmethod
+    def Min(*values: Any) -> Any:
+        return np.min(values)
 
     @staticmethod
     def Eq(a: Any, b: Any) -> bool:
@@ -615,15 +619,15 @@ def _amax_vjp(g: Array, out: Array, x: Array, dim: Sequence[int] | None = None,
 
 def _extremum_symbolic(above: Callable[[Any, Any], Any]) -> Callable[..., Any]:
     """The maximum (``above`` >=) or minimum (<=) of each slice, as the mean of the elements at
-    the extreme: each element weighted by a branch constant in the elements, so that the
-    derivative is 1/count at each of count tied extremes, 0 elsewhere (PyTorch's tie rule)."""
+    the extreme: each element weighted by a branch constant in the elements (1 where it is the
+    slice's Max or Min), so that the derivative is 1/count at each of count tied extremes, 0
+    elsewhere (PyTorch's tie rule). One comparison per element, with the Max or Min shared."""
 
     def extreme(line: list[Any], cas: Any) -> Any:
         if len(line) == 1:
             return line[0]
-        at_extreme = [cas.Piecewise((1, cas.And(*(above(e, other) for j, other in enumerate(line)
-                                                  if j != i))), (0, True))
-                      for i, e in enumerate(line)]
+        top = (cas.Max if above is operator.ge else cas.Min)(*line)
+        at_extreme = [cas.Piecewise((1, above(e, top)), (0, True)) for e in line]
         return sum(e * w for e, w in zip(line, at_extreme, strict=True)) / sum(at_extreme)
 
     def forward(x: Any, dim: Sequence[int] | None = None, keepdim: bool = False) -> Any:
@@ -792,16 +796,22 @@ def _degrees_of_freedom(shape: tuple[int, ...], dim: Sequence[int] | None,
     return max(0, count - correction)
 
 
+def _less_first(x: Any, dim: Sequence[int] | None) -> Any:
+    """The values less the first element of their reduced slice (a constant slice is then
+    exactly 0)."""
+    axes = _axis(x, dim)
+    first = tuple(slice(0, 1) if d in axes else slice(None) for d in range(np.ndim(x)))
+    return x - x[first] if np.size(x) else x
+
+
 def _var(x: Array, dim: Sequence[int] | None = None, unbiased: bool = True,
          keepdim: bool = False, correction: float | None = None) -> Array:
     # Two passes (the mean, then the squared deviations) over the values less a slice's first
     # element: a constant slice is then exactly 0, as PyTorch's Welford gives it (x - mean
     # would not be: the mean of 0.1, 0.1, 0.1 rounds). No degrees of freedom left gives inf,
     # or nan for no spread, as in PyTorch.
-    axes = _axis(x, dim)
-    first = tuple(slice(0, 1) if d in axes else slice(None) for d in range(np.ndim(x)))
     with np.errstate(divide="ignore", invalid="ignore"):
-        shifted = x - x[first] if np.size(x) else x
+        shifted = _less_first(x, dim)
         deviations = shifted - _sum(shifted, dim, True) / _reduced_count(x, dim)
         squares = _sum(deviations * deviations, dim, keepdim)
         return squares / _degrees_of_freedom(np.shape(x), dim, _correction(unbiased, correction))
@@ -841,11 +851,14 @@ def _std_vjp(g: Array, out: Array, x: Array, dim: Sequence[int] | None = None,
 
 def _squared_deviations(x: Any, dim: Sequence[int] | None, keepdim: bool,
                         correction: float) -> Any:
-    # The sum of squared deviations over the degrees of freedom, with exact counts.
-    axes = _reduced_axes(x, dim)
+    # The sum of squared deviations over the degrees of freedom, with exact counts, as
+    # sum(s * s) - sum(s)**2 / count for s, the values less their slice's first: each element's
+    # partial is then 2 * (s - sum(s) / count), sums shared by all, where the deviations from
+    # the mean would give each element a sum over its slice (n * n terms in all).
     count = _reduced_count(x, dim)
-    deviations = x - np.add.reduce(x, axis=axes, keepdims=True) / count
-    squares = _sum(deviations * deviations, dim, keepdim)
+    shifted = _less_first(x, dim)
+    total = _sum(shifted, dim, keepdim)
+    squares = _sum(shifted * shifted, dim, keepdim) - total * total / count
     dof = count - correction
     if dof <= 0:  # PyTorch divides by 0: inf, or nan for no spread (0 * oo is nan)
         return squares * _cas(x).oo
