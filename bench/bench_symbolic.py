@@ -1,6 +1,6 @@
 """Benchmark of the symbolic side: deriving and compiling closed forms, and evaluating them.
 
-Run: ``python bench/bench_symbolic.py [--quick] [--sections abcde] [--chains N] [--seed S]``.
+Run: ``python bench/bench_symbolic.py [--quick] [--sections abcdef] [--chains N] [--seed S]``.
 Sections, each measured against its anchors in the same run and printed as ratios:
 
 (a) derivation + compile of a 200-op scalar chain (sin, *1.01, +0.1, tanh, -0.1 repeated), cold
@@ -20,6 +20,10 @@ Sections, each measured against its anchors in the same run and printed as ratio
     as a new structure, cold, against SymEngine alone and SymPy alone (``diff`` + compile;
     target: p99 under 1 s on 7 ops); the check's cost per call on a cached structure. Needs
     PyTorch. ``--sections d`` runs it alone.
+(f) the reductions whose every partial depends on the whole slice (``amax``, ``var``, ``std``,
+    ``logsumexp``, ``prod``) over 100, 300 and 1000 elements: derivation + compile, cold, as a
+    first call pays it. Target: within the check's deadline (10 s) at 1000 elements; a size
+    whose time, projected quadratically from the size before, is past the deadline is not run.
 """
 
 from __future__ import annotations
@@ -328,6 +332,35 @@ def softmax_section(budget: float) -> list[tuple[str, bool]]:
                            verdict(ratio, 0.5)]]))
     results.append((f"(e) cached closed form / engine: {fmt_ratio(ratio)} (target 0.50x)",
                     ratio <= 0.5))
+    return results
+
+
+# --- (f) dense reductions: first derivations as the slice grows -----------------------------------
+
+DENSE_REDUCTIONS = ("amax(x)", "var(x)", "std(x)", "logsumexp(x, 0)", "prod(x)")
+DENSE_SIZES = (100, 300, 1000)
+
+
+def dense_section() -> list[tuple[str, bool]]:
+    deadline = DEFAULT_CAPS.deadline
+    rows, results = [], []
+    for source in DENSE_REDUCTIONS:
+        row, took, previous = [source], 0.0, 1
+        for n in DENSE_SIZES:
+            projected = took * (n / previous) ** 2  # at worst quadratic in the slice's length
+            if projected > deadline:
+                row.append(f"not run (~{fmt_time(projected)} projected)")
+                took = projected
+            else:
+                valid, plan = _plan(source, {"x": (n,)})
+                took = timed_once(crossgrad_compile(valid, plan), repeat=1)
+                row.append(fmt_time(took))
+            previous = n
+        results.append((f"(f) {source}, {DENSE_SIZES[-1]} elements: {row[-1]} "
+                        f"(target {fmt_time(deadline)})", took <= deadline))
+        rows.append(row)
+    print("\n### (f) Dense reductions: derivation + compile, cold\n")
+    print(markdown_table(["formula", *(f"{n} elements" for n in DENSE_SIZES)], rows))
     return results
 
 
@@ -853,7 +886,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="skip the minute-long SymPy "
                         "anchor of (b) and time (c) briefly")
-    parser.add_argument("--sections", default="abcde", help="which sections to run (abcde)")
+    parser.add_argument("--sections", default="abcdef", help="which sections to run (abcdef)")
     parser.add_argument("--chains", type=int, default=2000, help="random chains in (d)")
     parser.add_argument("--seed", type=int, default=0, help="seed of (d)'s chains")
     parser.add_argument("--spread", type=float, default=3.0,
@@ -880,6 +913,8 @@ def main() -> None:
         summary, ok = evaluation_section(0.5 if args.quick else 3.0)
     if "e" in args.sections:
         results += softmax_section(0.5 if args.quick else 3.0)
+    if "f" in args.sections:
+        results += dense_section()
     if "d" in args.sections:
         results += chains_section(args.chains, args.seed, args.spread, args.sympy_chains,
                                   args.default_chains)
