@@ -36,6 +36,9 @@ def steps(key: Any, shape: Sequence[int] | None) -> list[Step]:
         return _several(key, shape)
     # One index alone takes PyTorch's shortcuts: a slice is always a slice op (even ``x[:]``),
     # ``x[...]`` an alias.
+    if type(key) is slice:  # the common case first: indexing is hot (slice has no subclasses)
+        start, stop, step = _bounds(key)
+        return [("slice", {"dim": 0, "start": start, "end": stop, "step": step})]
     if key is None:
         return [("unsqueeze", {"dim": 0})]
     if key is Ellipsis:
@@ -44,9 +47,6 @@ def steps(key: Any, shape: Sequence[int] | None) -> list[Step]:
         if shape is not None and not shape:
             raise DimensionError(_ZERO_DIM_INT)
         return [_select(0, key, 0, shape)]
-    if isinstance(key, slice):
-        start, stop, step = _bounds(key)
-        return [("slice", {"dim": 0, "start": start, "end": stop, "step": step})]
     raise _invalid(key)
 
 
@@ -56,7 +56,7 @@ def _several(key: tuple[Any, ...], shape: Sequence[int] | None) -> list[Step]:
             _bounds(index)
         elif not (index is None or index is Ellipsis or is_int(index)):
             raise _invalid(index)
-    if sum(index is Ellipsis for index in key) > 1:
+    if key.count(Ellipsis) > 1:  # only ints, slices, None and ... are left to compare
         raise InvalidArgument("an index can only have a single ellipsis ('...')")
     consuming = [is_int(index) or isinstance(index, slice) for index in key]
     if shape is not None and sum(consuming) > len(shape):
@@ -107,17 +107,21 @@ def _select(dim: int, index: int, position: int, shape: Sequence[int] | None) ->
 
 def _bounds(index: slice) -> tuple[int | None, int | None, int]:
     """A slice's start, stop and step, checked as Python and PyTorch check them."""
+    start, stop, step = index.start, index.stop, index.step
+    if step is None and (start is None or type(start) is int) and (
+            stop is None or type(stop) is int):
+        return start, stop, 1  # the common case: nothing to check or convert
     for bound in (index.start, index.stop, index.step):
         if bound is not None and not is_int(bound):
             raise TypeError("slice indices must be integers or None or have an __index__ "
                             "method")
-    step = 1 if index.step is None else int(index.step)
+    step = 1 if step is None else int(step)
     if step == 0:
         raise InvalidArgument("slice step cannot be zero")
     if step < 0:
         raise InvalidArgument("step must be greater than zero")
-    start = None if index.start is None else int(index.start)
-    stop = None if index.stop is None else int(index.stop)
+    start = None if start is None else int(start)
+    stop = None if stop is None else int(stop)
     return start, stop, step
 
 

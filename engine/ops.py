@@ -163,7 +163,8 @@ class AttrKind:
 
 def is_int(value: Any) -> bool:
     """An integer, Python's or NumPy's, that is not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    return type(value) is int or (isinstance(value, (int, np.integer))
+                                  and not isinstance(value, (bool, np.bool_)))
 
 
 def _check_condition(op: str, operand: tuple[DType, int] | type) -> None:
@@ -196,13 +197,17 @@ def _dims(value: Any) -> tuple[int, ...]:
 
 
 def _int(value: Any) -> int:
+    if type(value) is int:  # the common case first: every Python call converts its ints
+        return value
     if is_int(value):
         return int(value)
     raise IllTyped(value)
 
 
 def _bool(value: Any) -> bool:
-    if isinstance(value, (bool, np.bool_)):
+    if value is True or value is False:
+        return value
+    if isinstance(value, np.bool_):
         return bool(value)
     raise IllTyped(value)
 
@@ -266,8 +271,10 @@ def _dim_or_dims(dim: Any) -> int | tuple[int, ...] | None:
 
 def _sizes(values: tuple[Any, ...]) -> tuple[int, ...]:
     # A method's arguments: the sizes themselves, or one sequence of them.
-    one = len(values) == 1 and not is_int(values[0])
-    return tuple(_int(d) for d in (values[0] if one else values))
+    sizes = values[0] if len(values) == 1 and not is_int(values[0]) else values
+    if all([type(d) is int for d in sizes]):  # the common case, without a call per size
+        return tuple(sizes)
+    return tuple(_int(d) for d in sizes)
 
 
 ATTR_KINDS: Mapping[str, AttrKind] = {kind.name: kind for kind in (
@@ -725,13 +732,14 @@ def _along(x: Array, dim: int) -> int | None:
 def _shifted(x: Array, axis: int | None) -> Array:
     # x less its slice's maximum, so exp cannot overflow (np.amax's ``initial`` costs twice the
     # reduction, and only an empty tensor, with no slice to shift, needs it).
-    return x - np.maximum.reduce(x, axis=axis, keepdims=True) if np.size(x) else x
+    return x - np.maximum.reduce(x, axis=axis, keepdims=True) if x.size else x
 
 
 def _softmax(x: Array, dim: int) -> Array:
     axis = _along(x, dim)
     e = np.exp(_shifted(x, axis))
-    return e / np.add.reduce(e, axis=axis, keepdims=True)
+    e /= np.add.reduce(e, axis=axis, keepdims=True)  # in place: e is this call's own array
+    return e
 
 
 def _log_softmax(x: Array, dim: int) -> Array:
@@ -1509,7 +1517,7 @@ OPS: tuple[Op, ...] = (
        doc="The matrix product (1-D operands promoted, batch dimensions broadcast)."),
     # The shape rule runs on every call: NumPy would read any negative size as "infer".
     Op(name="reshape", elementwise=False, view=True,
-       forward=lambda x, shape: np.reshape(x, shapes.reshape(np.shape(x), shape)),
+       forward=lambda x, shape: x.reshape(shapes.reshape(x.shape, shape)),
        vjps=(lambda g, out, x, shape: np.reshape(g, np.shape(x)),),
        sympy=lambda x, shape: np.reshape(x, shapes.reshape(np.shape(x), shape)),
        grad_fn=_reshape_grad_fn, tensor_grad_fn="ViewBackward0",

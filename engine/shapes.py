@@ -147,21 +147,23 @@ def matmul(a: Shape, b: Shape) -> Shape:
 
 def reshape(input_shape: Shape, shape: Sequence[int]) -> Shape:
     """Target ``shape`` with at most one -1 inferred from the element count."""
-    size, target = prod(input_shape), shape
-    for index, d in enumerate(target):
-        if d < -1:
-            raise ShapeError(
-                f"invalid shape dimension {d} at index {index} of shape {list(target)}")
-    if list(target).count(-1) > 1:
+    size, target = prod(input_shape), tuple(shape)
+    if target and min(target) < -1:
+        index = next(i for i, d in enumerate(target) if d < -1)
+        raise ShapeError(
+            f"invalid shape dimension {target[index]} at index {index} of shape {list(target)}")
+    inferred = target.count(-1)
+    if inferred > 1:
         raise ShapeError("only one dimension can be inferred")
-    known = prod(d for d in target if d != -1)
-    if -1 in target:
+    known = -prod(target) if inferred else prod(target)  # the -1 is one factor of the product
+    if inferred:
         if known == 0 or size % known:
             raise ShapeError(f"shape '{list(target)}' is invalid for input of size {size}")
-        return tuple(size // known if d == -1 else d for d in target)
+        at = target.index(-1)
+        return (*target[:at], size // known, *target[at + 1:])
     if known != size:
         raise ShapeError(f"shape '{list(target)}' is invalid for input of size {size}")
-    return tuple(target)
+    return target
 
 
 def transpose(shape: Shape, dim0: int, dim1: int) -> Shape:

@@ -325,7 +325,7 @@ class Tensor:
     def __getitem__(self, key: Any) -> Tensor:
         """Basic indexing, as the ops PyTorch decomposes it into (``indexing.steps``)."""
         result = self
-        for name, attrs in indexing.steps(key, self.shape):
+        for name, attrs in indexing.steps(key, self._data.shape):
             result = apply(TABLE[name], (result,), attrs)
         return result
 
@@ -758,11 +758,12 @@ def _call(name: str, operands: tuple[Operand, ...], args: dict[str, Any]) -> Ten
     becomes the attributes): what PyTorch refuses of the call, then each argument turned into
     the attribute's value by its kind."""
     op = TABLE[name]
-    operands = tuple(o if type(o) is Tensor else _as_operand(o) for o in operands)
+    if len(operands) > 1 or type(operands[0]) is not Tensor:  # one tensor: the common case
+        operands = tuple([o if type(o) is Tensor else _as_operand(o) for o in operands])
     if not args:  # no attributes (where): nothing to check or convert
         return apply(op, operands)
-    return apply(op, operands, python_attrs(op, operands[0].dtype, args,
-                                               operands[0]._data.shape))
+    data = operands[0]._data
+    return apply(op, operands, python_attrs(op, dtypes.from_numpy(data.dtype), args, data.shape))
 
 
 def _call_variadic(name: str, operands: Sequence[Tensor], args: dict[str, Any]) -> Tensor:
