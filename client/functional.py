@@ -334,6 +334,11 @@ def transpose(input: Tensor, dim0: int, dim1: int) -> Tensor:
     return input.transpose(dim0, dim1)
 
 
+def t(input: Tensor) -> Tensor:
+    """A matrix transposed; a vector or a number as it is (at most two dimensions)."""
+    return _apply_unary(TABLE["t"], _as_operand(input), _NO_ATTRS)
+
+
 def permute(input: Tensor, dims: Sequence[int]) -> Tensor:
     """The dimensions reordered: dimension ``i`` of the result is ``dims[i]`` of the input."""
     return input.permute(tuple(dims))

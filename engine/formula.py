@@ -1,13 +1,14 @@
 """Formulas as text, e.g. ``"sin(x**2)"``, parsed safely into a ``Graph``.
 
 Python's ``ast`` reads the text; a whitelist decides what it may hold: int and float literals,
-names (the leaves), the operators that write the op table's ops (``+ - * / ** @``, unary ``-``,
-one comparison ``> < >= <= == !=``: a chain ``a < b < c`` is refused), unary ``+``, subscripts of
-literal integers, slices, ``...`` and None (``x[0]``, ``x[1:3]``, ``x[:, -1]``, ``x[..., 0]``: the
-ops tensor indexing decomposes them into, see ``indexing``), and calls of the op table's functions
-by name (``clamp(x, min=0, max=1)``, ``sum(x, 0)``, ``mean(x)``; ``cat([x, y], 1)``, a variadic
-op's operands as a list), with the op's attributes as keywords or as literal arguments after the
-operands, in the table's order, as in PyTorch's signatures. Everything else is refused with
+names (the leaves, an op's name too: ``t`` is a leaf, ``t(m)`` the op), the operators that write
+the op table's ops (``+ - * / ** @``, unary ``-``, one comparison ``> < >= <= == !=``: a chain
+``a < b < c`` is refused), unary ``+``, subscripts of literal integers, slices, ``...`` and None
+(``x[0]``, ``x[1:3]``, ``x[:, -1]``, ``x[..., 0]``: the ops tensor indexing decomposes them into,
+see ``indexing``), and calls of the op table's functions by name (``clamp(x, min=0, max=1)``,
+``sum(x, 0)``, ``mean(x)``; ``cat([x, y], 1)``, a variadic op's operands as a list), with the
+op's attributes as keywords or as literal arguments after the operands, in the table's order, as
+in PyTorch's signatures. Everything else is refused with
 an ``InvalidArgument`` naming it and its column. Nothing in the text is ever evaluated: no
 ``eval``, no ``compile``, no ``sympify``.
 
@@ -255,9 +256,8 @@ class _Builder:
         if isinstance(expr, ast.Subscript):
             return self._check_subscript(expr)
         if isinstance(expr, ast.Name):
+            # A name is a leaf even where an op has it: only a call is the op (``t * t(m)``).
             self._check_name(expr.id, expr)
-            if expr.id in TABLE:
-                self._fail(f"{expr.id!r} is a function: call it", expr)
             return []
         if isinstance(expr, ast.Constant):
             self._number(expr)

@@ -1012,6 +1012,11 @@ def _squeeze_grad_fn(call: Call) -> str:
             "SqueezeBackward1" if is_int(dim) else "SqueezeBackward2")
 
 
+def _t(x: Array) -> Array:
+    shapes.t(np.shape(x))  # PyTorch's error past two dimensions, all of which NumPy would reverse
+    return np.transpose(x)
+
+
 def _select_key(x: Array, dim: int, index: int) -> tuple[int | slice, ...]:
     shape = np.shape(x)
     d = dim + len(shape) if dim < 0 else dim
@@ -1530,6 +1535,10 @@ OPS: tuple[Op, ...] = (
        shape=shapes.transpose, domain=_REAL,
        attrs={"dim0": Attr("int", required=True), "dim1": Attr("int", required=True)},
        saves=False, doc="Dimensions ``dim0`` and ``dim1`` swapped."),
+    Op(name="t", elementwise=False, view=True, strided=True,
+       forward=_t, vjps=(lambda g, out, x: np.transpose(g),), sympy=_t, grad_fn="TBackward0",
+       shape=shapes.t, domain=_REAL, saves=False,
+       doc="A matrix transposed; a vector or a number as it is (at most two dimensions)."),
     Op(name="permute", elementwise=False, view=True, strided=True,
        forward=lambda x, dims: np.transpose(x, dims),
        vjps=(lambda g, out, x, dims: np.transpose(g, _inverse_permutation(dims)),),

@@ -166,6 +166,13 @@ def reshape(input_shape: Shape, shape: Sequence[int]) -> Shape:
     return target
 
 
+def t(shape: Shape) -> Shape:
+    """A matrix's shape transposed; a vector's or a number's as it is (PyTorch's ``t()``)."""
+    if len(shape) > 2:
+        raise ShapeError(f"t() expects a tensor with <= 2 dimensions, but self is {len(shape)}D")
+    return tuple(reversed(shape))
+
+
 def transpose(shape: Shape, dim0: int, dim1: int) -> Shape:
     """Shape with two dimensions swapped."""
     d0, d1 = normalize_dim(dim0, len(shape)), normalize_dim(dim1, len(shape))

@@ -675,6 +675,10 @@ class Tensor:
         """Dimensions ``dim0`` and ``dim1`` swapped."""
         return _call("transpose", (self,), {"dim0": dim0, "dim1": dim1})
 
+    def t(self) -> Tensor:
+        """A matrix transposed; a vector or a number as it is (at most two dimensions)."""
+        return _apply_unary(TABLE["t"], self, _NO_ATTRS)
+
     def permute(self, *dims: int | Sequence[int]) -> Tensor:
         """The dimensions reordered: dimension ``i`` of the result is ``dims[i]`` of the input."""
         if not dims:

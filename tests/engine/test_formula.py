@@ -102,6 +102,13 @@ def test_signed_literals_are_constants() -> None:
     assert const.value == -2.5 and const.value.dtype == np.float64
 
 
+def test_a_name_is_a_leaf_where_an_op_has_it_too() -> None:
+    # ``t`` (time) is a variable, ``t(m)`` the transpose: only a call names an op.
+    graph = parse("t * sum(t(m))")
+    assert sorted(n.name for n in graph.nodes if isinstance(n, Leaf)) == ["m", "t"]
+    assert [n.op for n in graph.nodes if isinstance(n, Operation)] == ["t", "sum", "mul"]
+
+
 def test_blanks_newlines_and_unicode_names() -> None:
     graph = parse("  (αβ +\n   x)")
     assert {n.id for n in graph.nodes if isinstance(n, Leaf)} == {"αβ", "x"}
@@ -157,7 +164,6 @@ REFUSED = [
     ("foo(x)", "unknown function 'foo'; the functions are abs, acos, add"),
     ("eval(x)", "unknown function 'eval'"),
     ("(x)(y)", "unknown function 'x'"),
-    ("sin", "'sin' is a function: call it"),
     ("sin(*x)", "a starred argument is not allowed"),
     ("sum(x, **k)", "a ** argument is not allowed"),
     ("x < y < 1", "a chained comparison (write each comparison on its own) is not allowed in a "

@@ -281,7 +281,8 @@ def test_comparisons_are_masks_held_constant(name: str) -> None:
 
 def test_every_op_of_the_table_is_covered_here() -> None:
     covered = {op.name for op in ELEMENTWISE} | {"matmul", "sum", "mean", "reshape",
-                                                 "transpose", "permute", "detach", "squeeze",
-                                                 "unsqueeze", "flatten", "select", "slice",
+                                                 "transpose", "t", "permute", "detach",
+                                                 "squeeze", "unsqueeze", "flatten", "select",
+                                                 "slice",
                                                  *COMPARISONS, "cat", "stack"}
     assert covered | set(REDUCTIONS) == set(TABLE)

@@ -289,7 +289,8 @@ BINARY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
 TENSOR_BINARY = ("maximum", "minimum", "atan2")
 COMPARISONS = {"gt": operator.gt, "lt": operator.lt, "ge": operator.ge, "le": operator.le,
                "eq": operator.eq, "ne": operator.ne}
-SPECIAL = ("where", "clamp", "sum", "mean", "matmul", "reshape", "transpose", "permute", "detach",
+SPECIAL = ("where", "clamp", "sum", "mean", "matmul", "reshape", "transpose", "t", "permute",
+           "detach",
            "squeeze", "unsqueeze", "flatten", "select", "slice", "alias", "cat", "stack")
 # Reductions beyond sums, each called in PyTorch's forms for it (reduction_cases).
 REDUCTIONS = ("prod", "amax", "amin", "max", "min", "logsumexp", "softmax", "log_softmax", "var",
@@ -642,6 +643,19 @@ def transpose_cases(draw: st.DrawFn) -> OpCase:
 
 
 @st.composite
+def t_cases(draw: st.DrawFn) -> OpCase:
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=4))
+    function = draw(st.booleans())
+
+    def call(lib: ModuleType, xs: list[Any]) -> Any:
+        return lib.t(xs[0]) if function else xs[0].t()
+
+    return OpCase(f"t() {'function' if function else 'method'}",
+                  [_values(draw, shape, TABLE["t"].domain[0])], [True], call,
+                  draw(st.integers(0, 2**32 - 1)))
+
+
+@st.composite
 def permute_cases(draw: st.DrawFn) -> OpCase:
     shape = draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=4))
     rank = len(shape)
@@ -823,7 +837,7 @@ def op_cases(name: str) -> st.SearchStrategy[OpCase]:
     if name in ("cat", "stack"):
         return join_cases(name)
     return {"clamp": clamp_cases, "matmul": matmul_cases, "reshape": reshape_cases,
-            "transpose": transpose_cases, "permute": permute_cases,
+            "transpose": transpose_cases, "t": t_cases, "permute": permute_cases,
             "detach": detach_cases, "squeeze": squeeze_cases, "unsqueeze": unsqueeze_cases,
             "flatten": flatten_cases, "select": select_cases, "slice": slice_cases,
             "alias": alias_cases, "where": where_cases}[name]()
