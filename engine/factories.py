@@ -180,9 +180,14 @@ class Factories(Generic[T]):
         """A tensor of ``size`` filled with ``fill_value``."""
         return self._make(*full_values(size, fill_value, dtype), requires_grad)
 
-    def arange(self, start: Number, end: Number | None = None, step: Number = 1, *,
-               dtype: DType | None = None, requires_grad: bool = False) -> T:
-        """``start, start + step, ...`` up to ``end`` excluded (``arange(end)`` starts at 0)."""
+    def arange(self, start: Number | None = None, end: Number | None = None, step: Number = 1,
+               *, dtype: DType | None = None, requires_grad: bool = False) -> T:
+        """``start, start + step, ...`` up to ``end`` excluded (``arange(end)`` and
+        ``arange(end=end)`` start at 0)."""
+        if start is None:  # PyTorch's one-bound overload, its bound given by keyword
+            if end is None:
+                raise TypeError('arange() missing 1 required positional arguments: "end"')
+            start, end = end, None
         return self._make(*arange_values(start, end, step, dtype), requires_grad)
 
     def linspace(self, start: Number, end: Number, steps: int, *, dtype: DType | None = None,
