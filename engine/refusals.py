@@ -3,6 +3,8 @@ engine and the SDK (``crossgrad.client``) both raise with, kept once."""
 
 from __future__ import annotations
 
+import sys
+import types
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -75,9 +77,18 @@ def python_attrs(op: Op, dtype: DType, args: dict[str, Any],
                             f"{kind.python.removesuffix(' | None')}, not "
                             f"{type(args[attr]).__name__}") from None
     if op.warns is not None and (message := op.warns(shape, args)):
-        # stacklevel: the user's line, past this function, ``_call`` and the generated method.
-        warnings.warn(message, UserWarning, stacklevel=4)
+        warnings.warn(message, UserWarning, stacklevel=_caller_level())
     return args
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside crossgrad: the user's line, whether it
+    called the method or the module function (which calls the method)."""
+    frame: types.FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("crossgrad."):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def tensor_list(op: Op, operands: Any, tensor_type: type) -> tuple[Any, ...]:

@@ -12,10 +12,12 @@ would fail the SDK's backward), and every recording must equal PyTorch's.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+import crossgrad.client as sdk
 import crossgrad.engine as cg
 import numpy as np
 import pytest
@@ -337,3 +339,15 @@ def test_a_norm_by_hand_at_0_in_the_sdk(require_torch: ModuleType) -> None:
     assert x.grad.tolist() == [0.0, 0.0, 0.0]
     report = sdk.last_check()
     assert report is not None and report.status.value == "AGREE", report
+
+
+@pytest.mark.parametrize("form", ["method", "function"])
+@pytest.mark.parametrize("lib", [cg, sdk], ids=["engine", "sdk"])
+def test_the_variance_warning_points_at_the_callers_line(lib: ModuleType, form: str) -> None:
+    # As PyTorch's does: the user's line, whichever way they called var.
+    x = lib.ones(1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x.var() if form == "method" else lib.var(x)
+    assert [(w.filename, "degrees of freedom" in str(w.message)) for w in caught] == [
+        (__file__, True)]
