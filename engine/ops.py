@@ -505,9 +505,11 @@ def _sigmoid(x: Array) -> Array:
 
 def _sum_back(g: Array, x: Array, dim: Sequence[int] | None, keepdim: bool) -> Array:
     """Spread a reduced gradient back over the input's shape."""
-    shape = np.shape(x)
-    if dim is None:
-        return np.full(shape, g)  # a total: cheaper than broadcast_to on small tensors
+    shape = x.shape
+    if dim is None:  # a total (kept dims or not): g everywhere, as np.full would, more cheaply
+        spread = np.empty(shape, g.dtype)
+        spread[...] = g
+        return spread
     if not keepdim:
         g = np.expand_dims(g, shapes.normalize_dims(dim, len(shape)))
     return np.broadcast_to(g, shape)
@@ -815,9 +817,10 @@ def _less_first(x: Any, dim: Sequence[int] | None) -> Any:
 def _var(x: Array, dim: Sequence[int] | None = None, unbiased: bool = True,
          keepdim: bool = False, correction: float | None = None) -> Array:
     # Two passes (the mean, then the squared deviations) over the values less a slice's first
-    # element: a constant slice is then exactly 0, as PyTorch's Welford gives it (x - mean
-    # would not be: the mean of 0.1, 0.1, 0.1 rounds). No degrees of freedom left gives inf,
-    # or nan for no spread, as in PyTorch.
+    # element: a slice of equal values is then exactly 0, in both dtypes, as the closed form has
+    # it. (PyTorch's float32 gives 0 there too, accumulating in float64; its float64 leaves the
+    # rounding of the mean, ~1e-33 for 0.2, 0.2, 0.2, and std's gradient from it.) No degrees
+    # of freedom left gives inf, or nan for no spread, as in PyTorch.
     with np.errstate(divide="ignore", invalid="ignore"):
         shifted = _less_first(x, dim)
         deviations = shifted - _sum(shifted, dim, True) / _reduced_count(x, dim)
@@ -1018,7 +1021,7 @@ def _t(x: Array) -> Array:
 
 
 def _select_key(x: Array, dim: int, index: int) -> tuple[int | slice, ...]:
-    shape = np.shape(x)
+    shape = x.shape
     d = dim + len(shape) if dim < 0 else dim
     if not (0 <= d < len(shape) and -shape[d] <= index < shape[d]):
         shapes.select(shape, dim, index)  # PyTorch's error, where NumPy's would differ
@@ -1029,16 +1032,16 @@ def _slice_key(x: Array, dim: int, start: int | None, end: int | None,
                step: int) -> tuple[int | slice, ...]:
     # For a positive step, Python's slices read None, negative and out-of-range bounds exactly
     # as PyTorch's slice does (shapes.slice_bounds).
-    ndim = np.ndim(x)
+    ndim = x.ndim
     d = dim + ndim if dim < 0 else dim
     if not (0 <= d < ndim and step > 0):
-        shapes.slice_(np.shape(x), dim, start, end, step)  # PyTorch's error
+        shapes.slice_(x.shape, dim, start, end, step)  # PyTorch's error
     return (slice(None),) * d + (slice(start, end, step),)
 
 
 def _scattered(g: Array, x: Array, key: tuple[int | slice, ...]) -> Array:
     # The gradient of a view: g in the viewed positions, zeros in the others.
-    grad = np.zeros(np.shape(x), dtype=np.result_type(g))
+    grad = np.zeros(x.shape, g.dtype)
     grad[key] = g
     return grad
 
@@ -1146,11 +1149,13 @@ def _minimum_symbolic(a: Any, b: Any) -> Any:
 
 
 def _atan2_reciprocal(y: Array, x: Array) -> Array:
-    # 1 / (y^2 + x^2), with 0 where that is infinite (the origin): PyTorch's backward masks it, so
-    # atan2 has gradient 0 at (0, 0).
-    with np.errstate(divide="ignore"):
-        reciprocal = 1 / (y * y + x * x)
-    return np.where(np.isinf(reciprocal), 0, reciprocal)
+    # 1 / (y^2 + x^2), with 0 where the sum is 0 (the origin, or squares that underflow): PyTorch's
+    # backward masks it there, so atan2 has gradient 0 at (0, 0). A sum only tiny gives inf, as
+    # in PyTorch (its reciprocal overflows; the sum is not 0).
+    squares = y * y + x * x
+    with np.errstate(divide="ignore", over="ignore"):
+        reciprocal = 1 / squares
+    return np.where(squares == 0, 0, reciprocal)
 
 
 def _atan2_symbolic(y: Any, x: Any) -> Any:
@@ -1522,8 +1527,8 @@ OPS: tuple[Op, ...] = (
        doc="The matrix product (1-D operands promoted, batch dimensions broadcast)."),
     # The shape rule runs on every call: NumPy would read any negative size as "infer".
     Op(name="reshape", elementwise=False, view=True,
-       forward=lambda x, shape: x.reshape(shapes.reshape(x.shape, shape)),
-       vjps=(lambda g, out, x, shape: np.reshape(g, np.shape(x)),),
+       forward=lambda x, shape: np.reshape(x, shapes.reshape(np.shape(x), shape)),
+       vjps=(lambda g, out, x, shape: g.reshape(x.shape),),
        sympy=lambda x, shape: np.reshape(x, shapes.reshape(np.shape(x), shape)),
        grad_fn=_reshape_grad_fn, tensor_grad_fn="ViewBackward0",
        shape=shapes.reshape, domain=_REAL,

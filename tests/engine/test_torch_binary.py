@@ -71,6 +71,17 @@ def test_atan2_at_signed_zeros_as_pytorch(require_torch: ModuleType, dtype: str)
 
 
 @pytest.mark.usefixtures("sdk_unchecked")
+def test_atan2_near_the_origin_masks_only_a_zero_sum_of_squares(require_torch: ModuleType,
+                                                                ) -> None:
+    # PyTorch masks the gradient where y^2 + x^2 is 0, underflowed squares included, and not
+    # where only its reciprocal overflows: there the gradient is inf.
+    y = [3.88e-162, 0.0, 1e-170, 1e-200]
+    x = [3.88e-162, 1e-170, 0.0, 1e-100]
+    assert_same(require_torch, _backward_scenario(
+        [y, x], lambda lib, xs: lib.atan2(xs[0], xs[1]), [1.0] * 4, "float64"))
+
+
+@pytest.mark.usefixtures("sdk_unchecked")
 def test_relu_and_clamp_select_the_gradient(require_torch: ModuleType) -> None:
     # PyTorch's backward of relu and clamp selects (where), so a negative upstream gradient gives
     # +0 where the input is cut off, and the NaN input of relu lets the gradient through.
