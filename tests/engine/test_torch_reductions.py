@@ -351,3 +351,18 @@ def test_the_variance_warning_points_at_the_callers_line(lib: ModuleType, form: 
         x.var() if form == "method" else lib.var(x)
     assert [(w.filename, "degrees of freedom" in str(w.message)) for w in caught] == [
         (__file__, True)]
+
+
+@pytest.mark.parametrize("lib", [cg, sdk], ids=["engine", "sdk"])
+def test_variance_of_equal_values(require_torch: ModuleType, lib: ModuleType) -> None:
+    # Equal values have no spread: crossgrad's var is exactly 0 and std's gradient PyTorch's 0
+    # at 0, in both dtypes, as the closed form has it. PyTorch's float32 agrees (it accumulates
+    # in float64); its float64 keeps the rounding of its mean, ~1e-17, and a gradient from it.
+    for dtype in ("float32", "float64"):
+        x = lib.tensor([0.2, 0.2, 0.2], dtype=getattr(lib, dtype), requires_grad=True)
+        std = x.std()
+        std.backward()
+        assert (std.item(), x.var().item(), x.grad.tolist()) == (0.0, 0.0, [0.0] * 3)
+    torch = require_torch
+    assert torch.tensor([0.2] * 3, dtype=torch.float32).std().item() == 0.0
+    assert 0 < torch.tensor([0.2] * 3, dtype=torch.float64).std().item() < 1e-16
