@@ -869,7 +869,9 @@ def _squared_deviations(x: Any, dim: Sequence[int] | None, keepdim: bool,
     count = _reduced_count(x, dim)
     shifted = _less_first(x, dim)
     total = _sum(shifted, dim, keepdim)
-    squares = _sum(shifted * shifted, dim, keepdim) - total * total / count
+    squares = _sum(shifted * shifted, dim, keepdim)
+    if count:  # an empty slice has no sum to take away (and 0 / 0 would raise on objects)
+        squares = squares - total * total / count
     dof = count - correction
     if dof <= 0:  # PyTorch divides by 0: inf, or nan for no spread (0 * oo is nan)
         return squares * _cas(x).oo
