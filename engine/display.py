@@ -75,12 +75,47 @@ class ClosedForms:
     note: str = ""  # why the forms are shown unsimplified, if they are
 
 
+# What an answer carries of the closed forms, text and LaTeX together: an unsimplified form (or
+# SymEngine's print of one, which writes a shared subexpression at each use) can run to hundreds
+# of megabytes, past any message a service sends.
+MAX_FORMS_CHARS = 1_000_000
+
+
 def render(plan: Plan, derivation: Derivation, constants: Sequence[np.ndarray],
            seconds: float | None = None) -> ClosedForms:
     """The derivation's gradient (and Hessian) for reading, within ``seconds`` (unbounded when
     None): SymPy reads the forms and they are simplified; past the bound they are shown
     unsimplified, or as SymEngine prints them if SymPy had not even read them, and the note
-    says so."""
+    says so. Past ``MAX_FORMS_CHARS`` in all, a form is shown in part, and the note says so."""
+    return _within_size(_rendered(plan, derivation, constants, seconds))
+
+
+def _within_size(forms: ClosedForms) -> ClosedForms:
+    """``forms`` with each text cut where the total passes ``MAX_FORMS_CHARS``."""
+    left = MAX_FORMS_CHARS
+    cut = False
+
+    def shown(text: str) -> str:
+        nonlocal left, cut
+        if len(text) <= left:
+            left -= len(text)
+            return text
+        cut, kept, left = True, max(left, 0), 0
+        return f"{text[:kept]}… (shown in part: {len(text):,} characters in all)"
+
+    text = {leaf: shown(t) for leaf, t in forms.text.items()}
+    hessian_text = {pair: shown(t) for pair, t in forms.hessian_text.items()}
+    latex = {leaf: shown(t) for leaf, t in forms.latex.items()}
+    hessian_latex = {pair: shown(t) for pair, t in forms.hessian_latex.items()}
+    if not cut:
+        return forms
+    note = "; ".join(filter(None, (forms.note, f"the closed forms run past {MAX_FORMS_CHARS:,} "
+                                               "characters: shown in part")))
+    return ClosedForms(text, latex, hessian_text, hessian_latex, note)
+
+
+def _rendered(plan: Plan, derivation: Derivation, constants: Sequence[np.ndarray],
+              seconds: float | None) -> ClosedForms:
     ends = None if seconds is None else time.monotonic() + seconds
 
     def bounded(compute: Callable[[], T]) -> T | None:

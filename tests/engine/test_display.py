@@ -11,7 +11,8 @@ import crossgrad.engine as cg
 import numpy as np
 import pytest
 import sympy
-from crossgrad.engine.display import ClosedForms, _within, render
+from crossgrad.engine import display
+from crossgrad.engine.display import ClosedForms, _within, _within_size, render
 from crossgrad.engine.formula import parse
 from crossgrad.engine.graph import Leaf, validate
 from crossgrad.engine.symbolic import Plan, constants_of, derive
@@ -228,3 +229,17 @@ def test_a_form_sympy_reads_too_slowly_is_shown_as_symengine_prints_it() -> None
     assert forms.note == ("the closed form is shown as SymEngine prints it, without LaTeX: "
                           "reading it into SymPy passed the bound of 0.3 s")
     assert "tanh(cos(" in forms.text["x"] and seconds < 5.0
+
+
+def test_forms_past_the_size_bound_are_shown_in_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An unsimplified form can run to hundreds of megabytes (a network's, printed by SymEngine
+    # with each shared subexpression written out at each use): an answer carries a bounded part.
+    monkeypatch.setattr(display, "MAX_FORMS_CHARS", 10)
+    forms = ClosedForms({"a": "x" * 6, "b": "y" * 8}, {"a": "z" * 3}, {}, {}, "unsimplified")
+    bounded = _within_size(forms)
+    assert bounded.text == {"a": "xxxxxx", "b": "yyyy… (shown in part: 8 characters in all)"}
+    assert bounded.latex == {"a": "… (shown in part: 3 characters in all)"}
+    assert bounded.note == ("unsimplified; the closed forms run past 10 characters: shown in "
+                            "part")
+    small = ClosedForms({"a": "x"}, {}, {}, {}, "")
+    assert _within_size(small) is small
