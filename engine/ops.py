@@ -818,9 +818,9 @@ def _var(x: Array, dim: Sequence[int] | None = None, unbiased: bool = True,
          keepdim: bool = False, correction: float | None = None) -> Array:
     # Two passes (the mean, then the squared deviations) over the values less a slice's first
     # element: a slice of equal values is then exactly 0, in both dtypes, as the closed form has
-    # it. (PyTorch's float32 gives 0 there too, accumulating in float64; its float64 leaves the
-    # rounding of the mean, ~1e-33 for 0.2, 0.2, 0.2, and std's gradient from it.) No degrees
-    # of freedom left gives inf, or nan for no spread, as in PyTorch.
+    # it. (PyTorch's two passes often keep the rounding of the mean there, ~1e-33 for 0.2, 0.2,
+    # 0.2 in float64, and std's gradient from it.) No degrees of freedom left gives inf, or nan
+    # for no spread, as in PyTorch.
     with np.errstate(divide="ignore", invalid="ignore"):
         shifted = _less_first(x, dim)
         deviations = shifted - _sum(shifted, dim, True) / _reduced_count(x, dim)

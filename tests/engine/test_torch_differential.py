@@ -857,9 +857,9 @@ def test_op_matches_torch(require_torch: ModuleType, sdk_unchecked: None, name: 
     @CASES
     @given(case=op_cases(name))
     def check(case: OpCase) -> None:
-        if name in ("var", "std") and dtype == "float64":
+        if name in ("var", "std"):
             # A slice of equal values: crossgrad's variance is exactly 0 (and std's gradient 0),
-            # PyTorch's float64 the rounding of its mean (test_variance_of_equal_values).
+            # PyTorch's often the rounding of its mean (test_variance_of_equal_values).
             assume(not (np.asarray(case.call(cg, [cg.tensor(a) for a in case.arrays])
                                    .tolist()) == 0).any())
         # A matmul sums k products: its rounding error grows with k.

@@ -356,8 +356,9 @@ def test_the_variance_warning_points_at_the_callers_line(lib: ModuleType, form: 
 @pytest.mark.parametrize("lib", [cg, sdk], ids=["engine", "sdk"])
 def test_variance_of_equal_values(require_torch: ModuleType, lib: ModuleType) -> None:
     # Equal values have no spread: crossgrad's var is exactly 0 and std's gradient PyTorch's 0
-    # at 0, in both dtypes, as the closed form has it. PyTorch's float32 agrees (it accumulates
-    # in float64); its float64 keeps the rounding of its mean, ~1e-17, and a gradient from it.
+    # at 0, in both dtypes, as the closed form has it. PyTorch's two passes often keep the
+    # rounding of the mean instead, and a gradient from it: for three 0.2s in float64, for
+    # eight equal float32 values (three of them it accumulates exactly).
     for dtype in ("float32", "float64"):
         x = lib.tensor([0.2, 0.2, 0.2], dtype=getattr(lib, dtype), requires_grad=True)
         std = x.std()
@@ -366,3 +367,5 @@ def test_variance_of_equal_values(require_torch: ModuleType, lib: ModuleType) ->
     torch = require_torch
     assert torch.tensor([0.2] * 3, dtype=torch.float32).std().item() == 0.0
     assert 0 < torch.tensor([0.2] * 3, dtype=torch.float64).std().item() < 1e-16
+    assert 0 < torch.full((8,), 1.5601095, dtype=torch.float32).std().item() < 1e-6
+    assert lib.full((8,), 1.5601095).std().item() == 0.0
