@@ -874,7 +874,8 @@ def _squared_deviations(x: Any, dim: Sequence[int] | None, keepdim: bool,
         squares = squares - total * total / count
     dof = count - correction
     if dof <= 0:  # PyTorch divides by 0: inf, or nan for no spread (0 * oo is nan)
-        return squares * _cas(x).oo
+        with np.errstate(invalid="ignore"):  # on numbers, nan as on symbols, without a warning
+            return squares * _cas(x).oo
     return squares / (int(dof) if float(dof).is_integer() else _cas(x).Float(dof))
 
 
