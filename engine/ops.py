@@ -734,7 +734,7 @@ def _along(x: Array, dim: int) -> int | None:
 def _shifted(x: Array, axis: int | None) -> Array:
     # x less its slice's maximum, so exp cannot overflow (np.amax's ``initial`` costs twice the
     # reduction, and only an empty tensor, with no slice to shift, needs it).
-    return x - np.maximum.reduce(x, axis=axis, keepdims=True) if x.size else x
+    return x - np.maximum.reduce(x, axis=axis, keepdims=True) if np.size(x) else x
 
 
 def _softmax(x: Array, dim: int) -> Array:
@@ -809,6 +809,8 @@ def _degrees_of_freedom(shape: tuple[int, ...], dim: Sequence[int] | None,
 def _less_first(x: Any, dim: Sequence[int] | None) -> Any:
     """The values less the first element of their reduced slice (a constant slice is then
     exactly 0)."""
+    if not np.ndim(x):  # a number (a graph's constant) is its own slice
+        return x - x
     axes = _axis(x, dim)
     first = tuple(slice(0, 1) if d in axes else slice(None) for d in range(np.ndim(x)))
     return x - x[first] if np.size(x) else x

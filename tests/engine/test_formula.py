@@ -424,6 +424,16 @@ def test_a_formula_cat_computes_what_the_engine_computes() -> None:
     np.testing.assert_allclose(grads["y"], y.grad.numpy(), rtol=1e-12)
 
 
+@pytest.mark.parametrize(("text", "constant"), [
+    ("log_softmax(3.0, 0)", 0.0), ("softmax(3.0, 0)", 1.0), ("var(2.0, correction=0)", 0.0)])
+def test_a_reduction_of_a_number_runs_on_the_number(text: str, constant: float) -> None:
+    # A graph holds a number constant as a Python number: the forwards take it as a 0-d tensor.
+    value, grads = run(f"sum(x) + {text}", {"x": np.array([1.0, 2.0])}, dtype=cg.float64,
+                       wrt=["x"])
+    assert value == pytest.approx(3.0 + constant)
+    np.testing.assert_array_equal(grads["x"], [1.0, 1.0])
+
+
 def test_a_subscript_out_of_bounds_names_its_node() -> None:
     with pytest.raises(cg.DimensionError, match="index 5 out of range") as caught:
         validate(parse("x[5] + 1"), {"x": ((3,), cg.float32)})
