@@ -100,7 +100,7 @@ def _within_size(forms: ClosedForms) -> ClosedForms:
         if len(text) <= left:
             left -= len(text)
             return text
-        cut, kept, left = True, max(left, 0), 0
+        cut, kept, left = True, left, 0
         return f"{text[:kept]}… (shown in part: {len(text):,} characters in all)"
 
     text = {leaf: shown(t) for leaf, t in forms.text.items()}

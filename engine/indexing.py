@@ -111,7 +111,7 @@ def _bounds(index: slice) -> tuple[int | None, int | None, int]:
     if step is None and (start is None or type(start) is int) and (
             stop is None or type(stop) is int):
         return start, stop, 1  # the common case: nothing to check or convert
-    for bound in (index.start, index.stop, index.step):
+    for bound in (start, stop, step):
         if bound is not None and not is_int(bound):
             raise TypeError("slice indices must be integers or None or have an __index__ "
                             "method")
