@@ -80,10 +80,11 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
+import scipy.special
 import symengine as se
 import sympy
 
-from . import dtypes, shapes, special
+from . import dtypes, shapes
 from .dtypes import DType
 from .errors import CrossgradError, DTypeError, UsageError
 
@@ -1398,7 +1399,7 @@ OPS: tuple[Op, ...] = (
        shape=shapes.broadcast, domain=_UNIT, floating=True),
     # erf' = 2 / sqrt(pi) e^(-x^2)
     Op(name="erf", elementwise=True,
-       forward=special.erf,
+       forward=scipy.special.erf,
        vjps=(lambda g, out, x: g * (2 / math.sqrt(math.pi)) * np.exp(-(x * x)),),
        sympy=_elementwise(sympy.erf), grad_fn="ErfBackward0",
        shape=shapes.broadcast, domain=_REAL, floating=True),
