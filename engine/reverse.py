@@ -85,10 +85,12 @@ def send(grads: MutableMapping[Any, Array], target: Any, vjp: Vjp, g: Array, out
 def unbroadcast(grad: Array, shape: tuple[int, ...]) -> Array:
     """Sum a gradient over the dimensions its operand was broadcast along."""
     extra = grad.ndim - len(shape)
-    if extra:
-        grad = grad.sum(axis=tuple(range(extra)))
-    axes = tuple(i for i, size in enumerate(shape) if size == 1 and grad.shape[i] != 1)
-    return grad.sum(axis=axes, keepdims=True) if axes else grad
+    if extra:  # np.add.reduce is what ndarray.sum calls, without its Python wrapper
+        grad = np.add.reduce(grad, axis=tuple(range(extra)))
+    if 1 not in shape:
+        return grad
+    axes = tuple([i for i, size in enumerate(shape) if size == 1 and grad.shape[i] != 1])
+    return np.add.reduce(grad, axis=axes, keepdims=True) if axes else grad
 
 
 def initial_gradient(out: Array, gradient: Array | None) -> Array:
