@@ -1021,6 +1021,12 @@ def _squeeze_grad_fn(call: Call) -> str:
             "SqueezeBackward1" if is_int(dim) else "SqueezeBackward2")
 
 
+def _reshape(x: Array, shape: Sequence[int]) -> Array:
+    if type(x) is not np.ndarray:  # a graph's number constant (NumPy's functions are slower)
+        x = np.asarray(x)
+    return x.reshape(shapes.reshape(x.shape, shape))
+
+
 def _t(x: Array) -> Array:
     shapes.t(np.shape(x))  # PyTorch's error past two dimensions, all of which NumPy would reverse
     return np.transpose(x)
@@ -1533,7 +1539,7 @@ OPS: tuple[Op, ...] = (
        doc="The matrix product (1-D operands promoted, batch dimensions broadcast)."),
     # The shape rule runs on every call: NumPy would read any negative size as "infer".
     Op(name="reshape", elementwise=False, view=True,
-       forward=lambda x, shape: np.reshape(x, shapes.reshape(np.shape(x), shape)),
+       forward=_reshape,
        vjps=(lambda g, out, x, shape: g.reshape(x.shape),),
        sympy=lambda x, shape: np.reshape(x, shapes.reshape(np.shape(x), shape)),
        grad_fn=_reshape_grad_fn, tensor_grad_fn="ViewBackward0",
