@@ -1021,6 +1021,14 @@ def _squeeze_grad_fn(call: Call) -> str:
             "SqueezeBackward1" if is_int(dim) else "SqueezeBackward2")
 
 
+def _relu(x: Array) -> Array:
+    # max(x, 0) in x's dtype: NumPy would make int64 of a bool (a graph types relu of a bool as
+    # bool; PyTorch's Python call refuses it)
+    if getattr(x, "dtype", None) == np.bool_:
+        return x.copy()
+    return np.maximum(x, 0)
+
+
 def _reshape(x: Array, shape: Sequence[int]) -> Array:
     if type(x) is not np.ndarray:  # a graph's number constant (NumPy's functions are slower)
         x = np.asarray(x)
@@ -1320,7 +1328,7 @@ OPS: tuple[Op, ...] = (
        sympy=_elementwise(lambda x: 1 / (1 + sympy.exp(-x))), grad_fn="SigmoidBackward0",
        shape=shapes.broadcast, domain=_REAL, floating=True, saves_output=True, saves_inputs=False),
     Op(name="relu", elementwise=True,
-       forward=lambda x: np.maximum(x, 0), vjps=(lambda g, out, x: np.where(x <= 0, 0.0, g),),
+       forward=_relu, vjps=(lambda g, out, x: np.where(x <= 0, 0.0, g),),
        sympy=_elementwise(_positive_part), grad_fn="ReluBackward0",
        shape=shapes.broadcast, domain=_REAL, kink="relu'(0) = 0"),
     Op(name="abs", elementwise=True,
