@@ -51,46 +51,61 @@ def steps(key: Any, shape: Sequence[int] | None) -> list[Step]:
 
 
 def _several(key: tuple[Any, ...], shape: Sequence[int] | None) -> list[Step]:
-    for index in key:  # each index is checked before any op runs, as Python unpacks slices
-        if isinstance(index, slice):
-            _bounds(index)
-        elif not (index is None or index is Ellipsis or is_int(index)):
+    # Each index is checked before any op runs, as Python unpacks slices; a slice is kept as its
+    # bounds (a tuple), so that each index is classified once.
+    indices: list[Any] = []
+    consuming = 0  # the indices that take a dimension: integers and slices
+    for index in key:
+        if type(index) is slice:
+            indices.append(_bounds(index))
+            consuming += 1
+        elif index is None or index is Ellipsis:
+            indices.append(index)
+        elif is_int(index):
+            indices.append(index)
+            consuming += 1
+        else:
             raise _invalid(index)
-    if key.count(Ellipsis) > 1:  # only ints, slices, None and ... are left to compare
+    # PyTorch takes any number of ellipses, each standing for the dimensions no index takes
+    # (NumPy refuses a second); without a shape, where they are counted from the end, only one.
+    if shape is None and indices.count(Ellipsis) > 1:
         raise InvalidArgument("an index can only have a single ellipsis ('...')")
-    consuming = [is_int(index) or isinstance(index, slice) for index in key]
-    if shape is not None and sum(consuming) > len(shape):
+    if shape is not None and consuming > len(shape):
         raise DimensionError(f"too many indices for tensor of dimension {len(shape)}")
+    taken = consuming  # by all the indices
     current = None if shape is None else list(shape)
     found: list[Step] = []
     dim = 0
     after_ellipsis = False
-    for position, index in enumerate(key):
+    for position, index in enumerate(indices):
         if index is Ellipsis:
             after_ellipsis = True
             if current is not None:
                 assert shape is not None
-                dim += len(shape) - sum(consuming)
+                dim += len(shape) - taken
             continue
+        if index is not None:
+            consuming -= 1  # now: the indices after this one that take a dimension
         # Without a shape, the dimensions after the ellipsis are counted from the end: those
         # the indices after this one take are the last ones.
-        at = dim if current is not None or not after_ellipsis else (
-            -1 - sum(consuming[position + 1:]))
+        at = dim if current is not None or not after_ellipsis else -1 - consuming
         if index is None:
             found.append(("unsqueeze", {"dim": at}))
             if current is not None:
                 current.insert(at, 1)
             dim += 1
-        elif is_int(index):
+        elif type(index) is not tuple:
             found.append(_select(at, index, position, current))
             if current is not None:
                 del current[at]
         else:
-            start, stop, step = _bounds(index)
-            size = None if current is None else current[at]
+            start, stop, step = index
+            # Past the last dimension (after a second ellipsis) PyTorch reads a size of 0, and
+            # the slice op, if it is not skipped, refuses the dimension.
+            size = None if current is None else current[at] if at < len(current) else 0
             if not _spans(start, stop, step, size):
                 found.append(("slice", {"dim": at, "start": start, "end": stop, "step": step}))
-                if current is not None:
+                if current is not None and at < len(current):
                     current[at] = len(range(*slice(start, stop, step).indices(current[at])))
             dim += 1
     return found or [("alias", {})]
@@ -99,9 +114,11 @@ def _several(key: tuple[Any, ...], shape: Sequence[int] | None) -> list[Step]:
 def _select(dim: int, index: int, position: int, shape: Sequence[int] | None) -> Step:
     """``select`` with indexing's own error for an index out of range (naming the index's
     position in the key, as PyTorch does)."""
-    if shape is not None and not -shape[dim] <= index < shape[dim]:
+    # A dimension past the last (after a second ellipsis) has size 0 for PyTorch's check.
+    size = None if shape is None else shape[dim] if dim < len(shape) else 0
+    if size is not None and not -size <= index < size:
         raise DimensionError(f"index {index} is out of bounds for dimension {position} with "
-                             f"size {shape[dim]}")
+                             f"size {size}")
     return ("select", {"dim": dim, "index": int(index)})
 
 

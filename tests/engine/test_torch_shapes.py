@@ -139,6 +139,16 @@ ERRORS: list[tuple[str, Callable[[Any], Any]]] = [
     ("x[0, 5]", lambda x: x[0, 5]),
     ("x[None, 0, 7]", lambda x: x[None, 0, 7]),
     ("x[..., 9]", lambda x: x[..., 9]),
+    # PyTorch takes several ellipses, each standing for the dimensions no index takes; past the
+    # last dimension it reads a size of 0 (NumPy refuses a second ellipsis).
+    ("x[..., ...]", lambda x: x[..., ...]),
+    ("x[..., None, ...]", lambda x: x[..., None, ...]),
+    ("x[..., 0, ...]", lambda x: x[..., 0, ...]),
+    ("x[0, ..., ..., 1]", lambda x: x[0, ..., ..., 1]),
+    ("x[..., ..., 0]", lambda x: x[..., ..., 0]),
+    ("x[..., 0, ..., :1]", lambda x: x[..., 0, ..., :1]),
+    ("x[..., ..., 1:]", lambda x: x[..., ..., 1:]),
+    ("x[None, ..., 1, ..., None]", lambda x: x[None, ..., 1, ..., None]),
     ("x[::0]", lambda x: x[::0]),
     ("x[::-1]", lambda x: x[::-1]),
     ("x[0, ::-2]", lambda x: x[0, ::-2]),
