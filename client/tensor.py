@@ -41,6 +41,7 @@ from crossgrad.engine.refusals import (
     VIEW_OF_LEAF_IN_PLACE,
     data_dtype,
     python_attrs,
+    require_tensors,
     tensor_list,
 )
 from crossgrad.engine.reverse import FLOAT_ONLY, NO_GRAD, NO_RETAIN_GRAD, initial_gradient, schedule
@@ -657,16 +658,19 @@ class Tensor:
     def __rpow__(self, exponent: Operand) -> Tensor:
         return _binary("pow", exponent, self)
 
-    def maximum(self, other: Operand) -> Tensor:
+    def maximum(self, other: Tensor) -> Tensor:
         """Elementwise maximum (op ``maximum``; backward node ``MaximumBackward0``)."""
+        require_tensors("maximum", {"other": other}, Tensor)
         return _binary("maximum", self, other)
 
-    def minimum(self, other: Operand) -> Tensor:
+    def minimum(self, other: Tensor) -> Tensor:
         """Elementwise minimum (op ``minimum``; backward node ``MinimumBackward0``)."""
+        require_tensors("minimum", {"other": other}, Tensor)
         return _binary("minimum", self, other)
 
-    def atan2(self, other: Operand) -> Tensor:
+    def atan2(self, other: Tensor) -> Tensor:
         """Elementwise atan2 (op ``atan2``; backward node ``Atan2Backward0``)."""
+        require_tensors("atan2", {"other": other}, Tensor)
         return _binary("atan2", self, other)
 
     def gt(self, other: Operand) -> Tensor:
@@ -895,14 +899,19 @@ class Tensor:
         """The 2-norm of all elements, or over ``dim``; its gradient is 0 at 0."""
         return _call("norm", (self,), {"p": p, "dim": dim, "keepdim": keepdim})
 
-    def matmul(self, other: Operand) -> Tensor:
+    def matmul(self, other: Tensor) -> Tensor:
         """The matrix product (1-D operands promoted, batch dimensions broadcast)."""
+        require_tensors("matmul", {"other": other}, Tensor)
         return _binary("matmul", self, other)
 
     def __matmul__(self, other: Operand) -> Tensor:
+        if isinstance(other, (int, float, np.number)):
+            return NotImplemented
         return _binary("matmul", self, other)
 
     def __rmatmul__(self, other: Operand) -> Tensor:
+        if isinstance(other, (int, float, np.number)):
+            return NotImplemented
         return _binary("matmul", other, self)
 
     def reshape(self, *shape: int | Sequence[int]) -> Tensor:

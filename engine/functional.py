@@ -19,6 +19,7 @@ from .tensor import (
     _binary,
     _call,
     _call_variadic,
+    require_tensors,
 )
 
 
@@ -52,18 +53,21 @@ def pow(input: Operand, exponent: Operand) -> Tensor:
     return _binary("pow", input, exponent)
 
 
-def maximum(input: Operand, other: Operand) -> Tensor:
+def maximum(input: Tensor, other: Tensor) -> Tensor:
     """Elementwise maximum (op ``maximum``; backward node ``MaximumBackward0``)."""
+    require_tensors("maximum", {"input": input, "other": other}, Tensor)
     return _binary("maximum", input, other)
 
 
-def minimum(input: Operand, other: Operand) -> Tensor:
+def minimum(input: Tensor, other: Tensor) -> Tensor:
     """Elementwise minimum (op ``minimum``; backward node ``MinimumBackward0``)."""
+    require_tensors("minimum", {"input": input, "other": other}, Tensor)
     return _binary("minimum", input, other)
 
 
-def atan2(input: Operand, other: Operand) -> Tensor:
+def atan2(input: Tensor, other: Tensor) -> Tensor:
     """Elementwise atan2 (op ``atan2``; backward node ``Atan2Backward0``)."""
+    require_tensors("atan2", {"input": input, "other": other}, Tensor)
     return _binary("atan2", input, other)
 
 
@@ -319,8 +323,9 @@ def norm(
     return input.norm(p, dim, keepdim)
 
 
-def matmul(input: Operand, other: Operand) -> Tensor:
+def matmul(input: Tensor, other: Tensor) -> Tensor:
     """The matrix product (1-D operands promoted, batch dimensions broadcast)."""
+    require_tensors("matmul", {"input": input, "other": other}, Tensor)
     return _binary("matmul", input, other)
 
 

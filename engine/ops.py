@@ -61,6 +61,9 @@ too; ``in_place``, whether it has an in-place method (``add_``); ``method``, Fal
 writes the method itself (``detach`` shares the tensor's storage and version counter, which no op
 application does); ``public``, False for a row PyTorch has no function or method for (``slice``,
 which indexing writes): the graph, the wire and formulas take it, the Python surface does not;
+``tensors_only``, PyTorch's Python signature takes tensors only (``maximum``, ``matmul``): a
+Python number in a call is a TypeError naming the argument, and the operator returns
+NotImplemented for one (graphs and formulas take numbers);
 ``refuses_integers`` and ``needs_one_of``, what PyTorch refuses of a call that a graph accepts
 (``mean`` of an int64 tensor, PyTorch's message with ``{type}`` for the tensor type's name and
 ``{lastdim}`` for "_lastdim" where the call's ``dim`` is the last one;
@@ -352,6 +355,7 @@ class Op:
     method: bool = True
     public: bool = True
     variadic: bool = False
+    tensors_only: bool = False
     refuses_integers: str = ""
     needs_one_of: tuple[str, ...] = ()
     bool_overload: str = ""
@@ -1263,18 +1267,18 @@ OPS: tuple[Op, ...] = (
        tensor_grad_fn="PowBackward1", shape=shapes.broadcast, domain=((0.2, 3.0), (-2.0, 2.0)),
        kink="numeric: d/dx is 0 where y == 0, d/dy is 0 where x == 0 and y >= 0 (PyTorch's); "
             "the closed form x**y leaves these undefined (nan) at x == 0", saves_output=True),
-    Op(name="maximum", elementwise=True,
+    Op(name="maximum", elementwise=True, tensors_only=True,
        forward=_first_on_ties(np.maximum), vjps=(_maximum_vjp, _maximum_other_vjp),
        sympy=_elementwise2(_maximum_symbolic), grad_fn="MaximumBackward0",
        shape=shapes.broadcast, domain=_REAL * 2,
        kink="equal inputs get half the gradient each; at a NaN both get all of it"),
-    Op(name="minimum", elementwise=True,
+    Op(name="minimum", elementwise=True, tensors_only=True,
        forward=_first_on_ties(np.minimum), vjps=(_maximum_other_vjp, _maximum_vjp),
        sympy=_elementwise2(_minimum_symbolic), grad_fn="MinimumBackward0",
        shape=shapes.broadcast, domain=_REAL * 2,
        kink="equal inputs get half the gradient each; at a NaN both get all of it"),
     # d/dy atan2(y, x) = x / (y^2 + x^2), d/dx = -y / (y^2 + x^2), written in PyTorch's order
-    Op(name="atan2", elementwise=True,
+    Op(name="atan2", elementwise=True, tensors_only=True,
        forward=np.arctan2,
        vjps=(lambda g, out, y, x: g * x * _atan2_reciprocal(y, x),
              lambda g, out, y, x: g * -y * _atan2_reciprocal(y, x)),
@@ -1540,7 +1544,7 @@ OPS: tuple[Op, ...] = (
                         "input. Got {type}",
        kink="norm'(0) = 0, as PyTorch's backward masks it",
        doc="The 2-norm of all elements, or over ``dim``; its gradient is 0 at 0."),
-    Op(name="matmul", operator="@", elementwise=False,
+    Op(name="matmul", operator="@", elementwise=False, tensors_only=True,
        forward=np.matmul, vjps=(_matmul_vjp_a, _matmul_vjp_b), sympy=np.matmul,
        grad_fn=_matmul_grad_fn, tensor_grad_fn="MmBackward0",
        shape=shapes.matmul, domain=_REAL * 2,

@@ -91,6 +91,19 @@ def _caller_level() -> int:
     return level
 
 
+def require_tensors(op: str, operands: Mapping[str, Any], tensor_type: type) -> None:
+    """PyTorch's refusal of an operand that is not a tensor, for an op whose Python signature
+    takes tensors only (``maximum(input, other)``); ``operands`` by name, in the order of their
+    positions in the call (a method's ``self`` is not one)."""
+    for position, (name, value) in enumerate(operands.items(), start=1):
+        if not isinstance(value, tensor_type):
+            kind = type(value)  # named as PyTorch names it: with its module unless a builtin
+            named = kind.__qualname__ if kind.__module__ == "builtins" else (
+                f"{kind.__module__}.{kind.__qualname__}")
+            raise TypeError(f"{op}(): argument '{name}' (position {position}) must be Tensor, "
+                            f"not {named}")
+
+
 def tensor_list(op: Op, operands: Any, tensor_type: type) -> tuple[Any, ...]:
     """The operands of a variadic op as a Python call gives them, one sequence of tensors
     (``cat([a, b])``), checked as PyTorch checks them: a tensor or a number in place of the

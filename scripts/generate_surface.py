@@ -63,7 +63,7 @@ _UNARY_METHODS = {"-": "neg", "+": "pos", "~": "invert"}
 _SOURCES = {"Any": "typing", "Sequence": "collections.abc", "ALL_DIMS": ".ops", "Dims": ".ops",
             "TABLE": ".ops", "_NO_ATTRS": ".tensor", "Operand": ".tensor", "Tensor": ".tensor",
             "_apply_unary": ".tensor", "_as_operand": ".tensor", "_binary": ".tensor",
-            "_call": ".tensor", "_call_variadic": ".tensor"}
+            "_call": ".tensor", "_call_variadic": ".tensor", "require_tensors": ".tensor"}
 
 _FUNCTIONAL_HEADER = '''\
 """The torch-like module functions: one per row of the op table (``sin(x)``, ``sum(x, dim)``).
@@ -111,7 +111,21 @@ def _attr_parameters(op: Op) -> list[str]:
 
 def _takes_numbers(op: Op) -> bool:
     """Whether a Python number may stand for the first operand (``add(2, x)``, ``2 - x``)."""
-    return op.arity > 1 and not op.attrs
+    return op.arity > 1 and not op.attrs and not op.tensors_only
+
+
+def _operand_type(op: Op) -> str:
+    """The annotation of an operand after the first: a tensor, or where PyTorch takes one, a
+    Python number too."""
+    return "Tensor" if op.tensors_only else "Operand"
+
+
+def _required_tensors(op: Op, operands: Sequence[str]) -> list[str]:
+    """The body's line that refuses a number for an operand of a tensors-only op, if any."""
+    if not op.tensors_only:
+        return []
+    named = ", ".join(f'"{name}": {name}' for name in operands)
+    return [f'    require_tensors("{op.name}", {{{named}}}, Tensor)']
 
 
 def _call_line(op: Op, operands: Sequence[str]) -> str:
@@ -131,7 +145,7 @@ def method(op: Op) -> list[str]:
     The tensor is the operand named ``input``, as in PyTorch (``x.where(condition, other)``)."""
     if op.variadic:
         return []  # PyTorch's cat and stack are functions only
-    others = [f"{name}: Operand" for name in op.operands if name != "input"]
+    others = [f"{name}: {_operand_type(op)}" for name in op.operands if name != "input"]
     operands = ["self" if name == "input" else name for name in op.operands]
     lines: list[str] = []
     if op.method:
@@ -146,7 +160,8 @@ def method(op: Op) -> list[str]:
             lines += [f"    if not {spread}:",
                       f"        raise TypeError('{op.name}() missing 1 required positional "
                       f'arguments: "{spread}"\')']
-        lines += [f"    return {_call_line(op, operands)}", ""]
+        lines += [*_required_tensors(op, [name for name in op.operands if name != "input"]),
+                  f"    return {_call_line(op, operands)}", ""]
     if op.operator in _COMPARISON_METHODS and op.arity == 2:
         special = _COMPARISON_METHODS[op.operator]
         (other,) = op.operands[1:]
@@ -156,9 +171,12 @@ def method(op: Op) -> list[str]:
     elif op.operator and op.arity == 2:
         special = _BINARY_METHODS[op.operator]
         (other,) = op.operands[1:]
-        lines += [f"def __{special}__(self, {other}: Operand) -> Tensor:",
+        # A tensors-only op's operator leaves a number to Python, which then raises TypeError.
+        refuse = [f"    if isinstance({other}, (int, float, np.number)):",
+                  "        return NotImplemented"] if op.tensors_only else []
+        lines += [f"def __{special}__(self, {other}: Operand) -> Tensor:", *refuse,
                   f"    return {_call_line(op, operands)}", "",
-                  f"def __r{special}__(self, {other}: Operand) -> Tensor:",
+                  f"def __r{special}__(self, {other}: Operand) -> Tensor:", *refuse,
                   f"    return {_call_line(op, [other, 'self'])}", ""]
     if op.operator and op.arity == 1:
         lines += [f"def __{_UNARY_METHODS[op.operator]}__(self) -> Tensor:",
@@ -183,7 +201,7 @@ def function(op: Op) -> list[str]:
                 f'    """{_doc(op)}"""',
                 f'    return _call_variadic("{op.name}", {tensors}, {{{attrs}}})']
     first = "Operand" if _takes_numbers(op) else "Tensor"
-    others = [f"{name}: Operand" for name in op.operands[1:]]
+    others = [f"{name}: {_operand_type(op)}" for name in op.operands[1:]]
     parameters = [f"{op.operands[0]}: {first}", *others, *_attr_parameters(op)]
     if op.attrs or not op.method:
         arguments = [*op.operands[1:],
@@ -195,6 +213,7 @@ def function(op: Op) -> list[str]:
         body = _call_line(op, op.operands)
     return [f"def {op.name}({', '.join(parameters)}) -> Tensor:",
             f'    """{_doc(op)}"""',
+            *_required_tensors(op, op.operands),
             f"    return {body}"]
 
 

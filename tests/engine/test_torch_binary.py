@@ -320,3 +320,23 @@ def test_a_tie_of_signed_zeros_gives_the_first_operand(require_torch: ModuleType
         rec.log(f"1 / {name}(b, a)", 1 / getattr(lib, name)(b, a))
 
     assert_same(require_torch, scenario)
+
+
+@pytest.mark.parametrize("name", ["maximum", "minimum", "atan2", "matmul"])
+def test_a_number_for_a_tensors_only_operand_is_refused_as_pytorch(require_torch: ModuleType,
+                                                                   name: str) -> None:
+    # PyTorch's signatures of these take tensors only: the function and the method name the
+    # argument and its position; matmul's operator leaves the number to Python.
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        x = lib.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+        fn = getattr(lib, name)
+        rec.call("function, number second", lambda: fn(x, 2.0))
+        rec.call("function, number first", lambda: fn(2, x))
+        rec.call("method", lambda: getattr(x, name)(2.0))
+        rec.call("array", lambda: fn(x, np.ones(2)))
+        if name == "matmul":
+            rec.call("x @ 2", lambda: x @ 2)
+            rec.call("2.0 @ x", lambda: 2.0 @ x)
+        rec.log("tensors", fn(x, x))
+
+    assert_same(require_torch, scenario)
