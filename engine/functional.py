@@ -315,7 +315,7 @@ def std(
 
 def norm(
     input: Tensor,
-    p: float | None = None,
+    p: float | str | None = None,
     dim: Dims = ALL_DIMS,
     keepdim: bool = False,
 ) -> Tensor:

@@ -226,6 +226,12 @@ def _python_number(value: Any) -> float | int | None:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _norm_order(p: Any) -> Any:
+    # PyTorch's default order is "fro", which for a vector norm (any dim but a matrix norm's
+    # three or more) is the 2-norm, as None is; other strings are left to the shape rule.
+    return None if isinstance(p, str) and p == "fro" else _python_number(p)
+
+
 def _dims_or_all(dim: Any) -> tuple[int, ...] | None:
     # No dim at all is PyTorch's reduce-everything overload; an explicit ``dim=None`` is the
     # other overload (its own grad_fn name), passed on as ``dim=()``, which also reduces all.
@@ -284,6 +290,8 @@ def _sizes(values: tuple[Any, ...]) -> tuple[int, ...]:
 ATTR_KINDS: Mapping[str, AttrKind] = {kind.name: kind for kind in (
     AttrKind("number?", "a finite number or None", ("number", "integer"), _finite_number,
              "float | None", _python_number),
+    AttrKind("order?", "a finite number or None (the 2-norm)", ("number", "integer"),
+             _finite_number, "float | str | None", _norm_order),
     AttrKind("dims?", "an int, a sequence of ints or None", ("integers", "integer"), _dims,
              "Dims", _dims_or_all, python_default="ALL_DIMS"),
     AttrKind("dim?", "an int or None", ("integers", "integer"), _one_dim, "int", _dim_or_all,
@@ -1538,7 +1546,7 @@ OPS: tuple[Op, ...] = (
        forward=_norm, vjps=(_norm_vjp,), sympy=_norm_symbolic,
        grad_fn="LinalgVectorNormBackward0", shape=shapes.vector_norm, domain=_REAL,
        # p None is PyTorch's default "fro", the 2-norm of the elements.
-       attrs={"p": Attr("number?"), "dim": Attr("dims?"), "keepdim": Attr("bool", False)},
+       attrs={"p": Attr("order?"), "dim": Attr("dims?"), "keepdim": Attr("bool", False)},
        saves_output=True, floating=True,
        refuses_integers="linalg.vector_norm: Expected a floating point or complex tensor as "
                         "input. Got {type}",

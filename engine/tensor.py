@@ -655,7 +655,12 @@ class Tensor:
             {"dim": dim, "unbiased": unbiased, "keepdim": keepdim, "correction": correction},
         )
 
-    def norm(self, p: float | None = None, dim: Dims = ALL_DIMS, keepdim: bool = False) -> Tensor:
+    def norm(
+        self,
+        p: float | str | None = None,
+        dim: Dims = ALL_DIMS,
+        keepdim: bool = False,
+    ) -> Tensor:
         """The 2-norm of all elements, or over ``dim``; its gradient is 0 at 0."""
         return _call("norm", (self,), {"p": p, "dim": dim, "keepdim": keepdim})
 

@@ -35,7 +35,7 @@ Attrs = dict[str, Any]
 
 OPS = ops.OPS
 DIFFERENTIABLE = tuple(op for op in OPS if any(vjp is not None for vjp in op.vjps))
-ATTR_KINDS = {"number?", "dims?", "dim?", "int|dims?", "dims", "int", "int?", "bool"}
+ATTR_KINDS = {"number?", "order?", "dims?", "dim?", "int|dims?", "dims", "int", "int?", "bool"}
 
 # Central differences in float64: truncation ~STEP^2, rounding ~eps/STEP, both far below 1e-6.
 STEP = 1e-6
@@ -194,8 +194,8 @@ def _accepted(op: ops.Op, specs: Sequence[ShapeSpec], attrs: Mapping[str, Any]) 
 
 def _default_attrs(op: ops.Op, shape: Shape) -> Attrs:
     """Attributes for a row with no named cases: defaults, or a plain valid pick per kind."""
-    picks: dict[str, Any] = {"number?": None, "dims?": None, "dim?": None, "int|dims?": None,
-                             "bool": False, "int": 0, "int?": None,
+    picks: dict[str, Any] = {"number?": None, "order?": None, "dims?": None, "dim?": None,
+                             "int|dims?": None, "bool": False, "int": 0, "int?": None,
                              "dims": tuple(range(len(shape)))}
     return {name: a.default if not a.required else picks[a.kind] for name, a in op.attrs.items()}
 
@@ -1029,6 +1029,7 @@ def test_names_are_unique_and_indexed() -> None:
 def _kind_holds(kind: str, value: Any) -> bool:
     dims = isinstance(value, tuple) and all(type(d) is int for d in value)
     return {"number?": value is None or type(value) in (int, float),
+            "order?": value is None or type(value) in (int, float),
             "dims?": value is None or dims, "dim?": value is None or (dims and len(value) == 1),
             "dims": dims, "int": type(value) is int,
             "int|dims?": value is None or dims or type(value) is int,
