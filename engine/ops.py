@@ -290,7 +290,7 @@ def _sizes(values: tuple[Any, ...]) -> tuple[int, ...]:
 ATTR_KINDS: Mapping[str, AttrKind] = {kind.name: kind for kind in (
     AttrKind("number?", "a finite number or None", ("number", "integer"), _finite_number,
              "float | None", _python_number),
-    AttrKind("order?", "a finite number or None (the 2-norm)", ("number", "integer"),
+    AttrKind("order?", "a finite number or None, the norm's order", ("number", "integer"),
              _finite_number, "float | str | None", _norm_order),
     AttrKind("dims?", "an int, a sequence of ints or None", ("integers", "integer"), _dims,
              "Dims", _dims_or_all, python_default="ALL_DIMS"),
