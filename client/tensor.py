@@ -1035,8 +1035,11 @@ def _result_meta(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any],
     tensors = [a for a in args if type(a) is Tensor]
     shape = op.shape(*[a._shape if type(a) is Tensor else () for a in args], **attrs)
     first = tensors[0]._dtype
+    # The common case, typed without promotion: float tensors of one dtype, numbers that are
+    # not bools (which some ops refuse).
     if first.is_floating_point and all(t._dtype is first for t in tensors) and not (
-            (attrs and op.number_types(attrs)) or op.conditioned):
+            (attrs and op.number_types(attrs)) or op.conditioned
+            or any(type(a) is bool for a in args)):
         return tuple(shape), op.result_dtype(first)
     computed = op.computed_dtype([(a._dtype, len(a._shape)) if type(a) is Tensor else type(a)
                                   for a in args], attrs)

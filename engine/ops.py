@@ -64,6 +64,8 @@ which indexing writes): the graph, the wire and formulas take it, the Python sur
 ``tensors_only``, PyTorch's Python signature takes tensors only (``maximum``, ``matmul``): a
 Python number in a call is a TypeError naming the argument, and the operator returns
 NotImplemented for one (graphs and formulas take numbers);
+``refuses_bool``, PyTorch's message refusing bool operands (tensors or Python bools), by their
+count (``-x`` of a bool tensor), in a graph as in a call;
 ``refuses_integers`` and ``needs_one_of``, what PyTorch refuses of a call that a graph accepts
 (``mean`` of an int64 tensor, PyTorch's message with ``{type}`` for the tensor type's name and
 ``{lastdim}`` for "_lastdim" where the call's ``dim`` is the last one;
@@ -179,6 +181,21 @@ def _check_condition(op: str, operand: tuple[DType, int] | type) -> None:
     if operand[0] is not dtypes.bool_:
         raise UsageError(f"{op} expected condition to be a boolean tensor, but got a tensor "
                          f"with dtype {_TORCH_DTYPE_NAMES[operand[0].name]}")
+
+
+_INVERT_A_MASK = ("If you are trying to invert a mask, use the `~` or `logical_not()` operator "
+                  "instead.")
+
+
+def _subtraction_of_bools(count: int) -> str:
+    if count == 2:
+        return ("Subtraction, the `-` operator, with two bool tensors is not supported. Use the "
+                "`^` or `logical_xor()` operator instead.")
+    return f"Subtraction, the `-` operator, with a bool tensor is not supported. {_INVERT_A_MASK}"
+
+
+def _negation_of_a_bool(count: int) -> str:
+    return f"Negation, the `-` operator, on a bool tensor is not supported. {_INVERT_A_MASK}"
 
 
 # PyTorch's words for dtypes in its messages (ScalarType names).
@@ -364,6 +381,7 @@ class Op:
     public: bool = True
     variadic: bool = False
     tensors_only: bool = False
+    refuses_bool: Callable[[int], str] | None = None
     refuses_integers: str = ""
     needs_one_of: tuple[str, ...] = ()
     bool_overload: str = ""
@@ -442,6 +460,10 @@ class Op:
                 tensors.append(operand)
             else:
                 numbers.append(operand)
+        if self.refuses_bool is not None:
+            bools = sum(d is dtypes.bool_ for d, _ in tensors) + numbers.count(bool)
+            if bools:
+                raise UsageError(self.refuses_bool(bools))
         if attrs:
             numbers += self.number_types(attrs)
         numbers += self.implicit_numbers
@@ -1033,14 +1055,6 @@ def _squeeze_grad_fn(call: Call) -> str:
             "SqueezeBackward1" if is_int(dim) else "SqueezeBackward2")
 
 
-def _relu(x: Array) -> Array:
-    # max(x, 0) in x's dtype: NumPy would make int64 of a bool (a graph types relu of a bool as
-    # bool; PyTorch's Python call refuses it)
-    if getattr(x, "dtype", None) == np.bool_:
-        return x.copy()
-    return np.maximum(x, 0)
-
-
 def _reshape(x: Array, shape: Sequence[int]) -> Array:
     if type(x) is not np.ndarray:  # a graph's number constant (NumPy's functions are slower)
         x = np.asarray(x)
@@ -1248,6 +1262,7 @@ OPS: tuple[Op, ...] = (
        sympy=lambda a, b: a + b, grad_fn="AddBackward0",
        shape=shapes.broadcast, domain=_REAL * 2, saves=False),
     Op(name="sub", operator="-", in_place=True, elementwise=True,
+       refuses_bool=_subtraction_of_bools,
        forward=operator.sub, vjps=(lambda g, out, a, b: g, lambda g, out, a, b: -g),
        sympy=lambda a, b: a - b,
        grad_fn=lambda call: "RsubBackward1" if _is_number(call.values[0]) else "SubBackward0",
@@ -1265,7 +1280,7 @@ OPS: tuple[Op, ...] = (
        grad_fn=lambda call: "MulBackward0" if _is_number(call.values[0]) else "DivBackward0",
        tensor_grad_fn="DivBackward0", shape=shapes.broadcast, domain=((-3.0, 3.0), (0.5, 3.0)),
        floating=True),
-    Op(name="neg", operator="-", elementwise=True,
+    Op(name="neg", operator="-", elementwise=True, refuses_bool=_negation_of_a_bool,
        forward=operator.neg, vjps=(lambda g, out, x: -g,), sympy=lambda x: -x,
        grad_fn="NegBackward0", shape=shapes.broadcast, domain=_REAL, saves=False),
     Op(name="pow", operator="**", operands=("input", "exponent"), elementwise=True,
@@ -1340,7 +1355,8 @@ OPS: tuple[Op, ...] = (
        sympy=_elementwise(lambda x: 1 / (1 + sympy.exp(-x))), grad_fn="SigmoidBackward0",
        shape=shapes.broadcast, domain=_REAL, floating=True, saves_output=True, saves_inputs=False),
     Op(name="relu", elementwise=True,
-       forward=_relu, vjps=(lambda g, out, x: np.where(x <= 0, 0.0, g),),
+       refuses_bool=lambda count: "Boolean inputs not supported for relu",
+       forward=lambda x: np.maximum(x, 0), vjps=(lambda g, out, x: np.where(x <= 0, 0.0, g),),
        sympy=_elementwise(_positive_part), grad_fn="ReluBackward0",
        shape=shapes.broadcast, domain=_REAL, kink="relu'(0) = 0"),
     Op(name="abs", elementwise=True,

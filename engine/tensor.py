@@ -798,7 +798,8 @@ def _promoted(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any] | None
     Python numbers are weak there as in PyTorch. Otherwise PyTorch's rules pick the type.
     """
     tensors = [a._data.dtype for a in args if type(a) is Tensor]
-    if tensors[0].kind == "f" and all(d == tensors[0] for d in tensors) and not op.conditioned:
+    if tensors[0].kind == "f" and all(d == tensors[0] for d in tensors) and not (
+            op.conditioned or any(type(a) is bool for a in args)):  # some ops refuse a bool
         return tuple(value_of(a) for a in args)
     target = op.computed_dtype(
         [(dtypes.from_numpy(a._data.dtype), a._data.ndim) if type(a) is Tensor else type(a)
@@ -875,10 +876,10 @@ def _apply_binary(op: Op, a: Operand, b: Operand) -> Tensor:
             fast = x.dtype == y.dtype and x.dtype.kind == "f"
         else:
             y = b
-            fast = x.dtype.kind == "f"
+            fast = x.dtype.kind == "f" and type(b) is not bool  # some ops refuse a bool
     else:
         x, y = a, b._data
-        fast = y.dtype.kind == "f"
+        fast = y.dtype.kind == "f" and type(a) is not bool
     if not fast:
         x, y = _promoted(op, (a, b))
     out = _forward(op, (x, y), _NO_ATTRS)

@@ -340,3 +340,25 @@ def test_a_number_for_a_tensors_only_operand_is_refused_as_pytorch(require_torch
         rec.log("tensors", fn(x, x))
 
     assert_same(require_torch, scenario)
+
+
+def test_bool_operands_refused_as_pytorch(require_torch: ModuleType) -> None:
+    # Subtraction and negation of bools, and relu of one, are refused in PyTorch's words (a
+    # Python bool counts as a bool tensor); the ops that take bools keep their dtypes.
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        mask = lib.tensor([True, False, True])
+        other = lib.tensor([False, False, True])
+        floats = lib.tensor([1.0, 2.0, 3.0])
+        rec.call("-mask", lambda: -mask)
+        rec.call("mask - other", lambda: mask - other)
+        rec.call("mask - 1", lambda: mask - 1)
+        rec.call("1 - mask", lambda: 1 - mask)
+        rec.call("mask - True", lambda: mask - True)
+        rec.call("floats - True", lambda: floats - True)
+        rec.call("floats - mask", lambda: floats - mask)
+        rec.call("relu(mask)", lambda: lib.relu(mask))
+        rec.call("mask + other", lambda: mask + other)
+        rec.call("mask * 2", lambda: mask * 2)
+        rec.call("floats - 1", lambda: floats - 1)
+
+    assert_same(require_torch, scenario)
