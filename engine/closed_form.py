@@ -68,7 +68,10 @@ class Fused:
             outputs += block
         if substitution:
             outputs = [e.subs(substitution) for e in outputs]
-        self._function = se.Lambdify(derivation.inputs, outputs, real=True, cse=True)
+        # SymEngine compiles no function of zero arguments (a form of empty leaves, e.g. the sum
+        # of nothing): such a form takes one unused number instead.
+        inputs = list(derivation.inputs) or [se.Symbol("unused")]
+        self._function = se.Lambdify(inputs, outputs, real=True, cse=True)
         self._inputs = len(derivation.inputs)
         self._outputs = len(outputs)
 
@@ -85,7 +88,7 @@ class Fused:
         if len(numbers) != self._inputs:  # unsafe_real reads what it is told is there
             raise ValueError(f"the closed form takes {self._inputs} numbers, got {len(numbers)}")
         out = np.empty(self._outputs)
-        self._function.unsafe_real(np.array(numbers, dtype=np.float64), out)
+        self._function.unsafe_real(np.array(numbers or [0.0], dtype=np.float64), out)
         start, stop, shape = self._value
         value = out[start:stop].reshape(shape)
         gradients = {name: out[start:stop].reshape(shape)
