@@ -1056,7 +1056,7 @@ def _squeeze_grad_fn(call: Call) -> str:
 
 
 def _reshape(x: Array, shape: Sequence[int]) -> Array:
-    if type(x) is not np.ndarray:  # a graph's number constant (NumPy's functions are slower)
+    if type(x) is not np.ndarray:  # a number (a graph's constant; NumPy's functions are slower)
         x = np.asarray(x)
     return x.reshape(shapes.reshape(x.shape, shape))
 
@@ -1577,8 +1577,7 @@ OPS: tuple[Op, ...] = (
     Op(name="reshape", elementwise=False, view=True,
        forward=_reshape,
        vjps=(lambda g, out, x, shape: g.reshape(x.shape),),
-       sympy=lambda x, shape: np.reshape(x, shapes.reshape(np.shape(x), shape)),
-       grad_fn=_reshape_grad_fn, tensor_grad_fn="ViewBackward0",
+       sympy=_reshape, grad_fn=_reshape_grad_fn, tensor_grad_fn="ViewBackward0",
        shape=shapes.reshape, domain=_REAL,
        attrs={"shape": Attr("dims", required=True)}, saves=False,
        doc="The same values in a new shape (one size may be -1: inferred)."),

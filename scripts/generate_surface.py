@@ -145,7 +145,8 @@ def method(op: Op) -> list[str]:
     The tensor is the operand named ``input``, as in PyTorch (``x.where(condition, other)``)."""
     if op.variadic:
         return []  # PyTorch's cat and stack are functions only
-    others = [f"{name}: {_operand_type(op)}" for name in op.operands if name != "input"]
+    rest = [name for name in op.operands if name != "input"]
+    others = [f"{name}: {_operand_type(op)}" for name in rest]
     operands = ["self" if name == "input" else name for name in op.operands]
     lines: list[str] = []
     if op.method:
@@ -160,7 +161,7 @@ def method(op: Op) -> list[str]:
             lines += [f"    if not {spread}:",
                       f"        raise TypeError('{op.name}() missing 1 required positional "
                       f'arguments: "{spread}"\')']
-        lines += [*_required_tensors(op, [name for name in op.operands if name != "input"]),
+        lines += [*_required_tensors(op, rest),
                   f"    return {_call_line(op, operands)}", ""]
     if op.operator in _COMPARISON_METHODS and op.arity == 2:
         special = _COMPARISON_METHODS[op.operator]
