@@ -787,7 +787,12 @@ def _log_softmax(x: Array, dim: int) -> Array:
 
 def _softmax_vjp(g: Array, out: Array, x: Array, dim: int) -> Array:
     # PyTorch's: out * (g - sum(g * out)); a product, so out = 0 (at -inf) gives a signed zero.
-    return out * (g - np.add.reduce(g * out, axis=_along(x, dim), keepdims=True))
+    axis = _along(x, dim)
+    if axis is None:  # a 0-d tensor: its one element is the whole slice
+        return out * (g - g * out)
+    # vecdot: the product and its sum in one call (with keepdims, two calls' worth of overhead
+    # less on a small tensor)
+    return out * (g - np.vecdot(g, out, axis=axis, keepdims=True))  # type: ignore[call-overload]
 
 
 def _log_softmax_vjp(g: Array, out: Array, x: Array, dim: int) -> Array:
