@@ -12,6 +12,7 @@ import numpy as np
 
 from .backward_graph import backpropagate
 from .errors import UsageError
+from .quiet import quiet
 from .tensor import Tensor
 
 Array = Any
@@ -40,7 +41,7 @@ def grad(outputs: Tensor, inputs: Tensor | Sequence[Tensor], grad_outputs: Any =
             for t in wanted:
                 if t.grad_fn is not None:
                     t.grad_fn.retained = t
-            with np.errstate(all="ignore"):  # as Tensor.backward
+            with quiet():  # as Tensor.backward
                 leaf_grads, retained = backpropagate(outputs.grad_fn, seed, bool(retain_graph))
         finally:
             for key, node in nodes.items():

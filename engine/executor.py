@@ -36,6 +36,7 @@ from .graph import (
     computed_dtype,
 )
 from .ops import TABLE, Op, Vjp
+from .quiet import quiet
 from .reverse import FLOAT_ONLY, NO_GRAD, NO_RETAIN_GRAD, initial_gradient, schedule, send
 
 Array = Any
@@ -138,7 +139,7 @@ class Executor:
             casts = _casts(node, [types[j] for j in inputs])
             if all([values[j] is not None for j in inputs]):
                 try:  # it depends on no leaf: computed once, here
-                    with np.errstate(all="ignore"):
+                    with quiet():
                         values[i] = compute(node, [values[j] for j in inputs], types[i], casts)
                     continue
                 except CrossgradError as error:
@@ -197,18 +198,18 @@ class Executor:
 
     def __call__(self, values: Mapping[str, np.ndarray], seed: Array | None = None) -> Sweep:
         """Both sweeps (see ``forward`` and ``backward``)."""
-        with np.errstate(all="ignore"):
+        with quiet():
             return self._backward(self._forward(values), seed)
 
     def forward(self, values: Mapping[str, np.ndarray]) -> Forward:
         """The forward sweep at the leaves' arrays ``values``."""
-        with np.errstate(all="ignore"):
+        with quiet():
             return Forward(*self._forward(values))
 
     def backward(self, forward: Forward, seed: Array | None = None) -> Sweep:
         """The reverse sweep after ``forward`` from the output, seeded with ``seed`` (backward's
         ``gradient``; None for an output of one element)."""
-        with np.errstate(all="ignore"):
+        with quiet():
             return self._backward(forward, seed)
 
     def value(self, forward: Forward, node_id: str) -> Any:

@@ -20,6 +20,7 @@ from .errors import DTypeError, ShapeError, UsageError
 from .grad_mode import _enabled
 from .ops import ALL_DIMS, TABLE, Dims, Op
 from .printing import format_tensor
+from .quiet import quiet
 from .refusals import (
     LEAF_IN_PLACE,
     NON_LEAF_GRAD,
@@ -210,7 +211,7 @@ class Tensor:
             return
         # A kink's VJP (sqrt'(0), 1/0) or a sum of opposite infinities gives inf or nan with no
         # NumPy warning, as in PyTorch.
-        with np.errstate(all="ignore"):
+        with quiet():
             leaf_grads, retained = backpropagate(self._node, seed, bool(retain_graph))
             for leaf, grad in leaf_grads:
                 _accumulate(leaf, grad)
