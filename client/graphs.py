@@ -134,7 +134,10 @@ def build(session: Session, roots: Sequence[Tensor], *, backward: bool = False,
     """
     nodes: list[pb.Node] = []
     ids: dict[int, str] = {}
-    stack: list[tuple[Tensor, bool]] = [(t, False) for t in reversed(roots)]
+    # The ops in the order they were recorded, which the server's backward runs from the last
+    # (PyTorch's order); each op's operands are listed before it, as they come.
+    stack: list[tuple[Tensor, bool]] = [
+        (t, False) for t in reversed([*_computed_in_recorded_order(roots, backward), *roots])]
     while stack:
         t, ready = stack.pop()
         if id(t) in ids:
@@ -143,9 +146,7 @@ def build(session: Session, roots: Sequence[Tensor], *, backward: bool = False,
         stored = t._storage
         moved = stored is not None and expr is not None and (
             stored.changed_at != 0 or stale(t))
-        use_storage = stored is not None and (
-            expr is None or (moved and not (backward and t.requires_grad)))
-        if not use_storage:
+        if not _reads_storage(t, backward):
             assert expr is not None
             if not ready:
                 stack.append((t, True))
@@ -202,6 +203,29 @@ def build(session: Session, roots: Sequence[Tensor], *, backward: bool = False,
                 node_id = f"n{len(nodes) - 1}"
         ids[id(t)] = node_id
     return pb.Graph(nodes=nodes, output=ids[id(roots[0])]), ids
+
+
+def _reads_storage(t: Tensor, backward: bool) -> bool:
+    """Whether ``build`` reads ``t`` from its stored value rather than computing its op."""
+    stored, expr = t._storage, t._expr
+    if stored is None:
+        return False
+    moved = expr is not None and (stored.changed_at != 0 or stale(t))
+    return expr is None or (moved and not (backward and t.requires_grad))
+
+
+def _computed_in_recorded_order(roots: Sequence[Tensor], backward: bool) -> list[Tensor]:
+    """The tensors ``build`` computes by their ops, in the order the ops were recorded."""
+    found: dict[int, Tensor] = {}
+    stack = list(roots)
+    while stack:
+        t = stack.pop()
+        if id(t) in found or _reads_storage(t, backward):
+            continue
+        found[id(t)] = t
+        assert t._expr is not None
+        stack.extend(a for a in t._expr.args if type(a) not in NUMBERS)
+    return sorted(found.values(), key=lambda t: t._expr.seq)  # type: ignore[union-attr]
 
 
 def layout(t: Tensor) -> np.ndarray | None:

@@ -44,7 +44,14 @@ from crossgrad.engine.refusals import (
     require_tensors,
     tensor_list,
 )
-from crossgrad.engine.reverse import FLOAT_ONLY, NO_GRAD, NO_RETAIN_GRAD, initial_gradient, schedule
+from crossgrad.engine.reverse import (
+    FLOAT_ONLY,
+    NO_GRAD,
+    NO_RETAIN_GRAD,
+    initial_gradient,
+    next_sequence,
+    schedule,
+)
 from crossgrad.v1 import crossgrad_pb2 as pb
 from crossgrad.wire.codec import check_report_from_proto
 
@@ -77,7 +84,7 @@ class Expr:
     """
 
     __slots__ = ("_name", "_out", "args", "attrs", "freed", "op", "out_meta", "out_version",
-                 "targets", "versions")
+                 "seq", "targets", "versions")
 
     def __init__(self, op: Op, args: tuple[Operand, ...], attrs: dict[str, Any],
                  targets: tuple[Any, ...]) -> None:
@@ -96,6 +103,7 @@ class Expr:
         # and a cycle would keep both until the cyclic collector ran.
         self._out: weakref.ref[Tensor] | None = None
         self._name: str | None = None
+        self.seq = next_sequence()  # PyTorch's sequence number: backward's order
 
     def __del__(self) -> None:
         for a in self.args:
@@ -1112,12 +1120,16 @@ def _targets(expr: Expr) -> tuple[Any, ...]:
     return expr.targets
 
 
+def _sequence(expr: Expr) -> int:
+    return expr.seq
+
+
 def check_graph(root: Tensor) -> list[Expr]:
     """The backward order below ``root``, checked as the engine checks it at backward time:
     freed saved values, operands changed in place since they were saved."""
     if root._expr is None or root.is_leaf:
         return []
-    order = schedule(root._expr, _targets, Expr)
+    order = schedule(root._expr, _targets, Expr, _sequence)
     for expr in order:
         if expr.freed:
             raise UsageError(SECOND_BACKWARD)

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import UsageError
 from .ops import Op
-from .reverse import schedule, send
+from .reverse import next_sequence, schedule, send
 
 if TYPE_CHECKING:
     from .tensor import Tensor
@@ -43,8 +43,8 @@ class Node:
     when a backward frees the node's saved values.
     """
 
-    __slots__ = ("_name", "args", "attrs", "op", "out", "out_version", "retained", "targets",
-                 "values", "versions")
+    __slots__ = ("_name", "args", "attrs", "op", "out", "out_version", "retained", "seq",
+                 "targets", "values", "versions")
 
     def __init__(self, op: Op, args: tuple[Any, ...], values: tuple[Array, ...],
                  attrs: dict[str, Any], out: Array, targets: tuple[Any, ...],
@@ -60,6 +60,7 @@ class Node:
         # The output's version counter, for ops whose backward reads the output.
         self.out_version: list[int] | None = None
         self._name: str | None = None
+        self.seq = next_sequence()  # PyTorch's sequence number: backward's order
 
     def name(self) -> str:
         """PyTorch's name for this node, e.g. ``"PowBackward0"``."""
@@ -161,6 +162,7 @@ def modified_message(dtype: np.dtype[Any], shape: tuple[int, ...], producer: str
 
 
 _TARGETS = attrgetter("targets")
+_SEQUENCE = attrgetter("seq")
 
 
 def backpropagate(root: Node, grad: Array, retain_graph: bool,
@@ -171,7 +173,7 @@ def backpropagate(root: Node, grad: Array, retain_graph: bool,
     non-leaf that asked to retain its gradient, each summed over all paths. Nothing is written to
     any tensor here, so a pass that fails leaves every ``.grad`` as it was.
     """
-    order = schedule(root, _TARGETS, Node)
+    order = schedule(root, _TARGETS, Node, _SEQUENCE)
     grads: dict[Any, Array] = {root: grad}  # by Node while pending, by leaf Tensor for good
     retained: list[tuple[Tensor, Array]] = []
     for node in order:

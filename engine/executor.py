@@ -177,8 +177,8 @@ class Executor:
         self._reverse: list[_Edge] = []
         self._root = None if out is None else self._key[out]
         if out in self._targets:
-            self._reverse = [edge for i in schedule(out, self._targets.__getitem__, int)
-                             for edge in self._edges[i]]
+            order = schedule(out, self._targets.__getitem__, int, _recorded_at)
+            self._reverse = [edge for i in order for edge in self._edges[i]]
         self._leaf_dtypes = [(name, dtype.numpy) for name, (_, dtype) in valid.leaves.items()]
         self._retained = [(i, self._slot[i], valid.types[i].dtype.numpy)
                           for i in dict.fromkeys(retain)
@@ -291,6 +291,12 @@ def blame(node: Operation, error: Exception) -> Exception:
     if isinstance(error, (ArithmeticError, ValueError, TypeError)):
         return InvalidArgument(f"node {node.id!r} ({node.op}): {error}", node=node.id)
     return error
+
+
+def _recorded_at(slot: int) -> int:
+    """An op's sequence number (``reverse.schedule``): its slot, the graph's order being the order
+    its ops were recorded in."""
+    return slot
 
 
 def _check_node(valid: ValidGraph, node_id: str, where: str = "") -> None:

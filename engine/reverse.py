@@ -4,7 +4,7 @@ The eager engine (``backward_graph.backpropagate``, over the ``Node`` objects th
 the executor (``executor.Executor``, over a validated graph planned once) differ in how they find
 an op's saved values and where they keep gradients, not in what backward does:
 
-- ``schedule``: the order ops send their gradients, PyTorch's;
+- ``schedule``: the order ops send their gradients, PyTorch's (by sequence number);
 - ``send``: the step along one edge, from an op to one operand: the VJP, its result summed back
   over broadcast dimensions and cast to the operand's dtype, added into what the operand has
   received so far;
@@ -16,6 +16,7 @@ the two engines' float results equal to the bit.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from typing import Any, TypeVar
 
@@ -32,37 +33,31 @@ NO_GRAD = "element 0 of tensors does not require grad and does not have a grad_f
 NO_RETAIN_GRAD = "can't retain_grad on Tensor that has requires_grad=False"
 FLOAT_ONLY = "Only Tensors of floating point and complex dtype can require gradients"
 
+# The sequence number of a recorded op (``schedule``), as PyTorch numbers its nodes.
+next_sequence = itertools.count().__next__
 
-def schedule(root: K, targets: Callable[[K], Iterable[object]], kind: type[K]) -> list[K]:
-    """The ops below ``root`` in the order backward runs their VJPs.
+
+def schedule(root: K, targets: Callable[[K], Iterable[object]], kind: type[K],
+             sequence: Callable[[K], int]) -> list[K]:
+    """The ops below ``root`` in the order backward runs their VJPs: PyTorch's, the op recorded
+    last first.
 
     ``targets(op)``: where its gradients go, per operand; those of type ``kind`` are ops, anything
-    else (a leaf, None) ends a path. An op runs once every op that consumes it has sent its
-    gradient; of the ops ready, the one that became ready last runs first (a stack), as PyTorch's
-    engine does on the CPU. Iterative: a 100,000-op chain is fine.
+    else (a leaf, None) ends a path. ``sequence(op)`` numbers the ops in the order they were
+    recorded. Of the ops ready, PyTorch's engine runs the one of the highest number; as every
+    consumer of an op was recorded after it, the highest-numbered op not yet run is always ready,
+    so that order is the ops by number, highest first. It is the order in which an operand's
+    gradients are summed, so it decides the last bit of a gradient. Iterative: a 100,000-op
+    chain is fine.
     """
-    consumers: dict[Any, int] = {root: 0}
+    found = {root}
     stack = [root]
     while stack:
         for target in targets(stack.pop()):
-            if type(target) is kind:
-                if target in consumers:
-                    consumers[target] += 1
-                else:
-                    consumers[target] = 1
-                    stack.append(target)
-    order = []
-    ready = [root]
-    while ready:
-        op = ready.pop()
-        order.append(op)
-        for target in targets(op):
-            if type(target) is kind:
-                waiting = consumers[target] - 1
-                consumers[target] = waiting
-                if not waiting:
-                    ready.append(target)
-    return order
+            if type(target) is kind and target not in found:
+                found.add(target)
+                stack.append(target)
+    return sorted(found, key=sequence, reverse=True)
 
 
 def send(grads: MutableMapping[Any, Array], target: Any, vjp: Vjp, g: Array, out: Array,
