@@ -926,7 +926,10 @@ def tensor(data: Any, dtype: DType | None = None, requires_grad: bool = False) -
     if isinstance(data, Tensor):
         data = data._data
     target = dtype or data_dtype(data)
-    result = Tensor(np.array(data, dtype=target.numpy))
+    if type(data) is np.ndarray and data.dtype == target.numpy:
+        result = Tensor(data.copy())  # the common case: np.array's conversions have no work
+    else:
+        result = Tensor(np.array(data, dtype=target.numpy))
     if requires_grad:
         if not target.is_floating_point:
             raise UsageError(FLOAT_ONLY)
