@@ -42,7 +42,7 @@ _BY_CODE: dict[grpc.StatusCode, type[ServiceError]] = {
     grpc.StatusCode.UNAVAILABLE: ServiceUnavailable,
 }
 _BUILTINS = {"RuntimeError": RuntimeError, "ValueError": ValueError, "IndexError": IndexError,
-             "TypeError": TypeError}
+             "TypeError": TypeError, "NotImplementedError": NotImplementedError}
 
 
 def from_rpc_error(error: grpc.RpcError, session_id: str = "") -> Exception:

@@ -68,6 +68,21 @@ class DTypeError(CrossgradError, TypeError):
     reason = "DTYPE_MISMATCH"
 
 
+class NoKernel(CrossgradError, NotImplementedError):
+    """An op PyTorch has no kernel for in its operands' dtype (``abs`` of a bool tensor): its
+    dispatcher's NotImplementedError."""
+
+    status = "INVALID_ARGUMENT"
+    reason = "DTYPE_MISMATCH"
+
+
+def refusal(message: str) -> CrossgradError:
+    """PyTorch's refusal of an op's operands by their dtypes, typed as PyTorch types it: a
+    NotImplementedError where its dispatcher has no kernel ("... not implemented for 'Bool'"),
+    a RuntimeError otherwise."""
+    return NoKernel(message) if "not implemented for" in message else UsageError(message)
+
+
 class LimitExceeded(InvalidArgument):
     """A request past a configured limit (nodes, elements, formula length or nesting)."""
 

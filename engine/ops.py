@@ -64,8 +64,8 @@ which indexing writes): the graph, the wire and formulas take it, the Python sur
 ``tensors_only``, PyTorch's Python signature takes tensors only (``maximum``, ``matmul``): a
 Python number in a call is a TypeError naming the argument, and the operator returns
 NotImplemented for one (graphs and formulas take numbers);
-``refuses_bool``, PyTorch's message refusing bool operands (tensors or Python bools), by their
-count (``-x`` of a bool tensor), in a graph as in a call;
+``refuses_dtypes``, PyTorch's message refusing the operands' dtypes (``-x`` of a bool tensor,
+``a @ b`` of two dtypes), from what the dtype rule sees of them, or None; in a graph as in a call;
 ``refuses_integers`` and ``needs_one_of``, what PyTorch refuses of a call that a graph accepts
 (``mean`` of an int64 tensor, PyTorch's message with ``{type}`` for the tensor type's name and
 ``{lastdim}`` for "_lastdim" where the call's ``dim`` is the last one;
@@ -91,7 +91,7 @@ import sympy
 
 from . import dtypes, shapes
 from .dtypes import DType
-from .errors import CrossgradError, DTypeError, UsageError
+from .errors import CrossgradError, DTypeError, UsageError, refusal
 
 Array = Any  # np.ndarray, a NumPy scalar, or a Python number for a constant operand
 Vjp = Callable[..., Array]
@@ -187,6 +187,23 @@ _INVERT_A_MASK = ("If you are trying to invert a mask, use the `~` or `logical_n
                   "instead.")
 
 
+# An operand as the dtype rules see it: a tensor's (dtype, ndim), or a Python number's type.
+Described = tuple[DType, int] | type
+
+
+def _is_bool(operand: Described) -> bool:
+    return operand is bool or (type(operand) is tuple and operand[0] is dtypes.bool_)
+
+
+def _bools_refused(message: Callable[[int], str]) -> Callable[[Sequence[Described]], str | None]:
+    """A row's ``refuses_dtypes`` that refuses any bool operand (tensor or Python bool), with
+    PyTorch's message for their count."""
+    def refuses(operands: Sequence[Described]) -> str | None:
+        count = sum(_is_bool(o) for o in operands)
+        return message(count) if count else None
+    return refuses
+
+
 def _subtraction_of_bools(count: int) -> str:
     if count == 2:
         return ("Subtraction, the `-` operator, with two bool tensors is not supported. Use the "
@@ -196,6 +213,51 @@ def _subtraction_of_bools(count: int) -> str:
 
 def _negation_of_a_bool(count: int) -> str:
     return f"Negation, the `-` operator, on a bool tensor is not supported. {_INVERT_A_MASK}"
+
+
+def _no_bool_kernel(kernel: str) -> str:
+    return f'"{kernel}" not implemented for \'Bool\''
+
+
+def _abs_of_a_bool(operands: Sequence[Described]) -> str | None:
+    return _no_bool_kernel("abs_cpu") if _is_bool(operands[0]) else None
+
+
+def _pow_of_bools(operands: Sequence[Described]) -> str | None:
+    # A bool tensor as the exponent of a bool; a Python bool as the exponent is a scalar
+    # PyTorch takes (mask ** True is the mask).
+    base, exponent = operands
+    if type(exponent) is tuple and _is_bool(exponent) and _is_bool(base):
+        return _no_bool_kernel("pow")
+    return None
+
+
+# PyTorch's C++ names for dtypes, in some of its messages.
+_CPP_DTYPE_NAMES = {"float32": "float", "float64": "double", "int64": "long int", "bool": "bool"}
+
+
+def _matmul_dtypes(operands: Sequence[Described]) -> str | None:
+    """PyTorch's refusal of a matmul whose operands differ in dtype or are bools, in the words of
+    the kernel the operands' ranks lead to (a 0-d operand: the shape rule's error)."""
+    (a, rank_a), (b, rank_b) = operands  # type: ignore[misc]  # tensors only (tensors_only)
+    if not (rank_a and rank_b) or (a is b and a is not dtypes.bool_):
+        return None
+    name_a, name_b = _TORCH_DTYPE_NAMES[a.name], _TORCH_DTYPE_NAMES[b.name]
+    if rank_b >= 3:  # a batched product: the dispatch on the first operand's dtype comes first
+        if a is dtypes.bool_:
+            return _no_bool_kernel("bmm")
+        return f"expected scalar type {name_a} but found {name_b}"
+    if a is not b:
+        if rank_b == 1 and rank_a == 1:
+            return ("dot : expected both vectors to have same dtype, but found "
+                    f"{name_a} and {name_b}")
+        if rank_b == 1:
+            return ("addmv input tensors must have the same dtype, but got "
+                    f"{name_b}, {name_a}, and {name_b}")
+        return ("expected m1 and m2 to have the same dtype, but got: "
+                f"{_CPP_DTYPE_NAMES[a.name]} != {_CPP_DTYPE_NAMES[b.name]}")
+    return _no_bool_kernel("dot" if rank_a == rank_b == 1 else
+                           "addmv_impl_cpu" if rank_b == 1 else "addmm_impl_cpu_")
 
 
 # PyTorch's words for dtypes in its messages (ScalarType names).
@@ -381,7 +443,7 @@ class Op:
     public: bool = True
     variadic: bool = False
     tensors_only: bool = False
-    refuses_bool: Callable[[int], str] | None = None
+    refuses_dtypes: Callable[[Sequence[Described]], str | None] | None = None
     refuses_integers: str = ""
     needs_one_of: tuple[str, ...] = ()
     bool_overload: str = ""
@@ -460,10 +522,8 @@ class Op:
                 tensors.append(operand)
             else:
                 numbers.append(operand)
-        if self.refuses_bool is not None:
-            bools = sum(d is dtypes.bool_ for d, _ in tensors) + numbers.count(bool)
-            if bools:
-                raise UsageError(self.refuses_bool(bools))
+        if self.refuses_dtypes is not None and (message := self.refuses_dtypes(operands)):
+            raise refusal(message)
         if attrs:
             numbers += self.number_types(attrs)
         numbers += self.implicit_numbers
@@ -1148,6 +1208,14 @@ def _stack_vjp(position: int, g: Array, out: Array, *tensors: Array, dim: int = 
     return g[(slice(None),) * (dim + g.ndim if dim < 0 else dim) + (position,)]
 
 
+def _pow(x: Array, y: Array) -> Array:
+    if type(y) is bool and np.result_type(x) == np.bool_:
+        # NumPy has no bool power (it computes in int8); PyTorch keeps a mask's dtype:
+        # mask ** True is the mask, mask ** False all True.
+        return np.power(x, y).astype(np.bool_)
+    return x ** y
+
+
 def _pow_base_vjp(g: Array, out: Array, x: Array, y: Array) -> Array:
     # d/dx x**y = y * x**(y-1); PyTorch gives 0 where y == 0 (even at x == 0).
     if _is_number(y):
@@ -1267,7 +1335,7 @@ OPS: tuple[Op, ...] = (
        sympy=lambda a, b: a + b, grad_fn="AddBackward0",
        shape=shapes.broadcast, domain=_REAL * 2, saves=False),
     Op(name="sub", operator="-", in_place=True, elementwise=True,
-       refuses_bool=_subtraction_of_bools,
+       refuses_dtypes=_bools_refused(_subtraction_of_bools),
        forward=operator.sub, vjps=(lambda g, out, a, b: g, lambda g, out, a, b: -g),
        sympy=lambda a, b: a - b,
        grad_fn=lambda call: "RsubBackward1" if _is_number(call.values[0]) else "SubBackward0",
@@ -1285,11 +1353,13 @@ OPS: tuple[Op, ...] = (
        grad_fn=lambda call: "MulBackward0" if _is_number(call.values[0]) else "DivBackward0",
        tensor_grad_fn="DivBackward0", shape=shapes.broadcast, domain=((-3.0, 3.0), (0.5, 3.0)),
        floating=True),
-    Op(name="neg", operator="-", elementwise=True, refuses_bool=_negation_of_a_bool,
+    Op(name="neg", operator="-", elementwise=True,
+       refuses_dtypes=_bools_refused(_negation_of_a_bool),
        forward=operator.neg, vjps=(lambda g, out, x: -g,), sympy=lambda x: -x,
        grad_fn="NegBackward0", shape=shapes.broadcast, domain=_REAL, saves=False),
     Op(name="pow", operator="**", operands=("input", "exponent"), elementwise=True,
-       forward=operator.pow, vjps=(_pow_base_vjp, _pow_exponent_vjp), sympy=lambda a, b: a ** b,
+       refuses_dtypes=_pow_of_bools,
+       forward=_pow, vjps=(_pow_base_vjp, _pow_exponent_vjp), sympy=lambda a, b: a ** b,
        grad_fn=lambda call: ("PowBackward0" if _is_number(call.values[1]) else
                              "PowBackward2" if _is_number(call.values[0]) else "PowBackward1"),
        tensor_grad_fn="PowBackward1", shape=shapes.broadcast, domain=((0.2, 3.0), (-2.0, 2.0)),
@@ -1360,11 +1430,11 @@ OPS: tuple[Op, ...] = (
        sympy=_elementwise(lambda x: 1 / (1 + sympy.exp(-x))), grad_fn="SigmoidBackward0",
        shape=shapes.broadcast, domain=_REAL, floating=True, saves_output=True, saves_inputs=False),
     Op(name="relu", elementwise=True,
-       refuses_bool=lambda count: "Boolean inputs not supported for relu",
+       refuses_dtypes=_bools_refused(lambda count: "Boolean inputs not supported for relu"),
        forward=lambda x: np.maximum(x, 0), vjps=(lambda g, out, x: np.where(x <= 0, 0.0, g),),
        sympy=_elementwise(_positive_part), grad_fn="ReluBackward0",
        shape=shapes.broadcast, domain=_REAL, kink="relu'(0) = 0"),
-    Op(name="abs", elementwise=True,
+    Op(name="abs", elementwise=True, refuses_dtypes=_abs_of_a_bool,
        forward=np.abs, vjps=(lambda g, out, x: g * np.sign(x),), sympy=_elementwise(_abs),
        grad_fn="AbsBackward0", shape=shapes.broadcast, domain=_REAL, kink="abs'(0) = 0"),
     # sqrt' = 1 / (2 sqrt)
@@ -1574,6 +1644,7 @@ OPS: tuple[Op, ...] = (
        kink="norm'(0) = 0, as PyTorch's backward masks it",
        doc="The 2-norm of all elements, or over ``dim``; its gradient is 0 at 0."),
     Op(name="matmul", operator="@", elementwise=False, tensors_only=True,
+       refuses_dtypes=_matmul_dtypes,
        forward=np.matmul, vjps=(_matmul_vjp_a, _matmul_vjp_b), sympy=np.matmul,
        grad_fn=_matmul_grad_fn, tensor_grad_fn="MmBackward0",
        shape=shapes.matmul, domain=_REAL * 2,

@@ -14,7 +14,7 @@ import numpy as np
 from . import dtypes
 from .backward_graph import legacy_type_name
 from .dtypes import DType
-from .errors import DTypeError, UsageError
+from .errors import DTypeError, UsageError, refusal
 from .ops import ALL_DIMS, ATTR_KINDS, IllTyped, Op
 
 NON_LEAF_GRAD = (
@@ -49,8 +49,7 @@ def check_call(op: Op, dtype: DType, args: Mapping[str, Any],
         message = op.refuses_integers.format(
             type=legacy_type_name(np.empty(0, dtype.numpy))[6:-6],
             lastdim="_lastdim" if last else "")
-        # PyTorch's dispatch refuses a dtype it has no kernel for with NotImplementedError.
-        raise (NotImplementedError if "not implemented for" in message else UsageError)(message)
+        raise refusal(message)
     if op.needs_one_of and all(args[attr] is None for attr in op.needs_one_of):
         raise UsageError(f"torch.{op.name}: At least one of "
                          f"{' or '.join(repr(attr) for attr in op.needs_one_of)} must not be None")

@@ -32,7 +32,8 @@ DOMAIN = "crossgrad.v1.AutogradService"  # AIP-193: the service's registered nam
 _MESSAGE_BYTES = 1000
 _METADATA_BYTES = 256
 
-_PYTHON_EXCEPTIONS = (IndexError, TypeError, ValueError, RuntimeError)
+# NotImplementedError before RuntimeError, which it derives from.
+_PYTHON_EXCEPTIONS = (IndexError, TypeError, ValueError, NotImplementedError, RuntimeError)
 
 
 def to_status(error: BaseException, request: message.Message | None = None) -> grpc.Status:

@@ -4,6 +4,8 @@ cases live in ``test_torch_differential.py`` (``op_cases``)."""
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -360,5 +362,43 @@ def test_bool_operands_refused_as_pytorch(require_torch: ModuleType) -> None:
         rec.call("mask + other", lambda: mask + other)
         rec.call("mask * 2", lambda: mask * 2)
         rec.call("floats - 1", lambda: floats - 1)
+
+    assert_same(require_torch, scenario)
+
+
+def test_dtypes_without_a_kernel_refused_as_pytorch(require_torch: ModuleType) -> None:
+    # abs of a bool and a bool to a bool tensor's power have no kernel in PyTorch
+    # (NotImplementedError); a mask to a Python bool's power stays a mask.
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        mask = lib.tensor([True, False, True])
+        rec.call("abs(mask)", lambda: lib.abs(mask))
+        rec.call("mask ** mask", lambda: mask ** mask)
+        rec.call("True ** mask", lambda: True ** mask)
+        rec.call("mask ** True", lambda: mask ** True)
+        rec.call("mask ** False", lambda: mask ** False)
+        rec.call("mask ** 2", lambda: mask ** 2)
+        rec.call("2 ** mask", lambda: 2 ** mask)
+        rec.call("abs(ints)", lambda: lib.abs(lib.tensor([-2, 3])))
+
+    assert_same(require_torch, scenario)
+
+
+MATMUL_RANKS = [((3,), (3,)), ((3,), (3, 2)), ((2, 3), (3,)), ((2, 3), (3, 2)),
+                ((4, 2, 3), (3,)), ((4, 2, 3), (3, 2)), ((3,), (4, 3, 2)), ((4, 2, 3), (4, 3, 2))]
+
+
+@pytest.mark.parametrize(("a", "b"), MATMUL_RANKS, ids=[f"{a}@{b}" for a, b in MATMUL_RANKS])
+def test_matmul_dtypes_as_pytorch(require_torch: ModuleType, a: tuple[int, ...],
+                                  b: tuple[int, ...]) -> None:
+    # PyTorch multiplies tensors of one dtype, bools not at all, in the words of the kernel the
+    # ranks lead to (dot, addmv, addmm, bmm).
+    pairs = [("bool", "bool"), ("float32", "float64"), ("float64", "float32"),
+             ("int64", "float32"), ("float32", "bool"), ("bool", "float32"), ("int64", "int64")]
+
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        for first, second in pairs:
+            x = lib.ones(*a, dtype=getattr(lib, first))
+            y = lib.ones(*b, dtype=getattr(lib, second))
+            rec.call(f"{first} @ {second}", functools.partial(operator.matmul, x, y))
 
     assert_same(require_torch, scenario)

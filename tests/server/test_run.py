@@ -731,3 +731,19 @@ def test_an_invalid_field_message_names_the_same_path_as_its_bad_request(stub: S
     session = new_session(stub)
     failure = failure_of(stub, session, create("ok", 1.0), create("a\x00b", 1.0))
     assert (failure.details() or "").startswith(bad_field(failure))
+
+
+def test_an_op_without_a_kernel_for_the_dtype_is_refused_as_pytorch_refuses_it(stub: Stub) -> None:
+    # abs of a bool tensor: PyTorch's NotImplementedError, an INVALID_ARGUMENT on the wire that
+    # names the node and the type, and the session as it was.
+    session = new_session(stub)
+    run(stub, session, create("m", pb.Tensor(shape=[2], dtype=pb.DTYPE_BOOL, values=[1, 0])))
+    before = snapshot(stub, session)
+    failure = failure_of(stub, session, read(graph(leaf("m"), op("a", "abs", "m"))))
+    assert failure.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "\"abs_cpu\" not implemented for 'Bool'" in failure.details()
+    info, _ = details(failure)
+    assert (info.reason, info.metadata["pythonException"]) == ("DTYPE_MISMATCH",
+                                                               "NotImplementedError")
+    assert info.metadata["node"] == "a"
+    assert snapshot(stub, session) == before

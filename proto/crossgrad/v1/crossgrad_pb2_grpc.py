@@ -41,10 +41,11 @@ class AutogradServiceStub:
     "crossgrad.v1.AutogradService", `reason` one of the values listed below (UPPER_SNAKE_CASE),
     and `metadata` (lowerCamelCase keys) with, where they apply: "node" (the id of the graph node
     the error is about), "leaf" (a leaf name), "pythonException" (the built-in exception type
-    PyTorch raises in the same situation: "RuntimeError", "ValueError", "IndexError" or
-    "TypeError", so a torch-like client can raise the same type), "limit" (the name of the limit
-    or budget exceeded, e.g. "max_elements", "max_session_bytes"), "version" (a leaf's current
-    version), "step" (the index of the Run step that failed).
+    PyTorch raises in the same situation: "RuntimeError", "ValueError", "IndexError",
+    "TypeError" or "NotImplementedError", so a torch-like client can raise the same type),
+    "limit" (the name of the limit or budget exceeded, e.g. "max_elements",
+    "max_session_bytes"), "version" (a leaf's current version), "step" (the index of the Run
+    step that failed).
     - google.rpc.BadRequest for INVALID_ARGUMENT: one field violation whose `field` is the path of
     the offending request field, repeated fields by index and map entries by key, e.g.
     `graph.nodes[3].op.attrs['dim']`, `values['x'].data` or `formula` (a node of a formula is
@@ -168,10 +169,11 @@ class AutogradServiceServicer:
     "crossgrad.v1.AutogradService", `reason` one of the values listed below (UPPER_SNAKE_CASE),
     and `metadata` (lowerCamelCase keys) with, where they apply: "node" (the id of the graph node
     the error is about), "leaf" (a leaf name), "pythonException" (the built-in exception type
-    PyTorch raises in the same situation: "RuntimeError", "ValueError", "IndexError" or
-    "TypeError", so a torch-like client can raise the same type), "limit" (the name of the limit
-    or budget exceeded, e.g. "max_elements", "max_session_bytes"), "version" (a leaf's current
-    version), "step" (the index of the Run step that failed).
+    PyTorch raises in the same situation: "RuntimeError", "ValueError", "IndexError",
+    "TypeError" or "NotImplementedError", so a torch-like client can raise the same type),
+    "limit" (the name of the limit or budget exceeded, e.g. "max_elements",
+    "max_session_bytes"), "version" (a leaf's current version), "step" (the index of the Run
+    step that failed).
     - google.rpc.BadRequest for INVALID_ARGUMENT: one field violation whose `field` is the path of
     the offending request field, repeated fields by index and map entries by key, e.g.
     `graph.nodes[3].op.attrs['dim']`, `values['x'].data` or `formula` (a node of a formula is
@@ -383,10 +385,11 @@ class AutogradService:
     "crossgrad.v1.AutogradService", `reason` one of the values listed below (UPPER_SNAKE_CASE),
     and `metadata` (lowerCamelCase keys) with, where they apply: "node" (the id of the graph node
     the error is about), "leaf" (a leaf name), "pythonException" (the built-in exception type
-    PyTorch raises in the same situation: "RuntimeError", "ValueError", "IndexError" or
-    "TypeError", so a torch-like client can raise the same type), "limit" (the name of the limit
-    or budget exceeded, e.g. "max_elements", "max_session_bytes"), "version" (a leaf's current
-    version), "step" (the index of the Run step that failed).
+    PyTorch raises in the same situation: "RuntimeError", "ValueError", "IndexError",
+    "TypeError" or "NotImplementedError", so a torch-like client can raise the same type),
+    "limit" (the name of the limit or budget exceeded, e.g. "max_elements",
+    "max_session_bytes"), "version" (a leaf's current version), "step" (the index of the Run
+    step that failed).
     - google.rpc.BadRequest for INVALID_ARGUMENT: one field violation whose `field` is the path of
     the offending request field, repeated fields by index and map entries by key, e.g.
     `graph.nodes[3].op.attrs['dim']`, `values['x'].data` or `formula` (a node of a formula is
