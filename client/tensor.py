@@ -41,6 +41,7 @@ from crossgrad.engine.refusals import (
     VIEW_OF_LEAF_IN_PLACE,
     data_dtype,
     python_attrs,
+    require_tensor_input,  # noqa: F401  (for the generated functions)
     require_tensors,
     tensor_list,
 )
@@ -1049,7 +1050,7 @@ def _result_meta(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any],
             (attrs and op.number_types(attrs)) or op.conditioned
             or any(type(a) is bool for a in args)):
         return tuple(shape), op.result_dtype(first)
-    computed = op.computed_dtype([(a._dtype, len(a._shape)) if type(a) is Tensor else type(a)
+    computed = op.computed_dtype([(a._dtype, len(a._shape)) if type(a) is Tensor else a
                                   for a in args], attrs)
     return tuple(shape), op.result_dtype(computed)
 

@@ -19,6 +19,7 @@ from .tensor import (
     _binary,
     _call,
     _call_variadic,
+    require_tensor_input,
     require_tensors,
 )
 
@@ -71,33 +72,39 @@ def atan2(input: Tensor, other: Tensor) -> Tensor:
     return _binary("atan2", input, other)
 
 
-def gt(input: Operand, other: Operand) -> Tensor:
+def gt(input: Tensor, other: Operand) -> Tensor:
     """Elementwise ``input > other`` (greater than): a bool tensor without grad."""
+    require_tensor_input("gt", input, other, Tensor)
     return _binary("gt", input, other)
 
 
-def lt(input: Operand, other: Operand) -> Tensor:
+def lt(input: Tensor, other: Operand) -> Tensor:
     """Elementwise ``input < other`` (less than): a bool tensor without grad."""
+    require_tensor_input("lt", input, other, Tensor)
     return _binary("lt", input, other)
 
 
-def ge(input: Operand, other: Operand) -> Tensor:
+def ge(input: Tensor, other: Operand) -> Tensor:
     """Elementwise ``input >= other`` (greater than or equal): a bool tensor without grad."""
+    require_tensor_input("ge", input, other, Tensor)
     return _binary("ge", input, other)
 
 
-def le(input: Operand, other: Operand) -> Tensor:
+def le(input: Tensor, other: Operand) -> Tensor:
     """Elementwise ``input <= other`` (less than or equal): a bool tensor without grad."""
+    require_tensor_input("le", input, other, Tensor)
     return _binary("le", input, other)
 
 
-def eq(input: Operand, other: Operand) -> Tensor:
+def eq(input: Tensor, other: Operand) -> Tensor:
     """Elementwise ``input == other`` (equal): a bool tensor without grad."""
+    require_tensor_input("eq", input, other, Tensor)
     return _binary("eq", input, other)
 
 
-def ne(input: Operand, other: Operand) -> Tensor:
+def ne(input: Tensor, other: Operand) -> Tensor:
     """Elementwise ``input != other`` (not equal): a bool tensor without grad."""
+    require_tensor_input("ne", input, other, Tensor)
     return _binary("ne", input, other)
 
 

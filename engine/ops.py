@@ -63,9 +63,12 @@ application does); ``public``, False for a row PyTorch has no function or method
 which indexing writes): the graph, the wire and formulas take it, the Python surface does not;
 ``tensors_only``, PyTorch's Python signature takes tensors only (``maximum``, ``matmul``): a
 Python number in a call is a TypeError naming the argument, and the operator returns
-NotImplemented for one (graphs and formulas take numbers);
-``refuses_dtypes``, PyTorch's message refusing the operands' dtypes (``-x`` of a bool tensor,
-``a @ b`` of two dtypes), from what the dtype rule sees of them, or None; in a graph as in a call;
+NotImplemented for one (graphs and formulas take numbers); ``tensor_input``, PyTorch's function
+takes a number as the other operand only (``gt``): ``torch.gt(2, x)`` is a TypeError listing its
+overloads (the operator ``2 > x`` is Python's ``x < 2``);
+``refuses_operands``, PyTorch's message refusing the operands (``-x`` of a bool tensor, ``a @ b``
+of two dtypes, ``x ** -1`` of integers), from what the dtype rule sees of them, or None; in a
+graph as in a call;
 ``refuses_integers`` and ``needs_one_of``, what PyTorch refuses of a call that a graph accepts
 (``mean`` of an int64 tensor, PyTorch's message with ``{type}`` for the tensor type's name and
 ``{lastdim}`` for "_lastdim" where the call's ``dim`` is the last one;
@@ -167,17 +170,23 @@ class AttrKind:
         return self.check(value)
 
 
+# An operand as the dtype rule sees it: a tensor's (dtype, ndim); a Python number, or its type
+# where only that is known (a graph's constant).
+Described = tuple[DType, int] | type | int | float | bool
+
+
 def is_int(value: Any) -> bool:
     """An integer, Python's or NumPy's, that is not a bool."""
     return type(value) is int or (isinstance(value, (int, np.integer))
                                   and not isinstance(value, (bool, np.bool_)))
 
 
-def _check_condition(op: str, operand: tuple[DType, int] | type) -> None:
+def _check_condition(op: str, operand: Described) -> None:
     """PyTorch's refusal of a condition that is not a bool tensor."""
     if not isinstance(operand, tuple):
+        number = operand if isinstance(operand, type) else type(operand)
         raise DTypeError(f"{op}(): argument 'condition' (position 1) must be Tensor, not "
-                         f"{operand.__name__}")
+                         f"{number.__name__}")
     if operand[0] is not dtypes.bool_:
         raise UsageError(f"{op} expected condition to be a boolean tensor, but got a tensor "
                          f"with dtype {_TORCH_DTYPE_NAMES[operand[0].name]}")
@@ -187,16 +196,13 @@ _INVERT_A_MASK = ("If you are trying to invert a mask, use the `~` or `logical_n
                   "instead.")
 
 
-# An operand as the dtype rules see it: a tensor's (dtype, ndim), or a Python number's type.
-Described = tuple[DType, int] | type
-
-
 def _is_bool(operand: Described) -> bool:
-    return operand is bool or (type(operand) is tuple and operand[0] is dtypes.bool_)
+    return operand is bool or type(operand) is bool or (
+        type(operand) is tuple and operand[0] is dtypes.bool_)
 
 
 def _bools_refused(message: Callable[[int], str]) -> Callable[[Sequence[Described]], str | None]:
-    """A row's ``refuses_dtypes`` that refuses any bool operand (tensor or Python bool), with
+    """A row's ``refuses_operands`` that refuses any bool operand (tensor or Python bool), with
     PyTorch's message for their count."""
     def refuses(operands: Sequence[Described]) -> str | None:
         count = sum(_is_bool(o) for o in operands)
@@ -223,12 +229,18 @@ def _abs_of_a_bool(operands: Sequence[Described]) -> str | None:
     return _no_bool_kernel("abs_cpu") if _is_bool(operands[0]) else None
 
 
-def _pow_of_bools(operands: Sequence[Described]) -> str | None:
-    # A bool tensor as the exponent of a bool; a Python bool as the exponent is a scalar
-    # PyTorch takes (mask ** True is the mask).
+NEGATIVE_INTEGER_POWER = "Integers to negative integer powers are not allowed."
+
+
+def _pow_refused(operands: Sequence[Described]) -> str | None:
+    # A bool tensor as the exponent of a bool (a Python bool as the exponent is a scalar PyTorch
+    # takes: mask ** True is the mask); a negative Python integer as an integer tensor's.
     base, exponent = operands
     if type(exponent) is tuple and _is_bool(exponent) and _is_bool(base):
         return _no_bool_kernel("pow")
+    if (type(base) is tuple and not base[0].is_floating_point
+            and isinstance(exponent, int) and exponent < 0):  # a bool is an int here
+        return NEGATIVE_INTEGER_POWER
     return None
 
 
@@ -443,7 +455,8 @@ class Op:
     public: bool = True
     variadic: bool = False
     tensors_only: bool = False
-    refuses_dtypes: Callable[[Sequence[Described]], str | None] | None = None
+    tensor_input: bool = False
+    refuses_operands: Callable[[Sequence[Described]], str | None] | None = None
     refuses_integers: str = ""
     needs_one_of: tuple[str, ...] = ()
     bool_overload: str = ""
@@ -506,12 +519,13 @@ class Op:
         """The types of the promoting attributes given in ``attrs``."""
         return [type(attrs[name]) for name in self.promoting if attrs.get(name) is not None]
 
-    def computed_dtype(self, operands: Sequence[tuple[DType, int] | type],
+    def computed_dtype(self, operands: Sequence[Described],
                        attrs: Mapping[str, Any] | None = None) -> DType:
         """The dtype PyTorch computes this op in, per operand a tensor's (dtype, ndim) or a
-        Python number's type: their promoted type, the promoting attributes in ``attrs`` taking
-        part as Python numbers; a float where the op makes floats of integers. A ``condition``
-        operand (``where``'s) takes no part, and must be a bool tensor."""
+        Python number (or its type): their promoted type, the promoting attributes in ``attrs``
+        taking part as Python numbers; a float where the op makes floats of integers. A
+        ``condition`` operand (``where``'s) takes no part, and must be a bool tensor. What
+        PyTorch refuses of the operands (``refuses_operands``) raises its error."""
         tensors: list[tuple[DType, int]] = []
         numbers: list[type] = []
         names = self.operands * len(operands) if self.variadic else self.operands
@@ -521,8 +535,8 @@ class Op:
             elif isinstance(operand, tuple):
                 tensors.append(operand)
             else:
-                numbers.append(operand)
-        if self.refuses_dtypes is not None and (message := self.refuses_dtypes(operands)):
+                numbers.append(operand if isinstance(operand, type) else type(operand))
+        if self.refuses_operands is not None and (message := self.refuses_operands(operands)):
             raise refusal(message)
         if attrs:
             numbers += self.number_types(attrs)
@@ -1213,7 +1227,19 @@ def _pow(x: Array, y: Array) -> Array:
         # NumPy has no bool power (it computes in int8); PyTorch keeps a mask's dtype:
         # mask ** True is the mask, mask ** False all True.
         return np.power(x, y).astype(np.bool_)
-    return x ** y
+    try:
+        return x ** y
+    except ValueError:  # NumPy refuses an integer to a negative integer power
+        if not isinstance(y, np.ndarray):  # a graph's constant (a call's: refused before)
+            raise UsageError(NEGATIVE_INTEGER_POWER) from None
+        return _integer_power(x, y)
+
+
+def _integer_power(x: Array, y: Array) -> Array:
+    """Integers to integer powers as PyTorch computes them, some exponents negative: 1 at a base
+    of 1, -1 or 1 by the exponent's parity at a base of -1, else 0 (the power's integer part)."""
+    at_negative = np.where(x == 1, 1, np.where(x == -1, 1 - 2 * (y % 2), 0))
+    return np.where(y < 0, at_negative, np.power(x, np.maximum(y, 0)))
 
 
 def _pow_base_vjp(g: Array, out: Array, x: Array, y: Array) -> Array:
@@ -1291,8 +1317,9 @@ def _comparison(name: str, symbol: str, forward: Callable[..., Array],
                 relation: Callable[[Any, Any], Any], doc: str) -> Op:
     """A comparison row: a bool result that never requires grad, written with ``symbol``."""
     return Op(name=name, operator=symbol, elementwise=True, boolean=True, stops_gradient=True,
-              forward=forward, vjps=(None, None), sympy=_comparison_symbolic(relation),
-              grad_fn=None, shape=shapes.broadcast, domain=_REAL * 2, saves=False,
+              tensor_input=True, forward=forward, vjps=(None, None),
+              sympy=_comparison_symbolic(relation), grad_fn=None, shape=shapes.broadcast,
+              domain=_REAL * 2, saves=False,
               doc=f"Elementwise ``input {symbol} other`` ({doc}): a bool tensor without grad.")
 
 
@@ -1335,7 +1362,7 @@ OPS: tuple[Op, ...] = (
        sympy=lambda a, b: a + b, grad_fn="AddBackward0",
        shape=shapes.broadcast, domain=_REAL * 2, saves=False),
     Op(name="sub", operator="-", in_place=True, elementwise=True,
-       refuses_dtypes=_bools_refused(_subtraction_of_bools),
+       refuses_operands=_bools_refused(_subtraction_of_bools),
        forward=operator.sub, vjps=(lambda g, out, a, b: g, lambda g, out, a, b: -g),
        sympy=lambda a, b: a - b,
        grad_fn=lambda call: "RsubBackward1" if _is_number(call.values[0]) else "SubBackward0",
@@ -1354,11 +1381,11 @@ OPS: tuple[Op, ...] = (
        tensor_grad_fn="DivBackward0", shape=shapes.broadcast, domain=((-3.0, 3.0), (0.5, 3.0)),
        floating=True),
     Op(name="neg", operator="-", elementwise=True,
-       refuses_dtypes=_bools_refused(_negation_of_a_bool),
+       refuses_operands=_bools_refused(_negation_of_a_bool),
        forward=operator.neg, vjps=(lambda g, out, x: -g,), sympy=lambda x: -x,
        grad_fn="NegBackward0", shape=shapes.broadcast, domain=_REAL, saves=False),
     Op(name="pow", operator="**", operands=("input", "exponent"), elementwise=True,
-       refuses_dtypes=_pow_of_bools,
+       refuses_operands=_pow_refused,
        forward=_pow, vjps=(_pow_base_vjp, _pow_exponent_vjp), sympy=lambda a, b: a ** b,
        grad_fn=lambda call: ("PowBackward0" if _is_number(call.values[1]) else
                              "PowBackward2" if _is_number(call.values[0]) else "PowBackward1"),
@@ -1430,11 +1457,11 @@ OPS: tuple[Op, ...] = (
        sympy=_elementwise(lambda x: 1 / (1 + sympy.exp(-x))), grad_fn="SigmoidBackward0",
        shape=shapes.broadcast, domain=_REAL, floating=True, saves_output=True, saves_inputs=False),
     Op(name="relu", elementwise=True,
-       refuses_dtypes=_bools_refused(lambda count: "Boolean inputs not supported for relu"),
+       refuses_operands=_bools_refused(lambda count: "Boolean inputs not supported for relu"),
        forward=lambda x: np.maximum(x, 0), vjps=(lambda g, out, x: np.where(x <= 0, 0.0, g),),
        sympy=_elementwise(_positive_part), grad_fn="ReluBackward0",
        shape=shapes.broadcast, domain=_REAL, kink="relu'(0) = 0"),
-    Op(name="abs", elementwise=True, refuses_dtypes=_abs_of_a_bool,
+    Op(name="abs", elementwise=True, refuses_operands=_abs_of_a_bool,
        forward=np.abs, vjps=(lambda g, out, x: g * np.sign(x),), sympy=_elementwise(_abs),
        grad_fn="AbsBackward0", shape=shapes.broadcast, domain=_REAL, kink="abs'(0) = 0"),
     # sqrt' = 1 / (2 sqrt)
@@ -1644,7 +1671,7 @@ OPS: tuple[Op, ...] = (
        kink="norm'(0) = 0, as PyTorch's backward masks it",
        doc="The 2-norm of all elements, or over ``dim``; its gradient is 0 at 0."),
     Op(name="matmul", operator="@", elementwise=False, tensors_only=True,
-       refuses_dtypes=_matmul_dtypes,
+       refuses_operands=_matmul_dtypes,
        forward=np.matmul, vjps=(_matmul_vjp_a, _matmul_vjp_b), sympy=np.matmul,
        grad_fn=_matmul_grad_fn, tensor_grad_fn="MmBackward0",
        shape=shapes.matmul, domain=_REAL * 2,

@@ -96,11 +96,27 @@ def require_tensors(op: str, operands: Mapping[str, Any], tensor_type: type) -> 
     positions in the call (a method's ``self`` is not one)."""
     for position, (name, value) in enumerate(operands.items(), start=1):
         if not isinstance(value, tensor_type):
-            kind = type(value)  # named as PyTorch names it: with its module unless a builtin
-            named = kind.__qualname__ if kind.__module__ == "builtins" else (
-                f"{kind.__module__}.{kind.__qualname__}")
             raise TypeError(f"{op}(): argument '{name}' (position {position}) must be Tensor, "
-                            f"not {named}")
+                            f"not {_type_name(value)}")
+
+
+def require_tensor_input(op: str, input: Any, other: Any, tensor_type: type) -> None:
+    """PyTorch's refusal of a number as the ``input`` of a function whose signatures take one as
+    ``other`` only (``torch.gt(2, x)``): no overload matches."""
+    if isinstance(input, tensor_type):
+        return
+    got = ", ".join("Tensor" if isinstance(value, tensor_type) else _type_name(value)
+                    for value in (input, other))
+    raise TypeError(f"{op}() received an invalid combination of arguments - got ({got}), but "
+                    "expected one of:\n * (Tensor input, Tensor other, *, Tensor out = None)\n"
+                    " * (Tensor input, Number other, *, Tensor out = None)\n")
+
+
+def _type_name(value: Any) -> str:
+    """The type of ``value`` as PyTorch names it: with its module unless a builtin."""
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else (
+        f"{kind.__module__}.{kind.__qualname__}")
 
 
 def tensor_list(op: Op, operands: Any, tensor_type: type) -> tuple[Any, ...]:

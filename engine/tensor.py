@@ -30,6 +30,7 @@ from .refusals import (
     VIEW_OF_LEAF_IN_PLACE,
     data_dtype,
     python_attrs,
+    require_tensor_input,  # noqa: F401  (for the generated functions)
     require_tensors,
     tensor_list,
 )
@@ -803,7 +804,7 @@ def _promoted(op: Op, args: tuple[Operand, ...], attrs: Mapping[str, Any] | None
             op.conditioned or any(type(a) is bool for a in args)):  # some ops refuse a bool
         return tuple(value_of(a) for a in args)
     target = op.computed_dtype(
-        [(dtypes.from_numpy(a._data.dtype), a._data.ndim) if type(a) is Tensor else type(a)
+        [(dtypes.from_numpy(a._data.dtype), a._data.ndim) if type(a) is Tensor else a
          for a in args], attrs).numpy
     # Python numbers stay Python numbers: NumPy treats them as weak, as PyTorch does.
     return tuple(np.asarray(a._data, dtype=target) if type(a) is Tensor else a for a in args)

@@ -63,7 +63,8 @@ _UNARY_METHODS = {"-": "neg", "+": "pos", "~": "invert"}
 _SOURCES = {"Any": "typing", "Sequence": "collections.abc", "ALL_DIMS": ".ops", "Dims": ".ops",
             "TABLE": ".ops", "_NO_ATTRS": ".tensor", "Operand": ".tensor", "Tensor": ".tensor",
             "_apply_unary": ".tensor", "_as_operand": ".tensor", "_binary": ".tensor",
-            "_call": ".tensor", "_call_variadic": ".tensor", "require_tensors": ".tensor"}
+            "_call": ".tensor", "_call_variadic": ".tensor", "require_tensors": ".tensor",
+            "require_tensor_input": ".tensor"}
 
 _FUNCTIONAL_HEADER = '''\
 """The torch-like module functions: one per row of the op table (``sin(x)``, ``sum(x, dim)``).
@@ -111,7 +112,7 @@ def _attr_parameters(op: Op) -> list[str]:
 
 def _takes_numbers(op: Op) -> bool:
     """Whether a Python number may stand for the first operand (``add(2, x)``, ``2 - x``)."""
-    return op.arity > 1 and not op.attrs and not op.tensors_only
+    return op.arity > 1 and not op.attrs and not (op.tensors_only or op.tensor_input)
 
 
 def _operand_type(op: Op) -> str:
@@ -212,9 +213,11 @@ def function(op: Op) -> list[str]:
         body = _call_line(op, [f"_as_operand({op.operands[0]})"])
     else:
         body = _call_line(op, op.operands)
+    required = ([f'    require_tensor_input("{op.name}", {", ".join(op.operands)}, Tensor)']
+                if op.tensor_input else _required_tensors(op, op.operands))
     return [f"def {op.name}({', '.join(parameters)}) -> Tensor:",
             f'    """{_doc(op)}"""',
-            *_required_tensors(op, op.operands),
+            *required,
             f"    return {body}"]
 
 

@@ -383,6 +383,41 @@ def test_dtypes_without_a_kernel_refused_as_pytorch(require_torch: ModuleType) -
     assert_same(require_torch, scenario)
 
 
+def test_comparison_functions_take_a_number_as_other_only(require_torch: ModuleType) -> None:
+    # torch.gt(2, x) matches none of gt's signatures; 2 > x is Python's x < 2.
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        x = lib.tensor([1.0, 2.0, 3.0])
+        for name in ("gt", "lt", "ge", "le", "eq", "ne"):
+            fn = getattr(lib, name)
+            rec.call(f"{name}(2, x)", functools.partial(fn, 2, x))
+            rec.call(f"{name}(x, 2)", functools.partial(fn, x, 2))
+        rec.call("gt(True, x)", functools.partial(lib.gt, True, x))
+        rec.call("gt(np.float64(2.5), x)", functools.partial(lib.gt, np.float64(2.5), x))
+        rec.call("gt(2, 3)", functools.partial(lib.gt, 2, 3))
+        rec.call("2 > x", lambda: 2 > x)
+
+    assert_same(require_torch, scenario)
+
+
+def test_integer_powers_as_pytorch(require_torch: ModuleType) -> None:
+    # NumPy refuses integers to negative integer powers; PyTorch computes them elementwise (1 at a
+    # base of 1, +-1 at -1, else 0) and refuses only a negative Python number as the exponent.
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        ints = lib.tensor([2, -3, 0, 1, -1])
+        rec.call("ints ** ints", lambda: ints ** ints)
+        rec.call("ints ** -ints", lambda: ints ** -ints)
+        rec.call("2 ** negatives", lambda: 2 ** lib.tensor([-1, -2, 3]))
+        rec.call("-1 ** ints", lambda: lib.pow(-1, ints))
+        rec.call("ints ** 0-d", lambda: ints ** lib.tensor(-2))
+        rec.call("0-d ** 0-d", lambda: lib.tensor(0) ** lib.tensor(-1))
+        rec.call("mask ** ints", lambda: lib.tensor([True, False]) ** lib.tensor([-1, 2]))
+        rec.call("ints ** -2", lambda: ints ** -2)
+        rec.call("pow(ints, -1)", lambda: lib.pow(ints, -1))
+        rec.call("ints ** -2.0", lambda: ints ** -2.0)
+
+    assert_same(require_torch, scenario)
+
+
 MATMUL_RANKS = [((3,), (3,)), ((3,), (3, 2)), ((2, 3), (3,)), ((2, 3), (3, 2)),
                 ((4, 2, 3), (3,)), ((4, 2, 3), (3, 2)), ((3,), (4, 3, 2)), ((4, 2, 3), (4, 3, 2))]
 

@@ -747,3 +747,20 @@ def test_an_op_without_a_kernel_for_the_dtype_is_refused_as_pytorch_refuses_it(s
                                                                "NotImplementedError")
     assert info.metadata["node"] == "a"
     assert snapshot(stub, session) == before
+
+
+def test_integers_to_negative_powers_as_pytorch(stub: Stub) -> None:
+    # NumPy refuses them all; PyTorch computes them elementwise (1 at a base of 1, +-1 at -1,
+    # else 0) and refuses only a negative number as the exponent, as a RuntimeError.
+    session = new_session(stub)
+    ints = tensor([2, -3, 0, 1, -1], np.int64)
+    run(stub, session, create("i", ints))
+    powers = graph(leaf("i"), op("n", "neg", "i"), op("p", "pow", "i", "n"))
+    answer = run(stub, session, read(powers))
+    assert array(answer.results[0].read.values[0].value).tolist() == [0, -27, 1, 1, -1]
+    before = snapshot(stub, session)
+    failure = failure_of(stub, session, read(graph(
+        leaf("i"), pb.Node(id="c", constant=tensor(-2, np.int64)), op("p", "pow", "i", "c"))))
+    assert failure.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert failure.details().startswith("Integers to negative integer powers are not allowed.")
+    assert snapshot(stub, session) == before
