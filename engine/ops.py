@@ -1222,8 +1222,20 @@ def _stack_vjp(position: int, g: Array, out: Array, *tensors: Array, dim: int = 
     return g[(slice(None),) * (dim + g.ndim if dim < 0 else dim) + (position,)]
 
 
+# The exponents PyTorch computes a tensor's power to a number by other means than pow: products
+# where pow would round once (x * x * x), roots with their own values at -0.0 and -inf
+# (sqrt(-0.0) is -0.0 where pow gives 0.0, 1 / sqrt(-0.0) is -inf where pow gives inf).
+_SPECIAL_POWERS: dict[float, Callable[[Array], Array]] = {
+    0.5: np.sqrt, 2: np.square, 3: lambda x: x * x * x, -0.5: lambda x: 1 / np.sqrt(x),
+    -1: np.reciprocal, -2: lambda x: 1 / (x * x)}
+
+
 def _pow(x: Array, y: Array) -> Array:
-    if type(y) is bool and np.result_type(x) == np.bool_:
+    if type(y) is float or type(y) is int:
+        special = _SPECIAL_POWERS.get(y)
+        if special is not None and np.result_type(x).kind == "f":
+            return special(x)
+    elif type(y) is bool and np.result_type(x) == np.bool_:
         # NumPy has no bool power (it computes in int8); PyTorch keeps a mask's dtype:
         # mask ** True is the mask, mask ** False all True.
         return np.power(x, y).astype(np.bool_)
@@ -1244,17 +1256,19 @@ def _integer_power(x: Array, y: Array) -> Array:
 
 def _pow_base_vjp(g: Array, out: Array, x: Array, y: Array) -> Array:
     # d/dx x**y = y * x**(y-1); PyTorch gives 0 where y == 0 (even at x == 0).
-    if _is_number(y):
-        return g * 0 if y == 0 else g * (y * np.power(x, y - 1))
+    if _is_number(y):  # as PyTorch: y * x ** (y - 1), the power by pow's own special cases
+        return np.zeros_like(g) if y == 0 else g * (y * _pow(x, y - 1))
     with np.errstate(divide="ignore", invalid="ignore"):  # 0 ** negative where y == 0 is masked
-        return np.where(y == 0, 0.0, g * y * np.power(x, y - 1))
+        return np.where(y == 0, 0.0, g * (y * np.power(x, y - 1)))
 
 
 def _pow_exponent_vjp(g: Array, out: Array, x: Array, y: Array) -> Array:
-    # d/dy x**y = x**y * log(x); PyTorch gives 0 where x == 0 and y >= 0.
+    # d/dy x**y = x**y * log(x); PyTorch's: g * (0 where x == 0 and y >= 0, else out * log(x)),
+    # so a signed or NaN zero where g is negative or not finite. A number's log is a Python
+    # float, which a float32 product takes as float32, as PyTorch takes a scalar.
     with np.errstate(divide="ignore", invalid="ignore"):
-        grad = g * out * np.log(x)
-    return np.where((x == 0) & (y >= 0), 0.0, grad)
+        log = float(np.log(x)) if _is_number(x) else np.log(x)
+        return g * np.where((x == 0) & (y >= 0), 0.0, out * log)
 
 
 def _elementwise2(fn: Callable[[Any, Any], Any]) -> Callable[..., Any]:

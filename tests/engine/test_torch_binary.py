@@ -394,7 +394,30 @@ def test_comparison_functions_take_a_number_as_other_only(require_torch: ModuleT
         rec.call("gt(True, x)", functools.partial(lib.gt, True, x))
         rec.call("gt(np.float64(2.5), x)", functools.partial(lib.gt, np.float64(2.5), x))
         rec.call("gt(2, 3)", functools.partial(lib.gt, 2, 3))
-        rec.call("2 > x", lambda: 2 > x)
+        rec.call("2 > x", functools.partial(operator.gt, 2, x))
+
+    assert_same(require_torch, scenario)
+
+
+def test_powers_at_zeros_and_infinities_as_pytorch(require_torch: ModuleType) -> None:
+    # PyTorch computes x ** 0.5 as sqrt, x ** -0.5 as 1 / sqrt, x ** 3 as x * x * x, ...: at -0.0
+    # and -inf their values are not pow's (sqrt(-0.0) is -0.0, 1 / sqrt(-0.0) is -inf), and its
+    # backward multiplies the gradient last, so signed and NaN zeros follow the gradient's sign.
+    def scenario(lib: ModuleType, rec: Recorder) -> None:
+        seed = lib.tensor([-1.0, -1.0, -1.0, -1.0, float("-inf")])
+        for exponent in (0.5, -0.5, 3, -2, 0, 1.5):
+            x = lib.tensor([0.0, -0.0, float("-inf"), float("inf"), 4.0], requires_grad=True)
+            y = rec.call(f"x ** {exponent}", functools.partial(operator.pow, x, exponent))
+            rec.call("backward", functools.partial(y.backward, seed))
+            rec.log(f"x.grad at {exponent}", x.grad)
+        x = lib.tensor([0.0, 0.0, 0.0, 2.0, 0.0], requires_grad=True)
+        e = lib.tensor([0.0, 2.0, -1.0, 0.0, 1.0], requires_grad=True)
+        rec.call("x ** e backward", lambda: (x ** e).backward(seed))
+        rec.log("x.grad", x.grad)
+        rec.log("e.grad", e.grad)
+        e2 = lib.tensor([0.0, 2.0, -1.0, 0.0, 1.0], requires_grad=True)
+        rec.call("0 ** e backward", lambda: (0.0 ** e2).backward(seed))
+        rec.log("e2.grad", e2.grad)
 
     assert_same(require_torch, scenario)
 
