@@ -274,7 +274,7 @@ def test_an_output_that_needs_no_grad_is_refused_after_the_forward() -> None:
 def test_a_failing_op_names_its_node() -> None:
     valid = validate(Graph((Leaf("k", "k"), Constant("m", np.array(-1)),
                             Operation("p", "pow", ("k", "m"))), "p"), LEAVES)
-    with pytest.raises(InvalidArgument, match="node 'p' \\(pow\\)") as raised:
+    with pytest.raises(UsageError, match="Integers to negative integer powers") as raised:
         Executor(valid, [])(check_values(valid, {"k": np.array([1, 2, 3])}))
     assert raised.value.node == "p"
 
@@ -288,13 +288,14 @@ def test_of_two_failing_ops_the_first_in_order_is_named() -> None:
     values = check_values(valid, {"k": np.array([1, 2, 3])})
     for compute in (lambda: eager(valid, values, [], [], None),
                     lambda: Executor(valid, [])(values)):
-        with pytest.raises(InvalidArgument) as raised:
+        with pytest.raises(UsageError) as raised:
             compute()
         assert raised.value.node == "p1"
     executor = Executor(validate(Graph((*nodes[1:3], nodes[4]), "p2"), LEAVES), [])
     for _ in range(2):  # the same error on every call
-        with pytest.raises(InvalidArgument, match="node 'p2' \\(pow\\)"):
+        with pytest.raises(UsageError, match="negative integer powers") as raised:
             executor({})
+        assert raised.value.node == "p2"
 
 
 def test_retaining_an_unknown_node_is_refused() -> None:

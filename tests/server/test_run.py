@@ -751,7 +751,7 @@ def test_an_op_without_a_kernel_for_the_dtype_is_refused_as_pytorch_refuses_it(s
 
 def test_integers_to_negative_powers_as_pytorch(stub: Stub) -> None:
     # NumPy refuses them all; PyTorch computes them elementwise (1 at a base of 1, +-1 at -1,
-    # else 0) and refuses only a negative number as the exponent, as a RuntimeError.
+    # else 0) and refuses only a negative number as the exponent.
     session = new_session(stub)
     ints = tensor([2, -3, 0, 1, -1], np.int64)
     run(stub, session, create("i", ints))
@@ -761,6 +761,8 @@ def test_integers_to_negative_powers_as_pytorch(stub: Stub) -> None:
     before = snapshot(stub, session)
     failure = failure_of(stub, session, read(graph(
         leaf("i"), pb.Node(id="c", constant=tensor(-2, np.int64)), op("p", "pow", "i", "c"))))
-    assert failure.code() is grpc.StatusCode.FAILED_PRECONDITION
-    assert failure.details().startswith("Integers to negative integer powers are not allowed.")
+    assert failure.code() is grpc.StatusCode.FAILED_PRECONDITION  # PyTorch's RuntimeError
+    assert failure.details() == "Integers to negative integer powers are not allowed."
+    info, _ = details(failure)
+    assert (info.metadata["node"], info.metadata["pythonException"]) == ("p", "RuntimeError")
     assert snapshot(stub, session) == before
