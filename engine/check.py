@@ -266,6 +266,31 @@ def within_rounding(strict: CheckReport, numeric: Mapping[str, np.ndarray],
 _FEW_DIGITS = "; float32 keeps few correct digits here, float64 would keep more"
 
 
+def at_non_finite_inputs(report: CheckReport, numeric: Mapping[str, np.ndarray],
+                         reference: Mapping[str, np.ndarray], values: Mapping[str, np.ndarray],
+                         dtype: DType) -> CheckReport:
+    """A DISAGREE only at elements whose leaf value is NaN or infinite, as SINGULAR: a derivative
+    there is a convention (PyTorch's relu passes the gradient at NaN, the closed form's branch
+    gives 0), not a value one side can be checked against. A disagreement elsewhere stands."""
+    if report.status is not Status.DISAGREE:
+        return report
+    elsewhere: dict[str, np.ndarray] = {}
+    found: list[str] = []
+    for name, got in numeric.items():
+        value = values.get(name)
+        if value is not None and value.dtype.kind == "f" and value.shape == np.shape(got):
+            odd = ~np.isfinite(value)
+            if odd.any():
+                found.append(name)
+                got = np.where(odd, reference.get(name, 0.0), got)
+        elsewhere[name] = got
+    if not found or compare(elsewhere, reference, dtype).status is Status.DISAGREE:
+        return report
+    return replace(report, status=Status.SINGULAR, reason=(
+        f"{report.reason}, at a NaN or infinite value of leaf "
+        f"{', '.join(repr(name) for name in found)}: a derivative there is a convention"))
+
+
 def finite_difference(forward: Callable[[Mapping[str, np.ndarray]], float],
                       values: Mapping[str, np.ndarray], gradients: Mapping[str, np.ndarray],
                       dtype: DType, why: str, seed: int = 0) -> CheckReport:

@@ -17,6 +17,7 @@ from .check import (
     CheckMode,
     CheckReport,
     Status,
+    at_non_finite_inputs,
     compare,
     finite_difference,
     skipped,
@@ -24,7 +25,7 @@ from .check import (
 )
 from .display import ClosedForms
 from .errors import CheckFailed, DeadlineExceeded, TaskFailed, WorkerFailed
-from .evaluation import evaluate, outputs
+from .evaluation import outputs
 from .executor import Executor
 from .graph import ValidGraph, check_values
 from .hessian import Hessian, check_hessian_size, hessian_of, no_hessian
@@ -113,11 +114,13 @@ class GradientCheck:
                 scale = 1.0 if seed_array is None else float(seed_array.reshape(()))
                 reference = (evaluation.gradients if scale == 1.0 else
                              {n: g * scale for n, g in evaluation.gradients.items()})
-            report = compare(gradients, reference, dtype)
+            report = at_non_finite_inputs(compare(gradients, reference, dtype), gradients,
+                                          reference, arrays, dtype)
             if report.status is Status.DISAGREE and dtype == dtypes.float32:
                 # Rounding or a wrong derivation? The engine in float64 tells them apart.
-                _, wide = evaluate(in_float64(self.valid), widened(arrays), list(wrt),
-                                   seed_array)
+                wide_graph = in_float64(self.valid)
+                _, wide, _ = outputs(Executor(wide_graph, wrt), wide_graph, widened(arrays),
+                                     seed_array)
                 report = within_rounding(report, gradients, wide, reference)
         if mode is CheckMode.STRICT and report.status is Status.DISAGREE:
             raise CheckFailed(report)
@@ -164,7 +167,7 @@ def _scalar_forward(valid: ValidGraph, arrays: Mapping[str, np.ndarray],
     executor = Executor(wide)
 
     def forward(values: Mapping[str, np.ndarray]) -> float:
-        out, _, _ = outputs(executor, wide, check_values(wide, values))
+        out, _, _ = outputs(executor, wide, check_values(wide, values, finite=False))
         out = np.asarray(out, dtype=np.float64)
         return float(np.sum(out * seed) if seed is not None else out.sum())
 

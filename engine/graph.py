@@ -498,13 +498,15 @@ def computed_dtype(op: Op, inputs: Sequence[NodeType], attrs: Mapping[str, Any])
 
 # --- leaf values ----------------------------------------------------------------------------------
 
-def check_values(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
-                 ) -> dict[str, np.ndarray]:
+def check_values(valid: ValidGraph, values: Mapping[str, npt.ArrayLike], *,
+                 finite: bool = True) -> dict[str, np.ndarray]:
     """The value of each leaf the graph uses, as an array of its declared dtype.
 
     Each must be given, have the declared shape, convert to the declared dtype within its kind
-    (an int to a float, not a float to an int) and be finite; ``InvalidArgument`` names the leaf
-    node otherwise. Values for names the graph does not use are ignored.
+    (an int to a float, not a float to an int) and, if ``finite``, be finite; ``InvalidArgument``
+    names the leaf node otherwise. Values for names the graph does not use are ignored. (The
+    check's own evaluations pass ``finite=False``: a session's leaves may hold NaN, as tensors
+    do, and their gradients are still checked as far as they can be.)
     """
     node_of = {node.name: node.id for node in valid.order if isinstance(node, Leaf)}
     arrays = {}
@@ -512,7 +514,7 @@ def check_values(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
         node = node_of[name]
         if name not in values:
             raise InvalidArgument(f"node {node!r}: no value for leaf {name!r}", node=node)
-        array = checked_array(values[name], shape, f"the value of leaf {name!r}", node)
+        array = checked_array(values[name], shape, f"the value of leaf {name!r}", node, finite)
         if not np.can_cast(array.dtype, dtype.numpy, "same_kind"):
             raise InvalidArgument(f"node {node!r}: the value of leaf {name!r} has dtype "
                                   f"{array.dtype}, which does not convert to {dtype}", node=node)
@@ -520,8 +522,9 @@ def check_values(valid: ValidGraph, values: Mapping[str, npt.ArrayLike],
     return arrays
 
 
-def checked_array(value: npt.ArrayLike, shape: Shape, what: str, node: str) -> np.ndarray:
-    """``value`` as an array of numbers of the given shape with finite values."""
+def checked_array(value: npt.ArrayLike, shape: Shape, what: str, node: str,
+                  finite: bool = True) -> np.ndarray:
+    """``value`` as an array of numbers of the given shape (with finite values, if ``finite``)."""
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as error:
@@ -533,6 +536,6 @@ def checked_array(value: npt.ArrayLike, shape: Shape, what: str, node: str) -> n
     if array.shape != shape:
         raise InvalidArgument(f"node {node!r}: {what} has shape {list(array.shape)}, expected "
                               f"{list(shape)}", node=node)
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+    if finite and array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InvalidArgument(f"node {node!r}: {what} is not finite", node=node)
     return array

@@ -144,3 +144,20 @@ def test_a_singular_report_gives_both_values_at_each_singular_element() -> None:
         "d/dx[0]: the numeric gradient gives nan where the closed form gives 0.0, as at "
         "d/dx[1] (nan vs 1.0), d/dx[2] (nan vs 2.0), d/dx[3] (nan vs 3.0) and 2 more; "
         "d/dy: the numeric gradient gives inf where the closed form gives 1.0: ")
+
+
+def test_a_disagreement_at_a_nan_input_is_singular_but_not_elsewhere() -> None:
+    # relu at NaN: PyTorch passes the gradient, the closed form's branch gives 0.
+    values = {"x": np.array([np.nan, 2.0, 3.0])}
+    numeric = {"x": np.array([-1.0, 1.0, 1.0])}
+    report = check.at_non_finite_inputs(compare(numeric, {"x": np.array([0.0, 1.0, 1.0])}, F64),
+                                        numeric, {"x": np.array([0.0, 1.0, 1.0])}, values, F64)
+    assert report.status is Status.SINGULAR and "NaN or infinite value of leaf 'x'" in report.reason
+    wrong_elsewhere = {"x": np.array([0.0, 1.0, 5.0])}
+    report = check.at_non_finite_inputs(compare(numeric, wrong_elsewhere, F64), numeric,
+                                        wrong_elsewhere, values, F64)
+    assert report.status is Status.DISAGREE
+    finite = {"x": np.array([1.0, 2.0, 3.0])}
+    report = check.at_non_finite_inputs(compare(numeric, {"x": np.zeros(3)}, F64), numeric,
+                                        {"x": np.zeros(3)}, finite, F64)
+    assert report.status is Status.DISAGREE
