@@ -1472,11 +1472,13 @@ OPS: tuple[Op, ...] = (
        shape=shapes.broadcast, domain=_REAL, floating=True, saves_output=True, saves_inputs=False),
     Op(name="relu", elementwise=True,
        refuses_operands=_bools_refused(lambda count: "Boolean inputs not supported for relu"),
-       forward=lambda x: np.maximum(x, 0), vjps=(lambda g, out, x: np.where(x <= 0, 0.0, g),),
+       # maximum(0, x): NumPy's maximum gives its second operand at a tie, so relu(-0.0) is
+       # -0.0, as PyTorch's (which keeps x unless x < 0).
+       forward=lambda x: np.maximum(0, x), vjps=(lambda g, out, x: np.where(x <= 0, 0.0, g),),
        sympy=_elementwise(_positive_part), grad_fn="ReluBackward0",
        shape=shapes.broadcast, domain=_REAL, kink="relu'(0) = 0"),
     Op(name="abs", elementwise=True, refuses_operands=_abs_of_a_bool,
-       forward=np.abs, vjps=(lambda g, out, x: g * np.sign(x),), sympy=_elementwise(_abs),
+       forward=np.abs, vjps=(lambda g, out, x: g * _sign(x),), sympy=_elementwise(_abs),
        grad_fn="AbsBackward0", shape=shapes.broadcast, domain=_REAL, kink="abs'(0) = 0"),
     # sqrt' = 1 / (2 sqrt)
     Op(name="sqrt", elementwise=True,
