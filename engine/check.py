@@ -266,14 +266,23 @@ def within_rounding(strict: CheckReport, numeric: Mapping[str, np.ndarray],
 _FEW_DIGITS = "; float32 keeps few correct digits here, float64 would keep more"
 
 
-def at_non_finite_inputs(report: CheckReport, numeric: Mapping[str, np.ndarray],
+def at_non_finite_points(report: CheckReport, numeric: Mapping[str, np.ndarray],
                          reference: Mapping[str, np.ndarray], values: Mapping[str, np.ndarray],
-                         dtype: DType) -> CheckReport:
-    """A DISAGREE only at elements whose leaf value is NaN or infinite, as SINGULAR: a derivative
-    there is a convention (PyTorch's relu passes the gradient at NaN, the closed form's branch
-    gives 0), not a value one side can be checked against. A disagreement elsewhere stands."""
+                         outputs: tuple[np.ndarray, np.ndarray], dtype: DType) -> CheckReport:
+    """A DISAGREE where the function has no derivative to check, as SINGULAR: at a point where
+    one side's output is NaN or infinite and the other's is not (``outputs``: the engine's and
+    the closed form's), so outside the function's domain (log1p at x < -1 is NaN, its closed
+    form's identity goes on there, as PyTorch's formula 1 / (1 + x) does); or only at elements
+    whose leaf value is NaN or infinite (PyTorch's relu passes the gradient at NaN, the closed
+    form's branch gives 0). Either way each side's value is a convention. Any other disagreement
+    stands."""
     if report.status is not Status.DISAGREE:
         return report
+    engine, closed = (np.isfinite(np.asarray(o, np.float64)) for o in outputs)
+    if engine.shape == closed.shape and (engine != closed).any():
+        return replace(report, status=Status.SINGULAR, reason=(
+            f"{report.reason}, where one output is NaN or infinite and the other is not (the "
+            "point is outside the function's domain): each side's derivative is a convention"))
     elsewhere: dict[str, np.ndarray] = {}
     found: list[str] = []
     for name, got in numeric.items():

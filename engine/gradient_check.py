@@ -17,7 +17,7 @@ from .check import (
     CheckMode,
     CheckReport,
     Status,
-    at_non_finite_inputs,
+    at_non_finite_points,
     compare,
     finite_difference,
     skipped,
@@ -114,8 +114,8 @@ class GradientCheck:
                 scale = 1.0 if seed_array is None else float(seed_array.reshape(()))
                 reference = (evaluation.gradients if scale == 1.0 else
                              {n: g * scale for n, g in evaluation.gradients.items()})
-            report = at_non_finite_inputs(compare(gradients, reference, dtype), gradients,
-                                          reference, arrays, dtype)
+            report = at_non_finite_points(compare(gradients, reference, dtype), gradients,
+                                          reference, arrays, (value, evaluation.value), dtype)
             if report.status is Status.DISAGREE and dtype == dtypes.float32:
                 # Rounding or a wrong derivation? The engine in float64 tells them apart.
                 wide_graph = in_float64(self.valid)

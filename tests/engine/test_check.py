@@ -146,18 +146,30 @@ def test_a_singular_report_gives_both_values_at_each_singular_element() -> None:
         "d/dy: the numeric gradient gives inf where the closed form gives 1.0: ")
 
 
+def _at_point(numeric: dict[str, np.ndarray], closed: dict[str, np.ndarray],
+              values: dict[str, np.ndarray], outputs: tuple[float, float] = (1.0, 1.0),
+              ) -> check.CheckReport:
+    return check.at_non_finite_points(compare(numeric, closed, F64), numeric, closed, values,
+                                      (np.array(outputs[0]), np.array(outputs[1])), F64)
+
+
 def test_a_disagreement_at_a_nan_input_is_singular_but_not_elsewhere() -> None:
     # relu at NaN: PyTorch passes the gradient, the closed form's branch gives 0.
     values = {"x": np.array([np.nan, 2.0, 3.0])}
     numeric = {"x": np.array([-1.0, 1.0, 1.0])}
-    report = check.at_non_finite_inputs(compare(numeric, {"x": np.array([0.0, 1.0, 1.0])}, F64),
-                                        numeric, {"x": np.array([0.0, 1.0, 1.0])}, values, F64)
+    report = _at_point(numeric, {"x": np.array([0.0, 1.0, 1.0])}, values)
     assert report.status is Status.SINGULAR and "NaN or infinite value of leaf 'x'" in report.reason
-    wrong_elsewhere = {"x": np.array([0.0, 1.0, 5.0])}
-    report = check.at_non_finite_inputs(compare(numeric, wrong_elsewhere, F64), numeric,
-                                        wrong_elsewhere, values, F64)
-    assert report.status is Status.DISAGREE
+    assert _at_point(numeric, {"x": np.array([0.0, 1.0, 5.0])}, values).status is Status.DISAGREE
     finite = {"x": np.array([1.0, 2.0, 3.0])}
-    report = check.at_non_finite_inputs(compare(numeric, {"x": np.zeros(3)}, F64), numeric,
-                                        {"x": np.zeros(3)}, finite, F64)
-    assert report.status is Status.DISAGREE
+    assert _at_point(numeric, {"x": np.zeros(3)}, finite).status is Status.DISAGREE
+
+
+def test_a_disagreement_outside_the_domain_is_singular() -> None:
+    # log1p at x < -1: NaN, where the closed form's identity gives a number; PyTorch's
+    # 1 / (1 + x) against the identity's derivative.
+    values = {"x": np.array([-2.5])}
+    numeric, closed = {"x": np.array([-0.667])}, {"x": np.array([0.667])}
+    report = _at_point(numeric, closed, values, outputs=(np.nan, 0.96))
+    assert report.status is Status.SINGULAR and "outside the function's domain" in report.reason
+    for outputs in ((0.5, 0.5), (np.nan, np.nan)):
+        assert _at_point(numeric, closed, values, outputs).status is Status.DISAGREE

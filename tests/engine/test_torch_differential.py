@@ -1373,10 +1373,11 @@ def sign_of_nan_and_zeros(lib: ModuleType, rec: Recorder) -> None:
 
 
 @scenario
-def relu_and_abs_at_signed_zeros_and_nan(lib: ModuleType, rec: Recorder) -> None:
+def signed_zeros_nan_and_outside_the_domain(lib: ModuleType, rec: Recorder) -> None:
     # relu keeps x unless x < 0 (relu(-0.0) is -0.0); abs's gradient is g * sign(x), and
-    # PyTorch's sign is 0 at nan, so the gradient there is a zero of g's sign.
-    for name in ("relu", "abs"):
+    # PyTorch's sign is 0 at nan, so the gradient there is a zero of g's sign; log1p at -2 is
+    # NaN, its gradient PyTorch's 1 / (1 + x). The SDK's checked backward must give them all.
+    for name in ("relu", "abs", "log1p"):
         x = lib.tensor([-0.0, 0.0, float("nan"), -2.0, 3.0], requires_grad=True)
         y = rec.call(name, functools.partial(getattr(lib, name), x))
         rec.call("backward", functools.partial(y.backward, lib.tensor([-1.0, -1.0, -1.0, 1.0,
