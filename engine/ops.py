@@ -251,7 +251,10 @@ _CPP_DTYPE_NAMES = {"float32": "float", "float64": "double", "int64": "long int"
 def _matmul_dtypes(operands: Sequence[Described]) -> str | None:
     """PyTorch's refusal of a matmul whose operands differ in dtype or are bools, in the words of
     the kernel the operands' ranks lead to (a 0-d operand: the shape rule's error)."""
-    (a, rank_a), (b, rank_b) = operands  # type: ignore[misc]  # tensors only (tensors_only)
+    first, second = operands
+    if type(first) is not tuple or type(second) is not tuple:
+        return None  # a number: the shape rule's error (a graph may hold one)
+    (a, rank_a), (b, rank_b) = first, second
     if not (rank_a and rank_b) or (a is b and a is not dtypes.bool_):
         return None
     name_a, name_b = _TORCH_DTYPE_NAMES[a.name], _TORCH_DTYPE_NAMES[b.name]
