@@ -1245,9 +1245,9 @@ def _pow(x: Array, y: Array) -> Array:
     try:
         return x ** y
     except ValueError:  # NumPy refuses an integer to a negative integer power
-        if not isinstance(y, np.ndarray):  # a graph's constant (a call's: refused before)
+        if _is_number(y):  # a graph's constant (a call's is refused before it runs)
             raise UsageError(NEGATIVE_INTEGER_POWER) from None
-        return _integer_power(x, y)
+        return _integer_power(x, y)  # a tensor's values (a 0-d one's: a NumPy scalar)
 
 
 def _integer_power(x: Array, y: Array) -> Array:

@@ -432,6 +432,7 @@ def test_integer_powers_as_pytorch(require_torch: ModuleType) -> None:
         rec.call("2 ** negatives", lambda: 2 ** lib.tensor([-1, -2, 3]))
         rec.call("-1 ** ints", lambda: lib.pow(-1, ints))
         rec.call("ints ** 0-d", lambda: ints ** lib.tensor(-2))
+        rec.call("ints ** computed 0-d", lambda: ints ** -lib.tensor(2))
         rec.call("0-d ** 0-d", lambda: lib.tensor(0) ** lib.tensor(-1))
         rec.call("mask ** ints", lambda: lib.tensor([True, False]) ** lib.tensor([-1, 2]))
         rec.call("ints ** -2", lambda: ints ** -2)
