@@ -69,15 +69,23 @@ def python_attrs(op: Op, dtype: DType, args: dict[str, Any],
         check_call(op, dtype, args, shape)
     for attr, convert in op.python_forms:
         try:
+            if args[attr] is None and op.attrs[attr].required:
+                # None is a graph's "all dimensions"; PyTorch's signature takes none here
+                # (logsumexp's dim).
+                raise IllTyped(None)
             args[attr] = convert(args[attr])
         except IllTyped:  # PyTorch's argument parser refuses it before the op runs
-            kind = ATTR_KINDS[op.attrs[attr].kind]
+            expected = ATTR_KINDS[op.attrs[attr].kind].python.removesuffix(" | None")
             raise TypeError(f"{op.name}(): argument '{attr}' must be "
-                            f"{kind.python.removesuffix(' | None')}, not "
+                            f"{_PYTORCH_TYPES.get(expected, expected)}, not "
                             f"{type(args[attr]).__name__}") from None
     if op.warns is not None and (message := op.warns(shape, args)):
         warnings.warn(message, UserWarning, stacklevel=_caller_level())
     return args
+
+
+# PyTorch's argument parser's names for the attribute kinds' Python types, where they differ.
+_PYTORCH_TYPES = {"Dims": "tuple of ints"}
 
 
 def _caller_level() -> int:

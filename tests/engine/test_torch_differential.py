@@ -2108,6 +2108,8 @@ ARGUMENTS: list[tuple[str, Callable[[ModuleType, Any], Any]]] = [
     ("amax(np.int64(0))", lambda lib, x: x.amax(np.int64(0))),
     ("squeeze(np.int64(0))", lambda lib, x: x.squeeze(np.int64(0))),
     ("logsumexp(np.int64(0))", lambda lib, x: x.logsumexp(np.int64(0))),
+    ("logsumexp(None)", lambda lib, x: x.logsumexp(None)),
+    ("logsumexp(dim=None)", lambda lib, x: lib.logsumexp(x, dim=None)),
     ("var(np.int64(0))", lambda lib, x: x.var(np.int64(0))),
     ("var(correction=np.int64(0))", lambda lib, x: x.var(correction=np.int64(0))),
     ("reshape(np.int64(4))", lambda lib, x: x.reshape(np.int64(4))),
