@@ -136,17 +136,16 @@ def build(session: Session, roots: Sequence[Tensor], *, backward: bool = False,
     ids: dict[int, str] = {}
     # The ops in the order they were recorded, which the server's backward runs from the last
     # (PyTorch's order); each op's operands are listed before it, as they come.
-    stack: list[tuple[Tensor, bool]] = [
-        (t, False) for t in reversed([*_computed_in_recorded_order(roots, backward), *roots])]
+    ordered = _computed_in_recorded_order(roots, backward)
+    computed = {id(t) for t in ordered}  # the others read their stored values
+    stack: list[tuple[Tensor, bool]] = [(t, False) for t in reversed([*ordered, *roots])]
     while stack:
         t, ready = stack.pop()
         if id(t) in ids:
             continue
         expr = t._expr
         stored = t._storage
-        moved = stored is not None and expr is not None and (
-            stored.changed_at != 0 or stale(t))
-        if not _reads_storage(t, backward):
+        if id(t) in computed:
             assert expr is not None
             if not ready:
                 stack.append((t, True))
@@ -184,8 +183,7 @@ def build(session: Session, roots: Sequence[Tensor], *, backward: bool = False,
                 nodes.append(pb.Node(id=f"n{len(nodes)}", op=pb.Operation(
                     op="detach", inputs=[node_id])))
                 node_id = f"n{len(nodes) - 1}"
-            if moved:
-                assert stored is not None
+            if stored is not None and (stored.changed_at != 0 or stale(t)):  # moved
                 session.ensure_created(stored)
                 node_id = _straight_through(nodes, stored.name, node_id)
             ids[id(t)] = node_id

@@ -558,8 +558,11 @@ class Op:
 
     @functools.cached_property
     def python_forms(self) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
-        """Per attribute whose kind converts a Python call's argument, its converter."""
-        return tuple((name, convert) for name, attr in self.attrs.items()
+        """Per attribute whose kind converts a Python call's argument, its converter; a required
+        attribute's refuses None, which a kind may take for graphs (all dimensions) where
+        PyTorch's signature takes none (logsumexp's dim)."""
+        return tuple((name, _refusing_none(convert) if attr.required else convert)
+                     for name, attr in self.attrs.items()
                      if (convert := ATTR_KINDS[attr.kind].from_python) is not None)
 
     def grad_fn_name(self, call: Call) -> str:
@@ -567,6 +570,14 @@ class Op:
         if callable(self.grad_fn):
             return self.grad_fn(call)
         return self.grad_fn or ""
+
+
+def _refusing_none(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def converted(value: Any) -> Any:
+        if value is None:
+            raise IllTyped(value)
+        return convert(value)
+    return converted
 
 
 @functools.lru_cache(maxsize=256)

@@ -69,10 +69,6 @@ def python_attrs(op: Op, dtype: DType, args: dict[str, Any],
         check_call(op, dtype, args, shape)
     for attr, convert in op.python_forms:
         try:
-            if args[attr] is None and op.attrs[attr].required:
-                # None is a graph's "all dimensions"; PyTorch's signature takes none here
-                # (logsumexp's dim).
-                raise IllTyped(None)
             args[attr] = convert(args[attr])
         except IllTyped:  # PyTorch's argument parser refuses it before the op runs
             expected = ATTR_KINDS[op.attrs[attr].kind].python.removesuffix(" | None")
