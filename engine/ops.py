@@ -857,13 +857,17 @@ def _along(x: Array, dim: int) -> int | None:
 def _shifted(x: Array, axis: int | None) -> Array:
     # x less its slice's maximum, so exp cannot overflow (np.amax's ``initial`` costs twice the
     # reduction, and only an empty tensor, with no slice to shift, needs it).
-    return x - np.maximum.reduce(x, axis=axis, keepdims=True) if np.size(x) else x
+    size = x.size if type(x) is np.ndarray else np.size(x)  # x may be a graph's number
+    return x - np.maximum.reduce(x, axis=axis, keepdims=True) if size else x
 
 
 def _softmax(x: Array, dim: int) -> Array:
     axis = _along(x, dim)
-    e = np.exp(_shifted(x, axis))
-    e /= np.add.reduce(e, axis=axis, keepdims=True)  # in place: e is this call's own array
+    e = _shifted(x, axis)
+    if e is x or type(e) is not np.ndarray:  # empty, or 0-d (a number): no array of its own
+        return np.exp(e) / np.add.reduce(np.exp(e), axis=axis, keepdims=True)
+    np.exp(e, out=e)  # in place: the shifted values are this call's own array
+    e /= np.add.reduce(e, axis=axis, keepdims=True)
     return e
 
 
@@ -880,7 +884,9 @@ def _softmax_vjp(g: Array, out: Array, x: Array, dim: int) -> Array:
         return out * (g - g * out)
     # vecdot: the product and its sum in one call (with keepdims, two calls' worth of overhead
     # less on a small tensor)
-    return out * (g - np.vecdot(g, out, axis=axis, keepdims=True))  # type: ignore[call-overload]
+    grad = g - np.vecdot(g, out, axis=axis, keepdims=True)  # type: ignore[call-overload]
+    grad *= out  # in place: the difference is this call's own array
+    return grad
 
 
 def _log_softmax_vjp(g: Array, out: Array, x: Array, dim: int) -> Array:
