@@ -11,6 +11,7 @@ Backward runs the steps ``reverse.py`` defines, in its order, which the executor
 from __future__ import annotations
 
 import re
+import threading
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,19 @@ SECOND_BACKWARD = (
     "call .backward() or autograd.grad(). Specify retain_graph=True if you need to backward "
     "through the graph a second time or if you need to access saved tensors after calling "
     "backward.")
+
+
+# The sequence number drawn by the last in-place update of any tensor: a node numbered above it
+# was recorded after every update so far, so its operands and result are as it saved them and
+# backward need not read their version counters.
+_last_update = [-1]
+_update_lock = threading.Lock()  # keeps _last_update rising when threads update at once
+
+
+def note_update() -> None:
+    """Record that an in-place update changed a tensor's version counter just now."""
+    with _update_lock:
+        _last_update[0] = next_sequence()
 
 
 class Node:
@@ -81,6 +95,8 @@ class Node:
         args = self.args
         if args is None:
             raise UsageError(SECOND_BACKWARD)
+        if self.seq > _last_update[0]:
+            return self.values
         if self.op.saves_inputs:
             for i, arg in enumerate(args):
                 version = getattr(arg, "_version", None)
@@ -180,9 +196,9 @@ def backpropagate(root: Node, grad: Array, retain_graph: bool,
         g = grads.pop(node)
         if node.retained is not None:
             retained.append((node.retained, g))
-        inputs, out, attrs = node.inputs(), node.out, node.attrs
-        for vjp, target, x in zip(node.op.vjps_for(len(inputs)), node.targets,  # noqa: B905
-                                  inputs):
+        op, inputs, out, attrs = node.op, node.inputs(), node.out, node.attrs
+        vjps = op.vjps_for(len(inputs)) if op.variadic else op.vjps
+        for vjp, target, x in zip(vjps, node.targets, inputs):  # noqa: B905
             if target is not None and vjp is not None:  # a target only where there is a VJP
                 send(grads, target, vjp, g, out, inputs, x, attrs)
     if not retain_graph:

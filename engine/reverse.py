@@ -69,7 +69,7 @@ def send(grads: MutableMapping[Any, Array], target: Any, vjp: Vjp, g: Array, out
     gi = vjp(g, out, *inputs, **attrs) if attrs else vjp(g, out, *inputs)
     if gi.shape != x.shape:
         gi = unbroadcast(gi, x.shape)
-    if gi.dtype != x.dtype:
+    if gi.dtype is not x.dtype and gi.dtype != x.dtype:  # NumPy's dtypes are mostly shared
         gi = gi.astype(x.dtype)
     if target in grads:
         grads[target] = grads[target] + gi
@@ -88,13 +88,19 @@ def unbroadcast(grad: Array, shape: tuple[int, ...]) -> Array:
     return np.add.reduce(grad, axis=axes, keepdims=True) if axes else grad
 
 
+_ONES = {np.dtype(t): t(1) for t in (np.float32, np.float64)}
+
+
 def initial_gradient(out: Array, gradient: Array | None) -> Array:
     """The gradient a backward from ``out`` starts from (``gradient``, or 1 for one element),
     checked as PyTorch checks it."""
     if gradient is None:
         if out.size != 1:
             raise UsageError("grad can be implicitly created only for scalar outputs")
-        return out.dtype.type(1) if not out.ndim else np.ones(out.shape, out.dtype)
+        if out.ndim:
+            return np.ones(out.shape, out.dtype)
+        one = _ONES.get(out.dtype)  # a NumPy scalar cannot change: one per dtype serves all
+        return out.dtype.type(1) if one is None else one
     seed = np.asarray(gradient)
     if seed.shape != out.shape:
         raise ShapeError(f"Mismatch in shape: grad_output[0] has a shape of "

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import dtypes, indexing, shapes
-from .backward_graph import Node, backpropagate, legacy_type_name
+from .backward_graph import Node, backpropagate, legacy_type_name, note_update
 from .dtypes import DType, Size
 from .errors import DTypeError, ShapeError, UsageError
 from .grad_mode import _enabled
@@ -40,6 +40,7 @@ Array = Any
 Operand = Any  # a Tensor or a Python number
 
 _PYTHON_DATA = (list, tuple, int, float, bool)
+_ARRAY = np.ndarray  # a module global: one lookup fewer for every tensor made
 
 
 class Tensor:
@@ -57,7 +58,7 @@ class Tensor:
 
     def __init__(self, data: Array, node: Node | None = None, requires_grad: bool = False) -> None:
         # Wraps an array as it is (the ops' fast path); ``tensor()`` is the way to build one.
-        if type(data) in _PYTHON_DATA:
+        if type(data) is not _ARRAY and type(data) in _PYTHON_DATA:  # an op's result: an array
             data = np.array(data, dtype=np.float32)  # ``Tensor([1, 2])`` is float32 in PyTorch
         self._data = data
         self._grad: Tensor | None = None
@@ -720,6 +721,7 @@ def _bump_version(tensor: Tensor) -> None:
         tensor._version = [1]
     else:
         tensor._version[0] += 1
+    note_update()
 
 
 def _requires_grad(operand: Operand) -> bool:
@@ -734,7 +736,9 @@ def value_of(operand: Operand) -> Array:
 def _accumulate(tensor: Tensor, grad: Array) -> None:
     """Add ``grad`` into ``tensor.grad``, in place when there is one (PyTorch's AccumulateGrad)."""
     if tensor._grad is None:
-        tensor._grad = Tensor(np.array(grad, dtype=tensor._data.dtype))
+        dtype = tensor._data.dtype
+        tensor._grad = Tensor(grad.copy() if type(grad) is np.ndarray and grad.dtype == dtype
+                              else np.array(grad, dtype=dtype))
         return
     target = tensor._grad
     if isinstance(target._data, np.ndarray) and target._data.flags.writeable:
@@ -833,7 +837,7 @@ def record(op: Op, args: tuple[Operand, ...], inputs: tuple[Array, ...], attrs: 
                      for a, vjp in zip(args, op.vjps_for(len(args)), strict=True)])
     if all([t is None for t in targets]):
         return Tensor(out)
-    modified = any([type(a) is Tensor and a._version for a in args])
+    modified = any([type(a) is Tensor and a._version and a._version[0] for a in args])
     return _result(out, Node(op, args, inputs, attrs, out, targets,
                              _versions(args) if modified else None))
 
@@ -854,7 +858,7 @@ def _apply_unary(op: Op, a: Tensor, attrs: dict[str, Any]) -> Tensor:
         result = Tensor(out)
     else:
         result = _result(out, Node(op, (a,), (x,), attrs, out, (a._node or a,),
-                                   (a._version[0],) if a._version else None))
+                                   (a._version[0],) if a._version and a._version[0] else None))
     if op.view:
         _share_storage(a, result)
     return result
@@ -863,7 +867,12 @@ def _apply_unary(op: Op, a: Tensor, attrs: dict[str, Any]) -> Tensor:
 def _share_storage(base: Tensor, view: Tensor) -> None:
     """A view's values are its base's where NumPy made a view too: they then share the version
     counter, so a graph that saved either refuses a change made through the other."""
-    if isinstance(view._data, np.ndarray) and np.may_share_memory(view._data, base._data):
+    data = view._data
+    if type(data) is not np.ndarray or data.base is None:  # a number, or an array of its own
+        return
+    # NumPy points a view at the array that owns the memory: the base's own, or the base.
+    if data.base is base._data or data.base is base._data.base or np.may_share_memory(
+            data, base._data):
         if base._version is None:
             base._version = [0]
         view._version = base._version
@@ -891,7 +900,8 @@ def _apply_binary(op: Op, a: Operand, b: Operand) -> Tensor:
     tb = (b._node or b) if type(b) is Tensor and b.requires_grad else None
     if ta is None and tb is None:
         return Tensor(out)
-    modified = (type(a) is Tensor and a._version) or (type(b) is Tensor and b._version)
+    modified = ((type(a) is Tensor and a._version and a._version[0])
+                or (type(b) is Tensor and b._version and b._version[0]))
     return _result(out, Node(op, (a, b), (x, y), _NO_ATTRS, out, (ta, tb),
                              _versions((a, b)) if modified else None))
 
@@ -926,13 +936,16 @@ def tensor(data: Any, dtype: DType | None = None, requires_grad: bool = False) -
     """
     if isinstance(data, Tensor):
         data = data._data
-    target = dtype or data_dtype(data)
-    if type(data) is np.ndarray and data.dtype == target.numpy:
+    if dtype is None and type(data) is np.ndarray and data.dtype in _FLOATING:
         result = Tensor(data.copy())  # the common case: np.array's conversions have no work
     else:
+        target = dtype or data_dtype(data)
         result = Tensor(np.array(data, dtype=target.numpy))
-    if requires_grad:
-        if not target.is_floating_point:
+        if requires_grad and not target.is_floating_point:
             raise UsageError(FLOAT_ONLY)
+    if requires_grad:
         result.requires_grad = True
     return result
+
+
+_FLOATING = (np.dtype(np.float32), np.dtype(np.float64))  # arrays tensor() keeps as they are
