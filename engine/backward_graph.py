@@ -95,8 +95,6 @@ class Node:
         args = self.args
         if args is None:
             raise UsageError(SECOND_BACKWARD)
-        if self.seq > _last_update[0]:
-            return self.values
         if self.op.saves_inputs:
             for i, arg in enumerate(args):
                 version = getattr(arg, "_version", None)
@@ -190,13 +188,18 @@ def backpropagate(root: Node, grad: Array, retain_graph: bool,
     any tensor here, so a pass that fails leaves every ``.grad`` as it was.
     """
     order = schedule(root, _TARGETS, Node, _SEQUENCE)
+    last_update = _last_update[0]
     grads: dict[Any, Array] = {root: grad}  # by Node while pending, by leaf Tensor for good
     retained: list[tuple[Tensor, Array]] = []
     for node in order:
         g = grads.pop(node)
         if node.retained is not None:
             retained.append((node.retained, g))
-        op, inputs, out, attrs = node.op, node.inputs(), node.out, node.attrs
+        # A node recorded after the last in-place update reads its values unchecked: none of
+        # them can have changed since.
+        inputs = (node.values if node.seq > last_update and node.args is not None
+                  else node.inputs())
+        op, out, attrs = node.op, node.out, node.attrs
         vjps = op.vjps_for(len(inputs)) if op.variadic else op.vjps
         for vjp, target, x in zip(vjps, node.targets, inputs):  # noqa: B905
             if target is not None and vjp is not None:  # a target only where there is a VJP

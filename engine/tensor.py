@@ -330,7 +330,7 @@ class Tensor:
         """Basic indexing, as the ops PyTorch decomposes it into (``indexing.steps``)."""
         result = self
         for name, attrs in indexing.steps(key, self._data.shape):
-            result = apply(TABLE[name], (result,), attrs)
+            result = _apply_unary(TABLE[name], result, attrs)
         return result
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -787,7 +787,10 @@ def _call(name: str, operands: tuple[Operand, ...], args: dict[str, Any]) -> Ten
     if not args:  # no attributes (where): nothing to check or convert
         return apply(op, operands)
     data = operands[0]._data
-    return apply(op, operands, python_attrs(op, dtypes.from_numpy(data.dtype), args, data.shape))
+    attrs = python_attrs(op, dtypes.from_numpy(data.dtype), args, data.shape)
+    if len(operands) == 1:
+        return _apply_unary(op, operands[0], attrs)
+    return apply(op, operands, attrs)
 
 
 def _call_variadic(name: str, operands: Sequence[Tensor], args: dict[str, Any]) -> Tensor:
@@ -893,7 +896,11 @@ def _apply_binary(op: Op, a: Operand, b: Operand) -> Tensor:
         fast = y.dtype.kind == "f" and type(a) is not bool
     if not fast:
         x, y = _promoted(op, (a, b))
-    out = _forward(op, (x, y), _NO_ATTRS)
+    try:
+        out = op.forward(x, y)
+    except ValueError:
+        op.shape(np.shape(x), np.shape(y))  # raises PyTorch's error for what NumPy refused
+        raise
     if not _enabled.get() or op.stops_gradient:
         return Tensor(out)
     ta = (a._node or a) if type(a) is Tensor and a.requires_grad else None
