@@ -58,7 +58,7 @@ class Tensor:
 
     def __init__(self, data: Array, node: Node | None = None, requires_grad: bool = False) -> None:
         # Wraps an array as it is (the ops' fast path); ``tensor()`` is the way to build one.
-        if type(data) is not _ARRAY and type(data) in _PYTHON_DATA:  # an op's result: an array
+        if type(data) is not _ARRAY and type(data) in _PYTHON_DATA:  # ops give arrays: one test
             data = np.array(data, dtype=np.float32)  # ``Tensor([1, 2])`` is float32 in PyTorch
         self._data = data
         self._grad: Tensor | None = None
