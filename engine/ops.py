@@ -865,7 +865,8 @@ def _softmax(x: Array, dim: int) -> Array:
     axis = _along(x, dim)
     e = _shifted(x, axis)
     if e is x or type(e) is not np.ndarray:  # empty, or 0-d (a number): no array of its own
-        return np.exp(e) / np.add.reduce(np.exp(e), axis=axis, keepdims=True)
+        e = np.exp(e)
+        return e / np.add.reduce(e, axis=axis, keepdims=True)
     np.exp(e, out=e)  # in place: the shifted values are this call's own array
     e /= np.add.reduce(e, axis=axis, keepdims=True)
     return e

@@ -855,7 +855,7 @@ def _apply_unary(op: Op, a: Tensor, attrs: dict[str, Any]) -> Tensor:
     try:
         out = op.forward(x, **attrs) if attrs else op.forward(x)
     except ValueError:
-        op.shape(np.shape(x), **attrs)  # raises PyTorch's error for what NumPy refused
+        _refused_by_numpy(op, (x,), attrs)
         raise
     if not a.requires_grad or op.vjps[0] is None or not _enabled.get():
         result = Tensor(out)
@@ -899,7 +899,7 @@ def _apply_binary(op: Op, a: Operand, b: Operand) -> Tensor:
     try:
         out = op.forward(x, y)
     except ValueError:
-        op.shape(np.shape(x), np.shape(y))  # raises PyTorch's error for what NumPy refused
+        _refused_by_numpy(op, (x, y), _NO_ATTRS)
         raise
     if not _enabled.get() or op.stops_gradient:
         return Tensor(out)
@@ -925,8 +925,13 @@ def _forward(op: Op, inputs: tuple[Array, ...], attrs: dict[str, Any]) -> Array:
     try:
         return op.forward(*inputs, **attrs)
     except ValueError:
-        op.shape(*[np.shape(x) for x in inputs], **attrs)  # PyTorch's error for NumPy's refusal
+        _refused_by_numpy(op, inputs, attrs)
         raise
+
+
+def _refused_by_numpy(op: Op, inputs: tuple[Array, ...], attrs: dict[str, Any]) -> None:
+    """PyTorch's error for inputs NumPy refused, from the op's shape rule (which raises it)."""
+    op.shape(*[np.shape(x) for x in inputs], **attrs)
 
 
 def _versions(args: tuple[Operand, ...]) -> tuple[int, ...]:
